@@ -1,0 +1,315 @@
+/* kernels.c - see kernels.h. */
+#include "kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------- arena ---------------- */
+
+#define ARENA_BLOCK_MIN ((size_t)64 << 20) /* bytes */
+
+struct arena_block {
+    arena_block *next;
+    size_t size, offset; /* bytes */
+    unsigned char *data;
+};
+
+void arena_init(arena *a) { memset(a, 0, sizeof *a); }
+
+void arena_free(arena *a) {
+    for (arena_block *b = a->head, *n; b; b = n) { n = b->next; free(b->data); free(b); }
+    memset(a, 0, sizeof *a);
+}
+
+static arena_block *arena_new_block(size_t bytes) {
+    arena_block *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->size = bytes < ARENA_BLOCK_MIN ? ARENA_BLOCK_MIN : bytes;
+    b->data = aligned_alloc(64, (b->size + 63) & ~(size_t)63);
+    if (!b->data) { free(b); return NULL; }
+    return b;
+}
+
+float *arena_alloc(arena *a, size_t n) {
+    size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
+    if (bytes == 0) bytes = 64;
+    if (!a->cur) {
+        if (!a->head && !(a->head = arena_new_block(bytes))) { a->failed = 1; return NULL; }
+        a->cur = a->head;
+        a->cur->offset = 0;
+    }
+    /* Move to the next block (reusing kept ones) until one has room. */
+    while (a->cur->size - a->cur->offset < bytes) {
+        arena_block *next = a->cur->next;
+        if (next && next->size < bytes) { /* too small for this request: drop it */
+            a->cur->next = next->next;
+            free(next->data);
+            free(next);
+            continue;
+        }
+        if (!next) {
+            if (!(next = arena_new_block(bytes))) { a->failed = 1; return NULL; }
+            a->cur->next = next;
+        }
+        a->cur = next;
+        a->cur->offset = 0;
+    }
+    float *p = (float *)(a->cur->data + a->cur->offset);
+    a->cur->offset += bytes;
+    a->used += bytes;
+    if (a->used > a->peak) a->peak = a->used;
+    return p;
+}
+
+float *arena_zalloc(arena *a, size_t n) {
+    float *p = arena_alloc(a, n);
+    if (p) memset(p, 0, n * sizeof(float));
+    return p;
+}
+
+arena_mark arena_get_mark(const arena *a) {
+    arena_mark m = {a->cur, a->cur ? a->cur->offset : 0, a->used};
+    return m;
+}
+
+void arena_reset(arena *a, arena_mark m) {
+    a->cur = m.block;
+    if (a->cur) a->cur->offset = m.offset;
+    a->used = m.used;
+}
+
+/* ---------------- threads ---------------- */
+
+static int g_threads = 1;
+
+void kernels_set_threads(int n) {
+    if (n < 1) n = omp_get_num_procs();
+    g_threads = n;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+int kernels_threads(void) { return g_threads; }
+
+/* ---------------- dense ---------------- */
+
+void matmul(const float *A, const float *B, float *C, int M, int N, int K, float alpha, float beta) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, alpha, A, K, B, N, beta, C, N);
+}
+
+void linear(const float *x, int n, int in, const float *W, const float *b, int out, float *y) {
+    if (b) {
+        #pragma omp parallel for schedule(static) if ((size_t)n * out > 65536)
+        for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, (size_t)out * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, W, in, b ? 1.0f : 0.0f, y, out);
+}
+
+/* ---------------- convolution ---------------- */
+
+#define CONV_WORK_FLOATS ((size_t)8 << 20) /* im2col tile budget: 32 MB */
+
+int conv_out_size(int in, int k, int stride, int pad_a, int pad_b) { return (in + pad_a + pad_b - k) / stride + 1; }
+
+static int conv_is_pointwise(const conv_desc *d) {
+    return d->kh == 1 && d->kw == 1 && d->stride == 1 && !d->pad_top && !d->pad_left && !d->pad_bottom && !d->pad_right;
+}
+
+/* Output pixels per im2col tile. */
+static size_t conv_tile_pixels(const conv_desc *d, int H, int W) {
+    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
+    int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
+    size_t K = (size_t)d->in_ch * d->kh * d->kw, P = (size_t)Ho * Wo;
+    size_t tile = CONV_WORK_FLOATS / K;
+    if (tile < 256) tile = 256;
+    return tile < P ? tile : P;
+}
+
+size_t conv_work_size(const conv_desc *d, int H, int W) {
+    if (conv_is_pointwise(d)) return 0;
+    return (size_t)d->in_ch * d->kh * d->kw * conv_tile_pixels(d, H, W);
+}
+
+/* col[(c·kh + ky)·kw + kx, p - p0] = x[c, oy·s - pt + ky, ox·s - pl + kx] (zero outside), p in [p0, p1). */
+static void im2col_tile(const conv_desc *d, const float *x, int H, int W, int Wo, size_t p0, size_t p1, float *col) {
+    const int K = d->in_ch * d->kh * d->kw;
+    const size_t np = p1 - p0;
+    #pragma omp parallel for schedule(static)
+    for (int k = 0; k < K; k++) {
+        int c = k / (d->kh * d->kw), ky = (k / d->kw) % d->kh, kx = k % d->kw;
+        const float *xc = x + (size_t)c * H * W;
+        float *row = col + (size_t)k * np;
+        for (size_t p = p0; p < p1; p++) {
+            int oy = (int)(p / (size_t)Wo), ox = (int)(p % (size_t)Wo);
+            int iy = oy * d->stride - d->pad_top + ky, ix = ox * d->stride - d->pad_left + kx;
+            row[p - p0] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? xc[(size_t)iy * W + ix] : 0.0f;
+        }
+    }
+}
+
+static void fill_bias(float *y, const float *b, int C, size_t P) {
+    #pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        float v = b ? b[c] : 0.0f;
+        float *yc = y + (size_t)c * P;
+        for (size_t p = 0; p < P; p++) yc[p] = v;
+    }
+}
+
+void conv2d(const conv_desc *d, const float *x, int H, int W, const float *w, const float *b, float *y, float *work) {
+    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
+    int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
+    const size_t P = (size_t)Ho * Wo;
+    const int K = d->in_ch * d->kh * d->kw;
+    fill_bias(y, b, d->out_ch, P);
+    if (conv_is_pointwise(d)) { /* y[O, P] += W[O, C] · x[C, P] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->out_ch, (int)P, K, 1.0f, w, K, x, (int)P, 1.0f, y, (int)P);
+        return;
+    }
+    size_t tile = conv_tile_pixels(d, H, W);
+    for (size_t p0 = 0; p0 < P; p0 += tile) {
+        size_t p1 = p0 + tile < P ? p0 + tile : P;
+        im2col_tile(d, x, H, W, Wo, p0, p1, work);
+        /* y[O, p0:p1] += W[O, K] · col[K, p1-p0] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->out_ch, (int)(p1 - p0), K, 1.0f, w, K, work,
+                    (int)(p1 - p0), 1.0f, y + p0, (int)P);
+    }
+}
+
+/* ---------------- normalisation ---------------- */
+
+static inline float silu1(float v) { return v / (1.0f + expf(-v)); }
+
+/* GroupNorm (Wu & He 2018): per group, y = (x - mean) / sqrt(var + eps) · gamma[c] + beta[c]. */
+void group_norm(const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta, int silu, float *y) {
+    const int cg = C / G;
+    const size_t n = (size_t)cg * HW;
+    #pragma omp parallel for schedule(static)
+    for (int g = 0; g < G; g++) {
+        const float *xg = x + (size_t)g * n;
+        float *yg = y + (size_t)g * n;
+        double sum = 0.0, sq = 0.0;
+        for (size_t i = 0; i < n; i++) sum += xg[i];
+        double mean = sum / (double)n;
+        for (size_t i = 0; i < n; i++) { double t = xg[i] - mean; sq += t * t; }
+        float inv = (float)(1.0 / sqrt(sq / (double)n + eps)), fmean = (float)mean;
+        for (int c = 0; c < cg; c++) {
+            float s = gamma[g * cg + c] * inv, t = beta[g * cg + c] - fmean * s;
+            const float *xc = xg + (size_t)c * HW;
+            float *yc = yg + (size_t)c * HW;
+            if (silu) for (int i = 0; i < HW; i++) yc[i] = silu1(xc[i] * s + t);
+            else for (int i = 0; i < HW; i++) yc[i] = xc[i] * s + t;
+        }
+    }
+}
+
+/* LayerNorm (Ba et al. 2016) over the last dimension. */
+void layer_norm(const float *x, int n, int d, float eps, const float *gamma, const float *beta, float *y) {
+    #pragma omp parallel for schedule(static) if ((size_t)n * d > 16384)
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d;
+        float *yi = y + (size_t)i * d;
+        double sum = 0.0, sq = 0.0;
+        for (int j = 0; j < d; j++) sum += xi[j];
+        double mean = sum / d;
+        for (int j = 0; j < d; j++) { double t = xi[j] - mean; sq += t * t; }
+        float inv = (float)(1.0 / sqrt(sq / d + eps)), fmean = (float)mean;
+        for (int j = 0; j < d; j++) yi[j] = (xi[j] - fmean) * inv * gamma[j] + beta[j];
+    }
+}
+
+/* ---------------- element-wise ---------------- */
+
+void silu_inplace(float *x, size_t n) {
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) x[i] = silu1(x[i]);
+}
+
+void quick_gelu_inplace(float *x, size_t n) {
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+}
+
+/* GEGLU (Shazeer 2020): proj → [a, g], out = a · GELU(g), GELU(g) = g/2 · (1 + erf(g/√2)). */
+void geglu(const float *x, int n, int d, float *y) {
+    #pragma omp parallel for schedule(static) if ((size_t)n * d > 65536)
+    for (int i = 0; i < n; i++) {
+        const float *a = x + (size_t)i * 2 * d, *g = a + d;
+        float *yi = y + (size_t)i * d;
+        for (int j = 0; j < d; j++) yi[j] = a[j] * 0.5f * g[j] * (1.0f + erff(g[j] * 0.70710678118654752f));
+    }
+}
+
+void add_inplace(float *y, const float *x, size_t n) {
+    #pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+void softmax_rows(float *x, int rows, int cols) {
+    #pragma omp parallel for schedule(static) if ((size_t)rows * cols > 16384)
+    for (int r = 0; r < rows; r++) {
+        float *xr = x + (size_t)r * cols;
+        float mx = -INFINITY;
+        for (int j = 0; j < cols; j++) mx = xr[j] > mx ? xr[j] : mx;
+        float sum = 0.0f;
+        for (int j = 0; j < cols; j++) { xr[j] = expf(xr[j] - mx); sum += xr[j]; }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < cols; j++) xr[j] *= inv;
+    }
+}
+
+void upsample_nearest2x(const float *x, int C, int H, int W, float *y) {
+    #pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < 2 * H; i++) {
+            const float *xr = x + ((size_t)c * H + i / 2) * W;
+            float *yr = y + ((size_t)c * 2 * H + i) * 2 * W;
+            for (int j = 0; j < 2 * W; j++) yr[j] = xr[j / 2];
+        }
+}
+
+void transpose(const float *x, int rows, int cols, float *y) {
+    enum { B = 32 };
+    #pragma omp parallel for schedule(static) if ((size_t)rows * cols > 65536)
+    for (int r0 = 0; r0 < rows; r0 += B)
+        for (int c0 = 0; c0 < cols; c0 += B)
+            for (int r = r0; r < r0 + B && r < rows; r++)
+                for (int c = c0; c < c0 + B && c < cols; c++) y[(size_t)c * rows + r] = x[(size_t)r * cols + c];
+}
+
+/* ---------------- attention ---------------- */
+
+#define ATTN_SCORE_FLOATS ((size_t)4 << 20) /* score block budget: 16 MB */
+
+static int attention_block_rows(int n, int m) {
+    size_t r = ATTN_SCORE_FLOATS / (size_t)m;
+    if (r < 1) r = 1;
+    return r < (size_t)n ? (int)r : n;
+}
+
+size_t attention_work_size(int n, int m) { return (size_t)attention_block_rows(n, m) * m; }
+
+/* Scaled dot-product attention (Vaswani et al. 2017). */
+void attention(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
+               int heads, int dh, int causal, float *out, float *work) {
+    const float scale = 1.0f / sqrtf((float)dh);
+    const int R = attention_block_rows(n, m);
+    const int ldo = heads * dh;
+    for (int h = 0; h < heads; h++)
+        for (int r0 = 0; r0 < n; r0 += R) {
+            int rows = r0 + R <= n ? R : n - r0;
+            /* S[rows, m] = scale · Q[r0:r0+rows, h] · K[:, h]ᵀ */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, m, dh, scale, Q + (size_t)r0 * ldq + h * dh, ldq,
+                        K + h * dh, ldk, 0.0f, work, m);
+            if (causal)
+                for (int i = 0; i < rows; i++)
+                    for (int j = r0 + i + 1; j < m; j++) work[(size_t)i * m + j] = -INFINITY;
+            softmax_rows(work, rows, m);
+            /* out[r0:r0+rows, h] = S · V[:, h] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, m, 1.0f, work, m, V + h * dh, ldv, 0.0f,
+                        out + (size_t)r0 * ldo + h * dh, ldo);
+        }
+}

@@ -1,0 +1,76 @@
+/* kernels.h - the numeric building blocks: BLAS-backed linear/conv/attention, norms, activations,
+ * and the activation arena. Tensors are plain float arrays; shapes are given in comments and
+ * arguments. Images are [C, H, W] (one batch item), token sequences are [N, D] row-major.
+ */
+#ifndef SD_KERNELS_H
+#define SD_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- arena: bump allocator for activations, reset to a mark instead of free ---- */
+typedef struct arena_block arena_block;
+typedef struct {
+    arena_block *head, *cur;
+    size_t peak, used;
+    int failed; /* an allocation failed: the caller reports SD_ERR_NOMEM */
+} arena;
+typedef struct { arena_block *block; size_t offset, used; } arena_mark;
+
+void arena_init(arena *a);
+void arena_free(arena *a);
+/* n floats, 64-byte aligned, uninitialised. NULL (and a->failed set) when memory runs out. */
+float *arena_alloc(arena *a, size_t n);
+float *arena_zalloc(arena *a, size_t n);
+arena_mark arena_get_mark(const arena *a);
+void arena_reset(arena *a, arena_mark m);
+
+/* ---- threads ---- */
+void kernels_set_threads(int n);
+int kernels_threads(void);
+
+/* ---- dense layers ---- */
+/* y[n, out] = x[n, in] · W[out, in]^T + b[out] (b may be NULL). */
+void linear(const float *x, int n, int in, const float *W, const float *b, int out, float *y);
+/* C[M, N] = alpha · A[M, K] · B[K, N] + beta · C (row-major, leading dims = widths). */
+void matmul(const float *A, const float *B, float *C, int M, int N, int K, float alpha, float beta);
+
+/* ---- convolution ---- */
+typedef struct {
+    int in_ch, out_ch, kh, kw, stride;
+    int pad_top, pad_left, pad_bottom, pad_right;
+} conv_desc;
+
+/* Output size of a convolution along one axis. */
+int conv_out_size(int in, int k, int stride, int pad_a, int pad_b);
+/* y[out_ch, Ho, Wo] = conv(x[in_ch, H, W], W[out_ch, in_ch, kh, kw]) + b. `work` needs conv_work_size floats. */
+void conv2d(const conv_desc *d, const float *x, int H, int W, const float *w, const float *b, float *y, float *work);
+size_t conv_work_size(const conv_desc *d, int H, int W);
+
+/* ---- normalisation ---- */
+/* GroupNorm over x[C, HW] with G groups; y may equal x; optional fused SiLU (PyTorch GroupNorm). */
+void group_norm(const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta, int silu, float *y);
+/* LayerNorm over each row of x[n, d]; y may equal x. */
+void layer_norm(const float *x, int n, int d, float eps, const float *gamma, const float *beta, float *y);
+
+/* ---- activations and element-wise ---- */
+void silu_inplace(float *x, size_t n);            /* x·sigmoid(x) */
+void quick_gelu_inplace(float *x, size_t n);      /* x·sigmoid(1.702x) (CLIP) */
+/* y[n, d] = a · gelu(g) with [a | g] = x[n, 2d] (GEGLU, exact erf GELU). */
+void geglu(const float *x, int n, int d, float *y);
+void add_inplace(float *y, const float *x, size_t n);  /* y += x */
+void softmax_rows(float *x, int rows, int cols);
+/* [C, H, W] -> [C, 2H, 2W], nearest neighbour. */
+void upsample_nearest2x(const float *x, int C, int H, int W, float *y);
+/* [C, N] <-> [N, C] */
+void transpose(const float *x, int rows, int cols, float *y);
+
+/* ---- attention ---- */
+/* out[n, heads·dh] = softmax(Q·Kᵀ/√dh (+ causal mask)) · V per head, with
+ * Q[n, ldq], K[m, ldk], V[m, ldv] holding the heads side by side. Query rows are processed in
+ * blocks so the score buffer stays bounded; `work` needs attention_work_size floats. */
+void attention(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
+               int heads, int dh, int causal, float *out, float *work);
+size_t attention_work_size(int n, int m);
+
+#endif

@@ -1,0 +1,335 @@
+/* main.c - the `sd` command line: parses arguments, calls the library, writes the files.
+ * Option names follow stable-diffusion.cpp. Exit status: 0 success, 1 runtime failure, 2 bad input. */
+#include "output.h"
+#include "sd.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_RUNTIME 1
+#define EXIT_BAD_INPUT 2
+
+typedef struct {
+    const char *model, *output, *latent_out;
+    sd_gen_params gen;
+    int seed_given, batch, threads, verbose, info;
+} cli_args;
+
+static volatile int g_cancel = 0;
+
+static void on_signal(int sig) { (void)sig; g_cancel = 1; }
+
+static int error(int code, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "sd: error: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return code;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: sd -m MODEL.safetensors -p PROMPT [options]\n"
+            "       sd --info -m MODEL.safetensors\n"
+            "\n"
+            "Generates an image from a text prompt with a Stable Diffusion 1.x checkpoint, on the CPU.\n"
+            "\n"
+            "options:\n"
+            "  -m, --model FILE           single-file checkpoint (.safetensors, F32/F16/BF16)   [required]\n"
+            "  -p, --prompt TEXT          what to draw (UTF-8)                                  [required]\n"
+            "  -n, --negative-prompt TEXT what to steer away from                               [default: \"\"]\n"
+            "  -o, --output FILE          PNG to write; with -b N, FILE, FILE_1, FILE_2, ...    [default: output.png]\n"
+            "  -W, --width N              image width, multiple of 64, at most 2048             [default: 512]\n"
+            "  -H, --height N             image height, multiple of 64, at most 2048            [default: 512]\n"
+            "      --steps N              sampling steps, 1..1000                               [default: 20]\n"
+            "      --cfg-scale X          classifier-free guidance scale, >= 0 (<= 1: off)      [default: 7.5]\n"
+            "  -s, --seed N               random seed; -1 = random (printed)                    [default: random]\n"
+            "      --sampling-method NAME lms, ddpm, ddim, pndm, euler, euler_a, heun, dpm++2m, unipc, lcm\n"
+            "                                                                                   [default: lms]\n"
+            "      --scheduler NAME       default | karras (sigma samplers and dpm++2m)        [default: default]\n"
+            "      --timestep-spacing S   leading | linspace | trailing                         [default: the sampler's]\n"
+            "      --eta X                DDIM eta (0 = deterministic)                          [default: 0]\n"
+            "      --rng NAME             cpu (torch CPU generator) | cuda (torch CUDA Philox)  [default: cpu]\n"
+            "      --prediction NAME      epsilon | v_prediction                                [default: from the model]\n"
+            "  -b, --batch-count N        images to make, seeds seed, seed+1, ...               [default: 1]\n"
+            "  -t, --threads N            CPU threads (0 = all cores)                           [default: 0]\n"
+            "      --latent-out FILE      also write the final latent as safetensors            [default: none]\n"
+            "  -v, --verbose              per-stage timings and peak memory on stderr\n"
+            "      --info                 describe the model file and exit\n"
+            "  -h, --help                 show this help\n"
+            "\n"
+            "exit status: 0 success, 1 runtime failure (out of memory, interrupted), 2 bad input or arguments.\n"
+            "Errors are one line on stderr starting with 'sd: error:'.\n");
+}
+
+/* ---------------- strict number parsing ---------------- */
+
+static int parse_int(const char *opt, const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end) return error(EXIT_BAD_INPUT, "%s: '%s' is not an integer", opt, s);
+    if (v < lo || v > hi) return error(EXIT_BAD_INPUT, "%s: %ld is outside %ld..%ld", opt, v, lo, hi);
+    *out = v;
+    return 0;
+}
+
+static int parse_float(const char *opt, const char *s, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return error(EXIT_BAD_INPUT, "%s: '%s' is not a number", opt, s);
+    *out = (float)v;
+    return 0;
+}
+
+static int parse_seed(const char *s, cli_args *a) {
+    char *end;
+    errno = 0;
+    if (strcmp(s, "-1") == 0) return 0; /* random */
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-') return error(EXIT_BAD_INPUT, "--seed: '%s' is not a non-negative integer (or -1)", s);
+    a->gen.seed = v;
+    a->seed_given = 1;
+    return 0;
+}
+
+static int parse_choice(const char *opt, const char *s, const char *const *names, int n, int *out) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(s, names[i]) == 0) { *out = i; return 0; }
+    char list[256] = "";
+    for (int i = 0; i < n; i++) { strcat(list, i ? ", " : ""); strcat(list, names[i]); }
+    return error(EXIT_BAD_INPUT, "%s: unknown value '%s' (one of: %s)", opt, s, list);
+}
+
+/* ---------------- arguments ---------------- */
+
+static int parse_option(cli_args *a, const char *opt, const char *val) {
+    long v;
+    int choice, rc = 0;
+    static const char *const schedules[] = {"default", "karras"};
+    static const char *const spacings[] = {"default", "leading", "linspace", "trailing"};
+    static const char *const rngs[] = {"cpu", "cuda"};
+    static const char *const predictions[] = {"default", "epsilon", "v_prediction"};
+    if (!strcmp(opt, "-m") || !strcmp(opt, "--model")) a->model = val;
+    else if (!strcmp(opt, "-p") || !strcmp(opt, "--prompt")) a->gen.prompt = val;
+    else if (!strcmp(opt, "-n") || !strcmp(opt, "--negative-prompt")) a->gen.negative_prompt = val;
+    else if (!strcmp(opt, "-o") || !strcmp(opt, "--output")) a->output = val;
+    else if (!strcmp(opt, "--latent-out")) a->latent_out = val;
+    else if (!strcmp(opt, "-W") || !strcmp(opt, "--width")) { if (!(rc = parse_int(opt, val, 1, INT_MAX, &v))) a->gen.width = (int)v; }
+    else if (!strcmp(opt, "-H") || !strcmp(opt, "--height")) { if (!(rc = parse_int(opt, val, 1, INT_MAX, &v))) a->gen.height = (int)v; }
+    else if (!strcmp(opt, "--steps")) { if (!(rc = parse_int(opt, val, 1, 1000, &v))) a->gen.steps = (int)v; }
+    else if (!strcmp(opt, "-b") || !strcmp(opt, "--batch-count")) { if (!(rc = parse_int(opt, val, 1, 10000, &v))) a->batch = (int)v; }
+    else if (!strcmp(opt, "-t") || !strcmp(opt, "--threads")) { if (!(rc = parse_int(opt, val, 0, 1024, &v))) a->threads = (int)v; }
+    else if (!strcmp(opt, "--cfg-scale")) {
+        if (!(rc = parse_float(opt, val, &a->gen.cfg_scale)) && a->gen.cfg_scale < 0)
+            rc = error(EXIT_BAD_INPUT, "--cfg-scale: %s must be >= 0", val);
+    } else if (!strcmp(opt, "--eta")) {
+        if (!(rc = parse_float(opt, val, &a->gen.eta)) && a->gen.eta < 0) rc = error(EXIT_BAD_INPUT, "--eta: %s must be >= 0", val);
+    } else if (!strcmp(opt, "-s") || !strcmp(opt, "--seed")) rc = parse_seed(val, a);
+    else if (!strcmp(opt, "--sampling-method")) {
+        int s = sd_sampler_from_name(val);
+        if (s < 0) rc = error(EXIT_BAD_INPUT, "--sampling-method: unknown sampler '%s' (lms, ddpm, ddim, pndm, euler, euler_a, heun, dpm++2m, unipc, lcm)", val);
+        else a->gen.sampler = (sd_sampler)s;
+    } else if (!strcmp(opt, "--scheduler")) { if (!(rc = parse_choice(opt, val, schedules, 2, &choice))) a->gen.schedule = (sd_schedule)choice; }
+    else if (!strcmp(opt, "--timestep-spacing")) { if (!(rc = parse_choice(opt, val, spacings + 1, 3, &choice))) a->gen.spacing = (sd_spacing)(choice + 1); }
+    else if (!strcmp(opt, "--rng")) { if (!(rc = parse_choice(opt, val, rngs, 2, &choice))) a->gen.rng = (sd_rng_kind)choice; }
+    else if (!strcmp(opt, "--prediction")) { if (!(rc = parse_choice(opt, val, predictions + 1, 2, &choice))) a->gen.prediction = (sd_prediction)(choice + 1); }
+    else rc = error(EXIT_BAD_INPUT, "unknown option '%s' (see sd --help)", opt);
+    return rc;
+}
+
+static int takes_value(const char *opt) {
+    static const char *const flags[] = {"-v", "--verbose", "--info", "-h", "--help"};
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) if (!strcmp(opt, flags[i])) return 0;
+    return 1;
+}
+
+/* Returns -1 to continue, or an exit status. */
+static int parse_args(int argc, char **argv, cli_args *a) {
+    memset(a, 0, sizeof *a);
+    sd_gen_params_default(&a->gen);
+    a->gen.prompt = NULL;
+    a->output = "output.png";
+    a->batch = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        if (opt[0] != '-' || !opt[1]) return error(EXIT_BAD_INPUT, "unexpected argument '%s' (see sd --help)", opt);
+        if (!strcmp(opt, "-h") || !strcmp(opt, "--help")) { usage(stdout); return 0; }
+        if (!strcmp(opt, "-v") || !strcmp(opt, "--verbose")) { a->verbose = 1; continue; }
+        if (!strcmp(opt, "--info")) { a->info = 1; continue; }
+        if (!takes_value(opt)) continue;
+        if (i + 1 >= argc) return error(EXIT_BAD_INPUT, "option '%s' needs a value", opt);
+        int rc = parse_option(a, opt, argv[++i]);
+        if (rc) return rc;
+    }
+    if (!a->model) return error(EXIT_BAD_INPUT, "no model given (-m FILE)");
+    if (a->info) return -1;
+    if (!a->gen.prompt) return error(EXIT_BAD_INPUT, "no prompt given (-p TEXT)");
+    char err[SD_ERR_LEN];
+    if (sd_gen_params_check(&a->gen, err) != SD_OK) return error(EXIT_BAD_INPUT, "%s", err);
+    if (!a->seed_given) { /* random seed, printed so the image can be reproduced */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        a->gen.seed = ((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid()) & 0xffffffffu;
+    }
+    return -1;
+}
+
+/* ---------------- outputs ---------------- */
+
+/* "dir/name.png" -> "dir/name_<i>.png" for i > 0. */
+static char *numbered_path(const char *path, int i) {
+    size_t len = strlen(path) + 16;
+    char *p = malloc(len);
+    if (!p) return NULL;
+    if (i == 0) { snprintf(p, len, "%s", path); return p; }
+    const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+    if (!dot || (slash && dot < slash) || dot == (slash ? slash + 1 : path)) snprintf(p, len, "%s_%d", path, i);
+    else snprintf(p, len, "%.*s_%d%s", (int)(dot - path), path, i, dot);
+    return p;
+}
+
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+static int check_output(const cli_args *a, const char *path) {
+    char err[SD_ERR_LEN];
+    if (same_file(path, a->model)) return error(EXIT_BAD_INPUT, "%s: is the model file; refusing to overwrite it", path);
+    if (output_check_path(path, err, sizeof err) != 0) return error(EXIT_BAD_INPUT, "%s", err);
+    return 0;
+}
+
+static const char *a1111_sampler_name(sd_sampler s) {
+    static const char *const names[SD_SAMPLER_COUNT] = {"LMS", "DDPM", "DDIM", "PLMS", "Euler", "Euler a", "Heun",
+                                                        "DPM++ 2M", "UniPC", "LCM"};
+    return names[s];
+}
+
+/* AUTOMATIC1111's `parameters` text. */
+static char *parameters_text(const cli_args *a, uint64_t seed) {
+    const sd_gen_params *g = &a->gen;
+    const char *base = strrchr(a->model, '/') ? strrchr(a->model, '/') + 1 : a->model;
+    int base_len = strrchr(base, '.') ? (int)(strrchr(base, '.') - base) : (int)strlen(base);
+    size_t len = strlen(g->prompt) + strlen(g->negative_prompt) + strlen(base) + 512;
+    char *t = malloc(len);
+    if (!t) return NULL;
+    int n = snprintf(t, len, "%s\n", g->prompt);
+    if (g->negative_prompt[0]) n += snprintf(t + n, len - (size_t)n, "Negative prompt: %s\n", g->negative_prompt);
+    n += snprintf(t + n, len - (size_t)n, "Steps: %d, Sampler: %s, ", g->steps, a1111_sampler_name(g->sampler));
+    if (g->schedule == SD_SCHEDULE_KARRAS) n += snprintf(t + n, len - (size_t)n, "Schedule type: Karras, ");
+    n += snprintf(t + n, len - (size_t)n, "CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %.*s", g->cfg_scale,
+                  (unsigned long long)seed, g->width, g->height, base_len, base);
+    if (g->eta > 0) n += snprintf(t + n, len - (size_t)n, ", Eta: %g", g->eta);
+    snprintf(t + n, len - (size_t)n, ", RNG: %s", g->rng == SD_RNG_CUDA ? "GPU" : "CPU");
+    return t;
+}
+
+static int write_outputs(const cli_args *a, int index, uint64_t seed, const sd_image *img) {
+    char err[SD_ERR_LEN];
+    char *png = numbered_path(a->output, index), *text = parameters_text(a, seed);
+    int rc = 0;
+    if (!png || !text) rc = error(EXIT_RUNTIME, "out of memory");
+    else if (output_write_png(png, img->rgb, img->width, img->height, "parameters", text, err, sizeof err) != 0)
+        rc = error(EXIT_RUNTIME, "%s", err);
+    if (!rc && a->latent_out) {
+        char *lat = numbered_path(a->latent_out, index);
+        int64_t shape[4] = {1, img->latent_channels, img->height / 8, img->width / 8};
+        if (!lat) rc = error(EXIT_RUNTIME, "out of memory");
+        else if (output_write_tensor(lat, "latent", shape, 4, img->latent, err, sizeof err) != 0) rc = error(EXIT_RUNTIME, "%s", err);
+        free(lat);
+    }
+    if (!rc) fprintf(stderr, "sd: wrote %s (seed %llu)\n", png, (unsigned long long)seed);
+    free(png);
+    free(text);
+    return rc;
+}
+
+/* ---------------- progress ---------------- */
+
+typedef struct { int tty; double total; } progress_state;
+
+static void on_progress(const sd_progress *p, void *user) {
+    progress_state *s = user;
+    s->total += p->seconds;
+    double per = s->total / p->step, eta = per * (p->steps - p->step);
+    if (s->tty) {
+        int width = 30, done = p->step * width / p->steps;
+        fprintf(stderr, "\r  |%.*s%*s| %d/%d %.2f s/it ETA %.0fs ", done, "##############################", width - done,
+                "", p->step, p->steps, per, eta);
+        if (p->step == p->steps) fputc('\n', stderr);
+    } else {
+        fprintf(stderr, "step %d/%d %.2f s/it ETA %.0fs\n", p->step, p->steps, p->seconds, eta);
+    }
+}
+
+/* ---------------- main ---------------- */
+
+static int generate(cli_args *a, sd_ctx *ctx) {
+    for (int b = 0; b < a->batch; b++) { /* fail before any compute if an output cannot be written */
+        char *png = numbered_path(a->output, b), *lat = a->latent_out ? numbered_path(a->latent_out, b) : NULL;
+        int rc = !png ? error(EXIT_RUNTIME, "out of memory") : check_output(a, png);
+        if (!rc && lat) rc = check_output(a, lat);
+        free(png);
+        free(lat);
+        if (rc) return rc;
+    }
+    progress_state ps = {isatty(2), 0};
+    a->gen.progress = on_progress;
+    a->gen.progress_user = &ps;
+    a->gen.cancel = &g_cancel;
+    uint64_t seed0 = a->gen.seed;
+    for (int b = 0; b < a->batch; b++) {
+        char err[SD_ERR_LEN];
+        sd_image img;
+        a->gen.seed = seed0 + (uint64_t)b;
+        ps.total = 0;
+        sd_status st = sd_txt2img(ctx, &a->gen, &img, err);
+        if (st != SD_OK) return error(sd_status_exit_code(st), "%s", err);
+        int rc = write_outputs(a, b, a->gen.seed, &img);
+        sd_image_free(&img);
+        if (rc) return rc;
+        if (a->verbose) {
+            sd_timings t;
+            sd_get_timings(ctx, &t);
+            fprintf(stderr, "sd: text %.3f s, sampling %.3f s (median step %.3f s), decode %.3f s, peak RSS %.1f MB\n",
+                    t.text_s, t.sampling_s, t.step_median_s, t.decode_s, (double)t.peak_rss_bytes / 1e6);
+        }
+        if (g_cancel) return error(EXIT_RUNTIME, "interrupted");
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    cli_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0) return rc;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    char err[SD_ERR_LEN];
+    sd_ctx *ctx = NULL;
+    double t0 = (double)clock() / CLOCKS_PER_SEC;
+    sd_status st = sd_load(&ctx, a.model, a.threads, err);
+    if (st != SD_OK) return error(sd_status_exit_code(st), "%s", err);
+    if (a.verbose) fprintf(stderr, "sd: loaded %s (%.3f s cpu)\n", a.model, (double)clock() / CLOCKS_PER_SEC - t0);
+    if (a.info) sd_print_info(ctx, stdout);
+    else rc = generate(&a, ctx);
+    sd_free(ctx);
+    return a.info ? 0 : rc;
+}

@@ -1,0 +1,228 @@
+/* model.c - see model.h. */
+#include "model.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* IEEE 754 binary16 -> binary32, exact (normals, subnormals, inf, NaN). */
+float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    } else if (mant == 0) {
+        bits = sign;
+    } else { /* subnormal: normalise */
+        exp = 113;
+        while (!(mant & 0x400)) { mant <<= 1; exp--; }
+        bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* bfloat16 is the top half of a float32. */
+float bf16_to_float(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+void weight_rows_f32(const weight *w, int64_t offset, int64_t n, float *dst) {
+    if (w->f32) { memcpy(dst, w->f32 + offset, (size_t)n * sizeof(float)); return; }
+    if (w->dtype == ST_F32) { memcpy(dst, (const char *)w->half + offset * 4, (size_t)n * sizeof(float)); return; }
+    const uint16_t *src = (const uint16_t *)w->half + offset;
+    if (w->dtype == ST_F16) {
+        #pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) dst[i] = half_to_float(src[i]);
+    } else {
+        #pragma omp parallel for schedule(static) if (n > 65536)
+        for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_float(src[i]);
+    }
+}
+
+const float *weight_f32(const weight *w, float *scratch) {
+    if (w->f32) return w->f32;
+    weight_rows_f32(w, 0, w->numel, scratch);
+    return scratch;
+}
+
+static const char *meta_or(const sd_model *m, const char *key, const char *dflt) {
+    const char *v = st_meta_get(&m->file, key);
+    return v ? v : dflt;
+}
+
+static int parse_positive(const char *s, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v <= 0 || v > 4096) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int read_metadata(sd_model *m, char *err, size_t errlen) {
+    const char *path = m->file.path;
+    int default_text_heads = m->family == FAMILY_SD1 ? 12 : 16;
+    m->text_heads = default_text_heads;
+    m->unet_heads = 8;
+    m->unet_head_dim = m->family == FAMILY_SD2 ? 64 : 0;
+    const char *v;
+    if ((v = st_meta_get(&m->file, "sd.text.heads")) && parse_positive(v, &m->text_heads))
+        { snprintf(err, errlen, "%s: metadata sd.text.heads='%s' is not a positive integer", path, v); return -1; }
+    if ((v = st_meta_get(&m->file, "sd.unet.heads")) && parse_positive(v, &m->unet_heads))
+        { snprintf(err, errlen, "%s: metadata sd.unet.heads='%s' is not a positive integer", path, v); return -1; }
+    if ((v = st_meta_get(&m->file, "sd.unet.head_dim")) && parse_positive(v, &m->unet_head_dim))
+        { snprintf(err, errlen, "%s: metadata sd.unet.head_dim='%s' is not a positive integer", path, v); return -1; }
+    v = meta_or(m, "sd.prediction", m->family == FAMILY_SD2 ? "v_prediction" : "epsilon");
+    if (strcmp(v, "epsilon") == 0) m->prediction = PRED_EPSILON;
+    else if (strcmp(v, "v_prediction") == 0) m->prediction = PRED_V;
+    else { snprintf(err, errlen, "%s: metadata sd.prediction='%s' is not epsilon or v_prediction", path, v); return -1; }
+    return 0;
+}
+
+static int detect_family(sd_model *m, char *err, size_t errlen) {
+    const char *path = m->file.path;
+    int has_unet = st_find(&m->file, UNET_PREFIX "input_blocks.0.0.weight") != NULL;
+    int has_vae = st_find(&m->file, VAE_PREFIX "decoder.conv_in.weight") != NULL;
+    int has_sd1_text = st_find(&m->file, SD1_TEXT_PREFIX "embeddings.token_embedding.weight") != NULL;
+    int has_sd2_text = st_find(&m->file, SD2_TEXT_PREFIX "token_embedding.weight") != NULL;
+    if (!has_unet && !has_vae && !has_sd1_text && !has_sd2_text) {
+        snprintf(err, errlen, "%s: not a Stable Diffusion checkpoint (no model.diffusion_model.*, first_stage_model.* "
+                 "or cond_stage_model.* tensors among its %d)", path, m->file.n_tensors);
+        return -1;
+    }
+    if (has_sd2_text) {
+        snprintf(err, errlen, "%s: SD 2.x checkpoints (OpenCLIP text encoder) are not supported yet", path);
+        return -1;
+    }
+    if (!has_sd1_text) { snprintf(err, errlen, "%s: missing tensor '" SD1_TEXT_PREFIX "embeddings.token_embedding.weight' (text encoder)", path); return -1; }
+    if (!has_unet) { snprintf(err, errlen, "%s: missing tensor '" UNET_PREFIX "input_blocks.0.0.weight' (UNet)", path); return -1; }
+    if (!has_vae) { snprintf(err, errlen, "%s: missing tensor '" VAE_PREFIX "decoder.conv_in.weight' (VAE)", path); return -1; }
+    m->family = FAMILY_SD1;
+    return 0;
+}
+
+int model_open(sd_model *m, const char *path, char *err, size_t errlen) {
+    memset(m, 0, sizeof *m);
+    int rc = st_open(&m->file, path, err, errlen);
+    if (rc != 0) return rc;
+    if (detect_family(m, err, errlen) != 0 || read_metadata(m, err, errlen) != 0) { model_close(m); return -3; }
+    return 0;
+}
+
+void model_close(sd_model *m) {
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    st_close(&m->file);
+    memset(m, 0, sizeof *m);
+}
+
+int64_t model_param_count(const sd_model *m, const char *prefix) {
+    int64_t n = 0;
+    size_t len = strlen(prefix);
+    for (int i = 0; i < m->file.n_tensors; i++) {
+        const st_tensor *t = &m->file.tensors[i];
+        if (st_dtype_is_float(t->dtype) && strncmp(t->name, prefix, len) == 0) n += t->numel;
+    }
+    return n;
+}
+
+/* ---- weight loader ---- */
+
+void wl_prefix(wloader *L, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(L->prefix, sizeof L->prefix, fmt, ap);
+    va_end(ap);
+}
+
+void wl_fail(wloader *L, const char *fmt, ...) {
+    if (L->failed) return;
+    L->failed = 1;
+    int n = snprintf(L->err, L->errlen, "%s: ", L->m->file.path);
+    if (n < 0 || (size_t)n >= L->errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(L->err + n, L->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+const st_tensor *wl_find(const wloader *L, const char *name) {
+    char full[512];
+    snprintf(full, sizeof full, "%s%s", L->prefix, name);
+    return st_find(&L->m->file, full);
+}
+
+int wl_has(const wloader *L, const char *name) { return wl_find(L, name) != NULL; }
+
+static void format_shape(char *buf, size_t len, int ndim, const int64_t *dims) {
+    size_t n = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, dims[i] == W_ANY ? "%s*" : "%s%lld", i ? ", " : "", (long long)dims[i]);
+    if (n < len) snprintf(buf + n, len - n, "]");
+}
+
+static int shape_matches(const st_tensor *t, int ndim, const int64_t *dims) {
+    if (t->ndim != ndim) return 0;
+    for (int i = 0; i < ndim; i++)
+        if (dims[i] != W_ANY && dims[i] != t->shape[i]) return 0;
+    return 1;
+}
+
+static float *own_f32_copy(sd_model *m, const weight *w) {
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? m->cap_owned * 2 : 256;
+        float **p = realloc(m->owned, (size_t)cap * sizeof *p);
+        if (!p) return NULL;
+        m->owned = p;
+        m->cap_owned = cap;
+    }
+    float *f = malloc((size_t)w->numel * sizeof(float) + 1);
+    if (!f) return NULL;
+    weight_rows_f32(w, 0, w->numel, f);
+    m->owned[m->n_owned++] = f;
+    return f;
+}
+
+weight wl_get(wloader *L, const char *name, int ndim, const int64_t *dims) {
+    weight w = {0};
+    if (L->failed) return w;
+    const st_tensor *t = wl_find(L, name);
+    if (!t) { wl_fail(L, "missing tensor '%s%s'", L->prefix, name); return w; }
+    if (!shape_matches(t, ndim, dims)) {
+        char want[128], got[128];
+        format_shape(want, sizeof want, ndim, dims);
+        format_shape(got, sizeof got, t->ndim, t->shape);
+        wl_fail(L, "tensor '%s%s' has shape %s, expected %s", L->prefix, name, got, want);
+        return w;
+    }
+    if (!st_dtype_is_float(t->dtype)) { wl_fail(L, "tensor '%s%s' has dtype %s, expected a float type", L->prefix, name, st_dtype_name(t->dtype)); return w; }
+    w.dtype = t->dtype;
+    w.numel = t->numel;
+    w.src = t;
+    int aligned = ((uintptr_t)t->data % st_dtype_size(t->dtype)) == 0;
+    if (t->dtype == ST_F32 && aligned) {
+        w.f32 = t->data;
+    } else {
+        w.half = t->data;
+        if (ndim == 1 || !aligned) { /* vectors, and data a crafted file misaligned, get a float32 copy */
+            w.f32 = own_f32_copy(L->m, &w);
+            if (!w.f32) wl_fail(L, "out of memory converting '%s%s'", L->prefix, name);
+        } else if (t->numel > L->m->max_half_matrix) {
+            L->m->max_half_matrix = t->numel;
+        }
+    }
+    return w;
+}
+
+weight wl_vec(wloader *L, const char *name, int64_t n) { return wl_get(L, name, 1, (int64_t[]){n}); }
+weight wl_mat(wloader *L, const char *name, int64_t rows, int64_t cols) { return wl_get(L, name, 2, (int64_t[]){rows, cols}); }
+weight wl_conv(wloader *L, const char *name, int64_t o, int64_t i, int64_t kh, int64_t kw) {
+    return wl_get(L, name, 4, (int64_t[]){o, i, kh, kw});
+}

@@ -1,0 +1,88 @@
+/* model.h - a loaded checkpoint: the safetensors file, its family, and typed access to weights.
+ *
+ * Weights stay in the mapping. An F32 tensor is used in place; an F16/BF16 vector (bias, norm)
+ * is converted once at load (they are tiny); an F16/BF16 matrix is converted into a scratch
+ * buffer right before the layer that uses it (weight_f32), so the model is never expanded
+ * into a full float32 copy.
+ */
+#ifndef SD_MODEL_H
+#define SD_MODEL_H
+
+#include "safetensors.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+/* Prefixes of the original single-file layout (v1-5-pruned-emaonly.safetensors). */
+#define SD1_TEXT_PREFIX "cond_stage_model.transformer.text_model."
+#define SD2_TEXT_PREFIX "cond_stage_model.model."
+#define UNET_PREFIX "model.diffusion_model."
+#define VAE_PREFIX "first_stage_model."
+
+typedef enum { FAMILY_SD1 = 1, FAMILY_SD2 } model_family;
+typedef enum { PRED_EPSILON = 1, PRED_V } model_prediction;
+
+/* One weight tensor as the kernels see it. */
+typedef struct {
+    const float *f32;  /* non-NULL when usable as float32 in place (or converted at load) */
+    const void *half;  /* F16/BF16 data in the mapping, when f32 is NULL */
+    st_dtype dtype;
+    int64_t numel;
+    const st_tensor *src;
+} weight;
+
+typedef struct {
+    st_file file;
+    model_family family;
+    model_prediction prediction;
+    int text_heads, unet_heads, unet_head_dim; /* head_dim 0 = use unet_heads */
+    float **owned;        /* float32 copies made at load (vectors of half files) */
+    int n_owned, cap_owned;
+    int64_t max_half_matrix; /* largest F16/BF16 matrix, in elements (size of the scratch) */
+} sd_model;
+
+/* Opens the file, detects the family and reads the metadata keys. Returns 0, or with err set:
+ * -1 unreadable file, -2 not safetensors, -3 not a usable Stable Diffusion checkpoint. */
+int model_open(sd_model *m, const char *path, char *err, size_t errlen);
+void model_close(sd_model *m);
+
+/* Parameter count (floating-point elements) of the tensors whose names start with prefix. */
+int64_t model_param_count(const sd_model *m, const char *prefix);
+
+/* Loader for a component's weights: lookups by name relative to a prefix, with shape checks.
+ * The first failure is kept in err; later lookups return an empty weight, so a component's
+ * load function can run to the end and check `failed` once. */
+typedef struct {
+    sd_model *m;
+    char *err;
+    size_t errlen;
+    int failed;
+    char prefix[200];
+} wloader;
+
+#define W_ANY (-1) /* a dimension that is not checked */
+
+/* Required tensor `prefix + name` with exactly `ndim` dims; dims[i] == W_ANY skips a check. */
+weight wl_get(wloader *L, const char *name, int ndim, const int64_t *dims);
+/* Convenience wrappers for 1-, 2- and 4-dimensional weights. */
+weight wl_vec(wloader *L, const char *name, int64_t n);
+weight wl_mat(wloader *L, const char *name, int64_t rows, int64_t cols);
+weight wl_conv(wloader *L, const char *name, int64_t out_ch, int64_t in_ch, int64_t kh, int64_t kw);
+/* Is `prefix + name` present? (for layouts detected from the weights) */
+int wl_has(const wloader *L, const char *name);
+/* Shape of a present tensor, or NULL. */
+const st_tensor *wl_find(const wloader *L, const char *name);
+/* Sets the prefix with printf formatting. */
+void wl_prefix(wloader *L, const char *fmt, ...);
+/* Records a failure with printf formatting (first one wins). */
+void wl_fail(wloader *L, const char *fmt, ...);
+
+/* Float32 view of a weight: in place, or converted into scratch (>= numel floats). */
+const float *weight_f32(const weight *w, float *scratch);
+/* Converts `n` half values starting at element `offset` into dst. */
+void weight_rows_f32(const weight *w, int64_t offset, int64_t n, float *dst);
+
+float half_to_float(uint16_t h);
+float bf16_to_float(uint16_t h);
+
+#endif

@@ -1,0 +1,28 @@
+/* output.h - writing results: PNG with an AUTOMATIC1111-style `parameters` text chunk, the final
+ * latent as safetensors, always through a temporary file in the same directory + rename so an
+ * interrupted run never leaves a truncated file. */
+#ifndef SD_OUTPUT_H
+#define SD_OUTPUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Checks up front that `path` can be written: its directory exists and is writable, and the path
+ * is not a directory. Returns 0, or -1 with err set. */
+int output_check_path(const char *path, char *err, size_t errlen);
+
+/* Writes `len` bytes to path atomically (temporary file + fsync + rename). */
+int output_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
+
+/* PNG of rgb[h, w, 3] with a text chunk key=text (tEXt when ASCII, iTXt UTF-8 otherwise). */
+int output_write_png(const char *path, const uint8_t *rgb, int w, int h, const char *key, const char *text,
+                     char *err, size_t errlen);
+
+/* Reads the text chunk `key` of a PNG file into a malloc'd string (NULL if absent or unreadable). */
+char *output_read_png_text(const char *path, const char *key);
+
+/* One float32 tensor `name` of the given shape as a safetensors file. */
+int output_write_tensor(const char *path, const char *name, const int64_t *shape, int ndim, const float *data,
+                        char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,175 @@
+#define _GNU_SOURCE
+/* test_model.c - the safetensors reader and model detection on the tiny fixtures, and every
+ * malformed-file case through the library (the CLI cases are in test_cli.c). */
+#include "model.h"
+#include "sd.h"
+#include "test_util.h"
+
+#include <unistd.h>
+
+static void test_tiny_f32(void) {
+    sd_model m;
+    char err[512] = "";
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model_f32.safetensors", SD_FIXTURES);
+    CHECK(model_open(&m, path, err, sizeof err) == 0, "open f32: %s", err);
+    CHECK(m.file.n_tensors == 985, "985 tensors, got %d", m.file.n_tensors);
+    CHECK(m.family == FAMILY_SD1, "family SD1");
+    CHECK(m.text_heads == 4 && m.unet_heads == 8 && m.prediction == PRED_EPSILON, "metadata heads/prediction");
+    CHECK(!strcmp(st_meta_get(&m.file, "format"), "pt"), "metadata format=pt");
+    const st_tensor *t = st_find(&m.file, "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight");
+    CHECK(t && t->dtype == ST_F32 && t->ndim == 2 && t->shape[0] == 32 && t->shape[1] == 32, "attn2.to_k shape");
+    t = st_find(&m.file, "model_ema.num_updates");
+    CHECK(t && t->dtype == ST_I32 && t->ndim == 0 && t->numel == 1, "0-dim I32 tensor");
+    t = st_find(&m.file, "cond_stage_model.transformer.text_model.embeddings.position_ids");
+    CHECK(t && t->dtype == ST_I64 && t->shape[1] == 77 && ((const int64_t *)t->data)[76] == 76, "I64 position_ids");
+    t = st_find(&m.file, "alphas_cumprod");
+    CHECK(t && t->numel == 1000 && fabsf(((const float *)t->data)[0] - 0.99915f) < 1e-6f, "alphas_cumprod[0]");
+    CHECK(model_param_count(&m, "cond_stage_model.") > 49408 * 32, "text params");
+    model_close(&m);
+}
+
+/* F16 values decode exactly: each equals the float32 value rounded to half precision. */
+static void test_tiny_f16(void) {
+    sd_model m16, m32;
+    char err[512] = "", p16[1024], p32[1024];
+    snprintf(p16, sizeof p16, "%s/model_f16.safetensors", SD_FIXTURES);
+    snprintf(p32, sizeof p32, "%s/model_f32.safetensors", SD_FIXTURES);
+    CHECK(model_open(&m16, p16, err, sizeof err) == 0, "open f16: %s", err);
+    CHECK(model_open(&m32, p32, err, sizeof err) == 0, "open f32: %s", err);
+    CHECK(m16.file.n_tensors == 985, "f16: 985 tensors");
+    const char *name = "model.diffusion_model.input_blocks.0.0.weight";
+    const st_tensor *a = st_find(&m16.file, name), *b = st_find(&m32.file, name);
+    CHECK(a && a->dtype == ST_F16 && b && a->numel == b->numel, "f16 conv_in");
+    int exact = 1;
+    for (int64_t i = 0; a && b && i < a->numel; i++) {
+        float h = half_to_float(((const uint16_t *)a->data)[i]), f = ((const float *)b->data)[i];
+        /* round-to-nearest half of f lies within half an ulp (2^-11 relative) */
+        if (fabsf(h - f) > fabsf(f) * (1.0f / 2048.0f) + 6e-8f) exact = 0;
+    }
+    CHECK(exact, "f16 values are the f32 values rounded to half");
+    CHECK(half_to_float(0x3C00) == 1.0f && half_to_float(0xC000) == -2.0f && half_to_float(0x7BFF) == 65504.0f,
+          "half normals");
+    CHECK(half_to_float(0x0001) == ldexpf(1.0f, -24) && half_to_float(0x03FF) == ldexpf(1023.0f, -24), "half subnormals");
+    CHECK(isinf(half_to_float(0x7C00)) && isnan(half_to_float(0x7E00)) && signbit(half_to_float(0x8000)), "half inf/nan/-0");
+    CHECK(bf16_to_float(0x3F80) == 1.0f && bf16_to_float(0xC040) == -3.0f, "bf16");
+    model_close(&m16);
+    model_close(&m32);
+}
+
+static void test_load_context(void) {
+    char path[1024], err[SD_ERR_LEN];
+    snprintf(path, sizeof path, "%s/model_f16.safetensors", SD_FIXTURES);
+    sd_ctx *ctx = NULL;
+    CHECK(sd_load(&ctx, path, 1, err) == SD_OK, "sd_load f16: %s", err);
+    sd_free(ctx);
+}
+
+/* ---------- malformed files ---------- */
+
+static char tmpdir[256];
+
+static const char *write_file(const char *name, const void *data, size_t len) {
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "wb");
+    if (len) fwrite(data, 1, len, f);
+    fclose(f);
+    return path;
+}
+
+/* A safetensors file with the given header and `data_len` zero bytes of data. */
+static const char *write_st(const char *name, const char *header, size_t data_len) {
+    size_t hl = strlen(header);
+    unsigned char *buf = calloc(1, 8 + hl + data_len);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+    memcpy(buf + 8, header, hl);
+    const char *p = write_file(name, buf, 8 + hl + data_len);
+    free(buf);
+    return p;
+}
+
+static void expect_st_error(const char *path, int want_rc, const char *want) {
+    st_file f;
+    char err[512] = "";
+    int rc = st_open(&f, path, err, sizeof err);
+    CHECK(rc == want_rc && (rc == 0 || (strstr(err, want) && strstr(err, path))), "%s: want rc %d '%s', got %d '%s'", path, want_rc, want, rc, err);
+    if (rc == 0) st_close(&f);
+}
+
+static void test_bad_files(void) {
+    expect_st_error("/nonexistent/model.safetensors", -1, "cannot open");
+    expect_st_error(tmpdir, -1, "is a directory");
+    expect_st_error(write_file("empty", "", 0), -1, "empty file");
+    expect_st_error(write_file("short", "abc", 3), -2, "too short");
+    unsigned char big[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0};
+    expect_st_error(write_file("absurd", big, 16), -2, "absurd");
+    unsigned char past[16] = {100, 0, 0, 0, 0, 0, 0, 0, '{', '}'};
+    expect_st_error(write_file("past", past, 10), -2, "past the end");
+    expect_st_error(write_st("notjson", "{not json", 0), -2, "not valid JSON");
+    expect_st_error(write_st("array", "[1,2]", 0), -2, "not a JSON object");
+    expect_st_error(write_st("nodtype", "{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4), -2, "missing dtype");
+    expect_st_error(write_st("noshape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4), -2, "missing shape");
+    expect_st_error(write_st("nooffs", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4), -2, "missing data_offsets");
+    expect_st_error(write_st("dtype", "{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1), -2, "unsupported dtype 'F8_E4M3'");
+    expect_st_error(write_st("negdim", "{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4), -2, "dimension 0");
+    expect_st_error(write_st("fracdim", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4), -2, "dimension 0");
+    expect_st_error(write_st("overflow", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,4]}}", 4), -2, "overflows");
+    expect_st_error(write_st("range", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4), -2, "past the end of the data");
+    expect_st_error(write_st("reversed", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4), -2, "reversed");
+    expect_st_error(write_st("mismatch", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8), -2, "shape x dtype");
+    expect_st_error(write_st("meta", "{\"__metadata__\":{\"k\":1}}", 0), -2, "not a string");
+    expect_st_error(write_st("ok", "{\"__metadata__\":{\"k\":\"v\"},\"a\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,8]}}", 8), 0, "");
+
+    /* valid safetensors, but not a Stable Diffusion checkpoint */
+    sd_model m;
+    char err[512] = "";
+    const char *llm = write_st("llm", "{\"model.layers.0.self_attn.q_proj.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
+    CHECK(model_open(&m, llm, err, sizeof err) == -3 && strstr(err, "not a Stable Diffusion checkpoint"), "llm: %s", err);
+}
+
+/* A copy of the tiny model with one tensor renamed or reshaped in its header. */
+static const char *patched_model(const char *name, const char *find, const char *replace) {
+    char src[1024];
+    snprintf(src, sizeof src, "%s/model_f32.safetensors", SD_FIXTURES);
+    FILE *f = fopen(src, "rb");
+    fseek(f, 0, SEEK_END);
+    size_t n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc(n);
+    if (fread(buf, 1, n, f) != n) exit(2);
+    fclose(f);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = (hl << 8) | (unsigned char)buf[i];
+    char *hit = memmem(buf + 8, hl, find, strlen(find));
+    if (!hit || strlen(find) != strlen(replace)) { fprintf(stderr, "bad patch %s\n", find); exit(2); }
+    memcpy(hit, replace, strlen(replace));
+    const char *p = write_file(name, buf, n);
+    free(buf);
+    return p;
+}
+
+static void test_bad_models(void) {
+    char err[SD_ERR_LEN];
+    sd_ctx *ctx = NULL;
+    const char *p = patched_model("missing.safetensors", "\"model.diffusion_model.out.2.weight\"", "\"model.diffusion_model.out.2.weighX\"");
+    CHECK(sd_load(&ctx, p, 1, err) == SD_ERR_MODEL && strstr(err, "out.2.weight") && strstr(err, p), "missing tensor: %s", err);
+    p = patched_model("shape.safetensors", "\"shape\":[32,4,3,3]", "\"shape\":[32,4,1,9]");
+    sd_status st = sd_load(&ctx, p, 1, err);
+    CHECK(st != SD_OK && strstr(err, "input_blocks.0.0.weight"), "wrong shape: %s", err);
+    if (st == SD_OK) sd_free(ctx);
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/sd-test-model-XXXXXX");
+    if (!mkdtemp(tmpdir)) return 2;
+    test_tiny_f32();
+    test_tiny_f16();
+    test_load_context();
+    test_bad_files();
+    test_bad_models();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+    return test_finish();
+}

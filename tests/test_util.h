@@ -1,0 +1,75 @@
+/* test_util.h - a minimal check harness for the per-module test programs. Each program
+ * prints one line per failed check and a closing "N passed, N failed" line; exit status 1 on failure. */
+#ifndef SD_TEST_UTIL_H
+#define SD_TEST_UTIL_H
+
+#include "safetensors.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int t_passed, t_failed;
+
+#define CHECK(cond, ...)                                                     \
+    do {                                                                     \
+        if (cond) t_passed++;                                                \
+        else {                                                               \
+            t_failed++;                                                      \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fputc('\n', stderr);                                             \
+        }                                                                    \
+    } while (0)
+
+static inline int test_finish(void) {
+    printf("%d passed, %d failed\n", t_passed, t_failed);
+    return t_failed ? 1 : 0;
+}
+
+static inline double max_abs_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= m)) m = d; /* NaN propagates as the maximum */
+    }
+    return m;
+}
+
+static inline double max_abs(const float *a, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) if (fabs(a[i]) > m) m = fabs(a[i]);
+    return m;
+}
+
+/* Opens a fixture file from tests/fixtures or aborts the test program. */
+static inline void open_fixture(st_file *f, const char *name) {
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/%s", SD_FIXTURES, name);
+    if (st_open(f, path, err, sizeof err) != 0) { fprintf(stderr, "cannot open fixture: %s\n", err); exit(2); }
+}
+
+/* A float32 tensor of a fixture, which must exist. */
+static inline const float *fixture_f32(const st_file *f, const char *name, size_t *numel) {
+    const st_tensor *t = st_find(f, name);
+    if (!t || t->dtype != ST_F32) { fprintf(stderr, "fixture tensor %s missing or not F32\n", name); exit(2); }
+    if (numel) *numel = (size_t)t->numel;
+    return t->data;
+}
+
+/* Reads a whole text file (malloc'd, NUL-terminated). */
+static inline char *read_text_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
+    if (s) s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+#endif
