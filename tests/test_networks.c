@@ -1,0 +1,130 @@
+/* test_networks.c - text encoder, UNet and VAE against the diffusers/transformers reference
+ * outputs (expected.safetensors), with model_f32 and model_f16 (the f16 references are computed
+ * from the float16-rounded weights). Tolerances are those of the fixture README. */
+#include "model.h"
+#include "test_util.h"
+#include "text_encoder.h"
+#include "tokenizer.h"
+#include "unet.h"
+#include "vae.h"
+
+typedef struct {
+    sd_model m;
+    text_encoder te;
+    unet un;
+    vae va;
+    arena a;
+    float *scratch;
+} net;
+
+static int net_load(net *n, const char *file) {
+    char path[1024], err[512] = "";
+    snprintf(path, sizeof path, "%s/%s", SD_FIXTURES, file);
+    memset(n, 0, sizeof *n);
+    int ok = model_open(&n->m, path, err, sizeof err) == 0 && text_encoder_load(&n->te, &n->m, err, sizeof err) == 0 &&
+             unet_load(&n->un, &n->m, err, sizeof err) == 0 && vae_load(&n->va, &n->m, err, sizeof err) == 0;
+    CHECK(ok, "load %s: %s", file, err);
+    arena_init(&n->a);
+    n->scratch = malloc((size_t)(n->m.max_half_matrix + 1) * sizeof(float));
+    return ok;
+}
+
+static void net_free(net *n) {
+    text_encoder_free(&n->te);
+    unet_free(&n->un);
+    vae_free(&n->va);
+    arena_free(&n->a);
+    free(n->scratch);
+    model_close(&n->m);
+}
+
+static void test_text(net *n, const st_file *ex, const char *ref_prefix, tokenizer *tok) {
+    static const char *cases[] = {"dog", "empty", "astronaut", "long", "cjk"};
+    for (size_t c = 0; c < 5; c++) {
+        char name[128];
+        snprintf(name, sizeof name, "text.%s.ids", cases[c]);
+        const st_tensor *ids_t = st_find(ex, name);
+        int ids[77];
+        for (int i = 0; i < 77; i++) ids[i] = ((const int32_t *)ids_t->data)[i];
+        float hidden[77 * 32];
+        CHECK(text_encoder_forward(&n->te, ids, hidden, &n->a, n->scratch) == 0, "text forward");
+        snprintf(name, sizeof name, "%stext.%s.hidden", ref_prefix, cases[c]);
+        size_t cnt;
+        const float *want = fixture_f32(ex, name, &cnt);
+        double d = max_abs_diff(hidden, want, cnt);
+        printf("%-28s max abs error %.3g\n", name, d);
+        CHECK(cnt == 77 * 32 && d <= 1e-4, "%s: max abs error %.3g (limit 1e-4)", name, d);
+        (void)tok;
+    }
+}
+
+static void test_unet(net *n, const st_file *ex, const char *ref_prefix) {
+    static const char *cases[] = {"t981", "t1", "t500"};
+    for (size_t c = 0; c < 3; c++) {
+        char name[128];
+        size_t nx, nctx, nout;
+        snprintf(name, sizeof name, "unet.%s.x", cases[c]);
+        const float *x = fixture_f32(ex, name, &nx);
+        snprintf(name, sizeof name, "unet.%s.ctx", cases[c]);
+        const float *ctx = fixture_f32(ex, name, &nctx);
+        snprintf(name, sizeof name, "unet.%s.t", cases[c]);
+        const st_tensor *tt = st_find(ex, name);
+        float t = tt->dtype == ST_F32 ? ((const float *)tt->data)[0] : (float)((const int64_t *)tt->data)[0];
+        float ts[2] = {t, t};
+        snprintf(name, sizeof name, "%sunet.%s.out", ref_prefix, cases[c]);
+        const float *want = fixture_f32(ex, name, &nout);
+        float *out = malloc(nout * sizeof(float));
+        CHECK(unet_forward(&n->un, x, ts, ctx, 77, 2, 16, 16, out, &n->a, n->scratch) == 0, "unet forward");
+        double d = max_abs_diff(out, want, nout);
+        printf("%-28s max abs error %.3g (max |ref| %.3g)\n", name, d, max_abs(want, nout));
+        CHECK(nx == 2 * 4 * 16 * 16 && d <= 1e-3, "%s: max abs error %.3g (limit 1e-3)", name, d);
+        free(out);
+    }
+}
+
+static void test_vae(net *n, const st_file *ex, const char *ref_prefix) {
+    char name[128];
+    size_t nz, nimg;
+    const float *z = fixture_f32(ex, "vae.decode.z", &nz);
+    snprintf(name, sizeof name, "%svae.decode.image", ref_prefix);
+    const float *want = fixture_f32(ex, name, &nimg);
+    float *img = malloc(nimg * sizeof(float));
+    CHECK(vae_decode(&n->va, z, 1, 16, 16, img, &n->a, n->scratch) == 0, "vae decode");
+    double d = max_abs_diff(img, want, nimg);
+    printf("%-28s max abs error %.3g\n", name, d);
+    CHECK(nimg == 3 * 128 * 128 && d <= 2e-3, "%s: max abs error %.3g (limit 2e-3)", name, d);
+    free(img);
+
+    const float *image = fixture_f32(ex, "vae.encode.image", &nimg);
+    size_t nmean;
+    snprintf(name, sizeof name, "%svae.encode.mean", ref_prefix);
+    const float *want_mean = fixture_f32(ex, name, &nmean);
+    snprintf(name, sizeof name, "%svae.encode.logvar", ref_prefix);
+    const float *want_logvar = fixture_f32(ex, name, NULL);
+    float *mean = malloc(nmean * sizeof(float)), *logvar = malloc(nmean * sizeof(float));
+    CHECK(vae_encode(&n->va, image, 1, 128, 128, mean, logvar, &n->a, n->scratch) == 0, "vae encode");
+    double dm = max_abs_diff(mean, want_mean, nmean), dl = max_abs_diff(logvar, want_logvar, nmean);
+    printf("%svae.encode mean/logvar     max abs error %.3g / %.3g\n", ref_prefix, dm, dl);
+    CHECK(nmean == 4 * 16 * 16 && dm <= 1e-3 && dl <= 1e-3, "%svae.encode: mean %.3g, logvar %.3g (limit 1e-3)", ref_prefix, dm, dl);
+    free(mean);
+    free(logvar);
+}
+
+int main(void) {
+    st_file ex;
+    open_fixture(&ex, "expected.safetensors");
+    char err[256];
+    tokenizer *tok = tokenizer_create(err, sizeof err);
+    const char *files[2] = {"model_f32.safetensors", "model_f16.safetensors"}, *prefixes[2] = {"", "f16."};
+    for (int f = 0; f < 2; f++) {
+        net n;
+        if (!net_load(&n, files[f])) continue;
+        test_text(&n, &ex, prefixes[f], tok);
+        test_unet(&n, &ex, prefixes[f]);
+        test_vae(&n, &ex, prefixes[f]);
+        net_free(&n);
+    }
+    tokenizer_free(tok);
+    st_close(&ex);
+    return test_finish();
+}
