@@ -73,3 +73,34 @@ static inline char *read_text_file(const char *path) {
 }
 
 #endif
+
+/* ---- running the real `sd` binary ---- */
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Runs SD_BIN with argv (NULL-terminated, without argv[0]); its stderr is returned in *err_text
+ * (malloc'd, may be NULL). Returns the exit status, or 128 + signal when it crashed. */
+static inline int run_sd(const char *const *args, char **err_text) {
+    char errpath[] = "/tmp/sd-test-stderr-XXXXXX";
+    int efd = mkstemp(errpath);
+    pid_t pid = fork();
+    if (pid == 0) {
+        const char *argv[64] = {SD_BIN};
+        int n = 1;
+        for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
+        argv[n] = NULL;
+        dup2(efd, 2);
+        int devnull = open("/dev/null", O_RDWR);
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        execv(SD_BIN, (char *const *)argv);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    close(efd);
+    if (err_text) *err_text = read_text_file(errpath);
+    unlink(errpath);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}

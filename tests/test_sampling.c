@@ -1,0 +1,127 @@
+/* test_sampling.c - random streams against torch (rng.safetensors) and every sampler's
+ * timesteps / sigmas / init_noise_sigma against diffusers (scheduler_tables.json). */
+#include "rng.h"
+#include "sampler.h"
+#include "schedule.h"
+#include "test_util.h"
+
+#include <cJSON.h>
+
+static void test_rng(void) {
+    st_file f;
+    open_fixture(&f, "rng.safetensors");
+    int n_checked = 0;
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        char kind[8];
+        unsigned long long seed;
+        char shape[32];
+        if (sscanf(t->name, "%7[a-z].%llu.%31s", kind, &seed, shape) != 3) continue;
+        if (!strncmp(shape, "seq", 3) || strcmp(kind, "cpu") != 0) continue; /* cuda: see test_rng_cuda.c */
+        sd_rng r;
+        rng_init(&r, !strcmp(kind, "cuda") ? RNG_CUDA : RNG_CPU, seed);
+        float *out = malloc((size_t)t->numel * sizeof(float));
+        rng_randn(&r, out, (size_t)t->numel);
+        double e = max_abs_diff(out, t->data, (size_t)t->numel);
+        CHECK(e <= 1e-6, "%s: max abs error %.3g", t->name, e);
+        free(out);
+        n_checked++;
+    }
+    CHECK(n_checked >= 40, "checked %d draws", n_checked);
+    /* two successive draws continue one stream */
+    sd_rng r;
+    rng_init(&r, RNG_CPU, 42);
+    float a[1024], b[1024];
+    rng_randn(&r, a, 1024);
+    rng_randn(&r, b, 1024);
+    CHECK(max_abs_diff(a, fixture_f32(&f, "cpu.42.seq0", NULL), 1024) <= 1e-6, "cpu.42.seq0");
+    CHECK(max_abs_diff(b, fixture_f32(&f, "cpu.42.seq1", NULL), 1024) <= 1e-6, "cpu.42.seq1");
+    st_close(&f);
+}
+
+/* fixture table name -> sampler options */
+static int options_for(const char *name, sampler_opts *o) {
+    char base[64];
+    snprintf(base, sizeof base, "%s", name);
+    char *slash = strchr(base, '/');
+    if (!slash) return -1;
+    *slash = 0;
+    o->steps = atoi(slash + 1);
+    o->spacing = 0;
+    o->karras = 0;
+    o->eta = 0;
+    if (!strcmp(base, "dpmpp_2m")) o->kind = SD_SAMPLER_DPMPP_2M;
+    else if (!strcmp(base, "dpmpp_2m_karras")) { o->kind = SD_SAMPLER_DPMPP_2M; o->karras = 1; }
+    else if (!strcmp(base, "euler_trailing")) { o->kind = SD_SAMPLER_EULER_A; o->spacing = SPACING_TRAILING; }
+    else {
+        int k = sd_sampler_from_name(base);
+        if (k < 0) return -1;
+        o->kind = (sd_sampler)k;
+    }
+    return 0;
+}
+
+static void test_tables(void) {
+    noise_schedule sched;
+    schedule_init(&sched);
+    char path[1024], err[256];
+    snprintf(path, sizeof path, "%s/scheduler_tables.json", SD_FIXTURES);
+    char *text = read_text_file(path);
+    cJSON *root = cJSON_Parse(text);
+    int tables = 0;
+    for (const cJSON *c = root ? root->child : NULL; c; c = c->next) {
+        sampler_opts o;
+        CHECK(options_for(c->string, &o) == 0, "unknown table %s", c->string);
+        sampler *s = sampler_create(&o, &sched, 16, err, sizeof err);
+        if (!s) { CHECK(0, "%s: %s", c->string, err); continue; }
+        const cJSON *ts = cJSON_GetObjectItem(c, "timesteps"), *sg = cJSON_GetObjectItem(c, "sigmas");
+        int n = cJSON_GetArraySize(ts), ok = n == sampler_evals(s), i = 0;
+        for (const cJSON *v = ts->child; v && ok; v = v->next, i++)
+            if (fabs(v->valuedouble - sampler_timestep(s, i)) > 1e-3 * fmax(1, fabs(v->valuedouble))) ok = 0;
+        CHECK(ok, "%s: timesteps differ (%d evals, want %d)", c->string, sampler_evals(s), n);
+        if (sg) {
+            const float *sig = NULL;
+            ok = cJSON_GetArraySize(sg) == n + 1;
+            i = 0;
+            for (const cJSON *v = sg->child; v && ok; v = v->next, i++) {
+                float scale = i < n ? sampler_input_scale(s, i) : 1.0f;
+                (void)sig;
+                if (i < n && o.kind != SD_SAMPLER_DPMPP_2M && o.kind != SD_SAMPLER_UNIPC) {
+                    float want_scale = 1.0f / sqrtf((float)v->valuedouble * (float)v->valuedouble + 1.0f);
+                    if (fabsf(scale - want_scale) > 1e-6f * want_scale) ok = 0;
+                }
+                float ab = i < n ? sampler_alpha_bar(s, i) : 0;
+                if (i < n && fabsf(ab - 1.0f / ((float)v->valuedouble * (float)v->valuedouble + 1.0f)) > 1e-6f) ok = 0;
+            }
+            CHECK(ok, "%s: sigmas differ", c->string);
+        }
+        const cJSON *init = cJSON_GetObjectItem(c, "init_noise_sigma");
+        double want_init = cJSON_IsNumber(init) ? init->valuedouble : sampler_init_sigma(s); /* null in some tables */
+        CHECK(fabs(sampler_init_sigma(s) - want_init) <= 1e-6 * fmax(1, want_init), "%s: init_noise_sigma %g, want %g",
+              c->string, sampler_init_sigma(s), want_init);
+        sampler_free(s);
+        tables++;
+    }
+    CHECK(tables == 47, "checked %d tables", tables);
+    cJSON_Delete(root);
+    free(text);
+}
+
+static void test_schedule(void) {
+    noise_schedule s;
+    schedule_init(&s);
+    st_file f;
+    open_fixture(&f, "model_f32.safetensors");
+    const float *ac = fixture_f32(&f, "alphas_cumprod", NULL);
+    double e = 0;
+    for (int i = 0; i < TRAIN_STEPS; i++) e = fmax(e, fabs(ac[i] - s.alphas_cumprod[i]));
+    CHECK(e < 1e-6, "alphas_cumprod matches the checkpoint's: %.3g", e);
+    st_close(&f);
+}
+
+int main(void) {
+    test_rng();
+    test_schedule();
+    test_tables();
+    return test_finish();
+}
