@@ -1,0 +1,170 @@
+/* test_cli.c - the `sd` command line: --help, --info, and every kind of bad input giving one
+ * line on stderr starting with "sd: error:", naming the thing and the problem, exit status 2,
+ * and no output file. */
+#define _GNU_SOURCE
+#include "test_util.h"
+
+#include <sys/stat.h>
+
+static char tmpdir[] = "/tmp/sd-test-cli-XXXXXX";
+static char model[1024], out[600];
+
+static int exists(const char *p) { struct stat sb; return stat(p, &sb) == 0; }
+
+static int one_line(const char *s) { return s && strchr(s, '\n') == s + strlen(s) - 1; }
+
+/* Runs sd and expects exit `code`, a single "sd: error:" line containing `want`, and no output file. */
+static void expect_error(const char *what, int code, const char *want, const char *const *args) {
+    char *err = NULL;
+    unlink(out);
+    int rc = run_sd(args, &err);
+    CHECK(rc == code && err && !strncmp(err, "sd: error: ", 11) && strstr(err, want) && one_line(err),
+          "%s: want exit %d and '%s', got %d: %s", what, code, want, rc, err ? err : "(no stderr)");
+    CHECK(!exists(out), "%s: an output file was written", what);
+    free(err);
+}
+
+#define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+static void test_arguments(void) {
+    expect_error("unknown option", 2, "unknown option '--bogus'", ARGS("-m", model, "-p", "x", "--bogus", "1"));
+    expect_error("unknown sampler", 2, "unknown sampler 'dpm3'", ARGS("-m", model, "-p", "x", "--sampling-method", "dpm3"));
+    expect_error("steps 0", 2, "--steps: 0 is outside 1..1000", ARGS("-m", model, "-p", "x", "--steps", "0"));
+    expect_error("steps 1001", 2, "--steps: 1001 is outside 1..1000", ARGS("-m", model, "-p", "x", "--steps", "1001"));
+    expect_error("width not /64", 2, "width: 100 is not a multiple of 64", ARGS("-m", model, "-p", "x", "-W", "100", "-o", out));
+    expect_error("height too big", 2, "height: 2112 is not a multiple of 64 in 64..2048", ARGS("-m", model, "-p", "x", "-H", "2112"));
+    expect_error("cfg < 0", 2, "--cfg-scale: -1 must be >= 0", ARGS("-m", model, "-p", "x", "--cfg-scale", "-1"));
+    expect_error("steps not a number", 2, "--steps: 'abc' is not an integer", ARGS("-m", model, "-p", "x", "--steps", "abc"));
+    expect_error("cfg not a number", 2, "--cfg-scale: '7.5x' is not a number", ARGS("-m", model, "-p", "x", "--cfg-scale", "7.5x"));
+    expect_error("seed not a number", 2, "--seed: 'abc'", ARGS("-m", model, "-p", "x", "-s", "abc"));
+    expect_error("width not a number", 2, "-W: '' is not an integer", ARGS("-m", model, "-p", "x", "-W", ""));
+    expect_error("eta negative", 2, "--eta: -0.5 must be >= 0", ARGS("-m", model, "-p", "x", "--eta", "-0.5"));
+    expect_error("bad scheduler", 2, "--scheduler: unknown value 'exp'", ARGS("-m", model, "-p", "x", "--scheduler", "exp"));
+    expect_error("bad spacing", 2, "--timestep-spacing: unknown value 'x'", ARGS("-m", model, "-p", "x", "--timestep-spacing", "x"));
+    expect_error("bad rng", 2, "--rng: unknown value 'gpu'", ARGS("-m", model, "-p", "x", "--rng", "gpu"));
+    expect_error("missing value", 2, "option '--steps' needs a value", ARGS("-m", model, "-p", "x", "--steps"));
+    expect_error("no model", 2, "no model given", ARGS("-p", "x"));
+    expect_error("no prompt", 2, "no prompt given", ARGS("-m", model));
+    expect_error("stray argument", 2, "unexpected argument 'extra'", ARGS("-m", model, "-p", "x", "extra"));
+    expect_error("missing model", 2, "/nonexistent.safetensors: cannot open", ARGS("-m", "/nonexistent.safetensors", "-p", "x", "-o", out));
+    char missing_dir[700];
+    snprintf(missing_dir, sizeof missing_dir, "%s/no/such/dir/out.png", tmpdir);
+    expect_error("output dir missing", 2, "does not exist", ARGS("-m", model, "-p", "x", "--steps", "1", "-o", missing_dir));
+    CHECK(!exists(missing_dir), "nothing written in a missing directory");
+    expect_error("output is a directory", 2, "is a directory", ARGS("-m", model, "-p", "x", "--steps", "1", "-o", tmpdir));
+    expect_error("output is the model", 2, "is the model file", ARGS("-m", model, "-p", "x", "--steps", "1", "-o", model));
+    expect_error("invalid UTF-8 prompt", 2, "prompt: invalid UTF-8 at byte 3", ARGS("-m", model, "-p", "abc\xff", "--steps", "1", "-W", "64", "-H", "64", "-o", out));
+    expect_error("invalid UTF-8 negative prompt", 2, "negative prompt: invalid UTF-8", ARGS("-m", model, "-p", "a", "-n", "\xc3", "--steps", "1", "-W", "64", "-H", "64", "-o", out));
+}
+
+static const char *write_file(const char *name, const void *data, size_t len) {
+    static char path[800];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "wb");
+    if (len) fwrite(data, 1, len, f);
+    fclose(f);
+    return path;
+}
+
+static const char *write_st(const char *name, const char *header, size_t data_len) {
+    size_t hl = strlen(header);
+    unsigned char *buf = calloc(1, 8 + hl + data_len);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+    memcpy(buf + 8, header, hl);
+    const char *p = write_file(name, buf, 8 + hl + data_len);
+    free(buf);
+    return p;
+}
+
+static void expect_model_error(const char *path, const char *want) {
+    char label[900], p[800];
+    snprintf(p, sizeof p, "%s", path);
+    snprintf(label, sizeof label, "model %s", p);
+    expect_error(label, 2, want, ARGS("-m", p, "-p", "x", "-o", out));
+    char *err = NULL;
+    int rc = run_sd(ARGS("--info", "-m", p), &err);
+    CHECK(rc == 2 && err && strstr(err, p) && strstr(err, want) && one_line(err), "--info %s: %d %s", p, rc, err ? err : "");
+    free(err);
+}
+
+static void test_bad_models(void) {
+    expect_model_error(tmpdir, "is a directory");
+    expect_model_error(write_file("empty", "", 0), "empty file");
+    expect_model_error(write_file("short", "abc", 3), "too short");
+    unsigned char big[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0};
+    expect_model_error(write_file("absurd", big, 16), "absurd");
+    unsigned char past[16] = {100, 0, 0, 0, 0, 0, 0, 0, '{', '}'};
+    expect_model_error(write_file("past", past, 10), "past the end of the file");
+    expect_model_error(write_st("notjson", "{not json", 0), "not valid JSON");
+    expect_model_error(write_st("array", "[1]", 0), "not a JSON object");
+    expect_model_error(write_st("nodtype", "{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4), "missing dtype");
+    expect_model_error(write_st("noshape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4), "missing shape");
+    expect_model_error(write_st("nooffs", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4), "missing data_offsets");
+    expect_model_error(write_st("dtype", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1), "unsupported dtype 'U8'");
+    expect_model_error(write_st("neg", "{\"a\":{\"dtype\":\"F32\",\"shape\":[-4],\"data_offsets\":[0,4]}}", 4), "not a non-negative integer");
+    expect_model_error(write_st("frac", "{\"a\":{\"dtype\":\"F32\",\"shape\":[0.5],\"data_offsets\":[0,4]}}", 4), "not a non-negative integer");
+    expect_model_error(write_st("ovf", "{\"a\":{\"dtype\":\"F32\",\"shape\":[9007199254740992,9007199254740992],\"data_offsets\":[0,4]}}", 4), "overflows");
+    expect_model_error(write_st("range", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 4), "past the end of the data");
+    expect_model_error(write_st("rev", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4), "reversed");
+    expect_model_error(write_st("size", "{\"a\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,4]}}", 4), "shape x dtype");
+    expect_model_error(write_st("llm", "{\"lm_head.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4),
+                       "not a Stable Diffusion checkpoint");
+    expect_model_error(write_st("sd2", "{\"cond_stage_model.model.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4),
+                       "SD 2.x");
+    expect_model_error(write_st("notext", "{\"model.diffusion_model.input_blocks.0.0.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                                         "\"first_stage_model.decoder.conv_in.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8),
+                       "missing tensor 'cond_stage_model.transformer.text_model.embeddings.token_embedding.weight'");
+}
+
+static void test_help_and_info(void) {
+    char *err = NULL;
+    CHECK(run_sd(ARGS("--help"), &err) == 0, "--help exits 0");
+    free(err);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "%s --help > %s/help.txt; %s --info -m %s > %s/info.txt", SD_BIN, tmpdir, SD_BIN, model, tmpdir);
+    CHECK(system(cmd) == 0, "--help / --info run");
+    snprintf(cmd, sizeof cmd, "%s/help.txt", tmpdir);
+    char *help = read_text_file(cmd);
+    const char *opts[] = {"--model", "--prompt", "--negative-prompt", "--output", "--width", "--height", "--steps",
+                          "--cfg-scale", "--seed", "--sampling-method", "--scheduler", "--timestep-spacing", "--eta",
+                          "--rng", "--batch-count", "--threads", "--verbose", "--latent-out", "--help", "exit status"};
+    for (size_t i = 0; i < sizeof opts / sizeof *opts; i++) CHECK(help && strstr(help, opts[i]), "--help lists %s", opts[i]);
+    free(help);
+    snprintf(cmd, sizeof cmd, "%s/info.txt", tmpdir);
+    char *info = read_text_file(cmd);
+    CHECK(info && strstr(info, "tensors:       985"), "--info: 985 tensors");
+    CHECK(info && strstr(info, "text encoder:  1621696 parameters"), "--info: text encoder parameters");
+    CHECK(info && strstr(info, "unet:          3222692 parameters"), "--info: unet parameters");
+    CHECK(info && strstr(info, "vae:           1399879 parameters"), "--info: vae parameters");
+    CHECK(info && strstr(info, "family:        SD 1.x") && strstr(info, "sd.unet.heads = 8"), "--info: family and metadata");
+    free(info);
+}
+
+/* -b 2 writes out.png and out_1.png with seeds s and s+1; the second equals a single run with seed s+1. */
+static void test_batch(void) {
+    char o[700], o1[700], single[700];
+    snprintf(o, sizeof o, "%s/batch.png", tmpdir);
+    snprintf(o1, sizeof o1, "%s/batch_1.png", tmpdir);
+    snprintf(single, sizeof single, "%s/single.png", tmpdir);
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "10", "-b", "2", "-o", o), NULL) == 0, "batch run");
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "11", "-o", single), NULL) == 0, "single run");
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", o1, single);
+    CHECK(exists(o) && system(cmd) == 0, "batch_1.png is byte-identical to a single run with seed + 1");
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", o, single);
+    CHECK(system(cmd) != 0, "batch.png (seed 10) differs from seed 11");
+}
+
+int main(void) {
+    if (!mkdtemp(tmpdir)) return 2;
+    snprintf(model, sizeof model, "%s/model_f32.safetensors", SD_FIXTURES);
+    snprintf(out, sizeof out, "%s/out.png", tmpdir);
+    test_arguments();
+    test_bad_models();
+    test_help_and_info();
+    test_batch();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+    return test_finish();
+}
