@@ -3,9 +3,12 @@
 
 #include <cblas.h>
 #include <math.h>
+#ifdef _OPENMP
 #include <omp.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---------------- arena ---------------- */
 
@@ -86,9 +89,13 @@ void arena_reset(arena *a, arena_mark m) {
 static int g_threads = 1;
 
 void kernels_set_threads(int n) {
+#ifdef _OPENMP
     if (n < 1) n = omp_get_num_procs();
-    g_threads = n;
     omp_set_num_threads(n);
+#else
+    if (n < 1) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+#endif
+    g_threads = n;
     openblas_set_num_threads(n);
 }
 

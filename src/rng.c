@@ -96,7 +96,24 @@ static void philox4x32_10(const uint32_t counter[4], uint64_t seed, uint32_t out
     memcpy(out, ctr, sizeof ctr);
 }
 
-/* Value of element `idx`: thread idx runs curand_init(seed, idx, offset) and keeps .x of curand_normal4. */
+/* float(a·b) rounded toward zero (the product is exact in double: 24 + 24 bits). */
+static float mul_round_to_zero(float a, float b) {
+    double exact = (double)a * (double)b;
+    float r = (float)exact;
+    if (fabs((double)r) > fabs(exact)) r = nextafterf(r, 0.0f);
+    return r;
+}
+
+/* The GPU's __sincosf: the angle is scaled to turns with a round-toward-zero multiply, then the
+ * special-function unit evaluates sin(2π·turns). Modelled here with an exact sine of those turns;
+ * the unit's own approximation error (about 2^-22) is not reproduced. */
+static float gpu_fast_sin(float v) {
+    float turns = mul_round_to_zero(v, 0.15915494f);
+    return (float)sin(2.0 * PI_D * (double)turns);
+}
+
+/* Value of element `idx`: thread idx runs curand_init(seed, idx, offset) and keeps .x of curand_normal4
+ * (cuRAND _curand_box_muller: u, v from the first two 32-bit outputs, x = sqrt(-2 log u)·sin v). */
 static float philox_normal(uint64_t seed, uint64_t idx, uint64_t offset) {
     uint64_t lo = offset / 4; /* offset is a multiple of 4: whole Philox blocks */
     uint32_t counter[4] = {(uint32_t)lo, (uint32_t)(lo >> 32), (uint32_t)idx, (uint32_t)(idx >> 32)};
@@ -105,7 +122,7 @@ static float philox_normal(uint64_t seed, uint64_t idx, uint64_t offset) {
     const float inv32 = 2.3283064e-10f, inv32_2pi = 2.3283064e-10f * 6.2831855f;
     float u = (float)x[0] * inv32 + inv32 / 2.0f;
     float v = (float)x[1] * inv32_2pi + inv32_2pi / 2.0f;
-    return sqrtf(-2.0f * logf(u)) * sinf(v);
+    return sqrtf(-2.0f * logf(u)) * gpu_fast_sin(v);
 }
 
 /* ---------------- public ---------------- */
