@@ -166,6 +166,54 @@ static void fill_bias(float *y, const float *b, int C, size_t P) {
     }
 }
 
+int conv_uses_taps(const conv_desc *d, int H, int W, int B) {
+    int same3x3 = d->kh == 3 && d->kw == 3 && d->stride == 1 && d->pad_top == 1 && d->pad_left == 1 &&
+                  d->pad_bottom == 1 && d->pad_right == 1;
+    /* worth it when the im2col copy (∝ C·9·H·W·B) dwarfs the weight repack (∝ O·C·9) */
+    return same3x3 && W >= 32 && (size_t)H * W * B >= 4 * (size_t)d->out_ch;
+}
+
+size_t conv_taps_work_size(const conv_desc *d, int H, int W) {
+    return (size_t)d->in_ch * (H + 2) * (W + 2) + 8 + (size_t)d->out_ch * H * (W + 2);
+}
+
+/* 3x3 "same" convolution as nine shifted GEMMs over a zero-padded copy of x (no im2col):
+ * with x_pad[C, H+2, W+2] flattened, tap (ky, kx) reads the contiguous run starting at
+ * ky·(W+2) + kx, so y_wide[O, H·(W+2)] += W_tap[O, C] · x_pad[C, run]; the two extra columns of
+ * every row of y_wide are dropped at the end. taps[9, O, C] comes from weight_taps_f32. */
+void conv2d_taps(const conv_desc *d, const float *x, int H, int W, const float *taps, const float *b, float *y, float *work) {
+    const int C = d->in_ch, O = d->out_ch, Wp = W + 2;
+    const size_t plane = (size_t)(H + 2) * Wp, wide = (size_t)H * Wp;
+    float *xpad = work;                     /* [C, H+2, W+2] + slack for the last tap's run */
+    float *ywide = work + (size_t)C * plane + 8; /* [O, H, W+2] */
+    #pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        float *p = xpad + (size_t)c * plane;
+        memset(p, 0, (size_t)Wp * sizeof(float));
+        memset(p + (size_t)(H + 1) * Wp, 0, (size_t)Wp * sizeof(float));
+        for (int i = 0; i < H; i++) {
+            float *row = p + (size_t)(i + 1) * Wp;
+            row[0] = row[W + 1] = 0.0f;
+            memcpy(row + 1, x + ((size_t)c * H + i) * W, (size_t)W * sizeof(float));
+        }
+    }
+    memset(xpad + (size_t)C * plane, 0, 8 * sizeof(float));
+    for (int t = 0; t < 9; t++) {
+        size_t off = (size_t)(t / 3) * Wp + (size_t)(t % 3);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, O, (int)wide, C, 1.0f, taps + (size_t)t * O * C, C,
+                    xpad + off, (int)plane, t ? 1.0f : 0.0f, ywide, (int)wide);
+    }
+    #pragma omp parallel for schedule(static)
+    for (int o = 0; o < O; o++) {
+        float bias = b ? b[o] : 0.0f;
+        for (int i = 0; i < H; i++) {
+            const float *src = ywide + (size_t)o * wide + (size_t)i * Wp;
+            float *dst = y + ((size_t)o * H + i) * W;
+            for (int j = 0; j < W; j++) dst[j] = src[j] + bias;
+        }
+    }
+}
+
 void conv2d(const conv_desc *d, const float *x, int H, int W, const float *w, const float *b, float *y, float *work) {
     int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
     int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
@@ -188,7 +236,74 @@ void conv2d(const conv_desc *d, const float *x, int H, int W, const float *w, co
 
 /* ---------------- normalisation ---------------- */
 
-static inline float silu1(float v) { return v / (1.0f + expf(-v)); }
+/* exp(x) for float, vectorisable: 2^n · p(r) with x = n·ln2 + r, |r| <= ln2/2, and a degree-6
+ * polynomial for e^r (Cephes expf coefficients; about 1 ulp). Inputs below -87.3 give 0. */
+static inline float fast_expf(float x) {
+    const float hi = 88.3762626647949f, lo = -87.3365478515625f;
+    float xc = x > hi ? hi : (x < lo ? lo : x);
+    float n = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
+    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return x < lo ? 0.0f : p * scale;
+}
+
+static inline float silu1(float v) { return v / (1.0f + fast_expf(-v)); }
+
+/* Sum and maximum of a row with 16 independent lanes (vectorisable, same result on any thread count). */
+static float row_sum(const float *x, int n) {
+    float acc[16] = {0};
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int k = 0; k < 16; k++) acc[k] += x[j + k];
+    float s = 0.0f;
+    for (int k = 0; k < 16; k++) s += acc[k];
+    for (; j < n; j++) s += x[j];
+    return s;
+}
+
+static float row_max(const float *x, int n) {
+    float acc[16];
+    for (int k = 0; k < 16; k++) acc[k] = -INFINITY;
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int k = 0; k < 16; k++) acc[k] = x[j + k] > acc[k] ? x[j + k] : acc[k];
+    float m = -INFINITY;
+    for (int k = 0; k < 16; k++) m = acc[k] > m ? acc[k] : m;
+    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    return m;
+}
+
+/* Sum of x and of (x - mean)^2 in double with 8 independent lanes (vectorisable). */
+static double lanes_sum(const float *x, size_t n) {
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += x[i + k];
+    double s = 0;
+    for (int k = 0; k < 8; k++) s += acc[k];
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+static double lanes_sq_dev(const float *x, size_t n, double mean) {
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) { double t = x[i + k] - mean; acc[k] += t * t; }
+    double s = 0;
+    for (int k = 0; k < 8; k++) s += acc[k];
+    for (; i < n; i++) { double t = x[i] - mean; s += t * t; }
+    return s;
+}
 
 /* GroupNorm (Wu & He 2018): per group, y = (x - mean) / sqrt(var + eps) · gamma[c] + beta[c]. */
 void group_norm(const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta, int silu, float *y) {
@@ -198,11 +313,9 @@ void group_norm(const float *x, int C, int HW, int G, float eps, const float *ga
     for (int g = 0; g < G; g++) {
         const float *xg = x + (size_t)g * n;
         float *yg = y + (size_t)g * n;
-        double sum = 0.0, sq = 0.0;
-        for (size_t i = 0; i < n; i++) sum += xg[i];
-        double mean = sum / (double)n;
-        for (size_t i = 0; i < n; i++) { double t = xg[i] - mean; sq += t * t; }
-        float inv = (float)(1.0 / sqrt(sq / (double)n + eps)), fmean = (float)mean;
+        double mean = lanes_sum(xg, n) / (double)n;
+        double var = lanes_sq_dev(xg, n, mean) / (double)n;
+        float inv = (float)(1.0 / sqrt(var + eps)), fmean = (float)mean;
         for (int c = 0; c < cg; c++) {
             float s = gamma[g * cg + c] * inv, t = beta[g * cg + c] - fmean * s;
             const float *xc = xg + (size_t)c * HW;
@@ -219,11 +332,9 @@ void layer_norm(const float *x, int n, int d, float eps, const float *gamma, con
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
         float *yi = y + (size_t)i * d;
-        double sum = 0.0, sq = 0.0;
-        for (int j = 0; j < d; j++) sum += xi[j];
-        double mean = sum / d;
-        for (int j = 0; j < d; j++) { double t = xi[j] - mean; sq += t * t; }
-        float inv = (float)(1.0 / sqrt(sq / d + eps)), fmean = (float)mean;
+        double mean = lanes_sum(xi, (size_t)d) / d;
+        double var = lanes_sq_dev(xi, (size_t)d, mean) / d;
+        float inv = (float)(1.0 / sqrt(var + eps)), fmean = (float)mean;
         for (int j = 0; j < d; j++) yi[j] = (xi[j] - fmean) * inv * gamma[j] + beta[j];
     }
 }
@@ -237,7 +348,7 @@ void silu_inplace(float *x, size_t n) {
 
 void quick_gelu_inplace(float *x, size_t n) {
     #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + fast_expf(-1.702f * x[i]));
 }
 
 /* GEGLU (Shazeer 2020): proj → [a, g], out = a · GELU(g), GELU(g) = g/2 · (1 + erf(g/√2)). */
@@ -259,11 +370,9 @@ void softmax_rows(float *x, int rows, int cols) {
     #pragma omp parallel for schedule(static) if ((size_t)rows * cols > 16384)
     for (int r = 0; r < rows; r++) {
         float *xr = x + (size_t)r * cols;
-        float mx = -INFINITY;
-        for (int j = 0; j < cols; j++) mx = xr[j] > mx ? xr[j] : mx;
-        float sum = 0.0f;
-        for (int j = 0; j < cols; j++) { xr[j] = expf(xr[j] - mx); sum += xr[j]; }
-        float inv = 1.0f / sum;
+        float mx = row_max(xr, cols);
+        for (int j = 0; j < cols; j++) xr[j] = fast_expf(xr[j] - mx);
+        float inv = 1.0f / row_sum(xr, cols);
         for (int j = 0; j < cols; j++) xr[j] *= inv;
     }
 }

@@ -18,12 +18,20 @@ void conv_layer_forward(const conv_layer *cl, const float *x, int B, int H, int 
     const conv_desc *d = &cl->d;
     int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
     int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
+    const size_t in_size = (size_t)d->in_ch * H * W, out_size = (size_t)d->out_ch * Ho * Wo;
     arena_mark mark = arena_get_mark(a);
-    float *work = arena_alloc(a, conv_work_size(d, H, W) + 1); /* im2col tile */
-    if (!work) return;
-    const float *w = weight_f32(&cl->w, scratch);
-    for (int b = 0; b < B; b++)
-        conv2d(d, x + (size_t)b * d->in_ch * H * W, H, W, w, cl->b.f32, y + (size_t)b * d->out_ch * Ho * Wo, work);
+    if (conv_uses_taps(d, H, W, B)) { /* shifted GEMMs: weights rearranged to taps[9, out, in] */
+        float *taps = arena_alloc(a, (size_t)9 * d->out_ch * d->in_ch);
+        float *work = arena_alloc(a, conv_taps_work_size(d, H, W));
+        if (a->failed) return;
+        weight_taps_f32(&cl->w, d->out_ch, d->in_ch, taps);
+        for (int b = 0; b < B; b++) conv2d_taps(d, x + b * in_size, H, W, taps, cl->b.f32, y + b * out_size, work);
+    } else {
+        float *work = arena_alloc(a, conv_work_size(d, H, W) + 1); /* im2col tile */
+        if (!work) return;
+        const float *w = weight_f32(&cl->w, scratch);
+        for (int b = 0; b < B; b++) conv2d(d, x + b * in_size, H, W, w, cl->b.f32, y + b * out_size, work);
+    }
     arena_reset(a, mark);
 }
 

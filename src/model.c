@@ -2,6 +2,9 @@
 #include "model.h"
 
 #include <errno.h>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,16 +36,41 @@ float bf16_to_float(uint16_t h) {
     return f;
 }
 
+/* dst[n] = float(src[n]) for binary16 values: F16C when compiled for it, exact either way. */
+static void halves_to_floats(const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+#endif
+    for (; i < n; i++) dst[i] = half_to_float(src[i]);
+}
+
 void weight_rows_f32(const weight *w, int64_t offset, int64_t n, float *dst) {
     if (w->f32) { memcpy(dst, w->f32 + offset, (size_t)n * sizeof(float)); return; }
     if (w->dtype == ST_F32) { memcpy(dst, (const char *)w->half + offset * 4, (size_t)n * sizeof(float)); return; }
     const uint16_t *src = (const uint16_t *)w->half + offset;
-    if (w->dtype == ST_F16) {
-        #pragma omp parallel for schedule(static) if (n > 65536)
-        for (int64_t i = 0; i < n; i++) dst[i] = half_to_float(src[i]);
-    } else {
-        #pragma omp parallel for schedule(static) if (n > 65536)
-        for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_float(src[i]);
+    const int64_t chunk = 1 << 16;
+    #pragma omp parallel for schedule(static) if (n > 4 * chunk)
+    for (int64_t c = 0; c < n; c += chunk) {
+        int64_t m = n - c < chunk ? n - c : chunk;
+        if (w->dtype == ST_F16) halves_to_floats(src + c, dst + c, (size_t)m);
+        else for (int64_t i = 0; i < m; i++) dst[c + i] = bf16_to_float(src[c + i]);
+    }
+}
+
+void weight_taps_f32(const weight *w, int out_ch, int in_ch, float *dst) {
+    const int64_t row = (int64_t)in_ch * 9;
+    #pragma omp parallel
+    {
+        float buf[9 * 64];
+        #pragma omp for schedule(static)
+        for (int o = 0; o < out_ch; o++)
+            for (int c0 = 0; c0 < in_ch; c0 += 64) { /* [o, c0:c0+64, 3, 3] -> taps[t, o, c] */
+                int nc = in_ch - c0 < 64 ? in_ch - c0 : 64;
+                weight_rows_f32(w, o * row + (int64_t)c0 * 9, (int64_t)nc * 9, buf);
+                for (int c = 0; c < nc; c++)
+                    for (int t = 0; t < 9; t++) dst[((size_t)t * out_ch + o) * in_ch + c0 + c] = buf[c * 9 + t];
+            }
     }
 }
 

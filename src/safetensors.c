@@ -51,6 +51,7 @@ static int parse_dtype(const char *s, st_dtype *out) {
 
 static int parse_metadata(st_file *f, const cJSON *meta, char *err, size_t errlen) {
     if (!cJSON_IsObject(meta)) return fail(err, errlen, f->path, "__metadata__ is not an object");
+    if (f->meta) return fail(err, errlen, f->path, "__metadata__ appears twice");
     int n = cJSON_GetArraySize(meta);
     f->meta = calloc((size_t)n + 1, sizeof(st_meta));
     if (!f->meta) return fail(err, errlen, f->path, "out of memory");

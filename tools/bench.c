@@ -1,0 +1,100 @@
+/* bench.c - speed and memory of `sd` on a checkpoint (made with sd-genmodel for SD 1.5 shapes):
+ * the machine's sgemm peak, load time, text-encoder time per prompt, median guided UNet step,
+ * VAE decode, whole image, peak RSS, and GFLOP/s per stage against models/flops.json.
+ *
+ *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS]
+ */
+#include "sd.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* FLOPs of SD 1.5 stages at 512x512 (models/flops.json, PyTorch's FLOP counter). */
+#define FLOPS_UNET_STEP_512 1606546882560.0
+#define FLOPS_VAE_DECODE_512 2514518933504.0
+#define FLOPS_TEXT_77 13298503680.0
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
+static double median(double *v, int n) { qsort(v, (size_t)n, sizeof *v, cmp); return v[n / 2]; }
+
+static double sgemm_peak(void) {
+    const int n = 2048;
+    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
+    for (int i = 0; i < n * n; i++) { a[i] = (float)(i % 7) * 0.1f; b[i] = (float)(i % 5) * 0.1f; }
+    double best = 0;
+    for (int r = 0; r < 4; r++) {
+        double t0 = now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double g = 2.0 * n * n * n / (now_s() - t0) / 1e9;
+        if (r > 0 && g > best) best = g; /* first run warms up */
+    }
+    free(a); free(b); free(c);
+    return best;
+}
+
+int main(int argc, char **argv) {
+    const char *model = NULL;
+    int width = 512, height = 512, steps = 20, runs = 1, threads = 0;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "-m")) model = argv[i + 1];
+        else if (!strcmp(argv[i], "-W")) width = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-H")) height = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--runs")) runs = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-t")) threads = atoi(argv[i + 1]);
+        else { fprintf(stderr, "sd-bench: error: unknown option '%s'\n", argv[i]); return 2; }
+    }
+    if (!model || runs < 1 || runs > 50) { fprintf(stderr, "usage: sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t N]\n"); return 2; }
+    char err[SD_ERR_LEN];
+    sd_ctx *ctx = NULL;
+    double t0 = now_s();
+    sd_status st = sd_load(&ctx, model, threads, err);
+    double load_s = now_s() - t0;
+    if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); return sd_status_exit_code(st); }
+    printf("sgemm 2048^3 peak:      %.1f GFLOP/s (%s)\n", sgemm_peak(), openblas_get_corename());
+    printf("load:                   %.3f s\n", load_s);
+    double text[50], step[50], decode[50], total[50];
+    size_t rss = 0;
+    for (int r = 0; r < runs; r++) {
+        sd_gen_params p;
+        sd_gen_params_default(&p);
+        p.prompt = "a photograph of an astronaut riding a horse";
+        p.width = width;
+        p.height = height;
+        p.steps = steps;
+        p.seed = 42 + (uint64_t)r;
+        sd_image img;
+        t0 = now_s();
+        st = sd_txt2img(ctx, &p, &img, err);
+        total[r] = now_s() - t0;
+        if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); return sd_status_exit_code(st); }
+        sd_image_free(&img);
+        sd_timings t;
+        sd_get_timings(ctx, &t);
+        text[r] = t.text_s / 2; /* two prompts: negative and positive */
+        step[r] = t.step_median_s;
+        decode[r] = t.decode_s;
+        rss = t.peak_rss_bytes;
+        fprintf(stderr, "run %d: text %.3f s, step %.3f s, decode %.3f s, total %.1f s\n", r + 1, text[r], step[r], decode[r], total[r]);
+    }
+    double scale = (double)width * height / (512.0 * 512.0);
+    double mt = median(text, runs), ms = median(step, runs), md = median(decode, runs), mtot = median(total, runs);
+    printf("text encoder / prompt:  %.3f s  (%.1f GFLOP/s)\n", mt, FLOPS_TEXT_77 / mt / 1e9);
+    printf("guided UNet step:       %.3f s  (%.1f GFLOP/s%s)\n", ms, FLOPS_UNET_STEP_512 * scale / ms / 1e9, scale == 1 ? "" : ", FLOPs scaled from 512");
+    printf("VAE decode:             %.3f s  (%.1f GFLOP/s%s)\n", md, FLOPS_VAE_DECODE_512 * scale / md / 1e9, scale == 1 ? "" : ", FLOPs scaled from 512");
+    printf("whole image (%d steps): %.1f s\n", steps, mtot);
+    printf("peak RSS:               %.2f GB\n", (double)rss / 1e9);
+    printf("(%dx%d, medians of %d run%s, %d threads)\n", width, height, runs, runs > 1 ? "s" : "", threads);
+    sd_free(ctx);
+    return 0;
+}

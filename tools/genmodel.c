@@ -1,0 +1,150 @@
+/* genmodel.c - writes a full-size random-weight checkpoint with exactly the names, shapes and
+ * dtypes of a manifest (models/sd15_manifest.json: the v1-5-pruned-emaonly.safetensors layout),
+ * for speed and memory measurements. Values are deterministic (xorshift) at scales that keep
+ * activations finite through the whole network: weights ~ U(-1, 1)/sqrt(fan_in), norm gains
+ * near 1, biases near 0, embeddings ~ 0.02.
+ *
+ *   sd-genmodel models/sd15_manifest.json OUT.safetensors [f16|f32]
+ */
+#include "model.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+
+static float uniform_pm1(void) { /* xorshift64*, U(-1, 1) */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    uint64_t r = rng_state * 0x2545F4914F6CDD1DULL;
+    return (float)((double)(r >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}
+
+/* float -> IEEE half, round to nearest even (finite inputs of moderate size). */
+static uint16_t float_to_half(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000, exp = (x >> 23) & 0xff, mant = x & 0x7fffff;
+    int e = (int)exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00);
+    if (e <= 0) { /* subnormal half */
+        if (e < -10) return (uint16_t)sign;
+        mant |= 0x800000;
+        int shift = 14 - e;
+        uint32_t h = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((uint32_t)e << 10) | (mant >> 13), rem = mant & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Value i of tensor `name` (shape dims[ndim]). */
+static float value_for(const char *name, const int64_t *dims, int ndim, int64_t i) {
+    if (strstr(name, "alphas_cumprod") || strstr(name, "betas")) { /* the real SD schedule */
+        double b0 = sqrt(0.00085), b1 = sqrt(0.012), ac = 1.0;
+        for (int64_t k = 0; k <= i; k++) { double b = b0 + (b1 - b0) * k / 999.0; ac *= 1.0 - b * b; }
+        double beta = b0 + (b1 - b0) * i / 999.0;
+        return strstr(name, "betas") ? (float)(beta * beta) : (float)ac;
+    }
+    if (ndim == 0) return 0.9999f;
+    if (strstr(name, "embedding")) return 0.02f * uniform_pm1();
+    int is_norm = strstr(name, "norm") != NULL;
+    if (ndim == 1) return ends_with(name, ".weight") && is_norm ? 1.0f + 0.05f * uniform_pm1() : 0.01f * uniform_pm1();
+    int64_t fan_in = 1;
+    for (int d = 1; d < ndim; d++) fan_in *= dims[d];
+    return uniform_pm1() / sqrtf((float)fan_in);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) { fprintf(stderr, "usage: sd-genmodel MANIFEST.json OUT.safetensors [f16|f32]\n"); return 2; }
+    int f16 = argc < 4 || strcmp(argv[3], "f32") != 0;
+    FILE *mf = fopen(argv[1], "rb");
+    if (!mf) { fprintf(stderr, "sd-genmodel: error: %s: cannot open\n", argv[1]); return 2; }
+    fseek(mf, 0, SEEK_END);
+    long len = ftell(mf);
+    fseek(mf, 0, SEEK_SET);
+    char *text = malloc((size_t)len + 1);
+    if (fread(text, 1, (size_t)len, mf) != (size_t)len) return 2;
+    text[len] = 0;
+    fclose(mf);
+    cJSON *root = cJSON_Parse(text), *tensors = cJSON_GetObjectItem(root, "tensors");
+    if (!cJSON_IsArray(tensors)) { fprintf(stderr, "sd-genmodel: error: %s: no tensors array\n", argv[1]); return 2; }
+    /* header */
+    cJSON *header = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(header, "__metadata__");
+    cJSON_AddStringToObject(meta, "format", "pt");
+    uint64_t offset = 0;
+    for (cJSON *t = tensors->child; t; t = t->next) {
+        const char *name = cJSON_GetArrayItem(t, 0)->valuestring, *dtype = cJSON_GetArrayItem(t, 2)->valuestring;
+        cJSON *shape = cJSON_GetArrayItem(t, 1), *e = cJSON_AddObjectToObject(header, name);
+        int is_float = !strcmp(dtype, "float32") || !strcmp(dtype, "float16");
+        const char *st = is_float ? (f16 ? "F16" : "F32") : !strcmp(dtype, "int64") ? "I64" : "I32";
+        size_t esize = is_float ? (f16 ? 2 : 4) : !strcmp(dtype, "int64") ? 8 : 4;
+        uint64_t n = 1;
+        for (cJSON *d = shape->child; d; d = d->next) n *= (uint64_t)d->valuedouble;
+        cJSON_AddStringToObject(e, "dtype", st);
+        cJSON_AddItemToObject(e, "shape", cJSON_Duplicate(shape, 1));
+        cJSON *offs = cJSON_AddArrayToObject(e, "data_offsets");
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset));
+        offset += n * esize;
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset));
+    }
+    char *h = cJSON_PrintUnformatted(header);
+    size_t hl = strlen(h), padded = (hl + 7) & ~(size_t)7;
+    FILE *out = fopen(argv[2], "wb");
+    if (!out) { fprintf(stderr, "sd-genmodel: error: %s: cannot create\n", argv[2]); return 2; }
+    uint8_t lenbuf[8];
+    for (int i = 0; i < 8; i++) lenbuf[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    fwrite(lenbuf, 1, 8, out);
+    fwrite(h, 1, hl, out);
+    for (size_t i = hl; i < padded; i++) fputc(' ', out);
+    /* data, in header order */
+    size_t cap = 1 << 20;
+    uint8_t *buf = malloc(cap * 8);
+    for (cJSON *t = tensors->child; t; t = t->next) {
+        const char *name = cJSON_GetArrayItem(t, 0)->valuestring, *dtype = cJSON_GetArrayItem(t, 2)->valuestring;
+        cJSON *shape = cJSON_GetArrayItem(t, 1);
+        int64_t dims[8] = {0};
+        int ndim = 0;
+        int64_t n = 1;
+        for (cJSON *d = shape->child; d && ndim < 8; d = d->next) { dims[ndim++] = (int64_t)d->valuedouble; n *= dims[ndim - 1]; }
+        int is_float = !strcmp(dtype, "float32") || !strcmp(dtype, "float16"), is_i64 = !strcmp(dtype, "int64");
+        for (int64_t i0 = 0; i0 < n; i0 += (int64_t)cap) {
+            int64_t m = n - i0 < (int64_t)cap ? n - i0 : (int64_t)cap;
+            size_t bytes = 0;
+            for (int64_t i = 0; i < m; i++) {
+                if (!is_float) {
+                    int64_t v = strstr(name, "position_ids") ? (i0 + i) % dims[ndim - 1] : 0;
+                    memcpy(buf + bytes, &v, is_i64 ? 8 : 4);
+                    bytes += is_i64 ? 8 : 4;
+                } else if (f16) {
+                    uint16_t v = float_to_half(value_for(name, dims, ndim, i0 + i));
+                    memcpy(buf + bytes, &v, 2);
+                    bytes += 2;
+                } else {
+                    float v = value_for(name, dims, ndim, i0 + i);
+                    memcpy(buf + bytes, &v, 4);
+                    bytes += 4;
+                }
+            }
+            if (fwrite(buf, 1, bytes, out) != bytes) { fprintf(stderr, "sd-genmodel: error: %s: write failed\n", argv[2]); return 1; }
+        }
+    }
+    if (fclose(out) != 0) { fprintf(stderr, "sd-genmodel: error: %s: write failed\n", argv[2]); return 1; }
+    fprintf(stderr, "sd-genmodel: wrote %s (%d tensors, %s, %.2f GB)\n", argv[2], cJSON_GetArraySize(tensors),
+            f16 ? "F16" : "F32", (double)(8 + padded + offset) / 1e9);
+    free(buf); free(h); free(text);
+    cJSON_Delete(header);
+    cJSON_Delete(root);
+    return 0;
+}
