@@ -86,6 +86,14 @@ void arena_reset(arena *a, arena_mark m) {
 
 /* ---------------- threads ---------------- */
 
+#ifdef _OPENMP
+static int omp_in_parallel_region(void) { return omp_in_parallel(); }
+static int omp_thread_index(void) { return omp_get_thread_num(); }
+#else
+static int omp_in_parallel_region(void) { return 0; }
+static int omp_thread_index(void) { return 0; }
+#endif
+
 static int g_threads = 1;
 
 void kernels_set_threads(int n) {
@@ -96,15 +104,40 @@ void kernels_set_threads(int n) {
     if (n < 1) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
 #endif
     g_threads = n;
-    openblas_set_num_threads(n);
+    openblas_set_num_threads(1); /* one thread pool: OpenMP splits the GEMMs (see gemm) */
 }
 
 int kernels_threads(void) { return g_threads; }
 
 /* ---------------- dense ---------------- */
 
+/* C[M, N] = alpha·A[M, K]·op(B) + beta·C (row-major; op(B) = Bᵀ when trans_b, B is then [N, K]).
+ * Large products are split into column (or row) panels, one single-threaded OpenBLAS call per thread:
+ * one thread pool for everything, and every element is summed in the same order at any thread count. */
+static void gemm(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                 float beta, float *C, int ldc) {
+    const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+    int T = g_threads;
+    if (T <= 1 || (double)M * N * K < 4e6 || omp_in_parallel_region()) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int split_n = N >= M;
+    int len = split_n ? N : M, chunk = ((len + T - 1) / T + 15) / 16 * 16;
+    #pragma omp parallel for schedule(static, 1) num_threads(T)
+    for (int p0 = 0; p0 < len; p0 += chunk) {
+        int w = len - p0 < chunk ? len - p0 : chunk;
+        if (split_n)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, w, K, alpha, A, lda, trans_b ? B + (size_t)p0 * ldb : B + p0, ldb,
+                        beta, C + p0, ldc);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, w, N, K, alpha, A + (size_t)p0 * lda, lda, B, ldb, beta,
+                        C + (size_t)p0 * ldc, ldc);
+    }
+}
+
 void matmul(const float *A, const float *B, float *C, int M, int N, int K, float alpha, float beta) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, alpha, A, K, B, N, beta, C, N);
+    gemm(0, M, N, K, alpha, A, K, B, N, beta, C, N);
 }
 
 void linear(const float *x, int n, int in, const float *W, const float *b, int out, float *y) {
@@ -112,7 +145,7 @@ void linear(const float *x, int n, int in, const float *W, const float *b, int o
         #pragma omp parallel for schedule(static) if ((size_t)n * out > 65536)
         for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, (size_t)out * sizeof(float));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, W, in, b ? 1.0f : 0.0f, y, out);
+    gemm(1, n, out, in, 1.0f, x, in, W, in, b ? 1.0f : 0.0f, y, out);
 }
 
 /* ---------------- convolution ---------------- */
@@ -200,8 +233,7 @@ void conv2d_taps(const conv_desc *d, const float *x, int H, int W, const float *
     memset(xpad + (size_t)C * plane, 0, 8 * sizeof(float));
     for (int t = 0; t < 9; t++) {
         size_t off = (size_t)(t / 3) * Wp + (size_t)(t % 3);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, O, (int)wide, C, 1.0f, taps + (size_t)t * O * C, C,
-                    xpad + off, (int)plane, t ? 1.0f : 0.0f, ywide, (int)wide);
+        gemm(0, O, (int)wide, C, 1.0f, taps + (size_t)t * O * C, C, xpad + off, (int)plane, t ? 1.0f : 0.0f, ywide, (int)wide);
     }
     #pragma omp parallel for schedule(static)
     for (int o = 0; o < O; o++) {
@@ -221,7 +253,7 @@ void conv2d(const conv_desc *d, const float *x, int H, int W, const float *w, co
     const int K = d->in_ch * d->kh * d->kw;
     fill_bias(y, b, d->out_ch, P);
     if (conv_is_pointwise(d)) { /* y[O, P] += W[O, C] · x[C, P] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->out_ch, (int)P, K, 1.0f, w, K, x, (int)P, 1.0f, y, (int)P);
+        gemm(0, d->out_ch, (int)P, K, 1.0f, w, K, x, (int)P, 1.0f, y, (int)P);
         return;
     }
     size_t tile = conv_tile_pixels(d, H, W);
@@ -229,8 +261,7 @@ void conv2d(const conv_desc *d, const float *x, int H, int W, const float *w, co
         size_t p1 = p0 + tile < P ? p0 + tile : P;
         im2col_tile(d, x, H, W, Wo, p0, p1, work);
         /* y[O, p0:p1] += W[O, K] · col[K, p1-p0] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d->out_ch, (int)(p1 - p0), K, 1.0f, w, K, work,
-                    (int)(p1 - p0), 1.0f, y + p0, (int)P);
+        gemm(0, d->out_ch, (int)(p1 - p0), K, 1.0f, w, K, work, (int)(p1 - p0), 1.0f, y + p0, (int)P);
     }
 }
 
@@ -241,7 +272,7 @@ void conv2d(const conv_desc *d, const float *x, int H, int W, const float *w, co
 static inline float fast_expf(float x) {
     const float hi = 88.3762626647949f, lo = -87.3365478515625f;
     float xc = x > hi ? hi : (x < lo ? lo : x);
-    float n = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
+    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest (1.5·2^23 trick) */
     float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -250,10 +281,16 @@ static inline float fast_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return x < lo ? 0.0f : p * scale;
+    union { int32_t i; float f; } scale = {((int32_t)n + 127) << 23}; /* 2^n */
+    return x < lo ? 0.0f : p * scale.f;
+}
+
+/* erf(x), Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), vectorisable. */
+static inline float fast_erff(float x) {
+    float ax = x < 0 ? -x : x, t = 1.0f / (1.0f + 0.3275911f * ax);
+    float poly = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t;
+    float y = 1.0f - poly * fast_expf(-ax * ax);
+    return x < 0 ? -y : y;
 }
 
 static inline float silu1(float v) { return v / (1.0f + fast_expf(-v)); }
@@ -309,7 +346,7 @@ static double lanes_sq_dev(const float *x, size_t n, double mean) {
 void group_norm(const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta, int silu, float *y) {
     const int cg = C / G;
     const size_t n = (size_t)cg * HW;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) firstprivate(x, y, gamma, beta, silu, HW, cg, n, eps)
     for (int g = 0; g < G; g++) {
         const float *xg = x + (size_t)g * n;
         float *yg = y + (size_t)g * n;
@@ -342,27 +379,27 @@ void layer_norm(const float *x, int n, int d, float eps, const float *gamma, con
 /* ---------------- element-wise ---------------- */
 
 void silu_inplace(float *x, size_t n) {
-    #pragma omp parallel for schedule(static) if (n > 65536)
+    #pragma omp parallel for schedule(static) if (n > 65536) firstprivate(x)
     for (size_t i = 0; i < n; i++) x[i] = silu1(x[i]);
 }
 
 void quick_gelu_inplace(float *x, size_t n) {
-    #pragma omp parallel for schedule(static) if (n > 65536)
+    #pragma omp parallel for schedule(static) if (n > 65536) firstprivate(x)
     for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + fast_expf(-1.702f * x[i]));
 }
 
 /* GEGLU (Shazeer 2020): proj → [a, g], out = a · GELU(g), GELU(g) = g/2 · (1 + erf(g/√2)). */
 void geglu(const float *x, int n, int d, float *y) {
-    #pragma omp parallel for schedule(static) if ((size_t)n * d > 65536)
+    #pragma omp parallel for schedule(static) if ((size_t)n * d > 65536) firstprivate(x, y, d)
     for (int i = 0; i < n; i++) {
         const float *a = x + (size_t)i * 2 * d, *g = a + d;
         float *yi = y + (size_t)i * d;
-        for (int j = 0; j < d; j++) yi[j] = a[j] * 0.5f * g[j] * (1.0f + erff(g[j] * 0.70710678118654752f));
+        for (int j = 0; j < d; j++) yi[j] = a[j] * 0.5f * g[j] * (1.0f + fast_erff(g[j] * 0.70710678118654752f));
     }
 }
 
 void add_inplace(float *y, const float *x, size_t n) {
-    #pragma omp parallel for schedule(static) if (n > 65536)
+    #pragma omp parallel for schedule(static) if (n > 65536) firstprivate(x, y)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
@@ -398,7 +435,7 @@ void transpose(const float *x, int rows, int cols, float *y) {
 
 /* ---------------- attention ---------------- */
 
-#define ATTN_SCORE_FLOATS ((size_t)4 << 20) /* score block budget: 16 MB */
+#define ATTN_SCORE_FLOATS ((size_t)1 << 19) /* score block per thread: 2 MB */
 
 static int attention_block_rows(int n, int m) {
     size_t r = ATTN_SCORE_FLOATS / (size_t)m;
@@ -406,26 +443,25 @@ static int attention_block_rows(int n, int m) {
     return r < (size_t)n ? (int)r : n;
 }
 
-size_t attention_work_size(int n, int m) { return (size_t)attention_block_rows(n, m) * m; }
+size_t attention_work_size(int n, int m) { return (size_t)g_threads * attention_block_rows(n, m) * m; }
 
-/* Scaled dot-product attention (Vaswani et al. 2017). */
+/* Scaled dot-product attention (Vaswani et al. 2017). Each thread takes (head, query block) tasks
+ * with its own score buffer; the GEMMs inside are single-threaded. */
 void attention(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
                int heads, int dh, int causal, float *out, float *work) {
     const float scale = 1.0f / sqrtf((float)dh);
-    const int R = attention_block_rows(n, m);
-    const int ldo = heads * dh;
-    for (int h = 0; h < heads; h++)
-        for (int r0 = 0; r0 < n; r0 += R) {
-            int rows = r0 + R <= n ? R : n - r0;
-            /* S[rows, m] = scale · Q[r0:r0+rows, h] · K[:, h]ᵀ */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, m, dh, scale, Q + (size_t)r0 * ldq + h * dh, ldq,
-                        K + h * dh, ldk, 0.0f, work, m);
-            if (causal)
-                for (int i = 0; i < rows; i++)
-                    for (int j = r0 + i + 1; j < m; j++) work[(size_t)i * m + j] = -INFINITY;
-            softmax_rows(work, rows, m);
-            /* out[r0:r0+rows, h] = S · V[:, h] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, m, 1.0f, work, m, V + h * dh, ldv, 0.0f,
-                        out + (size_t)r0 * ldo + h * dh, ldo);
-        }
+    const int R = attention_block_rows(n, m), blocks = (n + R - 1) / R, ldo = heads * dh;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(g_threads) if (heads * blocks > 1)
+    for (int task = 0; task < heads * blocks; task++) {
+        const int h = task / blocks, r0 = (task % blocks) * R, rows = r0 + R <= n ? R : n - r0;
+        float *S = work + (size_t)omp_thread_index() * R * m; /* [rows, m] scores */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, m, dh, scale, Q + (size_t)r0 * ldq + h * dh, ldq,
+                    K + h * dh, ldk, 0.0f, S, m);
+        if (causal)
+            for (int i = 0; i < rows; i++)
+                for (int j = r0 + i + 1; j < m; j++) S[(size_t)i * m + j] = -INFINITY;
+        softmax_rows(S, rows, m);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, m, 1.0f, S, m, V + h * dh, ldv, 0.0f,
+                    out + (size_t)r0 * ldo + h * dh, ldo);
+    }
 }

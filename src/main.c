@@ -1,6 +1,7 @@
 /* main.c - the `sd` command line: parses arguments, calls the library, writes the files.
  * Option names follow stable-diffusion.cpp. Exit status: 0 success, 1 runtime failure, 2 bad input. */
 #include "output.h"
+#include "blas_env.h"
 #include "sd.h"
 
 #include <errno.h>
@@ -314,6 +315,7 @@ static int generate(cli_args *a, sd_ctx *ctx) {
 }
 
 int main(int argc, char **argv) {
+    blas_prefer_avx512(argv);
     cli_args a;
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) return rc;

@@ -161,6 +161,12 @@ int64_t model_param_count(const sd_model *m, const char *prefix) {
     return n;
 }
 
+void model_release(const sd_model *m, const char *prefix) {
+    size_t len = strlen(prefix);
+    for (int i = 0; i < m->file.n_tensors; i++)
+        if (strncmp(m->file.tensors[i].name, prefix, len) == 0) st_release(&m->file, &m->file.tensors[i]);
+}
+
 /* ---- weight loader ---- */
 
 void wl_prefix(wloader *L, const char *fmt, ...) {

@@ -46,6 +46,10 @@ typedef struct {
 int model_open(sd_model *m, const char *path, char *err, size_t errlen);
 void model_close(sd_model *m);
 
+/* Drops the mapped pages of the tensors under prefix from memory (a finished stage); they are read
+ * back from the page cache if used again. */
+void model_release(const sd_model *m, const char *prefix);
+
 /* Parameter count (floating-point elements) of the tensors whose names start with prefix. */
 int64_t model_param_count(const sd_model *m, const char *prefix);
 

@@ -285,6 +285,14 @@ done:
     return st;
 }
 
+/* After a stage: its weight pages and the activation memory go back, so the peak is the largest
+ * stage rather than the sum of them. */
+static void release_stage(sd_ctx *c, const char *prefix) {
+    model_release(&c->model, prefix);
+    arena_free(&c->arena);
+    arena_init(&c->arena);
+}
+
 sd_status sd_txt2img(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[SD_ERR_LEN]) {
     memset(img, 0, sizeof *img);
     memset(&c->timings, 0, sizeof c->timings);
@@ -301,6 +309,7 @@ sd_status sd_txt2img(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[
     if (st == SD_OK) st = encode_prompt(c, p->prompt, "prompt", ctx + (guided ? ctx_size : 0), err);
     if (st != SD_OK) goto fail;
     c->timings.text_s = now_s() - t0;
+    model_release(&c->model, SD1_TEXT_PREFIX); /* the text encoder is done: give its pages back */
     sampler_opts so = {p->sampler, p->steps, (spacing_kind)p->spacing, p->schedule == SD_SCHEDULE_KARRAS, p->eta};
     if (!(smp = sampler_create(&so, &c->sched, n, err, SD_ERR_LEN))) { st = SD_ERR_ARG; goto fail; }
     sd_rng rng;
@@ -310,10 +319,12 @@ sd_status sd_txt2img(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[
     for (size_t j = 0; j < n; j++) latent[j] *= init_sigma;
     t0 = now_s();
     st = denoise(c, p, smp, &rng, ctx, guided, h, w, latent, err);
+    release_stage(c, UNET_PREFIX);
     if (st != SD_OK) goto fail;
     c->timings.sampling_s = now_s() - t0;
     t0 = now_s();
     st = decode(c, latent, h, w, img, err);
+    release_stage(c, VAE_PREFIX);
     if (st != SD_OK) goto fail;
     c->timings.decode_s = now_s() - t0;
     c->timings.peak_rss_bytes = peak_rss_bytes();

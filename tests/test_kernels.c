@@ -160,6 +160,16 @@ static void test_elementwise(void) {
     CHECK(fabsf(q[4] - 2.0f / (1.0f + expf(-3.404f))) < 1e-6f, "quick_gelu");
     geglu(x, 1, 3, y); /* a = [-3, -1, 0], g = [0.5, 2, 7] */
     CHECK(fabsf(y[0] - (-3.0f * 0.5f * 0.5f * (1 + erff(0.5f / sqrtf(2))))) < 1e-6f && y[2] == 0.0f, "geglu");
+    float e = 0; /* exp and erf approximations over the range the networks use */
+    for (float v = -9.0f; v <= 9.0f; v += 0.01f) {
+        float g_in[2] = {1.0f, v}, g_out;
+        geglu(g_in, 1, 1, &g_out);
+        e = fmaxf(e, fabsf(g_out - 0.5f * v * (1 + erff(v / sqrtf(2)))));
+    }
+    CHECK(e < 1e-6f, "gelu max abs error %.3g", e);
+    float sm2[3] = {-100.0f, 0.0f, -INFINITY};
+    softmax_rows(sm2, 1, 3);
+    CHECK(sm2[1] == 1.0f && sm2[2] == 0.0f && sm2[0] < 1e-40f, "softmax extremes");
     float sm[4] = {1, 2, 3, 4};
     softmax_rows(sm, 1, 4);
     CHECK(fabsf(sm[3] - expf(4) / (expf(1) + expf(2) + expf(3) + expf(4))) < 1e-6f, "softmax");

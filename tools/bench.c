@@ -4,6 +4,7 @@
  *
  *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS]
  */
+#include "blas_env.h"
 #include "sd.h"
 
 #include <cblas.h>
@@ -43,6 +44,7 @@ static double sgemm_peak(void) {
 }
 
 int main(int argc, char **argv) {
+    blas_prefer_avx512(argv);
     const char *model = NULL;
     int width = 512, height = 512, steps = 20, runs = 1, threads = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
