@@ -189,6 +189,31 @@ sd_status sd_gen_params_check(const sd_gen_params *p, char err[SD_ERR_LEN]) {
 
 /* ---------------- pipeline ---------------- */
 
+/* MemAvailable from /proc/meminfo in bytes (0 when unknown); SD_MEMORY_LIMIT (MB) caps it. */
+static size_t available_memory(void) {
+    const char *limit = getenv("SD_MEMORY_LIMIT");
+    if (limit && atol(limit) > 0) return (size_t)atol(limit) << 20;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}
+
+/* Refuses sizes whose activations cannot fit, before any compute. */
+static sd_status check_memory(const sd_ctx *c, const sd_gen_params *p, char *err) {
+    size_t need = vae_decode_memory(&c->va, p->height / 8, p->width / 8), have = available_memory();
+    if (have && need > have) {
+        snprintf(err, SD_ERR_LEN, "size %dx%d needs about %.1f GB for the VAE decoder but only %.1f GB of memory is available",
+                 p->width, p->height, (double)need / 1e9, (double)have / 1e9);
+        return SD_ERR_NOMEM;
+    }
+    return SD_OK;
+}
+
 /* hidden[77, D] of a prompt. */
 static sd_status encode_prompt(sd_ctx *c, const char *text, const char *what, float *hidden, char *err) {
     int ids[CLIP_CONTEXT];
@@ -297,6 +322,7 @@ sd_status sd_txt2img(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[
     memset(img, 0, sizeof *img);
     memset(&c->timings, 0, sizeof c->timings);
     sd_status st = sd_gen_params_check(p, err);
+    if (st == SD_OK) st = check_memory(c, p, err);
     if (st != SD_OK) return st;
     const int h = p->height / 8, w = p->width / 8, D = c->te.c.hidden, guided = p->cfg_scale > 1.0f;
     const size_t n = (size_t)c->un.c.in_ch * h * w, ctx_size = (size_t)CLIP_CONTEXT * D;

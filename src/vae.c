@@ -292,3 +292,10 @@ int vae_encode(const vae *v, const float *image, int B, int H, int W, float *mea
     arena_reset(a, mark);
     return failed ? -1 : 0;
 }
+
+size_t vae_decode_memory(const vae *v, int h, int w) {
+    const vae_coder *d = &v->dec;
+    size_t big = coder_max_activation(d, 1, d->conv_in.d.out_ch, h, w);
+    /* two ping-pong buffers, the ResNet block's temporaries and the convolution's padded copies */
+    return big * 6 * sizeof(float);
+}

@@ -42,4 +42,7 @@ int vae_decode(const vae *v, const float *z, int B, int h, int w, float *image, 
 /* [mean; logvar] = quant_conv(encoder(image[B, 3, H, W])): mean, logvar [B, z_ch, H/8, W/8], logvar clamped to [-30, 20]. */
 int vae_encode(const vae *v, const float *image, int B, int H, int W, float *mean, float *logvar, arena *a, float *scratch);
 
+/* Rough peak activation memory of vae_decode for a latent h x w (bytes). */
+size_t vae_decode_memory(const vae *v, int h, int w);
+
 #endif

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "test_util.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 
 static char tmpdir[] = "/tmp/sd-test-cli-XXXXXX";
@@ -155,6 +156,56 @@ static void test_batch(void) {
     CHECK(system(cmd) != 0, "batch.png (seed 10) differs from seed 11");
 }
 
+/* Same arguments: byte-identical PNGs, across runs and across -t 1 / -t 2. */
+static void test_determinism(void) {
+    char a[700], b[700], c[700], cmd[3000];
+    snprintf(a, sizeof a, "%s/det_a.png", tmpdir);
+    snprintf(b, sizeof b, "%s/det_b.png", tmpdir);
+    snprintf(c, sizeof c, "%s/det_c.png", tmpdir);
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "128", "-H", "64", "--steps", "3", "-s", "5", "-t", "2", "-o", a), NULL) == 0, "run a");
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "128", "-H", "64", "--steps", "3", "-s", "5", "-t", "2", "-o", b), NULL) == 0, "run b");
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "128", "-H", "64", "--steps", "3", "-s", "5", "-t", "1", "-o", c), NULL) == 0, "run c");
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s' && cmp -s '%s' '%s'", a, b, a, c);
+    CHECK(system(cmd) == 0, "same arguments give byte-identical PNGs (runs and -t 1 / -t 2)");
+}
+
+/* SIGINT stops after the current step: exit 1, one error line, no output and no temporary file. */
+static void test_signal(void) {
+    char o[700], err_path[700];
+    snprintf(o, sizeof o, "%s/sig.png", tmpdir);
+    snprintf(err_path, sizeof err_path, "%s/sig.err", tmpdir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 2);
+        execl(SD_BIN, SD_BIN, "-m", model, "-p", "a dog", "-W", "512", "-H", "512", "--steps", "1000", "-o", o, (char *)NULL);
+        _exit(127);
+    }
+    usleep(1500 * 1000);
+    kill(pid, SIGINT);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    char *err = read_text_file(err_path), cmd[900];
+    const char *last = err ? strstr(err, "sd: error:") : NULL;
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1 && last && strstr(last, "cancelled after step") && one_line(last),
+          "SIGINT: status %d, stderr '%s'", status, err ? err : "");
+    snprintf(cmd, sizeof cmd, "ls -a '%s' | grep -q sd-tmp", tmpdir);
+    CHECK(!exists(o) && system(cmd) != 0, "SIGINT leaves no image and no temporary file");
+    free(err);
+}
+
+/* Sizes whose activations cannot fit are refused before any compute. */
+static void test_memory_limit(void) {
+    setenv("SD_MEMORY_LIMIT", "16", 1);
+    char *err = NULL;
+    unlink(out);
+    int rc = run_sd(ARGS("-m", model, "-p", "x", "-W", "1024", "-H", "1024", "-o", out), &err);
+    CHECK(rc == 1 && err && strstr(err, "sd: error: size 1024x1024 needs about") && one_line(err) && !exists(out),
+          "memory refusal: %d %s", rc, err ? err : "");
+    free(err);
+    unsetenv("SD_MEMORY_LIMIT");
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) return 2;
     snprintf(model, sizeof model, "%s/model_f32.safetensors", SD_FIXTURES);
@@ -163,6 +214,9 @@ int main(void) {
     test_bad_models();
     test_help_and_info();
     test_batch();
+    test_determinism();
+    test_signal();
+    test_memory_limit();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
