@@ -8,6 +8,10 @@
 #include <sys/stat.h>
 
 static char tmpdir[] = "/tmp/sd-test-cli-XXXXXX";
+static const char *write_file(const char *name, const void *data, size_t len) { return write_test_file(tmpdir, name, data, len); }
+static const char *write_st(const char *name, const char *header, size_t data_len) {
+    return write_test_safetensors(tmpdir, name, header, data_len);
+}
 static char model[1024], out[600];
 
 static int exists(const char *p) { struct stat sb; return stat(p, &sb) == 0; }
@@ -56,25 +60,6 @@ static void test_arguments(void) {
     expect_error("output is the model", 2, "is the model file", ARGS("-m", model, "-p", "x", "--steps", "1", "-o", model));
     expect_error("invalid UTF-8 prompt", 2, "prompt: invalid UTF-8 at byte 3", ARGS("-m", model, "-p", "abc\xff", "--steps", "1", "-W", "64", "-H", "64", "-o", out));
     expect_error("invalid UTF-8 negative prompt", 2, "negative prompt: invalid UTF-8", ARGS("-m", model, "-p", "a", "-n", "\xc3", "--steps", "1", "-W", "64", "-H", "64", "-o", out));
-}
-
-static const char *write_file(const char *name, const void *data, size_t len) {
-    static char path[800];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "wb");
-    if (len) fwrite(data, 1, len, f);
-    fclose(f);
-    return path;
-}
-
-static const char *write_st(const char *name, const char *header, size_t data_len) {
-    size_t hl = strlen(header);
-    unsigned char *buf = calloc(1, 8 + hl + data_len);
-    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
-    memcpy(buf + 8, header, hl);
-    const char *p = write_file(name, buf, 8 + hl + data_len);
-    free(buf);
-    return p;
 }
 
 static void expect_model_error(const char *path, const char *want) {

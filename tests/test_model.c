@@ -69,24 +69,9 @@ static void test_load_context(void) {
 
 static char tmpdir[256];
 
-static const char *write_file(const char *name, const void *data, size_t len) {
-    static char path[512];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "wb");
-    if (len) fwrite(data, 1, len, f);
-    fclose(f);
-    return path;
-}
-
-/* A safetensors file with the given header and `data_len` zero bytes of data. */
+static const char *write_file(const char *name, const void *data, size_t len) { return write_test_file(tmpdir, name, data, len); }
 static const char *write_st(const char *name, const char *header, size_t data_len) {
-    size_t hl = strlen(header);
-    unsigned char *buf = calloc(1, 8 + hl + data_len);
-    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
-    memcpy(buf + 8, header, hl);
-    const char *p = write_file(name, buf, 8 + hl + data_len);
-    free(buf);
-    return p;
+    return write_test_safetensors(tmpdir, name, header, data_len);
 }
 
 static void expect_st_error(const char *path, int want_rc, const char *want) {

@@ -74,6 +74,30 @@ static inline char *read_text_file(const char *path) {
 
 #endif
 
+
+/* ---- files for the bad-input tests ---- */
+
+/* Writes data to dir/name; returns the path (static buffer, valid until the next call). */
+static inline const char *write_test_file(const char *dir, const char *name, const void *data, size_t len) {
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (len) fwrite(data, 1, len, f);
+    fclose(f);
+    return path;
+}
+
+/* A safetensors file with the given JSON header and data_len zero bytes of data. */
+static inline const char *write_test_safetensors(const char *dir, const char *name, const char *header, size_t data_len) {
+    size_t hl = strlen(header);
+    unsigned char *buf = calloc(1, 8 + hl + data_len);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+    memcpy(buf + 8, header, hl);
+    const char *p = write_test_file(dir, name, buf, 8 + hl + data_len);
+    free(buf);
+    return p;
+}
+
 /* ---- running the real `sd` binary ---- */
 #include <fcntl.h>
 #include <sys/wait.h>
