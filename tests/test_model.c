@@ -134,14 +134,25 @@ static const char *patched_model(const char *name, const char *find, const char 
     return p;
 }
 
+/* `sd --info -m path` exits 2 with one "sd: error:" line naming the file and the problem. */
+static void expect_cli_error(const char *path, const char *want) {
+    char *err = NULL;
+    int rc = run_sd((const char *const[]){"--info", "-m", path, NULL}, &err);
+    CHECK(rc == 2 && err && !strncmp(err, "sd: error: ", 11) && strstr(err, path) && strstr(err, want) &&
+          strchr(err, '\n') == err + strlen(err) - 1, "cli %s: %d %s", path, rc, err ? err : "");
+    free(err);
+}
+
 static void test_bad_models(void) {
     char err[SD_ERR_LEN];
     sd_ctx *ctx = NULL;
     const char *p = patched_model("missing.safetensors", "\"model.diffusion_model.out.2.weight\"", "\"model.diffusion_model.out.2.weighX\"");
     CHECK(sd_load(&ctx, p, 1, err) == SD_ERR_MODEL && strstr(err, "out.2.weight") && strstr(err, p), "missing tensor: %s", err);
+    expect_cli_error(p, "missing tensor 'model.diffusion_model.out.2.weight'");
     p = patched_model("shape.safetensors", "\"shape\":[32,4,3,3]", "\"shape\":[32,4,1,9]");
     sd_status st = sd_load(&ctx, p, 1, err);
     CHECK(st != SD_OK && strstr(err, "input_blocks.0.0.weight"), "wrong shape: %s", err);
+    expect_cli_error(p, "has shape [32, 4, 1, 9], expected [32, 4, 3, 3]");
     if (st == SD_OK) sd_free(ctx);
 }
 
