@@ -148,7 +148,7 @@ static void test_bad_models(void) {
     sd_ctx *ctx = NULL;
     const char *p = patched_model("missing.safetensors", "\"model.diffusion_model.out.2.weight\"", "\"model.diffusion_model.out.2.weighX\"");
     CHECK(sd_load(&ctx, p, 1, err) == SD_ERR_MODEL && strstr(err, "out.2.weight") && strstr(err, p), "missing tensor: %s", err);
-    expect_cli_error(p, "missing tensor 'model.diffusion_model.out.2.weight'");
+    expect_cli_error(p, "missing or malformed tensor 'model.diffusion_model.out.2.weight'");
     p = patched_model("shape.safetensors", "\"shape\":[32,4,3,3]", "\"shape\":[32,4,1,9]");
     sd_status st = sd_load(&ctx, p, 1, err);
     CHECK(st != SD_OK && strstr(err, "input_blocks.0.0.weight"), "wrong shape: %s", err);
