@@ -1,6 +1,8 @@
 /* text_encoder.c - see text_encoder.h. Follows transformers' CLIPTextTransformer. */
 #include "text_encoder.h"
 
+#include "tokenizer.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,7 +112,7 @@ int text_encoder_forward(const text_encoder *te, const int *ids, float *hidden, 
     float *pos = arena_alloc(a, (size_t)d);  /* [d] one position row */
     if (!pos) return -1;
     for (int i = 0; i < n; i++) { /* x = token_embedding[id] + position_embedding[i] */
-        int id = ids[i] >= 0 && ids[i] < te->c.vocab ? ids[i] : 49407;
+        int id = ids[i] >= 0 && ids[i] < te->c.vocab ? ids[i] : CLIP_EOS; /* out-of-range ids read as <|endoftext|> */
         weight_rows_f32(&te->tok_emb, (int64_t)id * d, d, hidden + (size_t)i * d);
         weight_rows_f32(&te->pos_emb, (int64_t)i * d, d, pos);
         add_inplace(hidden + (size_t)i * d, pos, (size_t)d);

@@ -202,8 +202,6 @@ int main(void) {
     test_determinism();
     test_signal();
     test_memory_limit();
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+    remove_test_dir(tmpdir);
     return test_finish();
 }

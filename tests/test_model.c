@@ -164,8 +164,6 @@ int main(void) {
     test_load_context();
     test_bad_files();
     test_bad_models();
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+    remove_test_dir(tmpdir);
     return test_finish();
 }

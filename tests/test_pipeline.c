@@ -116,8 +116,6 @@ int main(void) {
     cJSON_Delete(root);
     free(text);
     st_close(&ex);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+    remove_test_dir(tmpdir);
     return test_finish();
 }

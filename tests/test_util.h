@@ -98,6 +98,13 @@ static inline const char *write_test_safetensors(const char *dir, const char *na
     return p;
 }
 
+/* Removes a test's temporary directory tree. */
+static inline void remove_test_dir(const char *dir) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
+}
+
 /* ---- running the real `sd` binary ---- */
 #include <fcntl.h>
 #include <sys/wait.h>
