@@ -51,6 +51,13 @@ int conv_uses_taps(const conv_desc *d, int H, int W, int B);
 /* The same convolution from tap-major weights taps[9, out, in]; work needs conv_taps_work_size floats. */
 void conv2d_taps(const conv_desc *d, const float *x, int H, int W, const float *taps, const float *b, float *y, float *work);
 size_t conv_taps_work_size(const conv_desc *d, int H, int W);
+/* Whether a 3x3 stride-1 pad-1 convolution of B items at H x W goes through Winograd F(4x4, 3x3). */
+int conv_uses_winograd(const conv_desc *d, int H, int W, int B);
+/* The same convolution for a whole batch y[B, out, H, W] from x[B, in, H, W] and w[out, in, 3, 3]
+ * (winograd.c); work needs conv_winograd_work_size floats (at the current thread count). */
+void conv2d_winograd(const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b,
+                     float *y, float *work);
+size_t conv_winograd_work_size(const conv_desc *d, int B, int H, int W);
 
 /* ---- normalisation ---- */
 /* GroupNorm over x[C, HW] with G groups; y may equal x; optional fused SiLU (PyTorch GroupNorm). */

@@ -20,7 +20,11 @@ void conv_layer_forward(const conv_layer *cl, const float *x, int B, int H, int 
     int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
     const size_t in_size = (size_t)d->in_ch * H * W, out_size = (size_t)d->out_ch * Ho * Wo;
     arena_mark mark = arena_get_mark(a);
-    if (conv_uses_taps(d, H, W, B)) { /* shifted GEMMs: weights rearranged to taps[9, out, in] */
+    if (conv_uses_winograd(d, H, W, B)) { /* whole batch at once */
+        float *work = arena_alloc(a, conv_winograd_work_size(d, B, H, W));
+        if (!work) return;
+        conv2d_winograd(d, x, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
+    } else if (conv_uses_taps(d, H, W, B)) { /* shifted GEMMs: weights rearranged to taps[9, out, in] */
         float *taps = arena_alloc(a, (size_t)9 * d->out_ch * d->in_ch);
         float *work = arena_alloc(a, conv_taps_work_size(d, H, W));
         if (a->failed) return;

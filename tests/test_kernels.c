@@ -72,6 +72,59 @@ static void test_conv_taps(void) {
     CHECK(conv_uses_taps(&big, 64, 64, 2) && !conv_uses_taps(&small, 8, 8, 2), "taps chosen for large images only");
 }
 
+/* One output value of a 3x3 stride-1 pad-1 convolution of x[C, H, W], in double, and in *l1 the
+ * sum of the magnitudes of its terms (the scale that floating-point error grows with). */
+static double naive_conv3x3_at(const float *x, int C, int H, int W, const float *w, const float *b, int o, int oy, int ox,
+                               double *l1) {
+    double s = b[o];
+    *l1 = fabs(b[o]);
+    for (int c = 0; c < C; c++)
+        for (int ky = 0; ky < 3; ky++)
+            for (int kx = 0; kx < 3; kx++) {
+                int iy = oy - 1 + ky, ix = ox - 1 + kx;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                double t = (double)w[((size_t)o * C + c) * 9 + ky * 3 + kx] * x[((size_t)c * H + iy) * W + ix];
+                s += t;
+                *l1 += fabs(t);
+            }
+    return s;
+}
+
+/* Winograd F(4x4, 3x3) on a batch against direct convolution (every output, or an evenly spread
+ * sample of them for the large cases): partial edge tiles, odd channels, tile rows wider than one
+ * transform chunk, several tile blocks, several output-channel chunks, both loop orders. */
+static void test_conv_winograd(void) {
+    struct { int B, C, O, H, W; } cases[] = {
+        {3, 5, 7, 13, 10},     /* odd everything, partial tiles on both edges */
+        {2, 32, 8, 50, 300},   /* 75 tiles per row, four tile blocks */
+        {1, 2048, 120, 8, 300}, /* two output chunks x two tile blocks, blocks outside */
+        {2, 2048, 120, 240, 3}, /* two output chunks x two tile blocks, chunks outside */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const int B = cases[c].B, C = cases[c].C, O = cases[c].O, H = cases[c].H, W = cases[c].W;
+        conv_desc d = {C, O, 3, 3, 1, 1, 1, 1, 1};
+        size_t nx = (size_t)C * H * W, ny = (size_t)O * H * W, nw = (size_t)O * C * 9;
+        float *x = malloc(B * nx * 4), *w = malloc(nw * 4), *b = malloc(O * 4), *y = malloc(B * ny * 4);
+        float *work = malloc(conv_winograd_work_size(&d, B, H, W) * 4);
+        fill(x, B * nx); fill(w, nw); fill(b, O);
+        conv2d_winograd(&d, x, B, H, W, w, b, y, work);
+        size_t step = B * ny / 20000 + 1; /* step and ny share no factor for these sizes: samples cover all channels */
+        double worst = 0; /* largest error relative to the magnitude of the summed terms */
+        for (size_t i = 0; i < B * ny; i += step) {
+            int item = (int)(i / ny), o = (int)(i % ny / ((size_t)H * W)), oy = (int)(i % ((size_t)H * W) / W), ox = (int)(i % W);
+            double l1, r = naive_conv3x3_at(x + item * nx, C, H, W, w, b, o, oy, ox, &l1);
+            worst = fabs(y[i] - r) / l1 > worst ? fabs(y[i] - r) / l1 : worst;
+        }
+        /* float32 F(4x4, 3x3): the transforms (entries up to 8 and 1/24) cost about 30 ulp of the terms'
+         * magnitude (measured 1.6e-6 here); direct convolution stays within a few ulp */
+        CHECK(worst < 4e-6, "winograd case %zu: error %.3g of the terms' magnitude", c, worst);
+        free(x); free(w); free(b); free(y); free(work);
+    }
+    conv_desc unet0 = {320, 320, 3, 3, 1, 1, 1, 1, 1}, deep = {1280, 1280, 3, 3, 1, 1, 1, 1, 1};
+    CHECK(conv_uses_winograd(&unet0, 64, 64, 2) && conv_uses_winograd(&deep, 32, 32, 2) && !conv_uses_winograd(&deep, 16, 16, 2),
+          "Winograd chosen where it has enough tiles");
+}
+
 static void naive_attention(const float *Q, const float *K, const float *V, int n, int m, int heads, int dh, int causal, float *out) {
     int D = heads * dh;
     double *s = malloc(sizeof(double) * m);
@@ -200,6 +253,7 @@ int main(void) {
     kernels_set_threads(2);
     test_conv();
     test_conv_taps();
+    test_conv_winograd();
     test_attention();
     test_norms();
     test_elementwise();
