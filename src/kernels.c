@@ -295,28 +295,42 @@ static inline float fast_erff(float x) {
 
 static inline float silu1(float v) { return v / (1.0f + fast_expf(-v)); }
 
-/* Sum and maximum of a row with 16 independent lanes (vectorisable, same result on any thread count). */
-static float row_sum(const float *x, int n) {
-    float acc[16] = {0};
-    int j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int k = 0; k < 16; k++) acc[k] += x[j + k];
-    float s = 0.0f;
-    for (int k = 0; k < 16; k++) s += acc[k];
-    for (; j < n; j++) s += x[j];
-    return s;
-}
+/* Row reductions with 16 independent lanes (vectorised; the same result on any thread count). */
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
 
 static float row_max(const float *x, int n) {
-    float acc[16];
+    f32x16 acc;
     for (int k = 0; k < 16; k++) acc[k] = -INFINITY;
     int j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int k = 0; k < 16; k++) acc[k] = x[j + k] > acc[k] ? x[j + k] : acc[k];
+    for (; j + 16 <= n; j += 16) { /* acc = max(acc, x[j..j+16)), as a compare and select */
+        f32x16 v;
+        memcpy(&v, x + j, sizeof v);
+        i32x16 gt = v > acc;
+        acc = (f32x16)((gt & (i32x16)v) | (~gt & (i32x16)acc));
+    }
     float m = -INFINITY;
     for (int k = 0; k < 16; k++) m = acc[k] > m ? acc[k] : m;
     for (; j < n; j++) m = x[j] > m ? x[j] : m;
     return m;
+}
+
+/* x[j] = exp(x[j] - shift) in place; returns the sum of the new values. */
+static float exp_row_sum(float *x, int n, float shift) {
+    float acc[16] = {0};
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int k = 0; k < 16; k++) {
+            x[j + k] = fast_expf(x[j + k] - shift);
+            acc[k] += x[j + k];
+        }
+    float s = 0.0f;
+    for (int k = 0; k < 16; k++) s += acc[k];
+    for (; j < n; j++) {
+        x[j] = fast_expf(x[j] - shift);
+        s += x[j];
+    }
+    return s;
 }
 
 /* Sum of x and of (x - mean)^2 in double with 8 independent lanes (vectorisable). */
@@ -407,9 +421,7 @@ void softmax_rows(float *x, int rows, int cols) {
     #pragma omp parallel for schedule(static) if ((size_t)rows * cols > 16384)
     for (int r = 0; r < rows; r++) {
         float *xr = x + (size_t)r * cols;
-        float mx = row_max(xr, cols);
-        for (int j = 0; j < cols; j++) xr[j] = fast_expf(xr[j] - mx);
-        float inv = 1.0f / row_sum(xr, cols);
+        float inv = 1.0f / exp_row_sum(xr, cols, row_max(xr, cols));
         for (int j = 0; j < cols; j++) xr[j] *= inv;
     }
 }
@@ -443,10 +455,11 @@ static int attention_block_rows(int n, int m) {
     return r < (size_t)n ? (int)r : n;
 }
 
-size_t attention_work_size(int n, int m) { return (size_t)g_threads * attention_block_rows(n, m) * m; }
+size_t attention_work_size(int n, int m) { return (size_t)g_threads * attention_block_rows(n, m) * (m + 1); }
 
 /* Scaled dot-product attention (Vaswani et al. 2017). Each thread takes (head, query block) tasks
- * with its own score buffer; the GEMMs inside are single-threaded. */
+ * with its own score buffer; the GEMMs inside are single-threaded. The softmax is left unnormalised
+ * (P = exp(S - max)) and each output row is divided by its row sum after P·V: one pass less over P. */
 void attention(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
                int heads, int dh, int causal, float *out, float *work) {
     const float scale = 1.0f / sqrtf((float)dh);
@@ -454,14 +467,20 @@ void attention(const float *Q, int ldq, const float *K, int ldk, const float *V,
     #pragma omp parallel for schedule(dynamic, 1) num_threads(g_threads) if (heads * blocks > 1)
     for (int task = 0; task < heads * blocks; task++) {
         const int h = task / blocks, r0 = (task % blocks) * R, rows = r0 + R <= n ? R : n - r0;
-        float *S = work + (size_t)omp_thread_index() * R * m; /* [rows, m] scores */
+        float *S = work + (size_t)omp_thread_index() * R * (m + 1); /* [rows, m] scores */
+        float *inv_sum = S + (size_t)R * m;                         /* [rows] */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, m, dh, scale, Q + (size_t)r0 * ldq + h * dh, ldq,
                     K + h * dh, ldk, 0.0f, S, m);
         if (causal)
             for (int i = 0; i < rows; i++)
                 for (int j = r0 + i + 1; j < m; j++) S[(size_t)i * m + j] = -INFINITY;
-        softmax_rows(S, rows, m);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, m, 1.0f, S, m, V + h * dh, ldv, 0.0f,
-                    out + (size_t)r0 * ldo + h * dh, ldo);
+        for (int i = 0; i < rows; i++) {
+            float *Si = S + (size_t)i * m;
+            inv_sum[i] = 1.0f / exp_row_sum(Si, m, row_max(Si, m));
+        }
+        float *O = out + (size_t)r0 * ldo + h * dh; /* [rows, dh] with row stride ldo */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, m, 1.0f, S, m, V + h * dh, ldv, 0.0f, O, ldo);
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < dh; j++) O[(size_t)i * ldo + j] *= inv_sum[i];
     }
 }

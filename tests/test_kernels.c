@@ -121,7 +121,8 @@ static void test_conv_winograd(void) {
         free(x); free(w); free(b); free(y); free(work);
     }
     conv_desc unet0 = {320, 320, 3, 3, 1, 1, 1, 1, 1}, deep = {1280, 1280, 3, 3, 1, 1, 1, 1, 1};
-    CHECK(conv_uses_winograd(&unet0, 64, 64, 2) && conv_uses_winograd(&deep, 32, 32, 2) && !conv_uses_winograd(&deep, 16, 16, 2),
+    CHECK(conv_uses_winograd(&unet0, 64, 64, 2) && conv_uses_winograd(&deep, 16, 16, 2) && !conv_uses_winograd(&deep, 16, 16, 1) &&
+              !conv_uses_winograd(&deep, 8, 8, 2),
           "Winograd chosen where it has enough tiles");
 }
 
