@@ -64,7 +64,8 @@ size_t conv_winograd_work_size(const conv_desc *d, int B, int H, int W) {
 
 /* out[k·os] = (G·a)[k], a[k·is] for k < 3, along one axis, for n lanes (vectorised over them):
  * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]. */
-static void wino_g_1d(const float *restrict a, size_t is, float *restrict out, size_t os, int n) {
+static void wino_g_1d(const float *a, size_t is, float *out, size_t os, int n) {
+    #pragma omp simd
     for (int c = 0; c < n; c++) {
         float a0 = a[c], a1 = a[is + c], a2 = a[2 * is + c];
         float e = a0 + a2, f = a0 * (1.0f / 24) + a2 * (1.0f / 6);
@@ -129,6 +130,7 @@ static void wino_input_row(const float *xc, int H, int W, int y0, int tx0, int n
     for (int j = 0; j < 6; j++) {
         float *v0 = V + (size_t)j * plane, *v1 = v0 + 6 * plane, *v2 = v0 + 12 * plane, *v3 = v0 + 18 * plane,
               *v4 = v0 + 24 * plane, *v5 = v0 + 30 * plane;
+        #pragma omp simd
         for (int k = 0; k < ntx; k++) {
             float e0 = h[0][j][k], e1 = h[1][j][k], e2 = h[2][j][k], e3 = h[3][j][k], e4 = h[4][j][k], e5 = h[5][j][k];
             v0[k] = 4.0f * e0 - 5.0f * e2 + e4;
