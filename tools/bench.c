@@ -6,6 +6,7 @@
  */
 #include "blas_env.h"
 #include "kernels.h"
+#include "model.h"
 #include "sd.h"
 
 #include <cblas.h>
@@ -19,6 +20,17 @@
 #define FLOPS_UNET_STEP_512 1606546882560.0
 #define FLOPS_VAE_DECODE_512 2514518933504.0
 #define FLOPS_TEXT_77 13298503680.0
+#define SD15_UNET_PARAMS 859520964 /* models/sd15_manifest.json */
+
+/* Whether the checkpoint has SD 1.5's shapes, so that flops.json applies to it. */
+static int is_sd15(const char *path) {
+    sd_model m;
+    char err[256];
+    if (model_open(&m, path, err, sizeof err) != 0) return 0;
+    int yes = model_param_count(&m, UNET_PREFIX) == SD15_UNET_PARAMS;
+    model_close(&m);
+    return yes;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -93,12 +105,20 @@ int main(int argc, char **argv) {
     }
     double scale = (double)width * height / (512.0 * 512.0);
     double mt = median(text, runs), ms = median(step, runs), md = median(decode, runs), mtot = median(total, runs);
-    printf("text encoder / prompt:  %.3f s  (%.1f GFLOP/s)\n", mt, FLOPS_TEXT_77 / mt / 1e9);
-    printf("guided UNet step:       %.3f s  (%.1f GFLOP/s%s)\n", ms, FLOPS_UNET_STEP_512 * scale / ms / 1e9, scale == 1 ? "" : ", FLOPs scaled from 512");
-    printf("VAE decode:             %.3f s  (%.1f GFLOP/s%s)\n", md, FLOPS_VAE_DECODE_512 * scale / md / 1e9, scale == 1 ? "" : ", FLOPs scaled from 512");
+    if (is_sd15(model)) {
+        const char *scaled = scale == 1 ? "" : ", FLOPs scaled from 512";
+        printf("text encoder / prompt:  %.3f s  (%.1f GFLOP/s)\n", mt, FLOPS_TEXT_77 / mt / 1e9);
+        printf("guided UNet step:       %.3f s  (%.1f GFLOP/s%s)\n", ms, FLOPS_UNET_STEP_512 * scale / ms / 1e9, scaled);
+        printf("VAE decode:             %.3f s  (%.1f GFLOP/s%s)\n", md, FLOPS_VAE_DECODE_512 * scale / md / 1e9, scaled);
+    } else { /* flops.json counts SD 1.5 */
+        printf("text encoder / prompt:  %.3f s\n", mt);
+        printf("guided UNet step:       %.3f s\n", ms);
+        printf("VAE decode:             %.3f s\n", md);
+        printf("(GFLOP/s are given for SD 1.5 shapes only)\n");
+    }
     printf("whole image (%d steps): %.1f s\n", steps, mtot);
     printf("peak RSS:               %.2f GB\n", (double)rss / 1e9);
-    printf("(%dx%d, medians of %d run%s, %d threads)\n", width, height, runs, runs > 1 ? "s" : "", threads);
+    printf("(%dx%d, medians of %d run%s, %d threads)\n", width, height, runs, runs > 1 ? "s" : "", kernels_threads());
     sd_free(ctx);
     return 0;
 }
