@@ -199,53 +199,6 @@ static void fill_bias(float *y, const float *b, int C, size_t P) {
     }
 }
 
-int conv_uses_taps(const conv_desc *d, int H, int W, int B) {
-    int same3x3 = d->kh == 3 && d->kw == 3 && d->stride == 1 && d->pad_top == 1 && d->pad_left == 1 &&
-                  d->pad_bottom == 1 && d->pad_right == 1;
-    /* worth it when the im2col copy (∝ C·9·H·W·B) dwarfs the weight repack (∝ O·C·9) */
-    return same3x3 && W >= 32 && (size_t)H * W * B >= 4 * (size_t)d->out_ch;
-}
-
-size_t conv_taps_work_size(const conv_desc *d, int H, int W) {
-    return (size_t)d->in_ch * (H + 2) * (W + 2) + 8 + (size_t)d->out_ch * H * (W + 2);
-}
-
-/* 3x3 "same" convolution as nine shifted GEMMs over a zero-padded copy of x (no im2col):
- * with x_pad[C, H+2, W+2] flattened, tap (ky, kx) reads the contiguous run starting at
- * ky·(W+2) + kx, so y_wide[O, H·(W+2)] += W_tap[O, C] · x_pad[C, run]; the two extra columns of
- * every row of y_wide are dropped at the end. taps[9, O, C] comes from weight_taps_f32. */
-void conv2d_taps(const conv_desc *d, const float *x, int H, int W, const float *taps, const float *b, float *y, float *work) {
-    const int C = d->in_ch, O = d->out_ch, Wp = W + 2;
-    const size_t plane = (size_t)(H + 2) * Wp, wide = (size_t)H * Wp;
-    float *xpad = work;                     /* [C, H+2, W+2] + slack for the last tap's run */
-    float *ywide = work + (size_t)C * plane + 8; /* [O, H, W+2] */
-    #pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++) {
-        float *p = xpad + (size_t)c * plane;
-        memset(p, 0, (size_t)Wp * sizeof(float));
-        memset(p + (size_t)(H + 1) * Wp, 0, (size_t)Wp * sizeof(float));
-        for (int i = 0; i < H; i++) {
-            float *row = p + (size_t)(i + 1) * Wp;
-            row[0] = row[W + 1] = 0.0f;
-            memcpy(row + 1, x + ((size_t)c * H + i) * W, (size_t)W * sizeof(float));
-        }
-    }
-    memset(xpad + (size_t)C * plane, 0, 8 * sizeof(float));
-    for (int t = 0; t < 9; t++) {
-        size_t off = (size_t)(t / 3) * Wp + (size_t)(t % 3);
-        gemm(0, O, (int)wide, C, 1.0f, taps + (size_t)t * O * C, C, xpad + off, (int)plane, t ? 1.0f : 0.0f, ywide, (int)wide);
-    }
-    #pragma omp parallel for schedule(static)
-    for (int o = 0; o < O; o++) {
-        float bias = b ? b[o] : 0.0f;
-        for (int i = 0; i < H; i++) {
-            const float *src = ywide + (size_t)o * wide + (size_t)i * Wp;
-            float *dst = y + ((size_t)o * H + i) * W;
-            for (int j = 0; j < W; j++) dst[j] = src[j] + bias;
-        }
-    }
-}
-
 void conv2d(const conv_desc *d, const float *x, int H, int W, const float *w, const float *b, float *y, float *work) {
     int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
     int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);

@@ -24,12 +24,6 @@ void conv_layer_forward(const conv_layer *cl, const float *x, int B, int H, int 
         float *work = arena_alloc(a, conv_winograd_work_size(d, B, H, W));
         if (!work) return;
         conv2d_winograd(d, x, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
-    } else if (conv_uses_taps(d, H, W, B)) { /* shifted GEMMs: weights rearranged to taps[9, out, in] */
-        float *taps = arena_alloc(a, (size_t)9 * d->out_ch * d->in_ch);
-        float *work = arena_alloc(a, conv_taps_work_size(d, H, W));
-        if (a->failed) return;
-        weight_taps_f32(&cl->w, d->out_ch, d->in_ch, taps);
-        for (int b = 0; b < B; b++) conv2d_taps(d, x + b * in_size, H, W, taps, cl->b.f32, y + b * out_size, work);
     } else {
         float *work = arena_alloc(a, conv_work_size(d, H, W) + 1); /* im2col tile */
         if (!work) return;

@@ -58,22 +58,6 @@ void weight_rows_f32(const weight *w, int64_t offset, int64_t n, float *dst) {
     }
 }
 
-void weight_taps_f32(const weight *w, int out_ch, int in_ch, float *dst) {
-    const int64_t row = (int64_t)in_ch * 9;
-    #pragma omp parallel
-    {
-        float buf[9 * 64];
-        #pragma omp for schedule(static)
-        for (int o = 0; o < out_ch; o++)
-            for (int c0 = 0; c0 < in_ch; c0 += 64) { /* [o, c0:c0+64, 3, 3] -> taps[t, o, c] */
-                int nc = in_ch - c0 < 64 ? in_ch - c0 : 64;
-                weight_rows_f32(w, o * row + (int64_t)c0 * 9, (int64_t)nc * 9, buf);
-                for (int c = 0; c < nc; c++)
-                    for (int t = 0; t < 9; t++) dst[((size_t)t * out_ch + o) * in_ch + c0 + c] = buf[c * 9 + t];
-            }
-    }
-}
-
 const float *weight_f32(const weight *w, float *scratch) {
     if (w->f32) return w->f32;
     weight_rows_f32(w, 0, w->numel, scratch);

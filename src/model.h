@@ -83,8 +83,6 @@ void wl_fail(wloader *L, const char *fmt, ...);
 
 /* Float32 view of a weight: in place, or converted into scratch (>= numel floats). */
 const float *weight_f32(const weight *w, float *scratch);
-/* Rearranges a [out, in, 3, 3] convolution weight into tap-major taps[9, out, in] (any dtype). */
-void weight_taps_f32(const weight *w, int out_ch, int in_ch, float *taps);
 /* Converts `n` half values starting at element `offset` into dst. */
 void weight_rows_f32(const weight *w, int64_t offset, int64_t n, float *dst);
 

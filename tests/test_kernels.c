@@ -49,29 +49,6 @@ static void test_conv(void) {
     }
 }
 
-/* The shifted-GEMM path with tap-major weights, on odd channel counts and a non-square image. */
-static void test_conv_taps(void) {
-    struct { int C, O, H, W; } cases[] = {{3, 5, 7, 33}, {17, 4, 40, 32}, {1, 1, 1, 1}};
-    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        conv_desc d = {cases[c].C, cases[c].O, 3, 3, 1, 1, 1, 1, 1};
-        int H = cases[c].H, W = cases[c].W;
-        size_t nx = (size_t)d.in_ch * H * W, nw = (size_t)d.out_ch * d.in_ch * 9, ny = (size_t)d.out_ch * H * W;
-        float *x = malloc(nx * 4), *w = malloc(nw * 4), *taps = malloc(nw * 4), *b = malloc(d.out_ch * 4);
-        float *y = malloc(ny * 4), *r = malloc(ny * 4), *work = malloc(conv_taps_work_size(&d, H, W) * 4);
-        fill(x, nx); fill(w, nw); fill(b, d.out_ch);
-        for (int o = 0; o < d.out_ch; o++)
-            for (int i = 0; i < d.in_ch; i++)
-                for (int t = 0; t < 9; t++) taps[((size_t)t * d.out_ch + o) * d.in_ch + i] = w[((size_t)o * d.in_ch + i) * 9 + t];
-        conv2d_taps(&d, x, H, W, taps, b, y, work);
-        naive_conv(&d, x, H, W, w, b, r);
-        double e = max_abs_diff(y, r, ny);
-        CHECK(e < 1e-4, "conv taps case %zu: max abs error %.3g", c, e);
-        free(x); free(w); free(taps); free(b); free(y); free(r); free(work);
-    }
-    conv_desc big = {320, 320, 3, 3, 1, 1, 1, 1, 1}, small = {1280, 1280, 3, 3, 1, 1, 1, 1, 1};
-    CHECK(conv_uses_taps(&big, 64, 64, 2) && !conv_uses_taps(&small, 8, 8, 2), "taps chosen for large images only");
-}
-
 /* One output value of a 3x3 stride-1 pad-1 convolution of x[C, H, W], in double, and in *l1 the
  * sum of the magnitudes of its terms (the scale that floating-point error grows with). */
 static double naive_conv3x3_at(const float *x, int C, int H, int W, const float *w, const float *b, int o, int oy, int ox,
@@ -253,7 +230,6 @@ static void test_arena(void) {
 int main(void) {
     kernels_set_threads(2);
     test_conv();
-    test_conv_taps();
     test_conv_winograd();
     test_attention();
     test_norms();
