@@ -168,20 +168,31 @@ static size_t conv_tile_pixels(const conv_desc *d, int H, int W) {
     return tile < P ? tile : P;
 }
 
-size_t conv_work_size(const conv_desc *d, int H, int W) {
+/* Small images (at most this many output pixels per item) share one im2col matrix across the batch,
+ * so the weights are streamed once per call instead of once per item. */
+#define CONV_BATCH_PIXELS 256
+
+static int conv_batches_items(int B, int Ho, int Wo) { return B > 1 && (size_t)Ho * Wo <= CONV_BATCH_PIXELS; }
+
+size_t conv_work_size(const conv_desc *d, int B, int H, int W) {
+    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
+    int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
+    size_t K = (size_t)d->in_ch * d->kh * d->kw, BP = (size_t)B * Ho * Wo;
+    if (conv_batches_items(B, Ho, Wo)) return (K + d->out_ch) * BP; /* col + out */
     if (conv_is_pointwise(d)) return 0;
-    return (size_t)d->in_ch * d->kh * d->kw * conv_tile_pixels(d, H, W);
+    return K * conv_tile_pixels(d, H, W);
 }
 
-/* col[(c·kh + ky)·kw + kx, p - p0] = x[c, oy·s - pt + ky, ox·s - pl + kx] (zero outside), p in [p0, p1). */
-static void im2col_tile(const conv_desc *d, const float *x, int H, int W, int Wo, size_t p0, size_t p1, float *col) {
+/* col[(c·kh + ky)·kw + kx, p - p0] = x[c, oy·s - pt + ky, ox·s - pl + kx] (zero outside), p in [p0, p1);
+ * rows of col are ld apart. */
+static void im2col_tile(const conv_desc *d, const float *x, int H, int W, int Wo, size_t p0, size_t p1, float *col,
+                        size_t ld) {
     const int K = d->in_ch * d->kh * d->kw;
-    const size_t np = p1 - p0;
     #pragma omp parallel for schedule(static)
     for (int k = 0; k < K; k++) {
         int c = k / (d->kh * d->kw), ky = (k / d->kw) % d->kh, kx = k % d->kw;
         const float *xc = x + (size_t)c * H * W;
-        float *row = col + (size_t)k * np;
+        float *row = col + (size_t)k * ld;
         for (size_t p = p0; p < p1; p++) {
             int oy = (int)(p / (size_t)Wo), ox = (int)(p % (size_t)Wo);
             int iy = oy * d->stride - d->pad_top + ky, ix = ox * d->stride - d->pad_left + kx;
@@ -199,7 +210,9 @@ static void fill_bias(float *y, const float *b, int C, size_t P) {
     }
 }
 
-void conv2d(const conv_desc *d, const float *x, int H, int W, const float *w, const float *b, float *y, float *work) {
+/* One batch item: y[O, P] = W[O, K] · im2col(x) + b, in pixel tiles (a pointwise x is used as is). */
+static void conv2d_item(const conv_desc *d, const float *x, int H, int W, const float *w, const float *b, float *y,
+                        float *work) {
     int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
     int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
     const size_t P = (size_t)Ho * Wo;
@@ -212,10 +225,40 @@ void conv2d(const conv_desc *d, const float *x, int H, int W, const float *w, co
     size_t tile = conv_tile_pixels(d, H, W);
     for (size_t p0 = 0; p0 < P; p0 += tile) {
         size_t p1 = p0 + tile < P ? p0 + tile : P;
-        im2col_tile(d, x, H, W, Wo, p0, p1, work);
+        im2col_tile(d, x, H, W, Wo, p0, p1, work, p1 - p0);
         /* y[O, p0:p1] += W[O, K] · col[K, p1-p0] */
         gemm(0, d->out_ch, (int)(p1 - p0), K, 1.0f, w, K, work, (int)(p1 - p0), 1.0f, y + p0, (int)P);
     }
+}
+
+/* The whole batch of small images: out[O, B·P] = W[O, K] · col[K, B·P], then y[b, o, p] = out[o, b·P + p] + b[o]. */
+static void conv2d_batch(const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b,
+                         float *y, float *work) {
+    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
+    int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
+    const size_t P = (size_t)Ho * Wo, BP = (size_t)B * P;
+    const int K = d->in_ch * d->kh * d->kw, O = d->out_ch;
+    float *col = work, *out = work + (size_t)K * BP; /* [K, B·P], [O, B·P] */
+    for (int i = 0; i < B; i++) im2col_tile(d, x + (size_t)i * d->in_ch * H * W, H, W, Wo, 0, P, col + (size_t)i * P, BP);
+    gemm(0, O, (int)BP, K, 1.0f, w, K, col, (int)BP, 0.0f, out, (int)BP);
+    #pragma omp parallel for schedule(static) collapse(2)
+    for (int i = 0; i < B; i++)
+        for (int o = 0; o < O; o++) {
+            const float *src = out + (size_t)o * BP + (size_t)i * P;
+            float *dst = y + ((size_t)i * O + o) * P, bias = b ? b[o] : 0.0f;
+            for (size_t p = 0; p < P; p++) dst[p] = src[p] + bias;
+        }
+}
+
+void conv2d(const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b, float *y, float *work) {
+    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
+    int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
+    if (conv_batches_items(B, Ho, Wo)) {
+        conv2d_batch(d, x, B, H, W, w, b, y, work);
+        return;
+    }
+    for (int i = 0; i < B; i++)
+        conv2d_item(d, x + (size_t)i * d->in_ch * H * W, H, W, w, b, y + (size_t)i * d->out_ch * Ho * Wo, work);
 }
 
 /* ---------------- normalisation ---------------- */

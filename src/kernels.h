@@ -43,9 +43,9 @@ typedef struct {
 
 /* Output size of a convolution along one axis. */
 int conv_out_size(int in, int k, int stride, int pad_a, int pad_b);
-/* y[out_ch, Ho, Wo] = conv(x[in_ch, H, W], W[out_ch, in_ch, kh, kw]) + b. `work` needs conv_work_size floats. */
-void conv2d(const conv_desc *d, const float *x, int H, int W, const float *w, const float *b, float *y, float *work);
-size_t conv_work_size(const conv_desc *d, int H, int W);
+/* y[B, out_ch, Ho, Wo] = conv(x[B, in_ch, H, W], W[out_ch, in_ch, kh, kw]) + b. `work` needs conv_work_size floats. */
+void conv2d(const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b, float *y, float *work);
+size_t conv_work_size(const conv_desc *d, int B, int H, int W);
 /* Whether a 3x3 stride-1 pad-1 convolution of B items at H x W goes through Winograd F(4x4, 3x3). */
 int conv_uses_winograd(const conv_desc *d, int H, int W, int B);
 /* The same convolution for a whole batch y[B, out, H, W] from x[B, in, H, W] and w[out, in, 3, 3]

@@ -16,19 +16,15 @@ conv_layer conv_layer_load(wloader *L, const char *name, int in_ch, int out_ch, 
 
 void conv_layer_forward(const conv_layer *cl, const float *x, int B, int H, int W, float *y, arena *a, float *scratch) {
     const conv_desc *d = &cl->d;
-    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
-    int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
-    const size_t in_size = (size_t)d->in_ch * H * W, out_size = (size_t)d->out_ch * Ho * Wo;
     arena_mark mark = arena_get_mark(a);
     if (conv_uses_winograd(d, H, W, B)) { /* whole batch at once */
         float *work = arena_alloc(a, conv_winograd_work_size(d, B, H, W));
         if (!work) return;
         conv2d_winograd(d, x, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
     } else {
-        float *work = arena_alloc(a, conv_work_size(d, H, W) + 1); /* im2col tile */
+        float *work = arena_alloc(a, conv_work_size(d, B, H, W) + 1); /* im2col tile or batch */
         if (!work) return;
-        const float *w = weight_f32(&cl->w, scratch);
-        for (int b = 0; b < B; b++) conv2d(d, x + b * in_size, H, W, w, cl->b.f32, y + b * out_size, work);
+        conv2d(d, x, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
     }
     arena_reset(a, mark);
 }

@@ -33,20 +33,21 @@ static void test_conv(void) {
         {{8, 3, 3, 3, 1, 1, 1, 1, 1}, 1, 1},    /* 1x1 spatial */
         {{4, 2, 3, 3, 1, 1, 1, 1, 1}, 64, 300}, /* more pixels than one im2col tile of small K */
     };
-    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        conv_desc *d = &cases[c].d;
-        int H = cases[c].H, W = cases[c].W;
-        int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom), Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
-        size_t nx = (size_t)d->in_ch * H * W, nw = (size_t)d->out_ch * d->in_ch * d->kh * d->kw, ny = (size_t)d->out_ch * Ho * Wo;
-        float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(d->out_ch * 4), *y = malloc(ny * 4), *r = malloc(ny * 4);
-        float *work = malloc((conv_work_size(d, H, W) + 1) * 4);
-        fill(x, nx); fill(w, nw); fill(b, d->out_ch);
-        conv2d(d, x, H, W, w, b, y, work);
-        naive_conv(d, x, H, W, w, b, r);
-        double e = max_abs_diff(y, r, ny);
-        CHECK(e < 1e-4, "conv case %zu: max abs error %.3g", c, e);
-        free(x); free(w); free(b); free(y); free(r); free(work);
-    }
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
+        for (int B = 1; B <= 3; B += 2) { /* B = 3: small images share one im2col matrix, large ones go item by item */
+            conv_desc *d = &cases[c].d;
+            int H = cases[c].H, W = cases[c].W;
+            int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom), Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
+            size_t nx = (size_t)d->in_ch * H * W, nw = (size_t)d->out_ch * d->in_ch * d->kh * d->kw, ny = (size_t)d->out_ch * Ho * Wo;
+            float *x = malloc(B * nx * 4), *w = malloc(nw * 4), *b = malloc(d->out_ch * 4), *y = malloc(B * ny * 4), *r = malloc(B * ny * 4);
+            float *work = malloc((conv_work_size(d, B, H, W) + 1) * 4);
+            fill(x, B * nx); fill(w, nw); fill(b, d->out_ch);
+            conv2d(d, x, B, H, W, w, b, y, work);
+            for (int i = 0; i < B; i++) naive_conv(d, x + i * nx, H, W, w, b, r + i * ny);
+            double e = max_abs_diff(y, r, B * ny);
+            CHECK(e < 1e-4, "conv case %zu, batch %d: max abs error %.3g", c, B, e);
+            free(x); free(w); free(b); free(y); free(r); free(work);
+        }
 }
 
 /* One output value of a 3x3 stride-1 pad-1 convolution of x[C, H, W], in double, and in *l1 the
