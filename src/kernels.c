@@ -1,5 +1,6 @@
 /* kernels.c - see kernels.h. */
 #include "kernels.h"
+#include "vecmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -88,10 +89,8 @@ void arena_reset(arena *a, arena_mark m) {
 
 #ifdef _OPENMP
 static int omp_in_parallel_region(void) { return omp_in_parallel(); }
-static int omp_thread_index(void) { return omp_get_thread_num(); }
 #else
 static int omp_in_parallel_region(void) { return 0; }
-static int omp_thread_index(void) { return 0; }
 #endif
 
 static int g_threads = 1;
@@ -263,72 +262,6 @@ void conv2d(const conv_desc *d, const float *x, int B, int H, int W, const float
 
 /* ---------------- normalisation ---------------- */
 
-/* exp(x) for float, vectorisable: 2^n · p(r) with x = n·ln2 + r, |r| <= ln2/2, and a degree-6
- * polynomial for e^r (Cephes expf coefficients; about 1 ulp). Inputs below -87.3 give 0. */
-static inline float fast_expf(float x) {
-    const float hi = 88.3762626647949f, lo = -87.3365478515625f;
-    float xc = x > hi ? hi : (x < lo ? lo : x);
-    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest (1.5·2^23 trick) */
-    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } scale = {((int32_t)n + 127) << 23}; /* 2^n */
-    return x < lo ? 0.0f : p * scale.f;
-}
-
-/* erf(x), Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), vectorisable. */
-static inline float fast_erff(float x) {
-    float ax = x < 0 ? -x : x, t = 1.0f / (1.0f + 0.3275911f * ax);
-    float poly = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t;
-    float y = 1.0f - poly * fast_expf(-ax * ax);
-    return x < 0 ? -y : y;
-}
-
-static inline float silu1(float v) { return v / (1.0f + fast_expf(-v)); }
-
-/* Row reductions with 16 independent lanes (vectorised; the same result on any thread count). */
-typedef float f32x16 __attribute__((vector_size(64)));
-typedef int32_t i32x16 __attribute__((vector_size(64)));
-
-static float row_max(const float *x, int n) {
-    f32x16 acc;
-    for (int k = 0; k < 16; k++) acc[k] = -INFINITY;
-    int j = 0;
-    for (; j + 16 <= n; j += 16) { /* acc = max(acc, x[j..j+16)), as a compare and select */
-        f32x16 v;
-        memcpy(&v, x + j, sizeof v);
-        i32x16 gt = v > acc;
-        acc = (f32x16)((gt & (i32x16)v) | (~gt & (i32x16)acc));
-    }
-    float m = -INFINITY;
-    for (int k = 0; k < 16; k++) m = acc[k] > m ? acc[k] : m;
-    for (; j < n; j++) m = x[j] > m ? x[j] : m;
-    return m;
-}
-
-/* x[j] = exp(x[j] - shift) in place; returns the sum of the new values. */
-static float exp_row_sum(float *x, int n, float shift) {
-    float acc[16] = {0};
-    int j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int k = 0; k < 16; k++) {
-            x[j + k] = fast_expf(x[j + k] - shift);
-            acc[k] += x[j + k];
-        }
-    float s = 0.0f;
-    for (int k = 0; k < 16; k++) s += acc[k];
-    for (; j < n; j++) {
-        x[j] = fast_expf(x[j] - shift);
-        s += x[j];
-    }
-    return s;
-}
-
 /* Sum of x and of (x - mean)^2 in double with 8 independent lanes (vectorisable). */
 static double lanes_sum(const float *x, size_t n) {
     double acc[8] = {0};
@@ -439,44 +372,4 @@ void transpose(const float *x, int rows, int cols, float *y) {
         for (int c0 = 0; c0 < cols; c0 += B)
             for (int r = r0; r < r0 + B && r < rows; r++)
                 for (int c = c0; c < c0 + B && c < cols; c++) y[(size_t)c * rows + r] = x[(size_t)r * cols + c];
-}
-
-/* ---------------- attention ---------------- */
-
-#define ATTN_SCORE_FLOATS ((size_t)1 << 19) /* score block per thread: 2 MB */
-
-static int attention_block_rows(int n, int m) {
-    size_t r = ATTN_SCORE_FLOATS / (size_t)m;
-    if (r < 1) r = 1;
-    return r < (size_t)n ? (int)r : n;
-}
-
-size_t attention_work_size(int n, int m) { return (size_t)g_threads * attention_block_rows(n, m) * (m + 1); }
-
-/* Scaled dot-product attention (Vaswani et al. 2017). Each thread takes (head, query block) tasks
- * with its own score buffer; the GEMMs inside are single-threaded. The softmax is left unnormalised
- * (P = exp(S - max)) and each output row is divided by its row sum after P·V: one pass less over P. */
-void attention(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
-               int heads, int dh, int causal, float *out, float *work) {
-    const float scale = 1.0f / sqrtf((float)dh);
-    const int R = attention_block_rows(n, m), blocks = (n + R - 1) / R, ldo = heads * dh;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(g_threads) if (heads * blocks > 1)
-    for (int task = 0; task < heads * blocks; task++) {
-        const int h = task / blocks, r0 = (task % blocks) * R, rows = r0 + R <= n ? R : n - r0;
-        float *S = work + (size_t)omp_thread_index() * R * (m + 1); /* [rows, m] scores */
-        float *inv_sum = S + (size_t)R * m;                         /* [rows] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, m, dh, scale, Q + (size_t)r0 * ldq + h * dh, ldq,
-                    K + h * dh, ldk, 0.0f, S, m);
-        if (causal)
-            for (int i = 0; i < rows; i++)
-                for (int j = r0 + i + 1; j < m; j++) S[(size_t)i * m + j] = -INFINITY;
-        for (int i = 0; i < rows; i++) {
-            float *Si = S + (size_t)i * m;
-            inv_sum[i] = 1.0f / exp_row_sum(Si, m, row_max(Si, m));
-        }
-        float *O = out + (size_t)r0 * ldo + h * dh; /* [rows, dh] with row stride ldo */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, m, 1.0f, S, m, V + h * dh, ldv, 0.0f, O, ldo);
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < dh; j++) O[(size_t)i * ldo + j] *= inv_sum[i];
-    }
 }

@@ -72,12 +72,12 @@ void upsample_nearest2x(const float *x, int C, int H, int W, float *y);
 /* [C, N] <-> [N, C] */
 void transpose(const float *x, int rows, int cols, float *y);
 
-/* ---- attention ---- */
+/* ---- attention (attention.c) ---- */
 /* out[n, heads·dh] = softmax(Q·Kᵀ/√dh (+ causal mask)) · V per head, with
  * Q[n, ldq], K[m, ldk], V[m, ldv] holding the heads side by side. Query rows are processed in
- * blocks so the score buffer stays bounded; `work` needs attention_work_size floats. */
+ * blocks so the scores stay bounded; `work` needs attention_work_size floats. */
 void attention(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
                int heads, int dh, int causal, float *out, float *work);
-size_t attention_work_size(int n, int m);
+size_t attention_work_size(int n, int m, int heads, int dh);
 
 #endif

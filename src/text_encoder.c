@@ -79,7 +79,7 @@ static void attention_block(const text_encoder *te, const text_layer *l, float *
     float *k = arena_alloc(a, (size_t)n * d);   /* [n, d] */
     float *v = arena_alloc(a, (size_t)n * d);   /* [n, d] */
     float *o = arena_alloc(a, (size_t)n * d);   /* [n, d] */
-    float *work = arena_alloc(a, attention_work_size(n, n));
+    float *work = arena_alloc(a, attention_work_size(n, n, H, d / H));
     if (a->failed) return;
     layer_norm(x, n, d, CLIP_LN_EPS, l->ln1_w.f32, l->ln1_b.f32, h);
     linear(h, n, d, weight_f32(&l->q_w, scratch), l->q_b.f32, d, q);

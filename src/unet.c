@@ -248,7 +248,7 @@ static void attention_layer(const spatial_transformer *st, const weight *wq, con
     float *k = arena_alloc(a, (size_t)B * kv_len * inner);  /* [B·M, inner] */
     float *v = arena_alloc(a, (size_t)B * kv_len * inner);  /* [B·M, inner] */
     float *o = arena_alloc(a, (size_t)B * N * inner);       /* [B·N, inner] */
-    float *work = arena_alloc(a, attention_work_size(N, kv_len));
+    float *work = arena_alloc(a, attention_work_size(N, kv_len, st->heads, st->head_dim));
     if (a->failed) return;
     linear(x, B * N, inner, weight_f32(wq, scratch), NULL, inner, q);
     linear(kv_src, B * kv_len, kv_dim, weight_f32(wk, scratch), NULL, inner, k);

@@ -182,7 +182,7 @@ static void attention_forward(const vae_attention *at, float *x, int B, int HW, 
     float *q = arena_alloc(a, (size_t)HW * C);     /* [HW, C] */
     float *k = arena_alloc(a, (size_t)HW * C);     /* [HW, C] */
     float *v = arena_alloc(a, (size_t)HW * C);     /* [HW, C] */
-    float *work = arena_alloc(a, attention_work_size(HW, HW));
+    float *work = arena_alloc(a, attention_work_size(HW, HW, 1, C));
     if (a->failed) return;
     for (int b = 0; b < B; b++) {
         float *xb = x + (size_t)b * C * HW;

@@ -127,11 +127,14 @@ static void naive_attention(const float *Q, const float *K, const float *V, int 
 }
 
 static void test_attention(void) {
-    struct { int n, m, heads, dh, causal; } cases[] = {{77, 77, 4, 8, 1}, {37, 11, 3, 5, 0}, {1, 1, 1, 3, 0}, {5000, 900, 2, 4, 0}};
+    struct { int n, m, heads, dh, causal; } cases[] = {
+        {77, 77, 4, 8, 1}, {37, 11, 3, 5, 0}, {1, 1, 1, 3, 0}, {5000, 900, 2, 4, 0}, /* BLAS path */
+        {130, 128, 3, 40, 0}, {64, 64, 2, 64, 0}, {9, 192, 1, 16, 0}, {33, 256, 2, 24, 0}, /* fused path (m % 16 == 0) */
+    };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         int n = cases[c].n, m = cases[c].m, H = cases[c].heads, dh = cases[c].dh, D = H * dh;
         float *Q = malloc((size_t)n * D * 4), *K = malloc((size_t)m * D * 4), *V = malloc((size_t)m * D * 4);
-        float *o = malloc((size_t)n * D * 4), *r = malloc((size_t)n * D * 4), *work = malloc(attention_work_size(n, m) * 4);
+        float *o = malloc((size_t)n * D * 4), *r = malloc((size_t)n * D * 4), *work = malloc(attention_work_size(n, m, H, dh) * 4);
         fill(Q, (size_t)n * D); fill(K, (size_t)m * D); fill(V, (size_t)m * D);
         attention(Q, D, K, D, V, D, n, m, H, dh, cases[c].causal, o, work);
         naive_attention(Q, K, V, n, m, H, dh, cases[c].causal, r);
