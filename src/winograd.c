@@ -81,7 +81,7 @@ static void wino_g_1d(const float *a, size_t is, float *out, size_t os, int n) {
 /* U[p][o, c] = (G g Gᵀ)[p] for o in [o0, o0 + n), g = w[o0 + o, c] (3x3). */
 static void wino_weights(const float *w, int C, int o0, int n, float *U, float *tmp /* [threads, 27, C] */) {
     const size_t plane = (size_t)n * C; /* one p of U */
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) num_threads(kernels_threads()) /* one tmp slice per thread */
     for (int o = 0; o < n; o++) {
 #ifdef _OPENMP
         float *g = tmp + (size_t)omp_get_thread_num() * 27 * C; /* [3, 3, C]: tap-major copy of w[o0 + o] */
