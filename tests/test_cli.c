@@ -81,25 +81,31 @@ static void test_bad_models(void) {
     expect_model_error(write_file("absurd", big, 16), "absurd");
     unsigned char past[16] = {100, 0, 0, 0, 0, 0, 0, 0, '{', '}'};
     expect_model_error(write_file("past", past, 10), "past the end of the file");
-    expect_model_error(write_st("notjson", "{not json", 0), "not valid JSON");
-    expect_model_error(write_st("array", "[1]", 0), "not a JSON object");
-    expect_model_error(write_st("nodtype", "{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4), "missing dtype");
-    expect_model_error(write_st("noshape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4), "missing shape");
-    expect_model_error(write_st("nooffs", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4), "missing data_offsets");
-    expect_model_error(write_st("dtype", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1), "unsupported dtype 'U8'");
-    expect_model_error(write_st("neg", "{\"a\":{\"dtype\":\"F32\",\"shape\":[-4],\"data_offsets\":[0,4]}}", 4), "not a non-negative integer");
-    expect_model_error(write_st("frac", "{\"a\":{\"dtype\":\"F32\",\"shape\":[0.5],\"data_offsets\":[0,4]}}", 4), "not a non-negative integer");
-    expect_model_error(write_st("ovf", "{\"a\":{\"dtype\":\"F32\",\"shape\":[9007199254740992,9007199254740992],\"data_offsets\":[0,4]}}", 4), "overflows");
-    expect_model_error(write_st("range", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 4), "past the end of the data");
-    expect_model_error(write_st("rev", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4), "reversed");
-    expect_model_error(write_st("size", "{\"a\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,4]}}", 4), "shape x dtype");
-    expect_model_error(write_st("llm", "{\"lm_head.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4),
-                       "not a Stable Diffusion checkpoint");
-    expect_model_error(write_st("sd2", "{\"cond_stage_model.model.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4),
-                       "SD 2.x");
-    expect_model_error(write_st("notext", "{\"model.diffusion_model.input_blocks.0.0.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-                                         "\"first_stage_model.decoder.conv_in.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8),
-                       "missing tensor 'cond_stage_model.transformer.text_model.embeddings.token_embedding.weight'");
+    /* safetensors headers that are valid JSON but not a usable checkpoint: {file, header, data bytes, error} */
+    static const struct { const char *name, *header; size_t data; const char *want; } bad[] = {
+        {"notjson", "{not json", 0, "not valid JSON"},
+        {"array", "[1]", 0, "not a JSON object"},
+        {"nodtype", "{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing dtype"},
+        {"noshape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, "missing shape"},
+        {"nooffs", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, "missing data_offsets"},
+        {"dtype", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "unsupported dtype 'U8'"},
+        {"neg", "{\"a\":{\"dtype\":\"F32\",\"shape\":[-4],\"data_offsets\":[0,4]}}", 4, "not a non-negative integer"},
+        {"frac", "{\"a\":{\"dtype\":\"F32\",\"shape\":[0.5],\"data_offsets\":[0,4]}}", 4, "not a non-negative integer"},
+        {"ovf", "{\"a\":{\"dtype\":\"F32\",\"shape\":[9007199254740992,9007199254740992],\"data_offsets\":[0,4]}}", 4, "overflows"},
+        {"range", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 4, "past the end of the data"},
+        {"rev", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4, "reversed"},
+        {"size", "{\"a\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,4]}}", 4, "shape x dtype"},
+        {"llm", "{\"lm_head.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+         "not a Stable Diffusion checkpoint"},
+        {"sd2", "{\"cond_stage_model.model.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+         "SD 2.x"},
+        {"notext",
+         "{\"model.diffusion_model.input_blocks.0.0.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+         "\"first_stage_model.decoder.conv_in.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+         8, "missing tensor 'cond_stage_model.transformer.text_model.embeddings.token_embedding.weight'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        expect_model_error(write_st(bad[i].name, bad[i].header, bad[i].data), bad[i].want);
 }
 
 static void test_help_and_info(void) {
