@@ -157,11 +157,15 @@ static int conv_is_pointwise(const conv_desc *d) {
     return d->kh == 1 && d->kw == 1 && d->stride == 1 && !d->pad_top && !d->pad_left && !d->pad_bottom && !d->pad_right;
 }
 
+/* Output pixels of one batch item. */
+static size_t conv_out_pixels(const conv_desc *d, int H, int W) {
+    return (size_t)conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom) *
+           conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
+}
+
 /* Output pixels per im2col tile. */
 static size_t conv_tile_pixels(const conv_desc *d, int H, int W) {
-    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
-    int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
-    size_t K = (size_t)d->in_ch * d->kh * d->kw, P = (size_t)Ho * Wo;
+    size_t K = (size_t)d->in_ch * d->kh * d->kw, P = conv_out_pixels(d, H, W);
     size_t tile = CONV_WORK_FLOATS / K;
     if (tile < 256) tile = 256;
     return tile < P ? tile : P;
@@ -171,13 +175,11 @@ static size_t conv_tile_pixels(const conv_desc *d, int H, int W) {
  * so the weights are streamed once per call instead of once per item. */
 #define CONV_BATCH_PIXELS 256
 
-static int conv_batches_items(int B, int Ho, int Wo) { return B > 1 && (size_t)Ho * Wo <= CONV_BATCH_PIXELS; }
+static int conv_batches_items(int B, size_t P) { return B > 1 && P <= CONV_BATCH_PIXELS; }
 
 size_t conv_work_size(const conv_desc *d, int B, int H, int W) {
-    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
-    int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
-    size_t K = (size_t)d->in_ch * d->kh * d->kw, BP = (size_t)B * Ho * Wo;
-    if (conv_batches_items(B, Ho, Wo)) return (K + d->out_ch) * BP; /* col + out */
+    size_t K = (size_t)d->in_ch * d->kh * d->kw, P = conv_out_pixels(d, H, W);
+    if (conv_batches_items(B, P)) return (K + d->out_ch) * B * P; /* col + out */
     if (conv_is_pointwise(d)) return 0;
     return K * conv_tile_pixels(d, H, W);
 }
@@ -212,9 +214,8 @@ static void fill_bias(float *y, const float *b, int C, size_t P) {
 /* One batch item: y[O, P] = W[O, K] · im2col(x) + b, in pixel tiles (a pointwise x is used as is). */
 static void conv2d_item(const conv_desc *d, const float *x, int H, int W, const float *w, const float *b, float *y,
                         float *work) {
-    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
-    int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
-    const size_t P = (size_t)Ho * Wo;
+    const int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
+    const size_t P = conv_out_pixels(d, H, W);
     const int K = d->in_ch * d->kh * d->kw;
     fill_bias(y, b, d->out_ch, P);
     if (conv_is_pointwise(d)) { /* y[O, P] += W[O, C] · x[C, P] */
@@ -233,9 +234,8 @@ static void conv2d_item(const conv_desc *d, const float *x, int H, int W, const 
 /* The whole batch of small images: out[O, B·P] = W[O, K] · col[K, B·P], then y[b, o, p] = out[o, b·P + p] + b[o]. */
 static void conv2d_batch(const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b,
                          float *y, float *work) {
-    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
-    int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
-    const size_t P = (size_t)Ho * Wo, BP = (size_t)B * P;
+    const int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
+    const size_t P = conv_out_pixels(d, H, W), BP = (size_t)B * P;
     const int K = d->in_ch * d->kh * d->kw, O = d->out_ch;
     float *col = work, *out = work + (size_t)K * BP; /* [K, B·P], [O, B·P] */
     for (int i = 0; i < B; i++) im2col_tile(d, x + (size_t)i * d->in_ch * H * W, H, W, Wo, 0, P, col + (size_t)i * P, BP);
@@ -250,14 +250,13 @@ static void conv2d_batch(const conv_desc *d, const float *x, int B, int H, int W
 }
 
 void conv2d(const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b, float *y, float *work) {
-    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom);
-    int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
-    if (conv_batches_items(B, Ho, Wo)) {
+    const size_t P = conv_out_pixels(d, H, W);
+    if (conv_batches_items(B, P)) {
         conv2d_batch(d, x, B, H, W, w, b, y, work);
         return;
     }
     for (int i = 0; i < B; i++)
-        conv2d_item(d, x + (size_t)i * d->in_ch * H * W, H, W, w, b, y + (size_t)i * d->out_ch * Ho * Wo, work);
+        conv2d_item(d, x + (size_t)i * d->in_ch * H * W, H, W, w, b, y + (size_t)i * d->out_ch * P, work);
 }
 
 /* ---------------- normalisation ---------------- */
@@ -344,15 +343,6 @@ void geglu(const float *x, int n, int d, float *y) {
 void add_inplace(float *y, const float *x, size_t n) {
     #pragma omp parallel for schedule(static) if (n > 65536) firstprivate(x, y)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
-}
-
-void softmax_rows(float *x, int rows, int cols) {
-    #pragma omp parallel for schedule(static) if ((size_t)rows * cols > 16384)
-    for (int r = 0; r < rows; r++) {
-        float *xr = x + (size_t)r * cols;
-        float inv = 1.0f / exp_row_sum(xr, cols, row_max(xr, cols));
-        for (int j = 0; j < cols; j++) xr[j] *= inv;
-    }
 }
 
 void upsample_nearest2x(const float *x, int C, int H, int W, float *y) {

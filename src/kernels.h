@@ -66,7 +66,6 @@ void quick_gelu_inplace(float *x, size_t n);      /* x·sigmoid(1.702x) (CLIP) *
 /* y[n, d] = a · gelu(g) with [a | g] = x[n, 2d] (GEGLU, exact erf GELU). */
 void geglu(const float *x, int n, int d, float *y);
 void add_inplace(float *y, const float *x, size_t n);  /* y += x */
-void softmax_rows(float *x, int rows, int cols);
 /* [C, H, W] -> [C, 2H, 2W], nearest neighbour. */
 void upsample_nearest2x(const float *x, int C, int H, int W, float *y);
 /* [C, N] <-> [N, C] */
