@@ -87,8 +87,10 @@ void arena_reset(arena *a, arena_mark m) {
 
 /* ---------------- threads ---------------- */
 
+/* Nesting depth of OpenMP regions, active or not (a one-thread team counts too, so the answer does
+ * not depend on the thread count). */
 #ifdef _OPENMP
-static int omp_in_parallel_region(void) { return omp_in_parallel(); }
+static int omp_in_parallel_region(void) { return omp_get_level() > 0; }
 #else
 static int omp_in_parallel_region(void) { return 0; }
 #endif
@@ -110,20 +112,25 @@ int kernels_threads(void) { return g_threads; }
 
 /* ---------------- dense ---------------- */
 
+#define GEMM_PANELS 16    /* large products are cut into this many panels, whatever the thread count */
+#define GEMM_MIN_PANEL 32 /* ... each at least this wide (a multiple of 16) */
+
 /* C[M, N] = alpha·A[M, K]·op(B) + beta·C (row-major; op(B) = Bᵀ when trans_b, B is then [N, K]).
- * Large products are split into column (or row) panels, one single-threaded OpenBLAS call per thread:
- * one thread pool for everything, and every element is summed in the same order at any thread count. */
+ * Large products are split into column (or row) panels, one single-threaded OpenBLAS call each, shared
+ * out over the one thread pool. The panels depend only on the shape, never on the thread count, so every
+ * OpenBLAS call (and its summation order, which some kernels vary with the call's width) is the same
+ * at any thread count. */
 static void gemm(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                  float beta, float *C, int ldc) {
     const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-    int T = g_threads;
-    if (T <= 1 || (double)M * N * K < 4e6 || omp_in_parallel_region()) {
+    if ((double)M * N * K < 4e6 || omp_in_parallel_region()) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     int split_n = N >= M;
-    int len = split_n ? N : M, chunk = ((len + T - 1) / T + 15) / 16 * 16;
-    #pragma omp parallel for schedule(static, 1) num_threads(T)
+    int len = split_n ? N : M, chunk = ((len + GEMM_PANELS - 1) / GEMM_PANELS + 15) / 16 * 16;
+    if (chunk < GEMM_MIN_PANEL) chunk = GEMM_MIN_PANEL;
+    #pragma omp parallel for schedule(static) num_threads(g_threads)
     for (int p0 = 0; p0 < len; p0 += chunk) {
         int w = len - p0 < chunk ? len - p0 : chunk;
         if (split_n)
