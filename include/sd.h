@@ -7,41 +7,54 @@
  *   sd_gen_params p; sd_gen_params_default(&p);
  *   p.prompt = "a dog wearing hat";
  *   sd_image img;
- *   if (sd_txt2img(ctx, &p, &img, err) == SD_OK) { ... sd_image_free(&img); }
+ *   if (sd_generate(ctx, &p, &img, err) == SD_OK) { ... sd_image_free(&img); }
  *   sd_free(ctx);
  *
  * Every function that can fail returns an sd_status and, on failure, writes a one-line
  * message (naming the file, tensor or option and the problem) into `err`.
  * Nothing in the library calls exit().
+ *
+ * Threads: a context owns its thread count and its work buffers. Use one context from one thread
+ * at a time; different contexts may run in different threads (they share only read-only tables).
  */
 #ifndef SD_H
 #define SD_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+#if defined(SD_BUILD) && defined(__GNUC__)
+#define SD_API __attribute__((visibility("default")))
+#else
+#define SD_API
+#endif
+
+#define SD_VERSION_MAJOR 0
+#define SD_VERSION_MINOR 2
+#define SD_VERSION_PATCH 0
 #define SD_ERR_LEN 512
+
+/* "0.2.0": the version of the library actually linked. */
+SD_API const char *sd_version(void);
 
 typedef enum {
     SD_OK = 0,
     SD_ERR_ARG,       /* invalid parameter value */
     SD_ERR_IO,        /* file cannot be opened, read or written */
-    SD_ERR_FORMAT,    /* file is not valid safetensors */
+    SD_ERR_FORMAT,    /* file is not valid safetensors / not a readable image */
     SD_ERR_MODEL,     /* valid file, but not a usable Stable Diffusion checkpoint */
     SD_ERR_NOMEM,     /* allocation failed or request too large for memory */
-    SD_ERR_CANCELLED, /* stopped by the cancel flag (e.g. SIGINT) */
+    SD_ERR_CANCELLED, /* stopped by the cancel callback (e.g. SIGINT) */
     SD_ERR_RUNTIME    /* anything else that went wrong while computing */
 } sd_status;
 
 /* Short description of a status code ("invalid argument", ...). */
-const char *sd_status_str(sd_status s);
-
-/* Exit code a command-line tool should use for a status: 0 ok, 2 bad input, 1 otherwise. */
-int sd_status_exit_code(sd_status s);
+SD_API const char *sd_status_str(sd_status s);
 
 typedef enum {
     SD_SAMPLER_LMS = 0, /* LMSDiscrete, order 4 (default) */
@@ -70,30 +83,62 @@ typedef enum { SD_RNG_CPU = 0, SD_RNG_CUDA } sd_rng_kind;
 
 typedef enum { SD_PREDICTION_DEFAULT = 0, SD_PREDICTION_EPSILON, SD_PREDICTION_V } sd_prediction;
 
-/* Name <-> enum for the command line ("lms", "dpm++2m", ...). Returns -1 when unknown. */
-const char *sd_sampler_name(sd_sampler s);
-int sd_sampler_from_name(const char *name);
+/* What a sampler is and which options change its result (one table inside the library). */
+typedef struct {
+    const char *name;         /* command-line name: "lms", "dpm++2m", ... */
+    const char *a1111_name;   /* AUTOMATIC1111's name for the PNG parameters: "LMS", "DPM++ 2M", ... */
+    sd_spacing default_spacing;
+    int uses_eta;             /* --eta changes the result */
+    int uses_karras;          /* --scheduler karras changes the result */
+    int evals_per_step;       /* UNet evaluations per step after the first (2 for Heun) */
+} sd_sampler_info;
+
+/* NULL when s is not a sampler. */
+SD_API const sd_sampler_info *sd_sampler_get_info(sd_sampler s);
+/* Name <-> enum for the command line ("lms", "dpm++2m", ...). */
+SD_API const char *sd_sampler_name(sd_sampler s);
+SD_API int sd_sampler_from_name(const char *name); /* -1 when unknown */
+SD_API const char *sd_spacing_name(sd_spacing s);  /* "leading", ... ("default" for 0) */
 
 typedef struct sd_ctx sd_ctx;
 
 /* Loads a single-file checkpoint (safetensors). n_threads <= 0 picks the number of cores. */
-sd_status sd_load(sd_ctx **out, const char *model_path, int n_threads, char err[SD_ERR_LEN]);
-void sd_free(sd_ctx *ctx);
+SD_API sd_status sd_load(sd_ctx **out, const char *model_path, int n_threads, char err[SD_ERR_LEN]);
+SD_API void sd_free(sd_ctx *ctx);
 
 /* Writes a human-readable summary of the model (family, sizes, parameter counts, dtypes, metadata). */
-void sd_print_info(const sd_ctx *ctx, void *file /* FILE* */);
+SD_API void sd_print_info(const sd_ctx *ctx, FILE *f);
+
+/* What the loaded model is. */
+typedef struct {
+    const char *family;        /* "SD 1.x", "SD 2.x" */
+    const char *text_encoder;  /* "CLIP ViT-L/14", "OpenCLIP ViT-H/14" (by naming; sizes may differ) */
+    sd_prediction prediction;  /* the model's default (never DEFAULT) */
+    int default_width, default_height;
+    int unet_in_channels;      /* 4, or 9 for inpainting models */
+    int latent_channels;
+} sd_model_info;
+SD_API void sd_get_model_info(const sd_ctx *ctx, sd_model_info *info);
 
 typedef struct {
-    int step, steps;      /* 1-based step just finished, total */
-    double seconds;       /* seconds spent in this step */
+    int step, steps;      /* 1-based UNet evaluation just finished, total */
+    double seconds;       /* seconds spent in this evaluation */
 } sd_progress;
 
 typedef void (*sd_progress_fn)(const sd_progress *p, void *user);
+/* Returns non-zero to stop the run after the current step. */
+typedef int (*sd_cancel_fn)(void *user);
+
+/* An 8-bit image in memory: rows top to bottom, channels interleaved (1 grey, 3 RGB, 4 RGBA). */
+typedef struct {
+    int width, height, channels;
+    const uint8_t *data;  /* [height, width, channels] */
+} sd_pixels;
 
 typedef struct {
     const char *prompt;
     const char *negative_prompt; /* "" = unconditional (empty prompt) */
-    int width, height;           /* multiples of 64 (default 512) */
+    int width, height;           /* multiples of 8 in 64..4096; 0 = the model's default (img2img: the image's) */
     int steps;                   /* 1..1000 (default 20) */
     float cfg_scale;             /* >= 0 (default 7.5); <= 1 runs a single unguided pass */
     uint64_t seed;
@@ -103,32 +148,45 @@ typedef struct {
     float eta;                   /* DDIM eta (default 0) */
     sd_rng_kind rng;
     sd_prediction prediction;    /* DEFAULT = from the model's metadata / family */
+    /* img2img / inpainting: an init image (and a mask, white = repaint) make the run start from the
+     * image noised to where `strength` (0 < s <= 1, default 0.75) puts it, as diffusers does. */
+    const sd_pixels *init_image; /* NULL = txt2img */
+    const sd_pixels *mask;       /* NULL = no inpainting; needs init_image */
+    double strength;
     sd_progress_fn progress;     /* optional */
     void *progress_user;
-    volatile int *cancel;        /* optional: when *cancel != 0 the run stops after the current step */
+    sd_cancel_fn cancel;         /* optional, asked after every step */
+    void *cancel_user;
 } sd_gen_params;
 
-void sd_gen_params_default(sd_gen_params *p);
+SD_API void sd_gen_params_default(sd_gen_params *p);
 
-/* Checks a parameter set without running it. */
-sd_status sd_gen_params_check(const sd_gen_params *p, char err[SD_ERR_LEN]);
+/* Checks a parameter set without running it (model-independent checks). */
+SD_API sd_status sd_gen_params_check(const sd_gen_params *p, char err[SD_ERR_LEN]);
 
 typedef struct {
     int width, height;      /* pixels */
     uint8_t *rgb;           /* [height, width, 3] */
-    float *latent;          /* [4, height/8, width/8]: the final latent (unscaled sampler output) */
+    float *latent;          /* [latent_channels, height/8, width/8]: the final latent (unscaled sampler output) */
     int latent_channels;
 } sd_image;
 
-sd_status sd_txt2img(sd_ctx *ctx, const sd_gen_params *p, sd_image *out, char err[SD_ERR_LEN]);
-void sd_image_free(sd_image *img);
+/* txt2img, img2img or inpainting, by what p holds. */
+SD_API sd_status sd_generate(sd_ctx *ctx, const sd_gen_params *p, sd_image *out, char err[SD_ERR_LEN]);
+/* Same as sd_generate (kept for callers of the first API). */
+SD_API sd_status sd_txt2img(sd_ctx *ctx, const sd_gen_params *p, sd_image *out, char err[SD_ERR_LEN]);
+SD_API void sd_image_free(sd_image *img);
 
-/* Stage timings and memory of the last sd_txt2img call, in seconds / bytes. */
+/* Reads a PNG, JPEG or BMP file into 8-bit pixels (malloc'd data, free with sd_pixels_free). */
+SD_API sd_status sd_pixels_read(const char *path, sd_pixels *out, char err[SD_ERR_LEN]);
+SD_API void sd_pixels_free(sd_pixels *p);
+
+/* Stage timings and memory of the last sd_generate call, in seconds / bytes. */
 typedef struct {
-    double text_s, sampling_s, decode_s, step_median_s;
+    double text_s, encode_s, sampling_s, decode_s, step_median_s;
     size_t peak_rss_bytes;
 } sd_timings;
-void sd_get_timings(const sd_ctx *ctx, sd_timings *t);
+SD_API void sd_get_timings(const sd_ctx *ctx, sd_timings *t);
 
 #ifdef __cplusplus
 }

@@ -95,7 +95,7 @@ static int omp_in_parallel_region(void) { return omp_get_level() > 0; }
 static int omp_in_parallel_region(void) { return 0; }
 #endif
 
-static int g_threads = 1;
+static _Thread_local int g_threads = 1; /* per application thread: each context sets it for its calls */
 
 void kernels_set_threads(int n) {
 #ifdef _OPENMP
@@ -335,6 +335,14 @@ void silu_inplace(float *x, size_t n) {
 void quick_gelu_inplace(float *x, size_t n) {
     #pragma omp parallel for schedule(static) if (n > 65536) firstprivate(x)
     for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + fast_expf(-1.702f * x[i]));
+}
+
+/* GELU (Hendrycks & Gimpel 2016), exact form: x/2 · (1 + erf(x/√2)). */
+static inline float gelu1(float x) { return 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f)); }
+
+void gelu_inplace(float *x, size_t n) {
+    #pragma omp parallel for schedule(static) if (n > 65536) firstprivate(x)
+    for (size_t i = 0; i < n; i++) x[i] = gelu1(x[i]);
 }
 
 /* GEGLU (Shazeer 2020): proj → [a, g], out = a · GELU(g), GELU(g) = g/2 · (1 + erf(g/√2)). */

@@ -63,6 +63,7 @@ void layer_norm(const float *x, int n, int d, float eps, const float *gamma, con
 /* ---- activations and element-wise ---- */
 void silu_inplace(float *x, size_t n);            /* x·sigmoid(x) */
 void quick_gelu_inplace(float *x, size_t n);      /* x·sigmoid(1.702x) (CLIP) */
+void gelu_inplace(float *x, size_t n);            /* x/2·(1 + erf(x/√2)) (OpenCLIP) */
 /* y[n, d] = a · gelu(g) with [a | g] = x[n, 2d] (GEGLU, exact erf GELU). */
 void geglu(const float *x, int n, int d, float *y);
 void add_inplace(float *y, const float *x, size_t n);  /* y += x */

@@ -20,14 +20,25 @@
 #define EXIT_BAD_INPUT 2
 
 typedef struct {
-    const char *model, *output, *latent_out;
+    const char *model, *output, *latent_out, *init_path, *mask_path;
     sd_gen_params gen;
+    sd_pixels init, mask;
     int seed_given, batch, threads, verbose, info;
 } cli_args;
 
-static volatile int g_cancel = 0;
+static volatile sig_atomic_t g_cancel = 0;
 
 static void on_signal(int sig) { (void)sig; g_cancel = 1; }
+static int cancel_requested(void *user) { (void)user; return g_cancel != 0; }
+
+/* Exit status for a library status: 0 ok, 2 bad input, 1 otherwise. */
+static int exit_code(sd_status s) {
+    switch (s) {
+    case SD_OK: return 0;
+    case SD_ERR_ARG: case SD_ERR_IO: case SD_ERR_FORMAT: case SD_ERR_MODEL: return EXIT_BAD_INPUT;
+    default: return EXIT_RUNTIME;
+    }
+}
 
 static int error(int code, const char *fmt, ...) {
     va_list ap;
@@ -39,24 +50,39 @@ static int error(int code, const char *fmt, ...) {
     return code;
 }
 
+/* "lms, ddpm, ..." from the sampler table. */
+static const char *sampler_list(void) {
+    static char list[256];
+    if (!list[0])
+        for (int i = 0; i < SD_SAMPLER_COUNT; i++) {
+            strcat(list, i ? ", " : "");
+            strcat(list, sd_sampler_name((sd_sampler)i));
+        }
+    return list;
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: sd -m MODEL.safetensors -p PROMPT [options]\n"
             "       sd --info -m MODEL.safetensors\n"
             "\n"
-            "Generates an image from a text prompt with a Stable Diffusion 1.x checkpoint, on the CPU.\n"
+            "Generates an image from a text prompt (and optionally an init image and a mask) with a Stable\n"
+            "Diffusion 1.x or 2.x checkpoint, on the CPU.\n"
             "\n"
             "options:\n"
             "  -m, --model FILE           single-file checkpoint (.safetensors, F32/F16/BF16)   [required]\n"
             "  -p, --prompt TEXT          what to draw (UTF-8)                                  [required]\n"
             "  -n, --negative-prompt TEXT what to steer away from                               [default: \"\"]\n"
             "  -o, --output FILE          PNG to write; with -b N, FILE, FILE_1, FILE_2, ...    [default: output.png]\n"
-            "  -W, --width N              image width, multiple of 64, at most 2048             [default: 512]\n"
-            "  -H, --height N             image height, multiple of 64, at most 2048            [default: 512]\n"
+            "  -W, --width N              image width, multiple of 8 in 64..4096                [default: the model's]\n"
+            "  -H, --height N             image height, multiple of 8 in 64..4096               [default: the model's]\n"
+            "  -i, --init-img FILE        img2img: start from this PNG/JPEG/BMP (size: its own, rounded down to 8)\n"
+            "      --mask FILE            inpainting: white = repaint, black = keep (needs -i)\n"
+            "      --strength X           img2img/inpainting: how much to change, 0 < X <= 1    [default: 0.75]\n"
             "      --steps N              sampling steps, 1..1000                               [default: 20]\n"
             "      --cfg-scale X          classifier-free guidance scale, >= 0 (<= 1: off)      [default: 7.5]\n"
             "  -s, --seed N               random seed; -1 = random (printed)                    [default: random]\n"
-            "      --sampling-method NAME lms, ddpm, ddim, pndm, euler, euler_a, heun, dpm++2m, unipc, lcm\n"
+            "      --sampling-method NAME %s\n"
             "                                                                                   [default: lms]\n"
             "      --scheduler NAME       default | karras (sigma samplers and dpm++2m)        [default: default]\n"
             "      --timestep-spacing S   leading | linspace | trailing                         [default: the sampler's]\n"
@@ -71,7 +97,8 @@ static void usage(FILE *f) {
             "  -h, --help                 show this help\n"
             "\n"
             "exit status: 0 success, 1 runtime failure (out of memory, interrupted), 2 bad input or arguments.\n"
-            "Errors are one line on stderr starting with 'sd: error:'.\n");
+            "Errors are one line on stderr starting with 'sd: error:'.\n",
+            sampler_list());
 }
 
 /* ---------------- strict number parsing ---------------- */
@@ -82,6 +109,17 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, long *out
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end) return error(EXIT_BAD_INPUT, "%s: '%s' is not an integer", opt, s);
     if (v < lo || v > hi) return error(EXIT_BAD_INPUT, "%s: %ld is outside %ld..%ld", opt, v, lo, hi);
+    *out = v;
+    return 0;
+}
+
+/* Image sides: a multiple of 8 in 64..4096 (memory is checked later, per model). */
+static int parse_size(const char *opt, const char *s, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 64 || v > 4096 || v % 8)
+        return error(EXIT_BAD_INPUT, "%s: '%s' is not a multiple of 8 in 64..4096", opt, s);
     *out = v;
     return 0;
 }
@@ -128,8 +166,15 @@ static int parse_option(cli_args *a, const char *opt, const char *val) {
     else if (!strcmp(opt, "-n") || !strcmp(opt, "--negative-prompt")) a->gen.negative_prompt = val;
     else if (!strcmp(opt, "-o") || !strcmp(opt, "--output")) a->output = val;
     else if (!strcmp(opt, "--latent-out")) a->latent_out = val;
-    else if (!strcmp(opt, "-W") || !strcmp(opt, "--width")) { if (!(rc = parse_int(opt, val, 1, INT_MAX, &v))) a->gen.width = (int)v; }
-    else if (!strcmp(opt, "-H") || !strcmp(opt, "--height")) { if (!(rc = parse_int(opt, val, 1, INT_MAX, &v))) a->gen.height = (int)v; }
+    else if (!strcmp(opt, "-i") || !strcmp(opt, "--init-img")) a->init_path = val;
+    else if (!strcmp(opt, "--mask")) a->mask_path = val;
+    else if (!strcmp(opt, "--strength")) {
+        float s;
+        if (!(rc = parse_float(opt, val, &s)) && !(s > 0 && s <= 1)) rc = error(EXIT_BAD_INPUT, "--strength: %s is outside (0, 1]", val);
+        else if (!rc) a->gen.strength = strtod(val, NULL);
+    }
+    else if (!strcmp(opt, "-W") || !strcmp(opt, "--width")) { if (!(rc = parse_size(opt, val, &v))) a->gen.width = (int)v; }
+    else if (!strcmp(opt, "-H") || !strcmp(opt, "--height")) { if (!(rc = parse_size(opt, val, &v))) a->gen.height = (int)v; }
     else if (!strcmp(opt, "--steps")) { if (!(rc = parse_int(opt, val, 1, 1000, &v))) a->gen.steps = (int)v; }
     else if (!strcmp(opt, "-b") || !strcmp(opt, "--batch-count")) { if (!(rc = parse_int(opt, val, 1, 10000, &v))) a->batch = (int)v; }
     else if (!strcmp(opt, "-t") || !strcmp(opt, "--threads")) { if (!(rc = parse_int(opt, val, 0, 1024, &v))) a->threads = (int)v; }
@@ -141,7 +186,7 @@ static int parse_option(cli_args *a, const char *opt, const char *val) {
     } else if (!strcmp(opt, "-s") || !strcmp(opt, "--seed")) rc = parse_seed(val, a);
     else if (!strcmp(opt, "--sampling-method")) {
         int s = sd_sampler_from_name(val);
-        if (s < 0) rc = error(EXIT_BAD_INPUT, "--sampling-method: unknown sampler '%s' (lms, ddpm, ddim, pndm, euler, euler_a, heun, dpm++2m, unipc, lcm)", val);
+        if (s < 0) rc = error(EXIT_BAD_INPUT, "--sampling-method: unknown sampler '%s' (%s)", val, sampler_list());
         else a->gen.sampler = (sd_sampler)s;
     } else if (!strcmp(opt, "--scheduler")) { if (!(rc = parse_choice(opt, val, schedules, 2, &choice))) a->gen.schedule = (sd_schedule)choice; }
     else if (!strcmp(opt, "--timestep-spacing")) { if (!(rc = parse_choice(opt, val, spacings + 1, 3, &choice))) a->gen.spacing = (sd_spacing)(choice + 1); }
@@ -151,10 +196,22 @@ static int parse_option(cli_args *a, const char *opt, const char *val) {
     return rc;
 }
 
+/* Options that take a value (every other known option is a flag). */
 static int takes_value(const char *opt) {
-    static const char *const flags[] = {"-v", "--verbose", "--info", "-h", "--help"};
-    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) if (!strcmp(opt, flags[i])) return 0;
-    return 1;
+    static const char *const names[] = {"-m", "--model", "-p", "--prompt", "-n", "--negative-prompt", "-o", "--output",
+                                        "--latent-out", "-i", "--init-img", "--mask", "--strength", "-W", "--width",
+                                        "-H", "--height", "--steps", "-b", "--batch-count", "-t", "--threads",
+                                        "--cfg-scale", "--eta", "-s", "--seed", "--sampling-method", "--scheduler",
+                                        "--timestep-spacing", "--rng", "--prediction"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) if (!strcmp(opt, names[i])) return 1;
+    return 0;
+}
+
+/* Reads an input image named by an option; returns 0 or an exit status. */
+static int read_pixels(const char *opt, const char *path, sd_pixels *out) {
+    char err[SD_ERR_LEN];
+    sd_status st = sd_pixels_read(path, out, err);
+    return st == SD_OK ? 0 : error(EXIT_BAD_INPUT, "%s: %s", opt, err);
 }
 
 /* Returns -1 to continue, or an exit status. */
@@ -170,14 +227,30 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         if (!strcmp(opt, "-h") || !strcmp(opt, "--help")) { usage(stdout); return 0; }
         if (!strcmp(opt, "-v") || !strcmp(opt, "--verbose")) { a->verbose = 1; continue; }
         if (!strcmp(opt, "--info")) { a->info = 1; continue; }
-        if (!takes_value(opt)) continue;
-        if (i + 1 >= argc) return error(EXIT_BAD_INPUT, "option '%s' needs a value", opt);
-        int rc = parse_option(a, opt, argv[++i]);
+        char name[64];
+        const char *eq = opt[1] == '-' ? strchr(opt, '=') : NULL, *val = NULL; /* --opt=value */
+        if (eq && (size_t)(eq - opt) < sizeof name) {
+            snprintf(name, sizeof name, "%.*s", (int)(eq - opt), opt);
+            opt = name;
+            val = eq + 1;
+        }
+        if (!takes_value(opt)) return error(EXIT_BAD_INPUT, "unknown option '%s' (see sd --help)", opt);
+        if (!eq) {
+            if (i + 1 >= argc) return error(EXIT_BAD_INPUT, "option '%s' needs a value", opt);
+            val = argv[++i];
+        }
+        int rc = parse_option(a, opt, val);
         if (rc) return rc;
     }
     if (!a->model) return error(EXIT_BAD_INPUT, "no model given (-m FILE)");
     if (a->info) return -1;
     if (!a->gen.prompt) return error(EXIT_BAD_INPUT, "no prompt given (-p TEXT)");
+    if (a->mask_path && !a->init_path) return error(EXIT_BAD_INPUT, "--mask: needs an init image (-i FILE)");
+    int rc;
+    if (a->init_path && (rc = read_pixels("--init-img", a->init_path, &a->init))) return rc;
+    if (a->mask_path && (rc = read_pixels("--mask", a->mask_path, &a->mask))) return rc;
+    a->gen.init_image = a->init_path ? &a->init : NULL;
+    a->gen.mask = a->mask_path ? &a->mask : NULL;
     char err[SD_ERR_LEN];
     if (sd_gen_params_check(&a->gen, err) != SD_OK) return error(EXIT_BAD_INPUT, "%s", err);
     if (!a->seed_given) { /* random seed, printed so the image can be reproduced */
@@ -214,34 +287,39 @@ static int check_output(const cli_args *a, const char *path) {
     return 0;
 }
 
-static const char *a1111_sampler_name(sd_sampler s) {
-    static const char *const names[SD_SAMPLER_COUNT] = {"LMS", "DDPM", "DDIM", "PLMS", "Euler", "Euler a", "Heun",
-                                                        "DPM++ 2M", "UniPC", "LCM"};
-    return names[s];
-}
-
-/* AUTOMATIC1111's `parameters` text. */
-static char *parameters_text(const cli_args *a, uint64_t seed) {
+/* AUTOMATIC1111's `parameters` text: every setting that changes the image, with its key names where it
+ * has one. Options the sampler ignores (eta, Karras sigmas) and defaults are not recorded. */
+static char *parameters_text(const cli_args *a, const sd_ctx *ctx, uint64_t seed, const sd_image *img) {
     const sd_gen_params *g = &a->gen;
+    const sd_sampler_info *si = sd_sampler_get_info(g->sampler);
+    sd_model_info mi;
+    sd_get_model_info(ctx, &mi);
     const char *base = strrchr(a->model, '/') ? strrchr(a->model, '/') + 1 : a->model;
     int base_len = strrchr(base, '.') ? (int)(strrchr(base, '.') - base) : (int)strlen(base);
-    size_t len = strlen(g->prompt) + strlen(g->negative_prompt) + strlen(base) + 512;
+    size_t len = strlen(g->prompt) + strlen(g->negative_prompt) + strlen(base) + 1024;
     char *t = malloc(len);
     if (!t) return NULL;
     int n = snprintf(t, len, "%s\n", g->prompt);
-    if (g->negative_prompt[0]) n += snprintf(t + n, len - (size_t)n, "Negative prompt: %s\n", g->negative_prompt);
-    n += snprintf(t + n, len - (size_t)n, "Steps: %d, Sampler: %s, ", g->steps, a1111_sampler_name(g->sampler));
-    if (g->schedule == SD_SCHEDULE_KARRAS) n += snprintf(t + n, len - (size_t)n, "Schedule type: Karras, ");
-    n += snprintf(t + n, len - (size_t)n, "CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %.*s", g->cfg_scale,
-                  (unsigned long long)seed, g->width, g->height, base_len, base);
-    if (g->eta > 0) n += snprintf(t + n, len - (size_t)n, ", Eta: %g", g->eta);
-    snprintf(t + n, len - (size_t)n, ", RNG: %s", g->rng == SD_RNG_CUDA ? "GPU" : "CPU");
+#define APPEND(...) n += snprintf(t + n, len - (size_t)n, __VA_ARGS__)
+    if (g->negative_prompt[0]) APPEND("Negative prompt: %s\n", g->negative_prompt);
+    APPEND("Steps: %d, Sampler: %s, ", g->steps, si->a1111_name);
+    if (g->schedule == SD_SCHEDULE_KARRAS && si->uses_karras) APPEND("Schedule type: Karras, ");
+    APPEND("CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %.*s", g->cfg_scale, (unsigned long long)seed, img->width,
+           img->height, base_len, base);
+    if (g->init_image) APPEND(", Denoising strength: %g", g->strength);
+    if (g->mask) APPEND(", Mask blur: 0");
+    if (g->eta > 0 && si->uses_eta) APPEND(", Eta DDIM: %g", g->eta);
+    if (g->spacing && g->spacing != si->default_spacing) APPEND(", Timestep spacing: %s", sd_spacing_name(g->spacing));
+    if (g->prediction && g->prediction != mi.prediction)
+        APPEND(", Prediction: %s", g->prediction == SD_PREDICTION_V ? "v_prediction" : "epsilon");
+    APPEND(", RNG: %s", g->rng == SD_RNG_CUDA ? "GPU" : "CPU");
+#undef APPEND
     return t;
 }
 
-static int write_outputs(const cli_args *a, int index, uint64_t seed, const sd_image *img) {
+static int write_outputs(const cli_args *a, const sd_ctx *ctx, int index, uint64_t seed, const sd_image *img) {
     char err[SD_ERR_LEN];
-    char *png = numbered_path(a->output, index), *text = parameters_text(a, seed);
+    char *png = numbered_path(a->output, index), *text = parameters_text(a, ctx, seed, img);
     int rc = 0;
     if (!png || !text) rc = error(EXIT_RUNTIME, "out of memory");
     else if (output_write_png(png, img->rgb, img->width, img->height, "parameters", text, err, sizeof err) != 0)
@@ -291,16 +369,16 @@ static int generate(cli_args *a, sd_ctx *ctx) {
     progress_state ps = {isatty(2), 0};
     a->gen.progress = on_progress;
     a->gen.progress_user = &ps;
-    a->gen.cancel = &g_cancel;
+    a->gen.cancel = cancel_requested;
     uint64_t seed0 = a->gen.seed;
     for (int b = 0; b < a->batch; b++) {
         char err[SD_ERR_LEN];
         sd_image img;
         a->gen.seed = seed0 + (uint64_t)b;
         ps.total = 0;
-        sd_status st = sd_txt2img(ctx, &a->gen, &img, err);
-        if (st != SD_OK) return error(sd_status_exit_code(st), "%s", err);
-        int rc = write_outputs(a, b, a->gen.seed, &img);
+        sd_status st = sd_generate(ctx, &a->gen, &img, err);
+        if (st != SD_OK) return error(exit_code(st), "%s", err);
+        int rc = write_outputs(a, ctx, b, a->gen.seed, &img);
         sd_image_free(&img);
         if (rc) return rc;
         if (a->verbose) {
@@ -328,10 +406,12 @@ int main(int argc, char **argv) {
     sd_ctx *ctx = NULL;
     double t0 = (double)clock() / CLOCKS_PER_SEC;
     sd_status st = sd_load(&ctx, a.model, a.threads, err);
-    if (st != SD_OK) return error(sd_status_exit_code(st), "%s", err);
+    if (st != SD_OK) return error(exit_code(st), "%s", err);
     if (a.verbose) fprintf(stderr, "sd: loaded %s (%.3f s cpu)\n", a.model, (double)clock() / CLOCKS_PER_SEC - t0);
     if (a.info) sd_print_info(ctx, stdout);
     else rc = generate(&a, ctx);
     sd_free(ctx);
+    sd_pixels_free(&a.init);
+    sd_pixels_free(&a.mask);
     return a.info ? 0 : rc;
 }

@@ -78,28 +78,42 @@ static int parse_positive(const char *s, int *out) {
     return 0;
 }
 
+/* Head counts and prediction type: the family's defaults, overridden by metadata keys. */
 static int read_metadata(sd_model *m, char *err, size_t errlen) {
     const char *path = m->file.path;
-    int default_text_heads = m->family == FAMILY_SD1 ? 12 : 16;
-    m->text_heads = default_text_heads;
-    m->unet_heads = 8;
-    m->unet_head_dim = m->family == FAMILY_SD2 ? 64 : 0;
+    model_desc *d = &m->d;
+    const st_tensor *tok = st_find(&m->file, d->family == FAMILY_SD1 ? SD1_TEXT_PREFIX "embeddings.token_embedding.weight"
+                                                                      : SD2_TEXT_PREFIX "token_embedding.weight");
+    int width = tok && tok->ndim == 2 ? (int)tok->shape[1] : 0;
+    /* CLIP ViT-L/14: 12 heads of 64; OpenCLIP ViT-H/14: heads of 64 (16 at width 1024). */
+    d->text_heads = d->family == FAMILY_SD1 ? 12 : (width >= 64 ? width / 64 : 1);
+    d->unet_heads = 8;
+    d->unet_head_dim = d->family == FAMILY_SD2 ? 64 : 0;
     const char *v;
-    if ((v = st_meta_get(&m->file, "sd.text.heads")) && parse_positive(v, &m->text_heads))
+    if ((v = st_meta_get(&m->file, "sd.text.heads")) && parse_positive(v, &d->text_heads))
         { snprintf(err, errlen, "%s: metadata sd.text.heads='%s' is not a positive integer", path, v); return -1; }
-    if ((v = st_meta_get(&m->file, "sd.unet.heads")) && parse_positive(v, &m->unet_heads))
+    if ((v = st_meta_get(&m->file, "sd.unet.heads")) && parse_positive(v, &d->unet_heads))
         { snprintf(err, errlen, "%s: metadata sd.unet.heads='%s' is not a positive integer", path, v); return -1; }
-    if ((v = st_meta_get(&m->file, "sd.unet.head_dim")) && parse_positive(v, &m->unet_head_dim))
+    if ((v = st_meta_get(&m->file, "sd.unet.head_dim")) && parse_positive(v, &d->unet_head_dim))
         { snprintf(err, errlen, "%s: metadata sd.unet.head_dim='%s' is not a positive integer", path, v); return -1; }
-    v = meta_or(m, "sd.prediction", m->family == FAMILY_SD2 ? "v_prediction" : "epsilon");
-    if (strcmp(v, "epsilon") == 0) m->prediction = PRED_EPSILON;
-    else if (strcmp(v, "v_prediction") == 0) m->prediction = PRED_V;
+    /* SD 1.x is always epsilon; an SD 2.x file without the key is decided from its UNet (sd.c). */
+    v = meta_or(m, "sd.prediction", d->family == FAMILY_SD1 ? "epsilon" : NULL);
+    if (!v) d->prediction = PRED_UNKNOWN;
+    else if (strcmp(v, "epsilon") == 0) d->prediction = PRED_EPSILON;
+    else if (strcmp(v, "v_prediction") == 0) d->prediction = PRED_V;
     else { snprintf(err, errlen, "%s: metadata sd.prediction='%s' is not epsilon or v_prediction", path, v); return -1; }
     return 0;
 }
 
+/* Channels of a 4-D tensor's dimension `dim`, or 0 when absent / not 4-D. */
+static int conv_channels(const sd_model *m, const char *name, int dim) {
+    const st_tensor *t = st_find(&m->file, name);
+    return t && t->ndim == 4 ? (int)t->shape[dim] : 0;
+}
+
 static int detect_family(sd_model *m, char *err, size_t errlen) {
     const char *path = m->file.path;
+    model_desc *d = &m->d;
     int has_unet = st_find(&m->file, UNET_PREFIX "input_blocks.0.0.weight") != NULL;
     int has_vae = st_find(&m->file, VAE_PREFIX "decoder.conv_in.weight") != NULL;
     int has_sd1_text = st_find(&m->file, SD1_TEXT_PREFIX "embeddings.token_embedding.weight") != NULL;
@@ -109,14 +123,31 @@ static int detect_family(sd_model *m, char *err, size_t errlen) {
                  "or cond_stage_model.* tensors among its %d)", path, m->file.n_tensors);
         return -1;
     }
-    if (has_sd2_text) {
-        snprintf(err, errlen, "%s: SD 2.x checkpoints (OpenCLIP text encoder) are not supported yet", path);
+    if (has_sd1_text && has_sd2_text) {
+        snprintf(err, errlen, "%s: mixes model families: both '" SD1_TEXT_PREFIX "embeddings.token_embedding.weight' (SD 1.x) "
+                 "and '" SD2_TEXT_PREFIX "token_embedding.weight' (SD 2.x)", path);
         return -1;
     }
-    if (!has_sd1_text) { snprintf(err, errlen, "%s: missing tensor '" SD1_TEXT_PREFIX "embeddings.token_embedding.weight' (text encoder)", path); return -1; }
+    if (!has_sd1_text && !has_sd2_text) { snprintf(err, errlen, "%s: missing tensor '" SD1_TEXT_PREFIX "embeddings.token_embedding.weight' (text encoder)", path); return -1; }
     if (!has_unet) { snprintf(err, errlen, "%s: missing tensor '" UNET_PREFIX "input_blocks.0.0.weight' (UNet)", path); return -1; }
     if (!has_vae) { snprintf(err, errlen, "%s: missing tensor '" VAE_PREFIX "decoder.conv_in.weight' (VAE)", path); return -1; }
-    m->family = FAMILY_SD1;
+    if (has_sd1_text) {
+        d->family = FAMILY_SD1;
+        d->text = TEXT_CLIP;
+        d->text_prefix = SD1_TEXT_PREFIX;
+        d->text_skip = 0;
+        d->pad_id = 49407;
+    } else {
+        d->family = FAMILY_SD2;
+        d->text = TEXT_OPENCLIP;
+        d->text_prefix = SD2_TEXT_PREFIX;
+        d->text_skip = 1;
+        d->pad_id = 0;
+    }
+    d->unet_in_ch = conv_channels(m, UNET_PREFIX "input_blocks.0.0.weight", 1);
+    d->latent_ch = conv_channels(m, VAE_PREFIX "decoder.conv_in.weight", 1);
+    d->vae_scale = 0.18215f; /* SD 1.x and 2.x (ldm scale_factor) */
+    d->vae_shift = 0.0f;
     return 0;
 }
 
@@ -125,6 +156,7 @@ int model_open(sd_model *m, const char *path, char *err, size_t errlen) {
     int rc = st_open(&m->file, path, err, errlen);
     if (rc != 0) return rc;
     if (detect_family(m, err, errlen) != 0 || read_metadata(m, err, errlen) != 0) { model_close(m); return -3; }
+    m->d.default_size = m->d.prediction == PRED_V && m->d.family == FAMILY_SD2 ? 768 : 512;
     return 0;
 }
 

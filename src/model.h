@@ -20,7 +20,24 @@
 #define VAE_PREFIX "first_stage_model."
 
 typedef enum { FAMILY_SD1 = 1, FAMILY_SD2 } model_family;
-typedef enum { PRED_EPSILON = 1, PRED_V } model_prediction;
+typedef enum { PRED_UNKNOWN = 0, PRED_EPSILON, PRED_V } model_prediction;
+typedef enum { TEXT_CLIP = 1, TEXT_OPENCLIP } text_kind;
+
+/* What a checkpoint is, read from its tensor names and shapes (and metadata) at load: the pipeline
+ * takes every model-dependent fact from here, never from constants. */
+typedef struct {
+    model_family family;
+    text_kind text;            /* CLIP (transformers naming) or OpenCLIP (open_clip naming) */
+    const char *text_prefix;   /* where the text encoder's tensors live */
+    int text_skip;             /* last text layers the family does not use (SD 2.x: 1, the penultimate layer) */
+    int pad_id;                /* token after <|endoftext|>: 49407 (SD 1.x) or 0, "!" (SD 2.x) */
+    int text_heads, unet_heads, unet_head_dim; /* head_dim 0 = use unet_heads */
+    model_prediction prediction; /* from metadata; PRED_UNKNOWN: decided by the pipeline (see sd.c) */
+    int unet_in_ch;            /* UNet input channels: latent_ch, or 2·latent_ch + 1 for inpainting models */
+    int latent_ch;             /* VAE latent channels */
+    float vae_scale, vae_shift; /* latent = (z − shift)·scale */
+    int default_size;          /* pixels, for the known models of the family (prediction v: 768) */
+} model_desc;
 
 /* One weight tensor as the kernels see it. */
 typedef struct {
@@ -33,9 +50,7 @@ typedef struct {
 
 typedef struct {
     st_file file;
-    model_family family;
-    model_prediction prediction;
-    int text_heads, unet_heads, unet_head_dim; /* head_dim 0 = use unet_heads */
+    model_desc d;
     float **owned;        /* float32 copies made at load (vectors of half files) */
     int n_owned, cap_owned;
     int64_t max_half_matrix; /* largest F16/BF16 matrix, in elements (size of the scratch) */

@@ -18,7 +18,7 @@ static inline float predict_x0(float x, float eps, float ab) { return (x - sqrtf
 
 /* ---------------- DDIM ---------------- */
 
-static void ddim_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
+void ddim_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
     double t = s->timesteps[i], prev_t = t - step_ratio(s);
     float ab = alpha_cumprod_at(s, t, 1.0f), ab_prev = alpha_cumprod_at(s, prev_t, s->sched->alphas_cumprod[0]);
     float beta = 1.0f - ab, beta_prev = 1.0f - ab_prev;
@@ -35,7 +35,7 @@ static void ddim_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng
 
 /* ---------------- DDPM ---------------- */
 
-static void ddpm_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
+void ddpm_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
     double t = s->timesteps[i], prev_t = t - step_ratio(s);
     float ab = alpha_cumprod_at(s, t, 1.0f), ab_prev = alpha_cumprod_at(s, prev_t, 1.0f);
     float beta = 1.0f - ab, beta_prev = 1.0f - ab_prev;
@@ -63,7 +63,7 @@ static void pndm_prev_sample(const sampler *s, const float *x, const float *eps,
     for (size_t j = 0; j < s->n; j++) out[j] = sample_coeff * x[j] - (ab_prev - ab) * eps[j] / denom;
 }
 
-static void pndm_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
+void pndm_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
     const size_t n = s->n;
     double t = s->timesteps[i], prev_t = t - step_ratio(s);
     float *e = s->tmp; /* the combined model output */
@@ -91,7 +91,7 @@ static void pndm_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng
 
 /* ---------------- LCM ---------------- */
 
-static void lcm_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
+void lcm_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
     double t = s->timesteps[i], prev_t = i + 1 < s->evals ? s->timesteps[i + 1] : t;
     float ab = alpha_cumprod_at(s, t, 1.0f), ab_prev = alpha_cumprod_at(s, prev_t, s->sched->alphas_cumprod[0]);
     const float sigma_data = 0.5f, scaled = (float)t * 10.0f; /* timestep_scaling = 10 */
@@ -150,6 +150,5 @@ int alpha_sampler_setup(sampler *s) {
         s->alpha_bar[i] = alpha_cumprod_at(s, s->timesteps[i], 1.0f);
     }
     s->init_sigma = 1.0f;
-    s->step = k == SD_SAMPLER_DDIM ? ddim_step : k == SD_SAMPLER_DDPM ? ddpm_step : k == SD_SAMPLER_PNDM ? pndm_step : lcm_step;
     return 0;
 }

@@ -29,7 +29,7 @@ static void data_prediction(const float *x, const float *eps, float sigma, size_
 
 /* ---------------- DPM-Solver++ (2M) ---------------- */
 
-static void dpmpp_2m_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
+void dpmpp_2m_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
     const size_t n = s->n;
     data_prediction(x, eps, s->sigmas[i], n, s->tmp);
     sampler_push_history(s, s->tmp, SOLVER_ORDER);
@@ -96,10 +96,10 @@ static void unipc_correct(sampler *s, int i, int order, const float *model_t, co
     }
 }
 
-static void unipc_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
+void unipc_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
     const size_t n = s->n;
     data_prediction(x, eps, s->sigmas[i], n, s->tmp);
-    if (i > 0) unipc_correct(s, i, s->this_order, s->tmp, s->saved, x);
+    if (s->n_hist > 0) unipc_correct(s, i, s->this_order, s->tmp, s->saved, x); /* after a first step (diffusers: last_sample) */
     sampler_push_history(s, s->tmp, SOLVER_ORDER);
     int order = s->evals - i < SOLVER_ORDER ? s->evals - i : SOLVER_ORDER; /* lower_order_final */
     if (order > s->lower_order_nums + 1) order = s->lower_order_nums + 1;
@@ -112,11 +112,11 @@ static void unipc_step(sampler *s, int i, const float *eps, float *x, sd_rng *rn
 /* ---------------- setup ---------------- */
 
 /* diffusers' multistep spacing: N of N+1 points, the last (t = 0) dropped. */
-static void multistep_timesteps(spacing_kind k, int N, double *t) {
-    if (k == SPACING_LEADING) {
+static void multistep_timesteps(sd_spacing k, int N, double *t) {
+    if (k == SD_SPACING_LEADING) {
         int ratio = TRAIN_STEPS / (N + 1);
         for (int i = 0; i < N; i++) t[i] = (double)((N - i) * ratio + 1);
-    } else if (k == SPACING_TRAILING) {
+    } else if (k == SD_SPACING_TRAILING) {
         timesteps_trailing(N, t);
     } else {
         double step = (TRAIN_STEPS - 1.0) / N;
@@ -141,6 +141,5 @@ int multistep_sampler_setup(sampler *s) {
     }
     s->sigmas[N] = 0.0f;
     s->init_sigma = 1.0f;
-    s->step = s->o.kind == SD_SAMPLER_DPMPP_2M ? dpmpp_2m_step : unipc_step;
     return 0;
 }

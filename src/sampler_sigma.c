@@ -38,23 +38,25 @@ static double lms_coefficient(const float *sigmas, int order, int i, int cur) {
     return 0.5 * (b - a) * sum;
 }
 
-static void lms_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
+void lms_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
     const size_t n = s->n;
     derivative(x, eps, s->sigmas[i], n, s->tmp);
     sampler_push_history(s, s->tmp, SAMPLER_HISTORY);
-    int order = i + 1 < SAMPLER_HISTORY ? i + 1 : SAMPLER_HISTORY;
+    /* diffusers: order = min(step_index + 1, 4) for the coefficients, summed over the derivatives it has
+     * (fewer than `order` when img2img starts part-way through the schedule). */
+    int order = i + 1 < SAMPLER_HISTORY ? i + 1 : SAMPLER_HISTORY, terms = order < s->n_hist ? order : s->n_hist;
     float coeff[SAMPLER_HISTORY];
-    for (int k = 0; k < order; k++) coeff[k] = (float)lms_coefficient(s->sigmas, order, i, k);
+    for (int k = 0; k < terms; k++) coeff[k] = (float)lms_coefficient(s->sigmas, order, i, k);
     for (size_t j = 0; j < n; j++) { /* x += Σ_k coeff_k · d_{i-k} (newest first) */
         float acc = coeff[0] * s->hist[s->n_hist - 1][j];
-        for (int k = 1; k < order; k++) acc += coeff[k] * s->hist[s->n_hist - 1 - k][j];
+        for (int k = 1; k < terms; k++) acc += coeff[k] * s->hist[s->n_hist - 1 - k][j];
         x[j] += acc;
     }
 }
 
 /* ---------------- Euler ---------------- */
 
-static void euler_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
+void euler_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
     float sigma = s->sigmas[i], dt = s->sigmas[i + 1] - sigma;
     derivative(x, eps, sigma, s->n, s->tmp);
     for (size_t j = 0; j < s->n; j++) x[j] = x[j] + s->tmp[j] * dt;
@@ -62,7 +64,7 @@ static void euler_step(sampler *s, int i, const float *eps, float *x, sd_rng *rn
 
 /* ---------------- Euler ancestral ---------------- */
 
-static void euler_a_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
+void euler_a_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
     float from = s->sigmas[i], to = s->sigmas[i + 1];
     float up = sqrtf(to * to * (from * from - to * to) / (from * from));
     float down = sqrtf(to * to - up * up), dt = down - from;
@@ -77,7 +79,7 @@ static void euler_a_step(sampler *s, int i, const float *eps, float *x, sd_rng *
 /* ---------------- Heun ---------------- */
 
 /* Evaluations alternate: a first-order (Euler) predictor, then the trapezoidal corrector. */
-static void heun_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
+void heun_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
     const size_t n = s->n;
     float *d_prev = s->hist[0];
     if (s->heun_first) {
@@ -133,9 +135,7 @@ int sigma_sampler_setup(sampler *s) {
         s->input_scale[e] = 1.0f / sqrtf(sg * sg + 1.0f);
         s->alpha_bar[e] = 1.0f / (sg * sg + 1.0f);
     }
-    s->init_sigma = s->o.spacing == SPACING_LEADING ? sqrtf(max * max + 1.0f) : max;
-    s->step = k == SD_SAMPLER_LMS ? lms_step : k == SD_SAMPLER_EULER ? euler_step
-            : k == SD_SAMPLER_EULER_A ? euler_a_step : heun_step;
+    s->init_sigma = s->o.spacing == SD_SPACING_LEADING ? sqrtf(max * max + 1.0f) : max;
     free(t);
     free(sig);
     return 0;

@@ -48,9 +48,9 @@ void timesteps_trailing(int n, double *t) {
     for (int i = 0; i < n; i++) t[i] = nearbyint(TRAIN_STEPS - (double)i * ratio) - 1.0;
 }
 
-void timesteps_spaced(spacing_kind k, int n, int offset, double *t) {
-    if (k == SPACING_LEADING) timesteps_leading(n, offset, t);
-    else if (k == SPACING_TRAILING) timesteps_trailing(n, t);
+void timesteps_spaced(sd_spacing k, int n, int offset, double *t) {
+    if (k == SD_SPACING_LEADING) timesteps_leading(n, offset, t);
+    else if (k == SD_SPACING_TRAILING) timesteps_trailing(n, t);
     else timesteps_linspace(n, t);
 }
 

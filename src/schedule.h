@@ -4,9 +4,10 @@
 #ifndef SD_SCHEDULE_H
 #define SD_SCHEDULE_H
 
+#include "sd.h"
+
 #define TRAIN_STEPS 1000
 
-typedef enum { SPACING_LINSPACE = 1, SPACING_LEADING, SPACING_TRAILING } spacing_kind;
 
 typedef struct {
     float alphas_cumprod[TRAIN_STEPS]; /* float32 cumprod of 1 - beta, as torch computes it */
@@ -20,7 +21,7 @@ void schedule_init(noise_schedule *s);
 void timesteps_linspace(int n, double *t);                    /* linspace(0, 999, n)[::-1] */
 void timesteps_leading(int n, int offset, double *t);         /* arange(n)·(1000//n) + offset, reversed */
 void timesteps_trailing(int n, double *t);                    /* round(arange(1000, 0, -1000/n)) - 1 */
-void timesteps_spaced(spacing_kind k, int n, int offset, double *t);
+void timesteps_spaced(sd_spacing k, int n, int offset, double *t);
 
 /* sigma at fractional timestep t: np.interp over the 1000-entry table. */
 double sigma_at(const noise_schedule *s, double t);

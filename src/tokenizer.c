@@ -320,10 +320,12 @@ done:
     return count;
 }
 
-int tokenizer_encode_padded(const tokenizer *t, const char *text, int *ids, int ctx_len, char *err, size_t errlen) {
+int tokenizer_encode_padded(const tokenizer *t, const char *text, int *ids, int ctx_len, int pad_id, char *err,
+                            size_t errlen) {
     long n = tokenizer_encode(t, text, ids + 1, ctx_len - 2, err, errlen);
     if (n < 0) return -1;
     ids[0] = CLIP_BOS;
-    for (long i = n + 1; i < ctx_len; i++) ids[i] = CLIP_EOS;
+    ids[n + 1] = CLIP_EOS;
+    for (long i = n + 2; i < ctx_len; i++) ids[i] = pad_id;
     return 0;
 }

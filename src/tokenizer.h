@@ -21,7 +21,9 @@ void tokenizer_free(tokenizer *t);
  * Returns the count, or -1 with err set (invalid UTF-8 names the byte offset). */
 long tokenizer_encode(const tokenizer *t, const char *text, int *ids, long max_ids, char *err, size_t errlen);
 
-/* The padded form the text encoder takes: BOS, at most ctx_len-2 tokens, EOS, EOS padding. */
-int tokenizer_encode_padded(const tokenizer *t, const char *text, int *ids, int ctx_len, char *err, size_t errlen);
+/* The padded form the text encoder takes: BOS, at most ctx_len-2 tokens, EOS, then pad_id (CLIP_EOS for
+ * SD 1.x, 0 for SD 2.x's OpenCLIP tokenizer). */
+int tokenizer_encode_padded(const tokenizer *t, const char *text, int *ids, int ctx_len, int pad_id, char *err,
+                            size_t errlen);
 
 #endif

@@ -153,8 +153,8 @@ static int read_config(wloader *L, unet_config *c, const sd_model *m) {
     c->in_ch = (int)cin->shape[1];
     c->time_dim = (int)t0->shape[0];
     c->out_ch = (int)out->shape[0];
-    c->heads = m->unet_heads;
-    c->head_dim = m->unet_head_dim;
+    c->heads = m->d.unet_heads;
+    c->head_dim = m->d.unet_head_dim;
     c->ctx_dim = 0;
     const st_file *f = &m->file;
     for (int k = 0; k < f->n_tensors && !c->ctx_dim; k++) { /* context width from any cross-attention key */

@@ -36,13 +36,14 @@ static void test_arguments(void) {
     expect_error("unknown sampler", 2, "unknown sampler 'dpm3'", ARGS("-m", model, "-p", "x", "--sampling-method", "dpm3"));
     expect_error("steps 0", 2, "--steps: 0 is outside 1..1000", ARGS("-m", model, "-p", "x", "--steps", "0"));
     expect_error("steps 1001", 2, "--steps: 1001 is outside 1..1000", ARGS("-m", model, "-p", "x", "--steps", "1001"));
-    expect_error("width not /64", 2, "width: 100 is not a multiple of 64", ARGS("-m", model, "-p", "x", "-W", "100", "-o", out));
-    expect_error("height too big", 2, "height: 2112 is not a multiple of 64 in 64..2048", ARGS("-m", model, "-p", "x", "-H", "2112"));
+    expect_error("width not /8", 2, "-W: '100' is not a multiple of 8 in 64..4096", ARGS("-m", model, "-p", "x", "-W", "100", "-o", out));
+    expect_error("height too big", 2, "--height: '4104' is not a multiple of 8 in 64..4096", ARGS("-m", model, "-p", "x", "--height", "4104"));
+    expect_error("width too small", 2, "--width: '56' is not a multiple of 8 in 64..4096", ARGS("-m", model, "-p", "x", "--width=56"));
     expect_error("cfg < 0", 2, "--cfg-scale: -1 must be >= 0", ARGS("-m", model, "-p", "x", "--cfg-scale", "-1"));
     expect_error("steps not a number", 2, "--steps: 'abc' is not an integer", ARGS("-m", model, "-p", "x", "--steps", "abc"));
     expect_error("cfg not a number", 2, "--cfg-scale: '7.5x' is not a number", ARGS("-m", model, "-p", "x", "--cfg-scale", "7.5x"));
     expect_error("seed not a number", 2, "--seed: 'abc'", ARGS("-m", model, "-p", "x", "-s", "abc"));
-    expect_error("width not a number", 2, "-W: '' is not an integer", ARGS("-m", model, "-p", "x", "-W", ""));
+    expect_error("width not a number", 2, "-W: '' is not a multiple of 8 in 64..4096", ARGS("-m", model, "-p", "x", "-W", ""));
     expect_error("eta negative", 2, "--eta: -0.5 must be >= 0", ARGS("-m", model, "-p", "x", "--eta", "-0.5"));
     expect_error("bad scheduler", 2, "--scheduler: unknown value 'exp'", ARGS("-m", model, "-p", "x", "--scheduler", "exp"));
     expect_error("bad spacing", 2, "--timestep-spacing: unknown value 'x'", ARGS("-m", model, "-p", "x", "--timestep-spacing", "x"));
@@ -98,7 +99,10 @@ static void test_bad_models(void) {
         {"llm", "{\"lm_head.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
          "not a Stable Diffusion checkpoint"},
         {"sd2", "{\"cond_stage_model.model.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
-         "SD 2.x"},
+         "missing tensor 'model.diffusion_model.input_blocks.0.0.weight' (UNet)"},
+        {"mixed", "{\"cond_stage_model.model.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+         "\"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+         8, "mixes model families"},
         {"notext",
          "{\"model.diffusion_model.input_blocks.0.0.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
          "\"first_stage_model.decoder.conv_in.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",

@@ -14,8 +14,8 @@ static void test_tiny_f32(void) {
     snprintf(path, sizeof path, "%s/model_f32.safetensors", SD_FIXTURES);
     CHECK(model_open(&m, path, err, sizeof err) == 0, "open f32: %s", err);
     CHECK(m.file.n_tensors == 985, "985 tensors, got %d", m.file.n_tensors);
-    CHECK(m.family == FAMILY_SD1, "family SD1");
-    CHECK(m.text_heads == 4 && m.unet_heads == 8 && m.prediction == PRED_EPSILON, "metadata heads/prediction");
+    CHECK(m.d.family == FAMILY_SD1, "family SD1");
+    CHECK(m.d.text_heads == 4 && m.d.unet_heads == 8 && m.d.prediction == PRED_EPSILON, "metadata heads/prediction");
     CHECK(!strcmp(st_meta_get(&m.file, "format"), "pt"), "metadata format=pt");
     const st_tensor *t = st_find(&m.file, "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight");
     CHECK(t && t->dtype == ST_F32 && t->ndim == 2 && t->shape[0] == 32 && t->shape[1] == 32, "attn2.to_k shape");

@@ -10,15 +10,15 @@
 
 static char tmpdir[] = "/tmp/sd-test-pipe-XXXXXX";
 
-static const char *spacing_default(const char *sampler) {
-    const char *leading[] = {"ddpm", "ddim", "pndm", "lcm"};
-    for (int i = 0; i < 4; i++) if (!strcmp(sampler, leading[i])) return "leading";
-    return "linspace";
-}
+/* One fixture set: its folder under tests/fixtures, and how many end-to-end cases it holds. */
+typedef struct {
+    const char *dir;   /* "" = sd1-tiny at the top */
+    int cases;
+} suite;
 
-static void compare_png(const char *case_name, const char *got_path, const char *ref_name) {
+static void compare_png(const char *case_name, const char *got_path, const char *dir, const char *ref_name) {
     char ref_path[1024];
-    snprintf(ref_path, sizeof ref_path, "%s/images/%s.png", SD_FIXTURES, ref_name);
+    snprintf(ref_path, sizeof ref_path, "%s/%s%simages/%s.png", SD_FIXTURES, dir, dir[0] ? "/" : "", ref_name);
     int w1, h1, c1, w2, h2, c2;
     unsigned char *got = stbi_load(got_path, &w1, &h1, &c1, 3), *ref = stbi_load(ref_path, &w2, &h2, &c2, 3);
     CHECK(got && ref && w1 == w2 && h1 == h2, "%s: PNG missing or size differs", case_name);
@@ -54,42 +54,66 @@ static void compare_latent(const char *case_name, const char *got_path, const st
     st_close(&f);
 }
 
-static void run_case(const cJSON *c, const st_file *ex) {
-    const char *name = c->string; /* "pipe.lms" or "f16.pipe.lms" */
-    int f16 = !strncmp(name, "f16.", 4);
-    const char *short_name = strstr(name, "pipe.") + 5;
-    const char *sampler = cJSON_GetObjectItem(c, "sampler")->valuestring;
+static const char *json_str(const cJSON *c, const char *key) {
+    const cJSON *v = cJSON_GetObjectItem(c, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int json_int(const cJSON *c, const char *key) { return cJSON_GetObjectItem(c, key)->valueint; }
+
+/* The model a case runs on: sd1-tiny's unless the suite has its own; inpaint9 cases use the 9-channel UNet. */
+static void model_path(const suite *su, const char *name, const cJSON *c, char *out, size_t len) {
+    const cJSON *ch = cJSON_GetObjectItem(c, "unet_channels");
+    if (!strcmp(su->dir, "sd2-tiny")) snprintf(out, len, "%s/sd2-tiny/model_f32.safetensors", SD_FIXTURES);
+    else if (cJSON_IsNumber(ch) && ch->valueint == 9) snprintf(out, len, "%s/%s/model_inpaint_f32.safetensors", SD_FIXTURES, su->dir);
+    else snprintf(out, len, "%s/%s", SD_FIXTURES, !strncmp(name, "f16.", 4) ? "model_f16.safetensors" : "model_f32.safetensors");
+}
+
+/* Runs one case through the real binary with every setting spelled out (spacing and prediction included)
+ * and compares the PNG and the final latent. */
+static void run_case(const suite *su, const cJSON *c, const st_file *ex) {
+    const char *name = c->string; /* "pipe.lms", "f16.pipe.lms", "img2img.lms", ... */
+    const char *sampler = json_str(c, "sampler");
     const cJSON *cfg = cJSON_GetObjectItem(c, "scheduler_config");
     char model[1024], out[512], latent[512], steps[16], guidance[32], seed[32], width[16], height[16], eta[32];
-    snprintf(model, sizeof model, "%s/%s", SD_FIXTURES, f16 ? "model_f16.safetensors" : "model_f32.safetensors");
+    char init[1024], mask[1024], strength[32];
+    model_path(su, name, c, model, sizeof model);
     snprintf(out, sizeof out, "%s/%s.png", tmpdir, name);
     snprintf(latent, sizeof latent, "%s/%s.safetensors", tmpdir, name);
-    snprintf(steps, sizeof steps, "%d", cJSON_GetObjectItem(c, "steps")->valueint);
+    snprintf(steps, sizeof steps, "%d", json_int(c, "steps"));
     snprintf(guidance, sizeof guidance, "%.17g", cJSON_GetObjectItem(c, "guidance")->valuedouble);
-    snprintf(seed, sizeof seed, "%d", cJSON_GetObjectItem(c, "seed")->valueint);
-    snprintf(width, sizeof width, "%d", cJSON_GetObjectItem(c, "width")->valueint);
-    snprintf(height, sizeof height, "%d", cJSON_GetObjectItem(c, "height")->valueint);
-    const char *args[40] = {"-m", model, "-p", cJSON_GetObjectItem(c, "prompt")->valuestring, "-n",
-                            cJSON_GetObjectItem(c, "negative_prompt")->valuestring, "-o", out, "--latent-out", latent,
-                            "--steps", steps, "--cfg-scale", guidance, "-s", seed, "-W", width, "-H", height,
-                            "--sampling-method", !strncmp(sampler, "dpmpp_2m", 8) ? "dpm++2m" : sampler};
-    int n = 22;
-    const cJSON *karras = cJSON_GetObjectItem(cfg, "use_karras_sigmas");
-    if (cJSON_IsTrue(karras)) { args[n++] = "--scheduler"; args[n++] = "karras"; }
-    const char *spacing = cJSON_GetObjectItem(cfg, "timestep_spacing")->valuestring;
-    if (strcmp(spacing, spacing_default(sampler)) != 0) { args[n++] = "--timestep-spacing"; args[n++] = spacing; }
+    snprintf(seed, sizeof seed, "%d", json_int(c, "seed"));
+    snprintf(width, sizeof width, "%d", json_int(c, "width"));
+    snprintf(height, sizeof height, "%d", json_int(c, "height"));
+    const char *args[48] = {"-m", model, "-p", json_str(c, "prompt"), "-n", json_str(c, "negative_prompt"), "-o", out,
+                            "--latent-out", latent, "--steps", steps, "--cfg-scale", guidance, "-s", seed, "-W", width,
+                            "-H", height, "--sampling-method", !strncmp(sampler, "dpmpp_2m", 8) ? "dpm++2m" : sampler,
+                            "--timestep-spacing", json_str(cfg, "timestep_spacing"),
+                            "--prediction", json_str(cfg, "prediction_type")};
+    int n = 26;
+    if (cJSON_IsTrue(cJSON_GetObjectItem(cfg, "use_karras_sigmas"))) { args[n++] = "--scheduler"; args[n++] = "karras"; }
     const cJSON *e = cJSON_GetObjectItem(c, "eta");
     if (cJSON_IsNumber(e)) { snprintf(eta, sizeof eta, "%g", e->valuedouble); args[n++] = "--eta"; args[n++] = eta; }
+    if (json_str(c, "init")) {
+        snprintf(init, sizeof init, "%s/%s/%s.png", SD_FIXTURES, su->dir, json_str(c, "init"));
+        snprintf(strength, sizeof strength, "%.17g", cJSON_GetObjectItem(c, "strength")->valuedouble);
+        args[n++] = "-i"; args[n++] = init; args[n++] = "--strength"; args[n++] = strength;
+    }
+    if (json_str(c, "mask")) {
+        snprintf(mask, sizeof mask, "%s/%s/%s.png", SD_FIXTURES, su->dir, json_str(c, "mask"));
+        args[n++] = "--mask"; args[n++] = mask;
+    }
     args[n] = NULL;
     char *err_text = NULL;
     int rc = run_sd(args, &err_text);
     CHECK(rc == 0, "%s: sd exited %d: %s", name, rc, err_text ? err_text : "");
     free(err_text);
     if (rc != 0) return;
-    char ref_image[64], ref_latent[128];
-    snprintf(ref_image, sizeof ref_image, "%s%s", f16 ? "f16_" : "", short_name);
+    char ref_image[128], ref_latent[128];
+    const char *short_name = strstr(name, "pipe.") ? strstr(name, "pipe.") + 5 : name;
+    snprintf(ref_image, sizeof ref_image, "%s%s", !strncmp(name, "f16.", 4) ? "f16_" : "", short_name);
     snprintf(ref_latent, sizeof ref_latent, "%s.latent", name);
-    compare_png(name, out, ref_image);
+    compare_png(name, out, su->dir, ref_image);
     compare_latent(name, latent, ex, ref_latent);
     if (!strcmp(name, "pipe.lms_neg")) { /* the parameters chunk round-trips */
         char *text = output_read_png_text(out, "parameters");
@@ -100,22 +124,41 @@ static void run_case(const cJSON *c, const st_file *ex) {
     }
 }
 
-int main(void) {
-    if (!mkdtemp(tmpdir)) return 2;
-    st_file ex;
-    open_fixture(&ex, "expected.safetensors");
+static int is_case(const char *key) {
+    static const char *const kinds[] = {"pipe.", "f16.pipe.", "img2img.", "inpaint4.", "inpaint9."};
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
+        if (!strncmp(key, kinds[i], strlen(kinds[i]))) return 1;
+    return 0;
+}
+
+static void run_suite(const suite *su) {
     char path[1024];
-    snprintf(path, sizeof path, "%s/cases.json", SD_FIXTURES);
+    snprintf(path, sizeof path, "%s%sexpected.safetensors", su->dir, su->dir[0] ? "/" : "");
+    st_file ex;
+    open_fixture(&ex, path);
+    snprintf(path, sizeof path, "%s/%s%scases.json", SD_FIXTURES, su->dir, su->dir[0] ? "/" : "");
     char *text = read_text_file(path);
     for (char *p = text; (p = strstr(p, "-Infinity"));) memcpy(p, "null     ", 9); /* Python's JSON extension */
     cJSON *root = cJSON_Parse(text);
     int cases = 0;
     for (const cJSON *c = root ? root->child : NULL; c; c = c->next)
-        if (!strncmp(c->string, "pipe.", 5) || !strncmp(c->string, "f16.pipe.", 9)) { run_case(c, &ex); cases++; }
-    CHECK(cases == 16, "ran %d pipeline cases", cases);
+        if (is_case(c->string)) { run_case(su, c, &ex); cases++; }
+    CHECK(cases == su->cases, "%s: ran %d pipeline cases, expected %d", su->dir, cases, su->cases);
     cJSON_Delete(root);
     free(text);
     st_close(&ex);
+}
+
+int main(int argc, char **argv) {
+    static const suite suites[] = {
+        {"", 16},            /* sd1-tiny: every sampler, negative prompt, no guidance, f16 */
+        {"sd1-spacing", 3},  /* explicit non-default timestep spacings */
+        {"sd2-tiny", 3},     /* SD 2.x: v-prediction euler / ddim, SD-Turbo-style 1 step */
+        {"sd1-img2img", 9},  /* img2img and 4- / 9-channel inpainting */
+    };
+    if (!mkdtemp(tmpdir)) return 2;
+    for (size_t i = 0; i < sizeof suites / sizeof *suites; i++)
+        if (argc < 2 || !strcmp(argv[1], suites[i].dir)) run_suite(&suites[i]);
     remove_test_dir(tmpdir);
     return test_finish();
 }

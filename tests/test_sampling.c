@@ -50,9 +50,10 @@ static int options_for(const char *name, sampler_opts *o) {
     o->spacing = 0;
     o->karras = 0;
     o->eta = 0;
+    o->strength = 1.0;
     if (!strcmp(base, "dpmpp_2m")) o->kind = SD_SAMPLER_DPMPP_2M;
     else if (!strcmp(base, "dpmpp_2m_karras")) { o->kind = SD_SAMPLER_DPMPP_2M; o->karras = 1; }
-    else if (!strcmp(base, "euler_trailing")) { o->kind = SD_SAMPLER_EULER_A; o->spacing = SPACING_TRAILING; }
+    else if (!strcmp(base, "euler_trailing")) { o->kind = SD_SAMPLER_EULER_A; o->spacing = SD_SPACING_TRAILING; }
     else {
         int k = sd_sampler_from_name(base);
         if (k < 0) return -1;

@@ -25,7 +25,7 @@ static void test_cases(const tokenizer *tok) {
         int raw[4096], ids[CLIP_CONTEXT];
         long n = tokenizer_encode(tok, prompt, raw, 4096, err, sizeof err);
         CHECK(ids_equal(cJSON_GetObjectItem(c, "raw_ids"), raw, n), "case %s: raw_ids differ (%ld tokens)", c->string, n);
-        CHECK(tokenizer_encode_padded(tok, prompt, ids, CLIP_CONTEXT, err, sizeof err) == 0, "case %s padded", c->string);
+        CHECK(tokenizer_encode_padded(tok, prompt, ids, CLIP_CONTEXT, CLIP_EOS, err, sizeof err) == 0, "case %s padded", c->string);
         CHECK(ids_equal(cJSON_GetObjectItem(c, "ids"), ids, CLIP_CONTEXT), "case %s: ids differ", c->string);
     }
     cJSON_Delete(root);
@@ -53,7 +53,7 @@ static void test_speed(const tokenizer *tok) {
     long count1 = tokenizer_encode(tok, one_word, ids, (long)n * 2, err, sizeof err);
     double t_one = seconds() - t0;
     t0 = seconds();
-    tokenizer_encode_padded(tok, words, padded, CLIP_CONTEXT, err, sizeof err);
+    tokenizer_encode_padded(tok, words, padded, CLIP_CONTEXT, CLIP_EOS, err, sizeof err);
     double t_pad = seconds() - t0;
     CHECK(count > 10000 && t_words < 0.1, "100 kB of words: %ld tokens in %.3f s", count, t_words);
     CHECK(count1 > 1000 && t_one < 0.1, "100 kB single word: %ld tokens in %.3f s", count1, t_one);
@@ -68,10 +68,10 @@ static void test_invalid_utf8(const tokenizer *tok) {
     char err[256];
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         err[0] = 0;
-        CHECK(tokenizer_encode_padded(tok, bad[i], ids, CLIP_CONTEXT, err, sizeof err) == -1 && strstr(err, "invalid UTF-8 at byte"),
+        CHECK(tokenizer_encode_padded(tok, bad[i], ids, CLIP_CONTEXT, CLIP_EOS, err, sizeof err) == -1 && strstr(err, "invalid UTF-8 at byte"),
               "invalid UTF-8 case %zu: '%s'", i, err);
     }
-    CHECK(tokenizer_encode_padded(tok, "\xf0\x9f\x90\xb6", ids, CLIP_CONTEXT, err, sizeof err) == 0, "4-byte UTF-8 accepted");
+    CHECK(tokenizer_encode_padded(tok, "\xf0\x9f\x90\xb6", ids, CLIP_CONTEXT, CLIP_EOS, err, sizeof err) == 0, "4-byte UTF-8 accepted");
 }
 
 int main(void) {

@@ -75,7 +75,7 @@ int main(int argc, char **argv) {
     double t0 = now_s();
     sd_status st = sd_load(&ctx, model, threads, err);
     double load_s = now_s() - t0;
-    if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); return sd_status_exit_code(st); }
+    if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); return st == SD_ERR_NOMEM || st == SD_ERR_RUNTIME ? 1 : 2; }
     printf("sgemm 2048^3 peak:      %.1f GFLOP/s (OpenBLAS %s kernels, %d threads)\n", sgemm_peak(), openblas_get_corename(),
            kernels_threads());
     printf("load:                   %.3f s\n", load_s);
@@ -91,9 +91,9 @@ int main(int argc, char **argv) {
         p.seed = 42 + (uint64_t)r;
         sd_image img;
         t0 = now_s();
-        st = sd_txt2img(ctx, &p, &img, err);
+        st = sd_generate(ctx, &p, &img, err);
         total[r] = now_s() - t0;
-        if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); return sd_status_exit_code(st); }
+        if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); return st == SD_ERR_NOMEM || st == SD_ERR_RUNTIME ? 1 : 2; }
         sd_image_free(&img);
         sd_timings t;
         sd_get_timings(ctx, &t);

@@ -16,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int *ids = malloc((4 * size + 8) * sizeof(int)), padded[CLIP_CONTEXT];
     long n = tokenizer_encode(tok, text, ids, (long)(4 * size + 8), err, sizeof err);
     for (long i = 0; i < n; i++) if (ids[i] < 0 || ids[i] >= CLIP_VOCAB) __builtin_trap();
-    if (tokenizer_encode_padded(tok, text, padded, CLIP_CONTEXT, err, sizeof err) == 0) {
+    if (tokenizer_encode_padded(tok, text, padded, CLIP_CONTEXT, CLIP_EOS, err, sizeof err) == 0) {
         if (padded[0] != CLIP_BOS || padded[CLIP_CONTEXT - 1] != CLIP_EOS) __builtin_trap();
     } else if (n >= 0) {
         __builtin_trap(); /* the two entry points must agree on validity */

@@ -1,0 +1,35 @@
+/* context.h - the library context behind the opaque sd_ctx (internal to sd.c and pipeline.c). */
+#ifndef SD_CONTEXT_H
+#define SD_CONTEXT_H
+
+#include "sd.h"
+
+#include "kernels.h"
+#include "model.h"
+#include "schedule.h"
+#include "text_encoder.h"
+#include "tokenizer.h"
+#include "unet.h"
+#include "vae.h"
+
+struct sd_ctx {
+    sd_model model;     /* the file and its description (model.d) */
+    tokenizer *tok;
+    text_encoder te;
+    unet un;
+    vae va;
+    noise_schedule sched;
+    arena arena;        /* activations of the stage that runs */
+    float *scratch;     /* [model.max_half_matrix] conversion buffer for F16/BF16 matrices */
+    int n_threads;
+    sd_timings timings;
+};
+
+/* Time in seconds (monotonic). */
+double sd_now(void);
+
+/* Frees the activation arena and drops the mapped pages of the tensors under prefix: after a stage,
+ * so that the peak is the largest stage rather than the sum of them. */
+void sd_release_stage(sd_ctx *c, const char *prefix);
+
+#endif
