@@ -360,15 +360,17 @@ void add_inplace(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-void upsample_nearest2x(const float *x, int C, int H, int W, float *y) {
+void upsample_nearest(const float *x, int C, int H, int W, float *y, int OH, int OW) {
     #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++)
-        for (int i = 0; i < 2 * H; i++) {
-            const float *xr = x + ((size_t)c * H + i / 2) * W;
-            float *yr = y + ((size_t)c * 2 * H + i) * 2 * W;
-            for (int j = 0; j < 2 * W; j++) yr[j] = xr[j / 2];
+        for (int i = 0; i < OH; i++) { /* torch 'nearest': output index i reads floor(i · in / out) */
+            const float *xr = x + ((size_t)c * H + (int)((int64_t)i * H / OH)) * W;
+            float *yr = y + ((size_t)c * OH + i) * OW;
+            for (int j = 0; j < OW; j++) yr[j] = xr[(int64_t)j * W / OW];
         }
 }
+
+void upsample_nearest2x(const float *x, int C, int H, int W, float *y) { upsample_nearest(x, C, H, W, y, 2 * H, 2 * W); }
 
 void transpose(const float *x, int rows, int cols, float *y) {
     enum { B = 32 };

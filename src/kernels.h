@@ -69,6 +69,8 @@ void geglu(const float *x, int n, int d, float *y);
 void add_inplace(float *y, const float *x, size_t n);  /* y += x */
 /* [C, H, W] -> [C, 2H, 2W], nearest neighbour. */
 void upsample_nearest2x(const float *x, int C, int H, int W, float *y);
+/* [C, H, W] -> [C, OH, OW], torch's F.interpolate(mode="nearest"): index i reads floor(i · in / out). */
+void upsample_nearest(const float *x, int C, int H, int W, float *y, int OH, int OW);
 /* [C, N] <-> [N, C] */
 void transpose(const float *x, int rows, int cols, float *y);
 

@@ -328,28 +328,40 @@ static size_t max_activation(const unet *u, int B, int h, int w) {
     return best * B;
 }
 
-/* One block: optional ResBlock (x -> y), transformer (in place), down/up sampling. Returns the output buffer. */
-static float *run_block(const unet *u, const unet_block *blk, float *x, float *y, float *spare, const float *emb,
-                        const float *ctx, int M, int B, int *H, int *W, arena *a, float *scratch) {
+/* What every block of one UNet evaluation shares. */
+typedef struct {
+    const float *emb;   /* [B, time_dim] */
+    const float *ctx;   /* [B, ctx_len, ctx_dim] */
+    int ctx_len, B;
+    arena *a;
+    float *scratch;
+} unet_pass;
+
+/* One block: optional ResBlock (x -> y), transformer (in place), down/up sampling. The upsampling goes to
+ * up_h x up_w, the size of the skip connection that comes next (2x, unless a side was odd on the way down:
+ * diffusers' upsample_size). Returns the output buffer; *H, *W become its size. */
+static float *run_block(const unet *u, const unet_block *blk, float *x, float *y, float *spare, const unet_pass *ps,
+                        int *H, int *W, int up_h, int up_w) {
+    const int B = ps->B;
     float *cur = x;
     if (blk->has_res) {
-        resnet_block_forward(&blk->res, cur, emb, u->c.time_dim, B, *H, *W, y, a, scratch);
+        resnet_block_forward(&blk->res, cur, ps->emb, u->c.time_dim, B, *H, *W, y, ps->a, ps->scratch);
         cur = y;
     }
-    if (blk->has_attn) spatial_transformer_forward(&blk->attn, cur, B, *H, *W, ctx, M, u->c.ctx_dim, a, scratch);
+    if (blk->has_attn) spatial_transformer_forward(&blk->attn, cur, B, *H, *W, ps->ctx, ps->ctx_len, u->c.ctx_dim, ps->a, ps->scratch);
     if (blk->has_down) {
         float *dst = cur == y ? spare : y;
-        conv_layer_forward(&blk->sample, cur, B, *H, *W, dst, a, scratch);
+        conv_layer_forward(&blk->sample, cur, B, *H, *W, dst, ps->a, ps->scratch);
         *H = (*H + 1) / 2; *W = (*W + 1) / 2;
         cur = dst;
     }
     if (blk->has_up) {
         float *up = cur == y ? spare : y, *dst = cur;
+        const size_t in_size = (size_t)blk->out_ch * *H * *W, out_size = (size_t)blk->out_ch * up_h * up_w;
         for (int b = 0; b < B; b++)
-            upsample_nearest2x(cur + (size_t)b * blk->out_ch * *H * *W, blk->out_ch, *H, *W,
-                               up + (size_t)b * blk->out_ch * 4 * *H * *W);
-        *H *= 2; *W *= 2;
-        conv_layer_forward(&blk->sample, up, B, *H, *W, dst, a, scratch);
+            upsample_nearest(cur + b * in_size, blk->out_ch, *H, *W, up + b * out_size, up_h, up_w);
+        *H = up_h; *W = up_w;
+        conv_layer_forward(&blk->sample, up, B, *H, *W, dst, ps->a, ps->scratch);
         cur = dst;
     }
     return cur;
@@ -384,41 +396,44 @@ int unet_forward(const unet *u, const float *x, const float *t, const float *ctx
     float *emb = arena_alloc(a, (size_t)B * c->time_dim);  /* [B, time_dim] */
     float *pp[3] = {arena_alloc(a, big), arena_alloc(a, big), arena_alloc(a, big)}; /* ping-pong activations */
     float *skip[UNET_MAX_BLOCKS];  /* skip[i]: [B, ch_i, H_i, W_i] output of input block i */
-    int skip_ch[UNET_MAX_BLOCKS], skip_hw[UNET_MAX_BLOCKS];
+    int skip_ch[UNET_MAX_BLOCKS], skip_h[UNET_MAX_BLOCKS], skip_w[UNET_MAX_BLOCKS];
     if (a->failed) return -1;
     time_embed(u, t, B, emb, a, scratch);
+    const unet_pass ps = {emb, ctx, ctx_len, B, a, scratch};
     int H = h, W = w;
     skip[0] = arena_alloc(a, (size_t)B * c->model_ch * H * W);
     if (!skip[0]) return -1;
     conv_layer_forward(&u->conv_in, x, B, H, W, skip[0], a, scratch);
     skip_ch[0] = c->model_ch;
-    skip_hw[0] = H * W;
+    skip_h[0] = H;
+    skip_w[0] = W;
     for (int i = 1; i < c->n_input; i++) {
         const unet_block *blk = &u->input[i];
-        float *cur = run_block(u, blk, skip[i - 1], pp[0], pp[1], emb, ctx, ctx_len, B, &H, &W, a, scratch);
+        float *cur = run_block(u, blk, skip[i - 1], pp[0], pp[1], &ps, &H, &W, 0, 0);
         skip[i] = arena_alloc(a, (size_t)B * blk->out_ch * H * W);
         if (!skip[i]) return -1;
         memcpy(skip[i], cur, (size_t)B * blk->out_ch * H * W * sizeof(float));
         skip_ch[i] = blk->out_ch;
-        skip_hw[i] = H * W;
+        skip_h[i] = H;
+        skip_w[i] = W;
     }
-    float *cur = run_block(u, &u->mid_res1, skip[c->n_input - 1], pp[0], pp[1], emb, ctx, ctx_len, B, &H, &W, a, scratch);
-    cur = run_block(u, &u->mid_attn, cur, pp[0], pp[1], emb, ctx, ctx_len, B, &H, &W, a, scratch);
-    cur = run_block(u, &u->mid_res2, cur, pp[1], pp[2], emb, ctx, ctx_len, B, &H, &W, a, scratch);
+    float *cur = run_block(u, &u->mid_res1, skip[c->n_input - 1], pp[0], pp[1], &ps, &H, &W, 0, 0);
+    cur = run_block(u, &u->mid_attn, cur, pp[0], pp[1], &ps, &H, &W, 0, 0);
+    cur = run_block(u, &u->mid_res2, cur, pp[1], pp[2], &ps, &H, &W, 0, 0);
     int ch = u->mid_res2.res.out_ch, n_skip = c->n_input;
     for (int i = 0; i < c->n_output; i++) {
         const unet_block *blk = &u->output[i];
         int s = --n_skip;
-        if (skip_hw[s] != H * W) return -1; /* sizes not divisible down to the deepest level */
+        if (skip_h[s] != H || skip_w[s] != W) return -1; /* cannot happen: every upsampling targets the next skip */
         float *cat = cur == pp[0] ? pp[1] : pp[0];
         float *others[2];
         int k = 0;
         for (int j = 0; j < 3; j++) if (pp[j] != cat) others[k++] = pp[j];
         concat_channels(cur, ch, skip[s], skip_ch[s], B, (size_t)H * W, cat);
-        cur = run_block(u, blk, cat, others[0], others[1], emb, ctx, ctx_len, B, &H, &W, a, scratch);
+        int next = s > 0 ? s - 1 : 0;
+        cur = run_block(u, blk, cat, others[0], others[1], &ps, &H, &W, skip_h[next], skip_w[next]);
         ch = blk->out_ch;
-    }
-    float *norm = cur == pp[0] ? pp[1] : pp[0];
+    }    float *norm = cur == pp[0] ? pp[1] : pp[0];
     group_norm_batch(cur, B, ch, H * W, UNET_GROUPS, UNET_RES_EPS, &u->out_norm_w, &u->out_norm_b, 1, norm);
     conv_layer_forward(&u->conv_out, norm, B, H, W, out, a, scratch);
     int failed = a->failed;

@@ -155,6 +155,7 @@ int main(int argc, char **argv) {
         {"sd1-spacing", 3},  /* explicit non-default timestep spacings */
         {"sd2-tiny", 3},     /* SD 2.x: v-prediction euler / ddim, SD-Turbo-style 1 step */
         {"sd1-img2img", 9},  /* img2img and 4- / 9-channel inpainting */
+        {"sd1-sizes", 2},    /* sides divisible by 8 but not 64: odd latent sizes */
     };
     if (!mkdtemp(tmpdir)) return 2;
     for (size_t i = 0; i < sizeof suites / sizeof *suites; i++)
