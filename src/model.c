@@ -146,6 +146,11 @@ static int detect_family(sd_model *m, char *err, size_t errlen) {
     }
     d->unet_in_ch = conv_channels(m, UNET_PREFIX "input_blocks.0.0.weight", 1);
     d->latent_ch = conv_channels(m, VAE_PREFIX "decoder.conv_in.weight", 1);
+    if (d->unet_in_ch && d->latent_ch && d->unet_in_ch != d->latent_ch && d->unet_in_ch != 2 * d->latent_ch + 1) {
+        snprintf(err, errlen, "%s: tensor '" UNET_PREFIX "input_blocks.0.0.weight' takes %d channels; expected %d (the VAE's "
+                 "latent) or %d (an inpainting model)", path, d->unet_in_ch, d->latent_ch, 2 * d->latent_ch + 1);
+        return -1;
+    }
     d->vae_scale = 0.18215f; /* SD 1.x and 2.x (ldm scale_factor) */
     d->vae_shift = 0.0f;
     return 0;

@@ -77,10 +77,9 @@ static sd_status complete_description(sd_ctx *c, const char *path, char *err) {
                  c->te.c.hidden, c->un.c.ctx_dim);
         return SD_ERR_MODEL;
     }
-    if (c->un.c.out_ch != d->latent_ch || (d->unet_in_ch != d->latent_ch && d->unet_in_ch != 2 * d->latent_ch + 1)) {
-        snprintf(err, SD_ERR_LEN, "%s: tensor '" UNET_PREFIX "input_blocks.0.0.weight' takes %d channels, the VAE's latent "
-                 "has %d (expected %d, or %d for an inpainting model)", path, d->unet_in_ch, d->latent_ch, d->latent_ch,
-                 2 * d->latent_ch + 1);
+    if (c->un.c.out_ch != d->latent_ch) {
+        snprintf(err, SD_ERR_LEN, "%s: tensor '" UNET_PREFIX "out.2.weight' gives %d channels, the VAE's latent has %d", path,
+                 c->un.c.out_ch, d->latent_ch);
         return SD_ERR_MODEL;
     }
     if (d->prediction == PRED_UNKNOWN) {

@@ -2,6 +2,8 @@
  * line on stderr starting with "sd: error:", naming the thing and the problem, exit status 2,
  * and no output file. */
 #define _GNU_SOURCE
+#include "output.h"
+#include "sd.h"
 #include "test_util.h"
 
 #include <signal.h>
@@ -201,6 +203,101 @@ static void test_memory_limit(void) {
     unsetenv("SD_MEMORY_LIMIT");
 }
 
+/* A grey w x h PNG in the temp dir. */
+static const char *write_png(const char *name, int w, int h) {
+    static char path[700];
+    char err[512];
+    unsigned char *rgb = calloc((size_t)w * h, 3);
+    memset(rgb, 128, (size_t)w * h * 3);
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    CHECK(output_write_png(path, rgb, w, h, "x", "", err, sizeof err) == 0, "write %s", name);
+    free(rgb);
+    return path;
+}
+
+/* A copy of a fixture model whose header is edited in place (same length), e.g. a tensor's shape. */
+static const char *edited_model(const char *src_name, const char *name, const char *from, const char *to) {
+    static char path[700];
+    char src[1024];
+    snprintf(src, sizeof src, "%s/%s", SD_FIXTURES, src_name);
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(src, "rb");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n);
+    CHECK(fread(buf, 1, (size_t)n, f) == (size_t)n, "read %s", src);
+    fclose(f);
+    char *at = memmem(buf, 100000, from, strlen(from));
+    CHECK(at && strlen(from) == strlen(to), "edit %s", name);
+    if (at) memcpy(at, to, strlen(to));
+    write_test_file(tmpdir, name, buf, (size_t)n);
+    free(buf);
+    return path;
+}
+
+/* img2img and inpainting inputs: each bad one refused before any compute, exit 2, no output. */
+static void test_image_inputs(void) {
+    char init[1024], mask[1024], small[700], big[700], corrupt[700], truncated[700];
+    snprintf(init, sizeof init, "%s/sd1-img2img/init.png", SD_FIXTURES);
+    snprintf(mask, sizeof mask, "%s/sd1-img2img/mask.png", SD_FIXTURES);
+    snprintf(small, sizeof small, "%s", write_png("small.png", 16, 16));
+    snprintf(big, sizeof big, "%s", write_png("big.png", 4104, 8));
+    snprintf(corrupt, sizeof corrupt, "%s", write_file("corrupt.png", "\x89PNG\r\n\x1a\nnot really", 18));
+    char *png = read_text_file(init);
+    snprintf(truncated, sizeof truncated, "%s", write_file("truncated.png", png, 200));
+    free(png);
+    const char *base[] = {"-m", model, "-p", "x", "--steps", "2", "-o", out};
+#define IMG(...) ARGS(base[0], base[1], base[2], base[3], base[4], base[5], base[6], base[7], __VA_ARGS__)
+    expect_error("init missing", 2, "--init-img: /nonexistent.png: cannot open", IMG("-i", "/nonexistent.png"));
+    expect_error("init corrupt", 2, "corrupt.png: not a readable PNG, JPEG or BMP image", IMG("-i", corrupt));
+    expect_error("init truncated", 2, "truncated.png: not a readable PNG, JPEG or BMP image", IMG("-i", truncated));
+    expect_error("init too small", 2, "init image: 16x16 is smaller than 64x64 pixels", IMG("-i", small));
+    expect_error("init too large", 2, "init image: 4104x8 is outside 8x8..4096x4096 pixels", IMG("-i", big));
+    expect_error("strength 0", 2, "--strength: 0 is outside (0, 1]", IMG("-i", init, "--strength", "0"));
+    expect_error("strength > 1", 2, "--strength: 1.5 is outside (0, 1]", IMG("-i", init, "--strength", "1.5"));
+    expect_error("strength text", 2, "--strength: 'abc' is not a number", IMG("-i", init, "--strength", "abc"));
+    expect_error("strength runs no step", 2, "strength: 0.2 with 2 steps runs no step", IMG("-i", init, "--strength", "0.2"));
+    expect_error("mask without init", 2, "--mask: needs an init image", IMG("--mask", mask));
+    expect_error("mask unreadable", 2, "--mask: /nonexistent.png: cannot open", IMG("-i", init, "--mask", "/nonexistent.png"));
+    const char *odd = edited_model("model_f32.safetensors", "unet8.safetensors", "[32,4,3,3]", "[16,8,3,3]");
+    expect_error("UNet neither 4 nor 9 channels", 2, "input_blocks.0.0.weight' takes 8 channels; expected 4", 
+                 ARGS("-m", odd, "-p", "x", "-i", init, "--mask", mask, "-o", out));
+    /* A mask of another size is resized to the image (as diffusers does); a 9-channel model without a mask
+     * repaints everything (mask all white). Both run. */
+    char *err = NULL;
+    CHECK(run_sd(IMG("-i", init, "--mask", small), &err) == 0 && exists(out), "mask of another size is resized: %s", err ? err : "");
+    free(err);
+    char inpaint[1024];
+    snprintf(inpaint, sizeof inpaint, "%s/sd1-img2img/model_inpaint_f32.safetensors", SD_FIXTURES);
+    unlink(out);
+    CHECK(run_sd(ARGS("-m", inpaint, "-p", "x", "--steps", "2", "-i", init, "-o", out), NULL) == 0 && exists(out),
+          "9-channel model without a mask runs");
+    char *text = output_read_png_text(out, "parameters");
+    CHECK(text && strstr(text, "Size: 128x128") && strstr(text, "Denoising strength: 0.75"), "img2img parameters: %s", text ? text : "");
+    free(text);
+#undef IMG
+}
+
+/* An explicit --timestep-spacing equal to a sampler's default gives the same bytes as no flag. */
+static void test_default_spacing(void) {
+    for (int k = 0; k < SD_SAMPLER_COUNT; k++) {
+        const sd_sampler_info *si = sd_sampler_get_info((sd_sampler)k);
+        char a[700], b[700], cmd[1600];
+        snprintf(a, sizeof a, "%s/sp_a.png", tmpdir);
+        snprintf(b, sizeof b, "%s/sp_b.png", tmpdir);
+        const char *common[] = {"-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "3", "-s", "3", "--sampling-method", si->name};
+#define SP(...) ARGS(common[0], common[1], common[2], common[3], common[4], common[5], common[6], common[7], common[8], \
+                      common[9], common[10], common[11], common[12], common[13], __VA_ARGS__)
+        CHECK(run_sd(SP("-o", a), NULL) == 0, "%s: no flag", si->name);
+        CHECK(run_sd(SP("--timestep-spacing", sd_spacing_name(si->default_spacing), "-o", b), NULL) == 0, "%s: explicit", si->name);
+#undef SP
+        snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+        CHECK(system(cmd) == 0, "%s: --timestep-spacing %s gives the same bytes as no flag", si->name,
+              sd_spacing_name(si->default_spacing));
+    }
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) return 2;
     snprintf(model, sizeof model, "%s/model_f32.safetensors", SD_FIXTURES);
@@ -212,6 +309,8 @@ int main(void) {
     test_determinism();
     test_signal();
     test_memory_limit();
+    test_image_inputs();
+    test_default_spacing();
     remove_test_dir(tmpdir);
     return test_finish();
 }

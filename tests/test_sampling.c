@@ -120,7 +120,68 @@ static void test_schedule(void) {
     st_close(&f);
 }
 
+/* img2img timestep selection (diffusers get_timesteps) and the noise level of the start latent, for every
+ * (sampler, steps, strength) of sd1-img2img/strength_tables.json. */
+static void test_strength_tables(void) {
+    noise_schedule sched;
+    schedule_init(&sched);
+    char path[1024], err[256];
+    snprintf(path, sizeof path, "%s/sd1-img2img/strength_tables.json", SD_FIXTURES);
+    char *text = read_text_file(path);
+    cJSON *root = cJSON_Parse(text);
+    int tables = 0;
+    for (const cJSON *c = root ? root->child : NULL; c; c = c->next) {
+        if (c->string[0] == '_') continue;
+        const char *name = cJSON_GetObjectItem(c, "sampler")->valuestring;
+        sampler_opts o = {0};
+        o.kind = (sd_sampler)sd_sampler_from_name(!strcmp(name, "dpmpp_2m") ? "dpm++2m" : name);
+        o.steps = cJSON_GetObjectItem(c, "steps")->valueint;
+        o.strength = cJSON_GetObjectItem(c, "strength")->valuedouble;
+        sampler *s = sampler_create(&o, &sched, 1, err, sizeof err);
+        tables++;
+        if (cJSON_GetObjectItem(c, "steps_run")->valueint == 0) { /* diffusers fails too: refused with a message */
+            CHECK(!s && strstr(err, "runs no step"), "%s: a strength that runs no step is refused", c->string);
+            sampler_free(s);
+            continue;
+        }
+        if (!s) { CHECK(0, "%s: %s", c->string, err); continue; }
+        const cJSON *run = cJSON_GetObjectItem(c, "timesteps_run");
+        int begin = sampler_begin(s), n = cJSON_GetArraySize(run), ok = n == sampler_evals(s) - begin, i = begin;
+        CHECK(begin == cJSON_GetObjectItem(c, "begin_index")->valueint, "%s: begin %d", c->string, begin);
+        for (const cJSON *v = run->child; v && ok; v = v->next, i++)
+            if (fabs(v->valuedouble - sampler_timestep(s, i)) > 1e-4 * fmax(1, fabs(v->valuedouble))) ok = 0;
+        CHECK(ok, "%s: timesteps run differ (%d from %d)", c->string, sampler_evals(s) - begin, begin);
+        const cJSON *start = cJSON_GetObjectItem(c, "start");
+        if (start) { /* start = a·x0 + b·noise: sigma = b/a (sigma forms), alpha_bar = a² (DDPM forms) */
+            float one = 1.0f, zero = 0.0f, a, b;
+            sampler_add_noise(s, begin, &one, &zero, &a);
+            sampler_add_noise(s, begin, &zero, &one, &b);
+            const cJSON *sg = cJSON_GetObjectItem(start, "sigma"), *ab = cJSON_GetObjectItem(start, "alpha_bar");
+            double got = sg ? b / a : (double)a * a, want = sg ? sg->valuedouble : ab->valuedouble;
+            CHECK(fabs(got - want) <= 1e-5 * fmax(1, want), "%s: start level %.7g, want %.7g", c->string, got, want);
+        }
+        sampler_free(s);
+    }
+    CHECK(tables == 98, "checked %d strength tables", tables);
+    cJSON_Delete(root);
+    free(text);
+}
+
+/* Every row of the sampler table is complete: names, setup and step function, its own enum value. */
+static void test_sampler_table(void) {
+    for (int k = 0; k < SD_SAMPLER_COUNT; k++) {
+        const sampler_row *r = &sampler_table[k];
+        CHECK(r->kind == (sd_sampler)k && r->info.name && r->info.a1111_name && r->setup && r->step &&
+                  r->info.default_spacing >= SD_SPACING_LEADING && r->info.evals_per_step >= 1,
+              "sampler table row %d is incomplete", k);
+        CHECK(sd_sampler_from_name(r->info.name) == k, "name '%s' maps back to %d", r->info.name, k);
+    }
+    CHECK(sd_sampler_get_info(SD_SAMPLER_COUNT) == NULL && sd_sampler_from_name("nope") == -1, "unknown samplers are refused");
+}
+
 int main(void) {
+    test_sampler_table();
+    test_strength_tables();
     test_rng();
     test_schedule();
     test_tables();
