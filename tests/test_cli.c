@@ -279,6 +279,26 @@ static void test_image_inputs(void) {
 #undef IMG
 }
 
+/* SD 2.x: --info describes the family; broken SD 2.x files are refused naming the tensor. */
+static void test_sd2(void) {
+    char sd2[1024], cmd[1600];
+    snprintf(sd2, sizeof sd2, "%s/sd2-tiny/model_f32.safetensors", SD_FIXTURES);
+    snprintf(cmd, sizeof cmd, "%s --info -m %s > %s/info2.txt", SD_BIN, sd2, tmpdir);
+    CHECK(system(cmd) == 0, "--info on SD 2.x");
+    snprintf(cmd, sizeof cmd, "%s/info2.txt", tmpdir);
+    char *info = read_text_file(cmd);
+    CHECK(info && strstr(info, "family:        SD 2.x") && strstr(info, "OpenCLIP ViT-H/14") && strstr(info, "penultimate layer") &&
+              strstr(info, "prediction:    v_prediction (metadata sd.prediction)") && strstr(info, "default size:  768x768"),
+          "--info on SD 2.x: %s", info ? info : "");
+    free(info);
+    expect_model_error(edited_model("sd2-tiny/model_f32.safetensors", "sd2_noblock.safetensors", "resblocks.1.ln_1.weight",
+                                    "resblocks.1.ln_X.weight"),
+                       "missing tensor 'cond_stage_model.model.transformer.resblocks.1.ln_1.weight' (text encoder layer 1 of 4)");
+    expect_model_error(edited_model("sd2-tiny/model_f32.safetensors", "sd2_proj.safetensors",
+                                    "proj_in.weight\":{\"dtype\":\"F32\",\"shape\":[32,32]", "proj_in.weight\":{\"dtype\":\"F32\",\"shape\":[16,64]"),
+                       "tensor 'model.diffusion_model.input_blocks.1.1.proj_in.weight' has shape [16, 64], expected [16, 32]");
+}
+
 /* An explicit --timestep-spacing equal to a sampler's default gives the same bytes as no flag. */
 static void test_default_spacing(void) {
     for (int k = 0; k < SD_SAMPLER_COUNT; k++) {
@@ -310,6 +330,7 @@ int main(void) {
     test_signal();
     test_memory_limit();
     test_image_inputs();
+    test_sd2();
     test_default_spacing();
     remove_test_dir(tmpdir);
     return test_finish();
