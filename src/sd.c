@@ -82,6 +82,9 @@ static sd_status complete_description(sd_ctx *c, const char *path, char *err) {
                  c->un.c.out_ch, d->latent_ch);
         return SD_ERR_MODEL;
     }
+    /* SD 2.x uses OpenCLIP ViT-H/14's penultimate layer: 23 of its 24. Files that were saved without the
+     * unused 24th block (23 present) use all of them; other sizes: all but the last present. */
+    if (d->text == TEXT_OPENCLIP && c->te.c.hidden == 1024 && c->te.c.layers == 23) d->text_skip = 0;
     if (d->prediction == PRED_UNKNOWN) {
         sd_status st = detect_prediction(c, err);
         if (st != SD_OK) return st;
@@ -164,7 +167,8 @@ void sd_print_info(const sd_ctx *c, FILE *f) {
     sd_get_model_info(c, &mi);
     fprintf(f, "file:          %s\n", m->file.path);
     fprintf(f, "family:        %s%s\n", mi.family, d->unet_in_ch != d->latent_ch ? " (inpainting UNet)" : "");
-    fprintf(f, "text encoder:  %s, %s\n", mi.text_encoder, d->text_skip ? "penultimate layer" : "last layer");
+    fprintf(f, "text encoder:  %s, output after %d of its %d layers%s\n", mi.text_encoder, c->te.c.layers - d->text_skip,
+            c->te.c.layers, d->family == FAMILY_SD2 ? " (SD 2.x: the penultimate layer of ViT-H/14's 24)" : "");
     fprintf(f, "prediction:    %s (%s)\n", d->prediction == PRED_V ? "v_prediction" : "epsilon", prediction_source(m));
     fprintf(f, "default size:  %dx%d\n", mi.default_width, mi.default_height);
     fprintf(f, "tensors:       %d\n", m->file.n_tensors);

@@ -287,7 +287,7 @@ static void test_sd2(void) {
     CHECK(system(cmd) == 0, "--info on SD 2.x");
     snprintf(cmd, sizeof cmd, "%s/info2.txt", tmpdir);
     char *info = read_text_file(cmd);
-    CHECK(info && strstr(info, "family:        SD 2.x") && strstr(info, "OpenCLIP ViT-H/14") && strstr(info, "penultimate layer") &&
+    CHECK(info && strstr(info, "family:        SD 2.x") && strstr(info, "OpenCLIP ViT-H/14") && strstr(info, "output after 3 of its 4 layers") &&
               strstr(info, "prediction:    v_prediction (metadata sd.prediction)") && strstr(info, "default size:  768x768"),
           "--info on SD 2.x: %s", info ? info : "");
     free(info);
