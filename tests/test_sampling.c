@@ -65,10 +65,8 @@ static int options_for(const char *name, sampler_opts *o) {
 static void test_tables(void) {
     noise_schedule sched;
     schedule_init(&sched);
-    char path[1024], err[256];
-    snprintf(path, sizeof path, "%s/scheduler_tables.json", SD_FIXTURES);
-    char *text = read_text_file(path);
-    cJSON *root = cJSON_Parse(text);
+    char err[256];
+    cJSON *root = fixture_json("scheduler_tables.json");
     int tables = 0;
     for (const cJSON *c = root ? root->child : NULL; c; c = c->next) {
         sampler_opts o;
@@ -105,7 +103,6 @@ static void test_tables(void) {
     }
     CHECK(tables == 47, "checked %d tables", tables);
     cJSON_Delete(root);
-    free(text);
 }
 
 static void test_schedule(void) {
@@ -125,10 +122,8 @@ static void test_schedule(void) {
 static void test_strength_tables(void) {
     noise_schedule sched;
     schedule_init(&sched);
-    char path[1024], err[256];
-    snprintf(path, sizeof path, "%s/sd1-img2img/strength_tables.json", SD_FIXTURES);
-    char *text = read_text_file(path);
-    cJSON *root = cJSON_Parse(text);
+    char err[256];
+    cJSON *root = fixture_json("sd1-img2img/strength_tables.json");
     int tables = 0;
     for (const cJSON *c = root ? root->child : NULL; c; c = c->next) {
         if (c->string[0] == '_') continue;
@@ -164,7 +159,6 @@ static void test_strength_tables(void) {
     }
     CHECK(tables == 98, "checked %d strength tables", tables);
     cJSON_Delete(root);
-    free(text);
 }
 
 /* Every row of the sampler table is complete: names, setup and step function, its own enum value. */

@@ -5,6 +5,8 @@
 
 #include "safetensors.h"
 
+#include <cJSON.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +74,16 @@ static inline char *read_text_file(const char *path) {
     return s;
 }
 
-#endif
+/* A fixture's JSON file (tests/fixtures/<name>), with Python's -Infinity read as null. NULL when unreadable. */
+static inline cJSON *fixture_json(const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", SD_FIXTURES, name);
+    char *text = read_text_file(path);
+    for (char *p = text; p && (p = strstr(p, "-Infinity"));) memcpy(p, "null     ", 9);
+    cJSON *root = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    return root;
+}
 
 
 /* ---- files for the bad-input tests ---- */
@@ -135,3 +146,5 @@ static inline int run_sd(const char *const *args, char **err_text) {
     unlink(errpath);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
+
+#endif /* SD_TEST_UTIL_H */
