@@ -392,11 +392,8 @@ static int generate(cli_args *a, sd_ctx *ctx) {
     return 0;
 }
 
-int main(int argc, char **argv) {
-    blas_prefer_avx512(argv);
-    cli_args a;
-    int rc = parse_args(argc, argv, &a);
-    if (rc >= 0) return rc;
+/* Loads the model and runs what the arguments ask for. */
+static int run(cli_args *a) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -405,13 +402,22 @@ int main(int argc, char **argv) {
     char err[SD_ERR_LEN];
     sd_ctx *ctx = NULL;
     double t0 = (double)clock() / CLOCKS_PER_SEC;
-    sd_status st = sd_load(&ctx, a.model, a.threads, err);
+    sd_status st = sd_load(&ctx, a->model, a->threads, err);
     if (st != SD_OK) return error(exit_code(st), "%s", err);
-    if (a.verbose) fprintf(stderr, "sd: loaded %s (%.3f s cpu)\n", a.model, (double)clock() / CLOCKS_PER_SEC - t0);
-    if (a.info) sd_print_info(ctx, stdout);
-    else rc = generate(&a, ctx);
+    if (a->verbose) fprintf(stderr, "sd: loaded %s (%.3f s cpu)\n", a->model, (double)clock() / CLOCKS_PER_SEC - t0);
+    int rc = 0;
+    if (a->info) sd_print_info(ctx, stdout);
+    else rc = generate(a, ctx);
     sd_free(ctx);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    blas_prefer_avx512(argv);
+    cli_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc < 0) rc = run(&a);
     sd_pixels_free(&a.init);
     sd_pixels_free(&a.mask);
-    return a.info ? 0 : rc;
+    return rc;
 }
