@@ -148,6 +148,7 @@ typedef struct {
     float eta;                   /* DDIM eta (default 0) */
     sd_rng_kind rng;
     sd_prediction prediction;    /* DEFAULT = from the model's metadata / family */
+    int clip_skip;               /* 0 or 1 = the family's layer; N > 1 uses the hidden state N-1 layers earlier */
     /* img2img / inpainting: an init image (and a mask, white = repaint) make the run start from the
      * image noised to where `strength` (0 < s <= 1, default 0.75) puts it, as diffusers does. */
     const sd_pixels *init_image; /* NULL = txt2img */
@@ -180,6 +181,11 @@ SD_API void sd_image_free(sd_image *img);
 /* Reads a PNG, JPEG or BMP file into 8-bit pixels (malloc'd data, free with sd_pixels_free). */
 SD_API sd_status sd_pixels_read(const char *path, sd_pixels *out, char err[SD_ERR_LEN]);
 SD_API void sd_pixels_free(sd_pixels *p);
+
+/* Writes what the prompt parser and the chunker made of `prompt` (weighted spans, chunks of 75 tokens) to f,
+ * one line each, prefixed "sd: <what>: " (f may be NULL). Returns the number of brackets the parser had to close (0 when the
+ * syntax was balanced), or -1 when the text is not valid UTF-8. */
+SD_API int sd_describe_prompt(const sd_ctx *ctx, const char *prompt, const char *what, FILE *f);
 
 /* Stage timings and memory of the last sd_generate call, in seconds / bytes. */
 typedef struct {

@@ -89,6 +89,7 @@ static void usage(FILE *f) {
             "      --eta X                DDIM eta (0 = deterministic)                          [default: 0]\n"
             "      --rng NAME             cpu (torch CPU generator) | cuda (torch CUDA Philox)  [default: cpu]\n"
             "      --prediction NAME      epsilon | v_prediction                                [default: from the model]\n"
+            "      --clip-skip N          use the text encoder's hidden state N-1 layers early  [default: 1]\n"
             "  -b, --batch-count N        images to make, seeds seed, seed+1, ...               [default: 1]\n"
             "  -t, --threads N            CPU threads (0 = all cores)                           [default: 0]\n"
             "      --latent-out FILE      also write the final latent as safetensors            [default: none]\n"
@@ -175,6 +176,7 @@ static int parse_option(cli_args *a, const char *opt, const char *val) {
     }
     else if (!strcmp(opt, "-W") || !strcmp(opt, "--width")) { if (!(rc = parse_size(opt, val, &v))) a->gen.width = (int)v; }
     else if (!strcmp(opt, "-H") || !strcmp(opt, "--height")) { if (!(rc = parse_size(opt, val, &v))) a->gen.height = (int)v; }
+    else if (!strcmp(opt, "--clip-skip")) { if (!(rc = parse_int(opt, val, 1, 100, &v))) a->gen.clip_skip = (int)v; }
     else if (!strcmp(opt, "--steps")) { if (!(rc = parse_int(opt, val, 1, 1000, &v))) a->gen.steps = (int)v; }
     else if (!strcmp(opt, "-b") || !strcmp(opt, "--batch-count")) { if (!(rc = parse_int(opt, val, 1, 10000, &v))) a->batch = (int)v; }
     else if (!strcmp(opt, "-t") || !strcmp(opt, "--threads")) { if (!(rc = parse_int(opt, val, 0, 1024, &v))) a->threads = (int)v; }
@@ -202,7 +204,7 @@ static int takes_value(const char *opt) {
                                         "--latent-out", "-i", "--init-img", "--mask", "--strength", "-W", "--width",
                                         "-H", "--height", "--steps", "-b", "--batch-count", "-t", "--threads",
                                         "--cfg-scale", "--eta", "-s", "--seed", "--sampling-method", "--scheduler",
-                                        "--timestep-spacing", "--rng", "--prediction"};
+                                        "--timestep-spacing", "--rng", "--prediction", "--clip-skip"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) if (!strcmp(opt, names[i])) return 1;
     return 0;
 }
@@ -306,6 +308,7 @@ static char *parameters_text(const cli_args *a, const sd_ctx *ctx, uint64_t seed
     if (g->schedule == SD_SCHEDULE_KARRAS && si->uses_karras) APPEND("Schedule type: Karras, ");
     APPEND("CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %.*s", g->cfg_scale, (unsigned long long)seed, img->width,
            img->height, base_len, base);
+    if (g->clip_skip > 1) APPEND(", Clip skip: %d", g->clip_skip);
     if (g->init_image) APPEND(", Denoising strength: %g", g->strength);
     if (g->mask) APPEND(", Mask blur: 0");
     if (g->eta > 0 && si->uses_eta) APPEND(", Eta DDIM: %g", g->eta);
@@ -365,6 +368,13 @@ static int generate(cli_args *a, sd_ctx *ctx) {
         free(png);
         free(lat);
         if (rc) return rc;
+    }
+    const char *texts[2] = {a->gen.prompt, a->gen.negative_prompt}, *names[2] = {"prompt", "negative prompt"};
+    for (int i = 0; i < 2; i++) { /* what the prompt syntax did; a repaired one is always reported */
+        int unclosed = sd_describe_prompt(ctx, texts[i], names[i], a->verbose ? stderr : NULL);
+        if (unclosed > 0)
+            fprintf(stderr, "sd: note: %s: %d bracket%s never closed; closed at the end, as AUTOMATIC1111 does\n", names[i],
+                    unclosed, unclosed == 1 ? " was" : "s were");
     }
     progress_state ps = {isatty(2), 0};
     a->gen.progress = on_progress;

@@ -96,9 +96,10 @@ static sd_status resolve_size(const sd_ctx *c, const sd_gen_params *p, int *W, i
 
 static sd_status encode_prompts(sd_ctx *c, const sd_gen_params *p, generation *g, char *err) {
     conditioner cd = {c->tok, &c->te, &c->model.d, &c->arena, c->scratch};
+    const int skip = p->clip_skip > 1 ? p->clip_skip : 1;
     int rc = 0;
-    if (g->guided) rc = conditioner_encode(&cd, p->negative_prompt ? p->negative_prompt : "", 1, "negative prompt", &g->uncond, err, SD_ERR_LEN);
-    if (rc == 0) rc = conditioner_encode(&cd, p->prompt, 1, "prompt", &g->cond, err, SD_ERR_LEN);
+    if (g->guided) rc = conditioner_encode(&cd, p->negative_prompt ? p->negative_prompt : "", skip, "negative prompt", &g->uncond, err, SD_ERR_LEN);
+    if (rc == 0) rc = conditioner_encode(&cd, p->prompt, skip, "prompt", &g->cond, err, SD_ERR_LEN);
     sd_release_stage(c, c->model.d.text_prefix); /* the text encoder is done: give its pages back */
     return rc == 0 ? SD_OK : rc == -1 ? SD_ERR_ARG : SD_ERR_NOMEM;
 }
@@ -366,6 +367,11 @@ fail:
     free(img->rgb);
     img->rgb = NULL;
     return st;
+}
+
+int sd_describe_prompt(const sd_ctx *c, const char *prompt, const char *what, FILE *f) {
+    conditioner cd = {c->tok, &c->te, &c->model.d, NULL, NULL};
+    return conditioner_describe(&cd, prompt, what, f);
 }
 
 sd_status sd_txt2img(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[SD_ERR_LEN]) { return sd_generate(c, p, img, err); }

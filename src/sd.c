@@ -237,6 +237,7 @@ sd_status sd_gen_params_check(const sd_gen_params *p, char err[SD_ERR_LEN]) {
         { snprintf(err, SD_ERR_LEN, "invalid scheduler, spacing, rng or prediction value"); return SD_ERR_ARG; }
     if (p->init_image && !(p->strength > 0.0 && p->strength <= 1.0))
         { snprintf(err, SD_ERR_LEN, "strength: %g is outside (0, 1]", p->strength); return SD_ERR_ARG; }
+    if (p->clip_skip < 0 || p->clip_skip > 100) { snprintf(err, SD_ERR_LEN, "clip-skip: %d is outside 1..100", p->clip_skip); return SD_ERR_ARG; }
     if (p->mask && !p->init_image) { snprintf(err, SD_ERR_LEN, "mask: needs an init image (-i)"); return SD_ERR_ARG; }
     if ((st = check_pixels("init image", p->init_image, err)) != SD_OK || (st = check_pixels("mask", p->mask, err)) != SD_OK) return st;
     return SD_OK;

@@ -99,6 +99,9 @@ static void run_case(const suite *su, const cJSON *c, const st_file *ex) {
         snprintf(strength, sizeof strength, "%.17g", cJSON_GetObjectItem(c, "strength")->valuedouble);
         args[n++] = "-i"; args[n++] = init; args[n++] = "--strength"; args[n++] = strength;
     }
+    const cJSON *skip = cJSON_GetObjectItem(c, "clip_skip");
+    char skip_s[16];
+    if (cJSON_IsNumber(skip)) { snprintf(skip_s, sizeof skip_s, "%d", skip->valueint); args[n++] = "--clip-skip"; args[n++] = skip_s; }
     if (json_str(c, "mask")) {
         snprintf(mask, sizeof mask, "%s/%s/%s.png", SD_FIXTURES, su->dir, json_str(c, "mask"));
         args[n++] = "--mask"; args[n++] = mask;
@@ -156,6 +159,7 @@ int main(int argc, char **argv) {
         {"sd2-tiny", 3},     /* SD 2.x: v-prediction euler / ddim, SD-Turbo-style 1 step */
         {"sd1-img2img", 9},  /* img2img and 4- / 9-channel inpainting */
         {"sd1-sizes", 2},    /* sides divisible by 8 but not 64: odd latent sizes */
+        {"sd1-prompts", 10}, /* emphasis, BREAK, long prompts (unequal lengths: two UNet passes), clip skip */
     };
     if (!mkdtemp(tmpdir)) return 2;
     for (size_t i = 0; i < sizeof suites / sizeof *suites; i++)
