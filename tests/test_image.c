@@ -71,14 +71,20 @@ static void test_encode(const vae *va, const char *name, const float *image, int
     free(logvar);
 }
 
+/* Opens tests/fixtures/<name>. */
+static int open_model(const char *name, sd_model *m, char *err, size_t errlen) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", SD_FIXTURES, name);
+    return model_open(m, path, err, errlen);
+}
+
 static void test_unet9(void) {
-    char path[1024], err[512] = "";
-    snprintf(path, sizeof path, "%s/sd1-img2img/model_inpaint_f32.safetensors", SD_FIXTURES);
+    char err[512] = "";
     sd_model m;
     unet un;
     arena a;
     arena_init(&a);
-    int ok = model_open(&m, path, err, sizeof err) == 0 && unet_load(&un, &m, err, sizeof err) == 0;
+    int ok = open_model("sd1-img2img/model_inpaint_f32.safetensors", &m, err, sizeof err) == 0 && unet_load(&un, &m, err, sizeof err) == 0;
     CHECK(ok && m.d.unet_in_ch == 9 && m.d.latent_ch == 4, "9-channel model: %s", err);
     if (!ok) return;
     size_t n;
@@ -108,13 +114,12 @@ int main(void) {
     test_masked(init, mask, "mask_soft");
     test_mask("mask_odd", 128, 96, 0.995, scratch_img);
 
-    char path[1024], err[512] = "";
-    snprintf(path, sizeof path, "%s/model_f32.safetensors", SD_FIXTURES);
+    char err[512] = "";
     sd_model m;
     vae va;
     arena a;
     arena_init(&a);
-    if (model_open(&m, path, err, sizeof err) == 0 && vae_load(&va, &m, err, sizeof err) == 0) {
+    if (open_model("model_f32.safetensors", &m, err, sizeof err) == 0 && vae_load(&va, &m, err, sizeof err) == 0) {
         test_encode(&va, "init", init, 128, 128, &a, NULL);
         test_encode(&va, "init_wide", wide, 192, 128, &a, NULL);
         vae_free(&va);

@@ -62,9 +62,9 @@ static int options_for(const char *name, sampler_opts *o) {
     return 0;
 }
 
+static noise_schedule sched; /* SD's schedule, set up once in main */
+
 static void test_tables(void) {
-    noise_schedule sched;
-    schedule_init(&sched);
     char err[256];
     cJSON *root = fixture_json("scheduler_tables.json");
     int tables = 0;
@@ -120,8 +120,6 @@ static void test_schedule(void) {
 /* img2img timestep selection (diffusers get_timesteps) and the noise level of the start latent, for every
  * (sampler, steps, strength) of sd1-img2img/strength_tables.json. */
 static void test_strength_tables(void) {
-    noise_schedule sched;
-    schedule_init(&sched);
     char err[256];
     cJSON *root = fixture_json("sd1-img2img/strength_tables.json");
     int tables = 0;
@@ -174,6 +172,7 @@ static void test_sampler_table(void) {
 }
 
 int main(void) {
+    schedule_init(&sched);
     test_sampler_table();
     test_strength_tables();
     test_rng();
