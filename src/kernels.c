@@ -112,7 +112,7 @@ int kernels_threads(void) { return g_threads; }
 
 /* ---------------- dense ---------------- */
 
-#define GEMM_PANELS 16    /* large products are cut into this many panels, whatever the thread count */
+#define GEMM_PANELS 4     /* large products are cut into this many panels, whatever the thread count */
 #define GEMM_MIN_PANEL 32 /* ... each at least this wide (a multiple of 16) */
 
 /* C[M, N] = alpha·A[M, K]·op(B) + beta·C (row-major; op(B) = Bᵀ when trans_b, B is then [N, K]).
