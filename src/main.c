@@ -125,13 +125,20 @@ static int parse_size(const char *opt, const char *s, long *out) {
     return 0;
 }
 
-static int parse_float(const char *opt, const char *s, float *out) {
+static int parse_double(const char *opt, const char *s, double *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end || !isfinite(v)) return error(EXIT_BAD_INPUT, "%s: '%s' is not a number", opt, s);
-    *out = (float)v;
+    *out = v;
     return 0;
+}
+
+static int parse_float(const char *opt, const char *s, float *out) {
+    double v;
+    int rc = parse_double(opt, s, &v);
+    if (!rc) *out = (float)v;
+    return rc;
 }
 
 static int parse_seed(const char *s, cli_args *a) {
@@ -170,9 +177,9 @@ static int parse_option(cli_args *a, const char *opt, const char *val) {
     else if (!strcmp(opt, "-i") || !strcmp(opt, "--init-img")) a->init_path = val;
     else if (!strcmp(opt, "--mask")) a->mask_path = val;
     else if (!strcmp(opt, "--strength")) {
-        float s;
-        if (!(rc = parse_float(opt, val, &s)) && !(s > 0 && s <= 1)) rc = error(EXIT_BAD_INPUT, "--strength: %s is outside (0, 1]", val);
-        else if (!rc) a->gen.strength = strtod(val, NULL);
+        double s; /* a double, as diffusers multiplies steps · strength in double precision */
+        if (!(rc = parse_double(opt, val, &s)) && !(s > 0 && s <= 1)) rc = error(EXIT_BAD_INPUT, "--strength: %s is outside (0, 1]", val);
+        else if (!rc) a->gen.strength = s;
     }
     else if (!strcmp(opt, "-W") || !strcmp(opt, "--width")) { if (!(rc = parse_size(opt, val, &v))) a->gen.width = (int)v; }
     else if (!strcmp(opt, "-H") || !strcmp(opt, "--height")) { if (!(rc = parse_size(opt, val, &v))) a->gen.height = (int)v; }

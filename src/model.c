@@ -161,7 +161,6 @@ int model_open(sd_model *m, const char *path, char *err, size_t errlen) {
     int rc = st_open(&m->file, path, err, errlen);
     if (rc != 0) return rc;
     if (detect_family(m, err, errlen) != 0 || read_metadata(m, err, errlen) != 0) { model_close(m); return -3; }
-    m->d.default_size = m->d.prediction == PRED_V && m->d.family == FAMILY_SD2 ? 768 : 512;
     return 0;
 }
 

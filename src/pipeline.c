@@ -29,6 +29,7 @@ typedef struct {
     size_t n;                 /* C·h·w latent values */
     int guided, v_pred;
     conditioning uncond, cond;
+    float *pair;              /* [2, len, width]: uncond then cond, when one batched UNet pass serves both */
     float *image_latent;      /* [C, h, w] scaled latent of the init image, or NULL */
     float *noise;             /* [C, h, w] the start noise (the 4-channel inpainting blend reuses it) */
     float *mask;              /* [h, w] latent-resolution mask, 1 = repaint, or NULL */
@@ -44,6 +45,7 @@ static size_t peak_rss_bytes(void) {
 static void generation_free(generation *g) {
     conditioning_free(&g->uncond);
     conditioning_free(&g->cond);
+    free(g->pair);
     free(g->image_latent);
     free(g->noise);
     free(g->mask);
@@ -101,6 +103,12 @@ static sd_status encode_prompts(sd_ctx *c, const sd_gen_params *p, generation *g
     if (g->guided) rc = conditioner_encode(&cd, p->negative_prompt ? p->negative_prompt : "", skip, "negative prompt", &g->uncond, err, SD_ERR_LEN);
     if (rc == 0) rc = conditioner_encode(&cd, p->prompt, skip, "prompt", &g->cond, err, SD_ERR_LEN);
     sd_release_stage(c, c->model.d.text_prefix); /* the text encoder is done: give its pages back */
+    if (rc == 0 && g->guided && g->uncond.len == g->cond.len) { /* equal lengths: one batch [uncond; cond] */
+        const size_t len = (size_t)g->cond.len * g->cond.width;
+        if (!(g->pair = malloc(2 * len * sizeof(float)))) { snprintf(err, SD_ERR_LEN, "out of memory"); return SD_ERR_NOMEM; }
+        memcpy(g->pair, g->uncond.ctx, len * sizeof(float));
+        memcpy(g->pair + len, g->cond.ctx, len * sizeof(float));
+    }
     return rc == 0 ? SD_OK : rc == -1 ? SD_ERR_ARG : SD_ERR_NOMEM;
 }
 
@@ -130,6 +138,11 @@ static sd_status prepare_inputs(sd_ctx *c, const sd_gen_params *p, generation *g
     const model_desc *d = &c->model.d;
     const int inpaint9 = d->unet_in_ch != d->latent_ch, inpaint = p->mask || inpaint9;
     const size_t P = (size_t)g->H * g->W;
+    if (!p->init_image && !inpaint9) { /* txt2img: only the start noise */
+        if (!(g->noise = malloc(g->n * sizeof(float)))) { snprintf(err, SD_ERR_LEN, "out of memory"); return SD_ERR_NOMEM; }
+        rng_randn(rng, g->noise, g->n);
+        return SD_OK;
+    }
     float *image = malloc(3 * P * sizeof(float)), *mask = malloc(P * sizeof(float)); /* [3, H, W], [H, W] */
     g->noise = malloc(g->n * sizeof(float));
     sd_status st = !image || !mask || !g->noise ? SD_ERR_NOMEM : SD_OK;
@@ -191,18 +204,14 @@ static void unet_input(const sd_ctx *c, const generation *g, const float *x, flo
 
 /* out[k, C, h, w] = UNet outputs of evaluation i for each conditioning (as epsilon); one batched call when
  * the conditionings have the same length, else one call each. */
-static int run_unet(sd_ctx *c, const generation *g, const sampler *smp, int i, const float *x, float *in, float *out,
-                    float *ctx2) {
+static int run_unet(sd_ctx *c, const generation *g, const sampler *smp, int i, const float *x, float *in, float *out) {
     const conditioning *conds[2] = {g->guided ? &g->uncond : &g->cond, &g->cond};
-    const int k = g->guided ? 2 : 1, batched = k == 2 && g->uncond.len == g->cond.len;
+    const int k = g->guided ? 2 : 1, batched = g->pair != NULL;
     const size_t per = (size_t)c->un.c.in_ch * g->h * g->w;
     const float scale = sampler_input_scale(smp, i), t[2] = {(float)sampler_timestep(smp, i), (float)sampler_timestep(smp, i)};
     unet_input(c, g, x, scale, batched ? 2 : 1, in);
     if (batched) {
-        const size_t len = (size_t)g->cond.len * g->cond.width;
-        memcpy(ctx2, g->uncond.ctx, len * sizeof(float));
-        memcpy(ctx2 + len, g->cond.ctx, len * sizeof(float));
-        if (unet_forward(&c->un, in, t, ctx2, g->cond.len, 2, g->h, g->w, out, &c->arena, c->scratch) != 0) return -1;
+        if (unet_forward(&c->un, in, t, g->pair, g->cond.len, 2, g->h, g->w, out, &c->arena, c->scratch) != 0) return -1;
     } else {
         for (int b = 0; b < k; b++)
             if (unet_forward(&c->un, in, t, conds[b]->ctx, conds[b]->len, 1, g->h, g->w, out + b * g->n, &c->arena, c->scratch) != 0)
@@ -236,17 +245,16 @@ static sd_status denoise(sd_ctx *c, const sd_gen_params *p, const generation *g,
     const int evals = sampler_evals(smp), begin = sampler_begin(smp);
     const size_t per = (size_t)c->un.c.in_ch * g->h * g->w;
     float *in = malloc(2 * per * sizeof(float)), *out = malloc(2 * g->n * sizeof(float)), *eps = malloc(g->n * sizeof(float));
-    float *ctx2 = g->guided && g->uncond.len == g->cond.len ? malloc(2 * (size_t)g->cond.len * g->cond.width * sizeof(float)) : NULL;
     double *times = malloc((size_t)evals * sizeof(double));
     sd_status st = SD_OK;
-    if (!in || !out || !eps || !times || (g->guided && g->uncond.len == g->cond.len && !ctx2)) {
+    if (!in || !out || !eps || !times) {
         st = SD_ERR_NOMEM;
         snprintf(err, SD_ERR_LEN, "out of memory");
         goto done;
     }
     for (int i = begin; i < evals; i++) {
         double t0 = sd_now();
-        if (run_unet(c, g, smp, i, x, in, out, ctx2) != 0) {
+        if (run_unet(c, g, smp, i, x, in, out) != 0) {
             snprintf(err, SD_ERR_LEN, "out of memory in the UNet at %dx%d", g->W, g->H);
             st = SD_ERR_NOMEM;
             goto done;
@@ -271,7 +279,7 @@ static sd_status denoise(sd_ctx *c, const sd_gen_params *p, const generation *g,
     qsort(times, (size_t)(evals - begin), sizeof(double), compare_doubles);
     c->timings.step_median_s = times[(evals - begin) / 2];
 done:
-    free(in); free(out); free(eps); free(ctx2); free(times);
+    free(in); free(out); free(eps); free(times);
     return st;
 }
 
