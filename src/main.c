@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -83,7 +84,8 @@ static void usage(FILE *f) {
             "      --cfg-scale X          classifier-free guidance scale, >= 0 (<= 1: off)      [default: 7.5]\n"
             "  -s, --seed N               random seed; -1 = random (printed)                    [default: random]\n"
             "      --sampling-method NAME %s\n"
-            "                                                                                   [default: lms]\n"
+            "                             heun evaluates the UNet twice per step after the first, pndm (PLMS)\n"
+            "                             adds one warm-up evaluation; the progress bar counts evaluations  [default: lms]\n"
             "      --scheduler NAME       default | karras (sigma samplers and dpm++2m)        [default: default]\n"
             "      --timestep-spacing S   leading | linspace | trailing                         [default: the sampler's]\n"
             "      --eta X                DDIM eta (0 = deterministic)                          [default: 0]\n"
@@ -223,6 +225,14 @@ static int read_pixels(const char *opt, const char *path, sd_pixels *out) {
     return st == SD_OK ? 0 : error(EXIT_BAD_INPUT, "%s: %s", opt, err);
 }
 
+/* Options the chosen sampler does not use: one warning line each; they are not recorded either. */
+static void warn_ignored_options(const sd_gen_params *g) {
+    const sd_sampler_info *si = sd_sampler_get_info(g->sampler);
+    if (g->eta > 0 && !si->uses_eta) fprintf(stderr, "sd: warning: --eta is ignored by %s (only ddim uses it)\n", si->name);
+    if (g->schedule == SD_SCHEDULE_KARRAS && !si->uses_karras)
+        fprintf(stderr, "sd: warning: --scheduler karras is ignored by %s (it has no sigma schedule)\n", si->name);
+}
+
 /* Returns -1 to continue, or an exit status. */
 static int parse_args(int argc, char **argv, cli_args *a) {
     memset(a, 0, sizeof *a);
@@ -262,6 +272,7 @@ static int parse_args(int argc, char **argv, cli_args *a) {
     a->gen.mask = a->mask_path ? &a->mask : NULL;
     char err[SD_ERR_LEN];
     if (sd_gen_params_check(&a->gen, err) != SD_OK) return error(EXIT_BAD_INPUT, "%s", err);
+    warn_ignored_options(&a->gen);
     if (!a->seed_given) { /* random seed, printed so the image can be reproduced */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -294,6 +305,39 @@ static int check_output(const cli_args *a, const char *path) {
     if (same_file(path, a->model)) return error(EXIT_BAD_INPUT, "%s: is the model file; refusing to overwrite it", path);
     if (output_check_path(path, err, sizeof err) != 0) return error(EXIT_BAD_INPUT, "%s", err);
     return 0;
+}
+
+/* Every file this run will write: the PNG and (optionally) latent of each batch image. path[2b] is
+ * image b's PNG, path[2b+1] its latent or NULL. Returns NULL when out of memory. */
+static char **output_paths(const cli_args *a) {
+    char **paths = calloc(2 * (size_t)a->batch, sizeof *paths);
+    for (int b = 0; paths && b < a->batch; b++) {
+        int ok = (paths[2 * b] = numbered_path(a->output, b)) != NULL;
+        if (ok && a->latent_out) ok = (paths[2 * b + 1] = numbered_path(a->latent_out, b)) != NULL;
+        if (!ok) { for (int i = 0; i < 2 * a->batch; i++) free(paths[i]); free(paths); paths = NULL; }
+    }
+    return paths;
+}
+
+/* Before any compute: every output can be written, standard output gets at most one file, and no two
+ * outputs name the same file (same string, or the same existing file through a link). */
+static int check_outputs(const cli_args *a) {
+    if (a->batch > 1 && (!strcmp(a->output, "-") || (a->latent_out && !strcmp(a->latent_out, "-"))))
+        return error(EXIT_BAD_INPUT, "-o -: standard output takes one file, not a batch of %d", a->batch);
+    char **paths = output_paths(a);
+    if (!paths) return error(EXIT_RUNTIME, "out of memory");
+    int rc = 0, n = 2 * a->batch;
+    for (int i = 0; i < n && !rc; i++) {
+        if (!paths[i]) continue;
+        rc = check_output(a, paths[i]);
+        for (int j = i + 1; j < n && !rc; j++)
+            if (paths[j] && (!strcmp(paths[i], paths[j]) || same_file(paths[i], paths[j])))
+                rc = error(EXIT_BAD_INPUT, "%s: named by two outputs (%s and %s)", paths[j], i % 2 ? "--latent-out" : "-o",
+                           j % 2 ? "--latent-out" : "-o");
+    }
+    for (int i = 0; i < n; i++) free(paths[i]);
+    free(paths);
+    return rc;
 }
 
 /* AUTOMATIC1111's `parameters` text: every setting that changes the image, with its key names where it
@@ -341,7 +385,8 @@ static int write_outputs(const cli_args *a, const sd_ctx *ctx, int index, uint64
         else if (output_write_tensor(lat, "latent", shape, 4, img->latent, err, sizeof err) != 0) rc = error(EXIT_RUNTIME, "%s", err);
         free(lat);
     }
-    if (!rc) fprintf(stderr, "sd: wrote %s (seed %llu)\n", png, (unsigned long long)seed);
+    if (!rc) fprintf(stderr, "sd: wrote %s (seed %llu)\n", strcmp(png, "-") ? png : "the PNG to standard output",
+                     (unsigned long long)seed);
     free(png);
     free(text);
     return rc;
@@ -349,33 +394,55 @@ static int write_outputs(const cli_args *a, const sd_ctx *ctx, int index, uint64
 
 /* ---------------- progress ---------------- */
 
-typedef struct { int tty; double total; } progress_state;
+typedef struct {
+    int tty, image, images; /* image i of images (1-based) */
+    const char *unit;       /* "step", or "eval" where a step evaluates the UNet more than once */
+    double total;           /* seconds so far in this image */
+} progress_state;
 
+/* Columns of the terminal on stderr (80 when unknown). */
+static int terminal_width(void) {
+    struct winsize ws;
+    return ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
+}
+
+/* One line per UNet evaluation: "[image i/N ]step s/S 1.23 s/it ETA 12s", with a bar before the counts on a terminal,
+ * redrawn in place and cut to the terminal's width. */
 static void on_progress(const sd_progress *p, void *user) {
     progress_state *s = user;
     s->total += p->seconds;
     double per = s->total / p->step, eta = per * (p->steps - p->step);
-    if (s->tty) {
-        int width = 30, done = p->step * width / p->steps;
-        fprintf(stderr, "\r  |%.*s%*s| %d/%d %.2f s/it ETA %.0fs ", done, "##############################", width - done,
-                "", p->step, p->steps, per, eta);
-        if (p->step == p->steps) fputc('\n', stderr);
-    } else {
-        fprintf(stderr, "step %d/%d %.2f s/it ETA %.0fs\n", p->step, p->steps, p->seconds, eta);
-    }
+    char image[48] = "", text[96];
+    if (s->images > 1) snprintf(image, sizeof image, "image %d/%d ", s->image, s->images);
+    snprintf(text, sizeof text, "%s %d/%d %.2f s/it ETA %.0fs", s->unit, p->step, p->steps, per, eta);
+    if (!s->tty) { fprintf(stderr, "%s%s\n", image, text); return; }
+    int cols = terminal_width() - 1, fixed = (int)(strlen(image) + strlen(text)) + 3;
+    int bar = cols - fixed > 40 ? 40 : cols - fixed, done = bar > 0 ? p->step * bar / p->steps : 0;
+    char line[512];
+    if (bar >= 5)
+        snprintf(line, sizeof line, "%s|%.*s%*s| %s", image, done, "########################################", bar - done, "", text);
+    else
+        snprintf(line, sizeof line, "%s%s", image, text);
+    fprintf(stderr, "\r%.*s\033[K", cols > 0 ? cols : 1, line);
+    if (p->step == p->steps) fputc('\n', stderr);
+}
+
+/* Heun and PNDM evaluate the UNet more often than --steps: said once, and the bar counts evaluations. */
+static const char *progress_unit(const sd_gen_params *g) {
+    if (g->sampler == SD_SAMPLER_HEUN)
+        fprintf(stderr, "sd: heun evaluates the UNet twice per step after the first; progress counts evaluations\n");
+    else if (g->sampler == SD_SAMPLER_PNDM)
+        fprintf(stderr, "sd: pndm adds one warm-up evaluation of the UNet; progress counts evaluations\n");
+    else
+        return "step";
+    return "eval";
 }
 
 /* ---------------- main ---------------- */
 
 static int generate(cli_args *a, sd_ctx *ctx) {
-    for (int b = 0; b < a->batch; b++) { /* fail before any compute if an output cannot be written */
-        char *png = numbered_path(a->output, b), *lat = a->latent_out ? numbered_path(a->latent_out, b) : NULL;
-        int rc = !png ? error(EXIT_RUNTIME, "out of memory") : check_output(a, png);
-        if (!rc && lat) rc = check_output(a, lat);
-        free(png);
-        free(lat);
-        if (rc) return rc;
-    }
+    int rc = check_outputs(a); /* fail before any compute if an output cannot be written */
+    if (rc) return rc;
     const char *texts[2] = {a->gen.prompt, a->gen.negative_prompt}, *names[2] = {"prompt", "negative prompt"};
     for (int i = 0; i < 2; i++) { /* what the prompt syntax did; a repaired one is always reported */
         int unclosed = sd_describe_prompt(ctx, texts[i], names[i], a->verbose ? stderr : NULL);
@@ -383,7 +450,7 @@ static int generate(cli_args *a, sd_ctx *ctx) {
             fprintf(stderr, "sd: note: %s: %d bracket%s never closed; closed at the end, as AUTOMATIC1111 does\n", names[i],
                     unclosed, unclosed == 1 ? " was" : "s were");
     }
-    progress_state ps = {isatty(2), 0};
+    progress_state ps = {isatty(2), 0, a->batch, progress_unit(&a->gen), 0};
     a->gen.progress = on_progress;
     a->gen.progress_user = &ps;
     a->gen.cancel = cancel_requested;
@@ -393,9 +460,10 @@ static int generate(cli_args *a, sd_ctx *ctx) {
         sd_image img;
         a->gen.seed = seed0 + (uint64_t)b;
         ps.total = 0;
+        ps.image = b + 1;
         sd_status st = sd_generate(ctx, &a->gen, &img, err);
         if (st != SD_OK) return error(exit_code(st), "%s", err);
-        int rc = write_outputs(a, ctx, b, a->gen.seed, &img);
+        rc = write_outputs(a, ctx, b, a->gen.seed, &img);
         sd_image_free(&img);
         if (rc) return rc;
         if (a->verbose) {

@@ -21,54 +21,95 @@ static char *dir_of(const char *path) {
     return d;
 }
 
+static int is_stdout(const char *path) { return strcmp(path, "-") == 0; }
+
 int output_check_path(const char *path, char *err, size_t errlen) {
-    struct stat sb;
+    struct stat sb, lb;
     if (!path || !*path) { snprintf(err, errlen, "output: empty path"); return -1; }
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) { snprintf(err, errlen, "%s: is a directory", path); return -1; }
-    char *dir = dir_of(path);
-    if (!dir) { snprintf(err, errlen, "%s: out of memory", path); return -1; }
+    if (is_stdout(path)) return 0;
+    if (path[strlen(path) - 1] == '/') { snprintf(err, errlen, "%s: names a directory, not a file", path); return -1; }
+    int exists = stat(path, &sb) == 0;
+    if (!exists && lstat(path, &lb) == 0 && S_ISLNK(lb.st_mode)) {
+        snprintf(err, errlen, "%s: is a symbolic link to a missing file", path);
+        return -1;
+    }
+    if (exists && S_ISDIR(sb.st_mode)) { snprintf(err, errlen, "%s: is a directory", path); return -1; }
+    if (exists && (access(path, W_OK) != 0 || (S_ISREG(sb.st_mode) && !(sb.st_mode & 0222)))) { /* read-only, even for root */
+        snprintf(err, errlen, "%s: cannot write: the file is read-only (permission denied)", path);
+        return -1;
+    }
+    if (exists && !S_ISREG(sb.st_mode)) return 0; /* a device or FIFO: written in place */
+    char *target = exists ? realpath(path, NULL) : strdup(path), *dir = target ? dir_of(target) : NULL;
     int rc = 0;
-    if (stat(dir, &sb) != 0) { snprintf(err, errlen, "%s: directory '%s' does not exist", path, dir); rc = -1; }
+    if (!dir) { snprintf(err, errlen, "%s: out of memory", path); rc = -1; }
+    else if (stat(dir, &sb) != 0) { snprintf(err, errlen, "%s: directory '%s' does not exist", path, dir); rc = -1; }
     else if (!S_ISDIR(sb.st_mode)) { snprintf(err, errlen, "%s: '%s' is not a directory", path, dir); rc = -1; }
     else if (access(dir, W_OK) != 0) { snprintf(err, errlen, "%s: directory '%s' is not writable", path, dir); rc = -1; }
+    free(target);
     free(dir);
     return rc;
 }
 
-int output_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
-    if (output_check_path(path, err, errlen) != 0) return -1;
-    char *dir = dir_of(path);
-    size_t tlen = strlen(path) + 32;
-    char *tmp = malloc(tlen);
-    if (!dir || !tmp) { free(dir); free(tmp); snprintf(err, errlen, "%s: out of memory", path); return -1; }
+static int write_all(int fd, const void *data, size_t len) {
+    const char *p = data;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Standard output, a device or a FIFO: written in place, never replaced. */
+static int write_in_place(const char *path, const void *data, size_t len, char *err, size_t errlen) {
+    int fd = is_stdout(path) ? 1 : open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write_all(fd, data, len) != 0) {
+        snprintf(err, errlen, "%s: cannot write: %s", is_stdout(path) ? "standard output" : path, strerror(errno));
+        if (fd > 1) close(fd);
+        return -1;
+    }
+    return fd > 1 ? close(fd) : 0;
+}
+
+/* A regular file (or a new one): temporary file beside the target + fsync + rename, so a crash never
+ * leaves a truncated file. A symbolic link is followed: its target is replaced, and keeps its mode. */
+static int write_replacing(const char *path, const struct stat *old, const void *data, size_t len, char *err,
+                           size_t errlen) {
+    char *target = old ? realpath(path, NULL) : strdup(path), *dir = target ? dir_of(target) : NULL;
+    size_t tlen = dir ? strlen(dir) + 32 : 0;
+    char *tmp = dir ? malloc(tlen) : NULL;
+    if (!tmp) { free(target); free(dir); snprintf(err, errlen, "%s: out of memory", path); return -1; }
     snprintf(tmp, tlen, "%s/.sd-tmp-XXXXXX", dir);
     free(dir);
     int fd = mkstemp(tmp);
-    if (fd < 0) { snprintf(err, errlen, "%s: cannot create a temporary file: %s", path, strerror(errno)); free(tmp); return -1; }
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) break;
-        p += w;
-        left -= (size_t)w;
-    }
-    int ok = left == 0 && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    if (ok) { /* mkstemp creates 0600; give the file the usual permissions */
-        mode_t mask = umask(0);
-        umask(mask);
-        chmod(tmp, 0666 & ~mask);
-    }
-    if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot create a temporary file: %s", path, strerror(errno));
+        free(tmp); free(target);
         return -1;
     }
+    mode_t mask = umask(0);
+    umask(mask);
+    mode_t mode = old ? old->st_mode & 07777 : 0666 & ~mask; /* mkstemp creates 0600 */
+    int ok = write_all(fd, data, len) == 0 && fchmod(fd, mode) == 0 && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, target) != 0) {
+        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+        unlink(tmp);
+        ok = 0;
+    }
     free(tmp);
-    return 0;
+    free(target);
+    return ok ? 0 : -1;
+}
+
+int output_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
+    if (output_check_path(path, err, errlen) != 0) return -1;
+    struct stat sb;
+    int exists = !is_stdout(path) && stat(path, &sb) == 0;
+    if (is_stdout(path) || (exists && !S_ISREG(sb.st_mode))) return write_in_place(path, data, len, err, errlen);
+    return write_replacing(path, exists ? &sb : NULL, data, len, err, errlen);
 }
 
 static uint32_t crc32_update(uint32_t crc, const unsigned char *p, size_t n) {

@@ -1,17 +1,24 @@
 /* output.h - writing results: PNG with an AUTOMATIC1111-style `parameters` text chunk, the final
- * latent as safetensors, always through a temporary file in the same directory + rename so an
- * interrupted run never leaves a truncated file. */
+ * latent as safetensors. Where the bytes go:
+ *   "-"                                 standard output
+ *   an existing device or FIFO          written in place, never replaced (/dev/null, pipes)
+ *   a symbolic link                     followed: its target is written as below
+ *   a regular file, or a new one        temporary file beside it + fsync + rename, so an interrupted
+ *                                       run never leaves a truncated file; an existing file keeps its mode
+ * An existing file without write permission is refused, as cp refuses it; a regular file with no write
+ * bit at all is refused even for root. */
 #ifndef SD_OUTPUT_H
 #define SD_OUTPUT_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* Checks up front that `path` can be written: its directory exists and is writable, and the path
- * is not a directory. Returns 0, or -1 with err set. */
+/* Checks up front that `path` can be written by the rules above: not a directory (nor ending in '/'),
+ * not a dangling symbolic link, writable if it exists, and a regular file's directory exists and is
+ * writable. Returns 0, or -1 with err set. */
 int output_check_path(const char *path, char *err, size_t errlen);
 
-/* Writes `len` bytes to path atomically (temporary file + fsync + rename). */
+/* Writes `len` bytes to path by the rules above. */
 int output_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
 
 /* PNG of rgb[h, w, 3] with a text chunk key=text (tEXt when ASCII, iTXt UTF-8 otherwise). */

@@ -18,7 +18,10 @@
 #include "rng.h"
 #include "sampler.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -54,10 +57,22 @@ static void generation_free(generation *g) {
 
 /* ---------------- memory ---------------- */
 
-/* MemAvailable from /proc/meminfo in bytes (0 when unknown); SD_MEMORY_LIMIT (MB) caps it. */
-static size_t available_memory(void) {
+/* Memory to plan with, in bytes: SD_MEMORY_LIMIT (a whole number of MB) when set, else MemAvailable from
+ * /proc/meminfo (0 when unknown). Returns -1 with err set when SD_MEMORY_LIMIT is set but not a number. */
+static int available_memory(size_t *bytes, char *err) {
     const char *limit = getenv("SD_MEMORY_LIMIT");
-    if (limit && atol(limit) > 0) return (size_t)atol(limit) << 20;
+    if (limit) {
+        char *end;
+        errno = 0;
+        unsigned long long mb = strtoull(limit, &end, 10);
+        if (errno || end == limit || *end || limit[0] == '-' || mb == 0 || mb > (SIZE_MAX >> 20)) {
+            snprintf(err, SD_ERR_LEN, "SD_MEMORY_LIMIT: '%s' is not a positive whole number of megabytes", limit);
+            return -1;
+        }
+        *bytes = (size_t)mb << 20;
+        return 0;
+    }
+    *bytes = 0;
     FILE *f = fopen("/proc/meminfo", "r");
     if (!f) return 0;
     char line[256];
@@ -65,12 +80,14 @@ static size_t available_memory(void) {
     while (fgets(line, sizeof line, f))
         if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
     fclose(f);
-    return kb * 1024;
+    *bytes = kb * 1024;
+    return 0;
 }
 
 /* Refuses sizes whose activations cannot fit, before any compute. */
 static sd_status check_memory(const sd_ctx *c, int H, int W, char *err) {
-    size_t need = vae_decode_memory(&c->va, H / 8, W / 8), have = available_memory();
+    size_t need = vae_decode_memory(&c->va, H / 8, W / 8), have;
+    if (available_memory(&have, err) != 0) return SD_ERR_ARG;
     if (have && need > have) {
         snprintf(err, SD_ERR_LEN, "size %dx%d needs about %.1f GB for the VAE decoder but only %.1f GB of memory is available",
                  W, H, (double)need / 1e9, (double)have / 1e9);
