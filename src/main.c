@@ -98,6 +98,7 @@ static void usage(FILE *f) {
             "  -v, --verbose              per-stage timings and peak memory on stderr\n"
             "      --info                 describe the model file and exit\n"
             "  -h, --help                 show this help\n"
+            "      --version              print the version\n"
             "\n"
             "exit status: 0 success, 1 runtime failure (out of memory, interrupted), 2 bad input or arguments.\n"
             "Errors are one line on stderr starting with 'sd: error:'.\n",
@@ -244,6 +245,7 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         const char *opt = argv[i];
         if (opt[0] != '-' || !opt[1]) return error(EXIT_BAD_INPUT, "unexpected argument '%s' (see sd --help)", opt);
         if (!strcmp(opt, "-h") || !strcmp(opt, "--help")) { usage(stdout); return 0; }
+        if (!strcmp(opt, "--version")) { printf("sd %s\n", sd_version()); return 0; }
         if (!strcmp(opt, "-v") || !strcmp(opt, "--verbose")) { a->verbose = 1; continue; }
         if (!strcmp(opt, "--info")) { a->info = 1; continue; }
         char name[64];

@@ -35,6 +35,9 @@ static void expect_error(const char *what, int code, const char *want, const cha
 
 static void test_arguments(void) {
     expect_error("unknown option", 2, "unknown option '--bogus'", ARGS("-m", model, "-p", "x", "--bogus", "1"));
+    expect_error("unknown option last", 2, "unknown option '--bogus'", ARGS("-m", model, "-p", "x", "--bogus"));
+    expect_error("unknown --opt=value", 2, "unknown option '--bogus'", ARGS("-m", model, "-p", "x", "--bogus=3"));
+    expect_error("--steps=value checked", 2, "--steps: 0 is outside 1..1000", ARGS("-m", model, "-p", "x", "--steps=0"));
     expect_error("unknown sampler", 2, "unknown sampler 'dpm3'", ARGS("-m", model, "-p", "x", "--sampling-method", "dpm3"));
     expect_error("steps 0", 2, "--steps: 0 is outside 1..1000", ARGS("-m", model, "-p", "x", "--steps", "0"));
     expect_error("steps 1001", 2, "--steps: 1001 is outside 1..1000", ARGS("-m", model, "-p", "x", "--steps", "1001"));
@@ -118,6 +121,9 @@ static void test_help_and_info(void) {
     char *err = NULL;
     CHECK(run_sd(ARGS("--help"), &err) == 0, "--help exits 0");
     free(err);
+    char cmd0[1200];
+    snprintf(cmd0, sizeof cmd0, "%s --version | grep -qx 'sd %s'", SD_BIN, sd_version());
+    CHECK(system(cmd0) == 0, "--version prints 'sd %s'", sd_version());
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "%s --help > %s/help.txt; %s --info -m %s > %s/info.txt", SD_BIN, tmpdir, SD_BIN, model, tmpdir);
     CHECK(system(cmd) == 0, "--help / --info run");
