@@ -104,6 +104,35 @@ typedef struct sd_ctx sd_ctx;
 
 /* Loads a single-file checkpoint (safetensors). n_threads <= 0 picks the number of cores. */
 SD_API sd_status sd_load(sd_ctx **out, const char *model_path, int n_threads, char err[SD_ERR_LEN]);
+
+/* A LoRA file (kohya / AUTOMATIC1111 or diffusers / PEFT naming) and its multiplier (may be negative). */
+typedef struct {
+    const char *path;
+    float multiplier;
+} sd_lora;
+
+typedef struct {
+    const char *model_path;
+    int n_threads;         /* <= 0: the number of cores */
+    const sd_lora *loras;  /* merged into the weights at load, in float32: sampling speed is unchanged */
+    int n_loras;
+    FILE *log;             /* optional: one line per LoRA (modules applied); NULL for silence */
+    int verbose;           /* with log: also the LoRA keys that matched no layer */
+} sd_load_params;
+
+SD_API void sd_load_params_default(sd_load_params *p);
+/* sd_load with LoRAs and a log. */
+SD_API sd_status sd_load_with(sd_ctx **out, const sd_load_params *p, char err[SD_ERR_LEN]);
+
+/* AUTOMATIC1111's LoRA tags in a prompt, `<lora:NAME>` or `<lora:NAME:MULT>` (MULT default 1). The prompt
+ * encoder removes every `<word:...>` tag from the text, as AUTOMATIC1111 does; applying the LoRAs they name is
+ * up to the caller (the CLI resolves NAME against --lora-model-dir). Returns how many tags were found (the
+ * first max_tags are stored), or -1 with err set for a tag that cannot be read. */
+typedef struct {
+    char name[256];
+    float multiplier;
+} sd_lora_tag;
+SD_API int sd_prompt_lora_tags(const char *prompt, sd_lora_tag *tags, int max_tags, char err[SD_ERR_LEN]);
 SD_API void sd_free(sd_ctx *ctx);
 
 /* Writes a human-readable summary of the model (family, sizes, parameter counts, dtypes, metadata). */

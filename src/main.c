@@ -19,11 +19,15 @@
 
 #define EXIT_RUNTIME 1
 #define EXIT_BAD_INPUT 2
+#define MAX_LORAS 32
 
 typedef struct {
-    const char *model, *output, *latent_out, *init_path, *mask_path;
+    const char *model, *output, *latent_out, *init_path, *mask_path, *lora_dir;
     sd_gen_params gen;
     sd_pixels init, mask;
+    sd_lora loras[MAX_LORAS]; /* --lora files, then the prompt's <lora:NAME:MULT> tags */
+    char *lora_paths[MAX_LORAS]; /* [n_loras] the paths, malloc'd */
+    int n_loras;
     int seed_given, batch, threads, verbose, info;
 } cli_args;
 
@@ -95,6 +99,8 @@ static void usage(FILE *f) {
             "  -b, --batch-count N        images to make, seeds seed, seed+1, ...               [default: 1]\n"
             "  -t, --threads N            CPU threads (0 = all cores)                           [default: 0]\n"
             "      --latent-out FILE      also write the final latent as safetensors            [default: none]\n"
+            "      --lora FILE[:MULT]     merge a LoRA (kohya or PEFT naming) at load; repeatable [default MULT: 1]\n"
+            "      --lora-model-dir DIR   where the prompt's <lora:NAME:MULT> tags find NAME.safetensors [default: .]\n"
             "  -v, --verbose              per-stage timings and peak memory on stderr\n"
             "      --info                 describe the model file and exit\n"
             "  -h, --help                 show this help\n"
@@ -163,6 +169,59 @@ static int parse_choice(const char *opt, const char *s, const char *const *names
     return error(EXIT_BAD_INPUT, "%s: unknown value '%s' (one of: %s)", opt, s, list);
 }
 
+/* ---------------- LoRAs ---------------- */
+
+static int add_lora(cli_args *a, const char *what, const char *path, size_t len, double multiplier) {
+    if (a->n_loras == MAX_LORAS) return error(EXIT_BAD_INPUT, "%s: more than %d LoRAs", what, MAX_LORAS);
+    char *p = malloc(len + 1);
+    if (!p) return error(EXIT_RUNTIME, "out of memory");
+    memcpy(p, path, len);
+    p[len] = 0;
+    a->lora_paths[a->n_loras] = p;
+    a->loras[a->n_loras++] = (sd_lora){p, (float)multiplier};
+    return 0;
+}
+
+/* --lora FILE[:MULT]: a ':' after the last '/' starts the multiplier. */
+static int parse_lora(cli_args *a, const char *val) {
+    const char *colon = strrchr(val, ':'), *slash = strrchr(val, '/');
+    size_t len = strlen(val);
+    double mult = 1.0;
+    if (colon && (!slash || colon > slash)) {
+        char *end;
+        errno = 0;
+        mult = strtod(colon + 1, &end);
+        if (errno || end == colon + 1 || *end || !isfinite(mult))
+            return error(EXIT_BAD_INPUT, "--lora: '%s': '%s' is not a multiplier (use FILE:MULT, e.g. style.safetensors:0.8)", val, colon + 1);
+        len = (size_t)(colon - val);
+    }
+    if (len == 0) return error(EXIT_BAD_INPUT, "--lora: '%s' names no file", val);
+    return add_lora(a, "--lora", val, len, mult);
+}
+
+/* The prompt's <lora:NAME:MULT> tags: NAME.safetensors in --lora-model-dir (default: the current directory). */
+static int add_prompt_loras(cli_args *a) {
+    sd_lora_tag tags[MAX_LORAS];
+    char err[SD_ERR_LEN];
+    int n = sd_prompt_lora_tags(a->gen.prompt, tags, MAX_LORAS, err);
+    if (n < 0) return error(EXIT_BAD_INPUT, "%s", err);
+    if (n == 0) return 0;
+    const char *dir = a->lora_dir ? a->lora_dir : ".";
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return error(EXIT_BAD_INPUT, "--lora-model-dir: '%s' is not a directory (the prompt names <lora:%s>)", dir, tags[0].name);
+    for (int i = 0; i < n && i < MAX_LORAS; i++) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s.safetensors", dir, tags[i].name);
+        if (access(path, R_OK) != 0)
+            return error(EXIT_BAD_INPUT, "prompt: <lora:%s>: no readable '%s.safetensors' in '%s' (--lora-model-dir)", tags[i].name,
+                         tags[i].name, dir);
+        int rc = add_lora(a, "prompt", path, strlen(path), tags[i].multiplier);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 /* ---------------- arguments ---------------- */
 
 static int parse_option(cli_args *a, const char *opt, const char *val) {
@@ -177,6 +236,8 @@ static int parse_option(cli_args *a, const char *opt, const char *val) {
     else if (!strcmp(opt, "-n") || !strcmp(opt, "--negative-prompt")) a->gen.negative_prompt = val;
     else if (!strcmp(opt, "-o") || !strcmp(opt, "--output")) a->output = val;
     else if (!strcmp(opt, "--latent-out")) a->latent_out = val;
+    else if (!strcmp(opt, "--lora")) rc = parse_lora(a, val);
+    else if (!strcmp(opt, "--lora-model-dir")) a->lora_dir = val;
     else if (!strcmp(opt, "-i") || !strcmp(opt, "--init-img")) a->init_path = val;
     else if (!strcmp(opt, "--mask")) a->mask_path = val;
     else if (!strcmp(opt, "--strength")) {
@@ -214,7 +275,8 @@ static int takes_value(const char *opt) {
                                         "--latent-out", "-i", "--init-img", "--mask", "--strength", "-W", "--width",
                                         "-H", "--height", "--steps", "-b", "--batch-count", "-t", "--threads",
                                         "--cfg-scale", "--eta", "-s", "--seed", "--sampling-method", "--scheduler",
-                                        "--timestep-spacing", "--rng", "--prediction", "--clip-skip"};
+                                        "--timestep-spacing", "--rng", "--prediction", "--clip-skip", "--lora",
+                                        "--lora-model-dir"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) if (!strcmp(opt, names[i])) return 1;
     return 0;
 }
@@ -266,8 +328,9 @@ static int parse_args(int argc, char **argv, cli_args *a) {
     if (!a->model) return error(EXIT_BAD_INPUT, "no model given (-m FILE)");
     if (a->info) return -1;
     if (!a->gen.prompt) return error(EXIT_BAD_INPUT, "no prompt given (-p TEXT)");
+    int rc = add_prompt_loras(a);
+    if (rc) return rc;
     if (a->mask_path && !a->init_path) return error(EXIT_BAD_INPUT, "--mask: needs an init image (-i FILE)");
-    int rc;
     if (a->init_path && (rc = read_pixels("--init-img", a->init_path, &a->init))) return rc;
     if (a->mask_path && (rc = read_pixels("--mask", a->mask_path, &a->mask))) return rc;
     a->gen.init_image = a->init_path ? &a->init : NULL;
@@ -352,6 +415,7 @@ static char *parameters_text(const cli_args *a, const sd_ctx *ctx, uint64_t seed
     const char *base = strrchr(a->model, '/') ? strrchr(a->model, '/') + 1 : a->model;
     int base_len = strrchr(base, '.') ? (int)(strrchr(base, '.') - base) : (int)strlen(base);
     size_t len = strlen(g->prompt) + strlen(g->negative_prompt) + strlen(base) + 1024;
+    for (int i = 0; i < a->n_loras; i++) len += strlen(a->loras[i].path) + 32;
     char *t = malloc(len);
     if (!t) return NULL;
     int n = snprintf(t, len, "%s\n", g->prompt);
@@ -364,6 +428,12 @@ static char *parameters_text(const cli_args *a, const sd_ctx *ctx, uint64_t seed
     if (g->clip_skip > 1) APPEND(", Clip skip: %d", g->clip_skip);
     if (g->init_image) APPEND(", Denoising strength: %g", g->strength);
     if (g->mask) APPEND(", Mask blur: 0");
+    for (int i = 0; i < a->n_loras; i++) { /* LoRA: "name: 1, other: 0.5", quoted as AUTOMATIC1111 quotes values */
+        const char *p = a->loras[i].path, *name = strrchr(p, '/') ? strrchr(p, '/') + 1 : p, *dot = strrchr(name, '.');
+        APPEND("%s%.*s: %g", i ? ", " : ", LoRA: \"", dot && dot != name ? (int)(dot - name) : (int)strlen(name), name,
+               a->loras[i].multiplier);
+        if (i == a->n_loras - 1) APPEND("\"");
+    }
     if (g->eta > 0 && si->uses_eta) APPEND(", Eta DDIM: %g", g->eta);
     if (g->spacing && g->spacing != si->default_spacing) APPEND(", Timestep spacing: %s", sd_spacing_name(g->spacing));
     if (g->prediction && g->prediction != mi.prediction)
@@ -489,7 +559,15 @@ static int run(cli_args *a) {
     char err[SD_ERR_LEN];
     sd_ctx *ctx = NULL;
     double t0 = (double)clock() / CLOCKS_PER_SEC;
-    sd_status st = sd_load(&ctx, a->model, a->threads, err);
+    sd_load_params lp;
+    sd_load_params_default(&lp);
+    lp.model_path = a->model;
+    lp.n_threads = a->threads;
+    lp.loras = a->loras;
+    lp.n_loras = a->n_loras;
+    lp.log = stderr;
+    lp.verbose = a->verbose;
+    sd_status st = sd_load_with(&ctx, &lp, err);
     if (st != SD_OK) return error(exit_code(st), "%s", err);
     if (a->verbose) fprintf(stderr, "sd: loaded %s (%.3f s cpu)\n", a->model, (double)clock() / CLOCKS_PER_SEC - t0);
     int rc = 0;
@@ -506,5 +584,6 @@ int main(int argc, char **argv) {
     if (rc < 0) rc = run(&a);
     sd_pixels_free(&a.init);
     sd_pixels_free(&a.mask);
+    for (int i = 0; i < a.n_loras; i++) free(a.lora_paths[i]);
     return rc;
 }

@@ -1,6 +1,8 @@
 /* model.c - see model.h. */
 #include "model.h"
 
+#include "lora.h"
+
 #include <errno.h>
 #if defined(__F16C__)
 #include <immintrin.h>
@@ -261,7 +263,14 @@ weight wl_get(wloader *L, const char *name, int ndim, const int64_t *dims) {
     w.numel = t->numel;
     w.src = t;
     int aligned = ((uintptr_t)t->data % st_dtype_size(t->dtype)) == 0;
-    if (t->dtype == ST_F32 && aligned) {
+    if (L->m->lora && lora_set_targets(L->m->lora, t)) { /* a float32 copy with the LoRA deltas added */
+        w.half = t->data;
+        float *f = own_f32_copy(L->m, &w);
+        w.half = NULL;
+        if (!f || lora_set_merge(L->m->lora, t, f) != 0) wl_fail(L, "out of memory merging LoRAs into '%s%s'", L->prefix, name);
+        w.f32 = f;
+        st_release(&L->m->file, t); /* the mapped original is not read again */
+    } else if (t->dtype == ST_F32 && aligned) {
         w.f32 = t->data;
     } else {
         w.half = t->data;

@@ -48,9 +48,12 @@ typedef struct {
     const st_tensor *src;
 } weight;
 
+struct lora_set;
+
 typedef struct {
     st_file file;
     model_desc d;
+    struct lora_set *lora;  /* LoRAs merged into the weights as they are loaded (lora.h), or NULL */
     float **owned;        /* float32 copies made at load (vectors of half files) */
     int n_owned, cap_owned;
     int64_t max_half_matrix; /* largest F16/BF16 matrix, in elements (size of the scratch) */

@@ -106,8 +106,43 @@ static int merge_equal(prompt_parse *p) {
     return 0;
 }
 
-int prompt_parse_text(const char *text, prompt_parse *out) {
+const char *prompt_next_tag(const char *s, const char **kind, size_t *kind_len, const char **args, size_t *args_len,
+                            size_t *tag_len) {
+    for (const char *lt = strchr(s, '<'); lt; lt = strchr(lt + 1, '<')) {
+        const char *p = lt + 1;
+        while (word_char((unsigned char)*p)) p++;
+        if (p == lt + 1 || *p != ':' || !p[1] || p[1] == '>') continue;
+        const char *gt = strchr(p + 1, '>');
+        if (!gt) return NULL; /* no '>' after this '<', nor after any later one */
+        *kind = lt + 1;
+        *kind_len = (size_t)(p - lt - 1);
+        *args = p + 1;
+        *args_len = (size_t)(gt - p - 1);
+        *tag_len = (size_t)(gt + 1 - lt);
+        return lt;
+    }
+    return NULL;
+}
+
+/* A malloc'd copy of text without its extra-network tags. */
+static char *strip_tags(const char *text) {
+    char *out = malloc(strlen(text) + 1), *o = out;
+    const char *kind, *args;
+    size_t kl, al, tl;
+    if (!out) return NULL;
+    for (const char *s = text, *tag; *s; s = tag + tl) {
+        if (!(tag = prompt_next_tag(s, &kind, &kl, &args, &al, &tl))) { strcpy(o, s); return out; }
+        memcpy(o, s, (size_t)(tag - s));
+        o += tag - s;
+    }
+    *o = 0;
+    return out;
+}
+
+int prompt_parse_text(const char *raw, prompt_parse *out) {
     memset(out, 0, sizeof *out);
+    char *text = strip_tags(raw);
+    if (!text) return -1;
     size_t len = strlen(text);
     parser ps = {out, 0, 0, malloc((len + 1) * sizeof(int)), 0, malloc((len + 1) * sizeof(int)), 0};
     if (!ps.round || !ps.square) ps.failed = -1;
@@ -138,6 +173,7 @@ int prompt_parse_text(const char *text, prompt_parse *out) {
     if (!ps.failed && merge_equal(out) != 0) ps.failed = -1;
     free(ps.round);
     free(ps.square);
+    free(text);
     if (ps.failed) { prompt_parse_free(out); return -1; }
     return 0;
 }

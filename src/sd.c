@@ -1,6 +1,8 @@
 /* sd.c - the library's context: loading a checkpoint, describing it, parameters, status strings.
  * The generation pipeline is in pipeline.c. */
 #include "context.h"
+#include "lora.h"
+#include "prompt.h"
 
 #include <errno.h>
 #include <math.h>
@@ -93,20 +95,40 @@ static sd_status complete_description(sd_ctx *c, const char *path, char *err) {
     return SD_OK;
 }
 
-sd_status sd_load(sd_ctx **out, const char *path, int n_threads, char err[SD_ERR_LEN]) {
+void sd_load_params_default(sd_load_params *p) {
+    memset(p, 0, sizeof *p);
+}
+
+/* The LoRA set for the requested files, hung on the model so that the weight loader merges the deltas. */
+static sd_status open_loras(sd_ctx *c, const sd_load_params *p, char *err) {
+    if (p->n_loras <= 0) return SD_OK;
+    if (!(c->model.lora = lora_set_create(&c->model))) { snprintf(err, SD_ERR_LEN, "out of memory for the LoRA table"); return SD_ERR_NOMEM; }
+    for (int i = 0; i < p->n_loras; i++) {
+        const sd_lora *l = &p->loras[i];
+        if (!l->path || !isfinite(l->multiplier)) { snprintf(err, SD_ERR_LEN, "lora %d: no path or a non-finite multiplier", i + 1); return SD_ERR_ARG; }
+        if (lora_set_add(c->model.lora, l->path, l->multiplier, p->log, p->verbose, err, SD_ERR_LEN) != 0) return SD_ERR_MODEL;
+    }
+    return SD_OK;
+}
+
+sd_status sd_load_with(sd_ctx **out, const sd_load_params *p, char err[SD_ERR_LEN]) {
     *out = NULL;
     sd_ctx *c = calloc(1, sizeof *c);
     if (!c) { snprintf(err, SD_ERR_LEN, "out of memory"); return SD_ERR_NOMEM; }
-    kernels_set_threads(n_threads);
+    const char *path = p->model_path ? p->model_path : "";
+    kernels_set_threads(p->n_threads);
     c->n_threads = kernels_threads();
     arena_init(&c->arena);
     schedule_init(&c->sched);
     int rc = model_open(&c->model, path, err, SD_ERR_LEN);
     if (rc != 0) { free(c); return rc == -1 ? SD_ERR_IO : rc == -2 ? SD_ERR_FORMAT : SD_ERR_MODEL; }
-    sd_status st = SD_OK;
-    if (text_encoder_load(&c->te, &c->model, err, SD_ERR_LEN) != 0 || unet_load(&c->un, &c->model, err, SD_ERR_LEN) != 0 ||
-        vae_load(&c->va, &c->model, err, SD_ERR_LEN) != 0)
+    sd_status st = open_loras(c, p, err);
+    if (st == SD_OK && (text_encoder_load(&c->te, &c->model, err, SD_ERR_LEN) != 0 || unet_load(&c->un, &c->model, err, SD_ERR_LEN) != 0 ||
+                        vae_load(&c->va, &c->model, err, SD_ERR_LEN) != 0))
         st = SD_ERR_MODEL;
+    if (st == SD_OK && c->model.lora) lora_set_report(c->model.lora, p->log);
+    lora_set_free(c->model.lora); /* merged: the adapters are not needed any more */
+    c->model.lora = NULL;
     if (st == SD_OK && !(c->tok = tokenizer_create(err, SD_ERR_LEN))) st = SD_ERR_RUNTIME;
     if (st == SD_OK && c->model.max_half_matrix > 0 && !(c->scratch = malloc((size_t)c->model.max_half_matrix * sizeof(float)))) {
         snprintf(err, SD_ERR_LEN, "out of memory for the weight conversion buffer");
@@ -116,6 +138,14 @@ sd_status sd_load(sd_ctx **out, const char *path, int n_threads, char err[SD_ERR
     if (st != SD_OK) { sd_free(c); return st; }
     *out = c;
     return SD_OK;
+}
+
+sd_status sd_load(sd_ctx **out, const char *path, int n_threads, char err[SD_ERR_LEN]) {
+    sd_load_params p;
+    sd_load_params_default(&p);
+    p.model_path = path;
+    p.n_threads = n_threads;
+    return sd_load_with(out, &p, err);
 }
 
 void sd_free(sd_ctx *c) {
@@ -263,4 +293,40 @@ sd_status sd_pixels_read(const char *path, sd_pixels *out, char err[SD_ERR_LEN])
 void sd_pixels_free(sd_pixels *p) {
     stbi_image_free((void *)p->data);
     memset(p, 0, sizeof *p);
+}
+
+/* ---------------- LoRA tags in prompts ---------------- */
+
+int sd_prompt_lora_tags(const char *prompt, sd_lora_tag *tags, int max_tags, char err[SD_ERR_LEN]) {
+    const char *kind, *args;
+    size_t kl, al, tl;
+    int n = 0;
+    for (const char *s = prompt, *tag; (tag = prompt_next_tag(s, &kind, &kl, &args, &al, &tl)); s = tag + tl) {
+        if (!((kl == 4 && !strncmp(kind, "lora", 4)) || (kl == 4 && !strncmp(kind, "lyco", 4)))) continue;
+        const char *colon = memchr(args, ':', al);
+        size_t name_len = colon ? (size_t)(colon - args) : al;
+        double mult = 1.0;
+        if (colon) {
+            char num[64], *end;
+            size_t nl = al - name_len - 1;
+            snprintf(num, sizeof num, "%.*s", (int)(nl < sizeof num ? nl : sizeof num - 1), colon + 1);
+            mult = strtod(num, &end);
+            if (nl == 0 || nl >= sizeof num || *end || end == num || !isfinite(mult)) {
+                snprintf(err, SD_ERR_LEN, "prompt: %.*s: '%.*s' is not a multiplier (write <lora:NAME:0.8>)", (int)tl, tag,
+                         (int)(nl > 60 ? 60 : nl), colon + 1);
+                return -1;
+            }
+        }
+        if (name_len == 0 || name_len >= sizeof tags->name || memchr(args, '/', name_len)) {
+            snprintf(err, SD_ERR_LEN, "prompt: %.*s: the LoRA name must be a file name without '/' (1..255 bytes)", (int)(tl > 300 ? 300 : tl), tag);
+            return -1;
+        }
+        if (n < max_tags) {
+            memcpy(tags[n].name, args, name_len);
+            tags[n].name[name_len] = 0;
+            tags[n].multiplier = (float)mult;
+        }
+        n++;
+    }
+    return n;
 }

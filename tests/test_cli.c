@@ -324,6 +324,62 @@ static void test_default_spacing(void) {
     }
 }
 
+/* LoRA inputs: each bad one refused before any compute (exit 2, one line); a prompt tag resolved against
+ * --lora-model-dir gives the bytes --lora gives, and the parameters chunk names it. */
+static void test_lora_inputs(void) {
+    char kohya[1024], dir[1024], a[700], b[700], cmd[2000];
+    snprintf(dir, sizeof dir, "%s/sd1-lora", SD_FIXTURES);
+    snprintf(kohya, sizeof kohya, "%s/lora_kohya.safetensors", dir);
+    const char *rank = write_st("rank.safetensors",
+        "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]},"
+        "\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,2],\"data_offsets\":[512,768]}}", 768);
+    char rank_path[700];
+    snprintf(rank_path, sizeof rank_path, "%s", rank);
+    const char *sdxl = write_st("sdxl.safetensors",
+        "{\"lora_unet_input_blocks_4_1_proj_in.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]},"
+        "\"lora_unet_input_blocks_4_1_proj_in.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,4],\"data_offsets\":[512,1024]}}", 1024);
+    char sdxl_path[700], bad_mult[1100];
+    snprintf(sdxl_path, sizeof sdxl_path, "%s", sdxl);
+    snprintf(bad_mult, sizeof bad_mult, "%s:abc", kohya);
+    const char *base[] = {"-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-o", out};
+#define LO(...) ARGS(base[0], base[1], base[2], base[3], base[4], base[5], base[6], base[7], base[8], base[9], base[10], base[11], __VA_ARGS__)
+    expect_error("lora missing", 2, "/nonexistent/style.safetensors: cannot open", LO("--lora", "/nonexistent/style.safetensors"));
+    expect_error("lora multiplier", 2, "--lora: '", LO("--lora", bad_mult));
+    expect_error("lora multiplier text", 2, "'abc' is not a multiplier", LO("--lora", bad_mult));
+    expect_error("lora ranks", 2, "lora_up has rank 2 but lora_down has rank 4", LO("--lora", rank_path));
+    expect_error("lora other family", 2, "matches a layer of this model", LO("--lora", sdxl_path));
+    expect_error("lora tag not in dir", 2, "prompt: <lora:missing>: no readable 'missing.safetensors' in",
+                 ARGS("-m", model, "-p", "a dog <lora:missing:0.5>", "--lora-model-dir", dir, "-o", out));
+    expect_error("lora dir missing", 2, "--lora-model-dir: '/nonexistent/loras' is not a directory",
+                 ARGS("-m", model, "-p", "a dog <lora:lora_kohya>", "--lora-model-dir", "/nonexistent/loras", "-o", out));
+    expect_error("lora tag multiplier", 2, "prompt: <lora:lora_kohya:x>: 'x' is not a multiplier",
+                 ARGS("-m", model, "-p", "a dog <lora:lora_kohya:x>", "--lora-model-dir", dir, "-o", out));
+#undef LO
+    snprintf(a, sizeof a, "%s/lora_flag.png", tmpdir);
+    snprintf(b, sizeof b, "%s/lora_tag.png", tmpdir);
+    char flag[1100];
+    snprintf(flag, sizeof flag, "%s:0.6", kohya);
+    char *err = NULL;
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "1", "--lora", flag, "-o", a), &err) == 0 &&
+              err && strstr(err, "216 of 216 modules applied"),
+          "--lora run: %s", err ? err : "");
+    free(err);
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog<lora:lora_kohya:0.6>", "-W", "64", "-H", "64", "--steps", "2", "-s", "1",
+                      "--lora-model-dir", dir, "-o", b), NULL) == 0, "<lora:...> run");
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    CHECK(system(cmd) != 0, "the PNGs differ (their parameters name the prompt)");
+    sd_pixels pa, pb;
+    char e1[SD_ERR_LEN];
+    CHECK(sd_pixels_read(a, &pa, e1) == SD_OK && sd_pixels_read(b, &pb, e1) == SD_OK &&
+              !memcmp(pa.data, pb.data, (size_t)pa.width * pa.height * pa.channels),
+          "<lora:lora_kohya:0.6> in the prompt gives the pixels of --lora FILE:0.6");
+    sd_pixels_free(&pa);
+    sd_pixels_free(&pb);
+    char *text = output_read_png_text(a, "parameters");
+    CHECK(text && strstr(text, ", LoRA: \"lora_kohya: 0.6\""), "parameters name the LoRA: %s", text ? text : "");
+    free(text);
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) return 2;
     snprintf(model, sizeof model, "%s/model_f32.safetensors", SD_FIXTURES);
@@ -338,6 +394,7 @@ int main(void) {
     test_image_inputs();
     test_sd2();
     test_default_spacing();
+    test_lora_inputs();
     remove_test_dir(tmpdir);
     return test_finish();
 }

@@ -232,7 +232,8 @@ static void settings_keys(const char *text, char *keys, size_t len) {
         char key[64];
         snprintf(key, sizeof key, "%.*s", (int)(colon - p), p);
         add_key(keys, len, key);
-        const char *comma = strstr(colon, ", ");
+        const char *value = colon + 2, *comma = *value == '"' ? strchr(value + 1, '"') : value; /* "quoted, values" */
+        comma = comma ? strstr(comma, ", ") : NULL;
         if (!comma) break;
         p = comma + 2;
     }
@@ -241,9 +242,10 @@ static void settings_keys(const char *text, char *keys, size_t len) {
 
 /* For each sampler and each option, exactly the settings that change the image are recorded. */
 static void test_parameters_table(void) {
-    char init[1024], mask[1024];
+    char init[1024], mask[1024], lora[1024];
     snprintf(init, sizeof init, "%s/sd1-img2img/init.png", SD_FIXTURES);
     snprintf(mask, sizeof mask, "%s/sd1-img2img/mask.png", SD_FIXTURES);
+    snprintf(lora, sizeof lora, "%s/sd1-lora/lora_kohya_b.safetensors:0.5", SD_FIXTURES);
     /* option, value, the key it adds, and when the sampler uses it: a always, e eta samplers, k Karras
      * samplers, s when trailing is not the sampler's default spacing */
     const struct { const char *opt, *val, *key; char when; } rows[] = {
@@ -257,6 +259,7 @@ static void test_parameters_table(void) {
         {"--clip-skip", "1", NULL, 'a'},
         {"-i", init, "Denoising strength", 'a'},
         {"--mask", mask, "Mask blur", 'a'},
+        {"--lora", lora, "LoRA", 'a'},
     };
     const char *png = tmp_path("meta.png");
     for (int k = 0; k < SD_SAMPLER_COUNT; k++) {

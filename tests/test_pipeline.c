@@ -102,6 +102,15 @@ static void run_case(const suite *su, const cJSON *c, const st_file *ex) {
     const cJSON *skip = cJSON_GetObjectItem(c, "clip_skip");
     char skip_s[16];
     if (cJSON_IsNumber(skip)) { snprintf(skip_s, sizeof skip_s, "%d", skip->valueint); args[n++] = "--clip-skip"; args[n++] = skip_s; }
+    const cJSON *loras = cJSON_GetObjectItem(c, "loras");
+    char lora_args[4][1200];
+    for (int i = 0; i < cJSON_GetArraySize(loras) && i < 4; i++) { /* [[file, multiplier], ...] */
+        const cJSON *l = cJSON_GetArrayItem(loras, i);
+        snprintf(lora_args[i], sizeof lora_args[i], "%s/%s/%s:%.17g", SD_FIXTURES, su->dir, cJSON_GetArrayItem(l, 0)->valuestring,
+                 cJSON_GetArrayItem(l, 1)->valuedouble);
+        args[n++] = "--lora";
+        args[n++] = lora_args[i];
+    }
     if (json_str(c, "mask")) {
         snprintf(mask, sizeof mask, "%s/%s/%s.png", SD_FIXTURES, su->dir, json_str(c, "mask"));
         args[n++] = "--mask"; args[n++] = mask;
@@ -160,6 +169,7 @@ int main(int argc, char **argv) {
         {"sd1-img2img", 9},  /* img2img and 4- / 9-channel inpainting */
         {"sd1-sizes", 2},    /* sides divisible by 8 but not 64: odd latent sizes */
         {"sd1-prompts", 10}, /* emphasis, BREAK, long prompts (unequal lengths: two UNet passes), clip skip */
+        {"sd1-lora", 4},     /* kohya LoRA at 1.0 and 0.6, two stacked, PEFT naming */
     };
     if (!mkdtemp(tmpdir)) return 2;
     for (size_t i = 0; i < sizeof suites / sizeof *suites; i++)

@@ -5,6 +5,7 @@
 #include "conditioner.h"
 #include "model.h"
 #include "prompt.h"
+#include "sd.h"
 #include "test_util.h"
 
 static st_file ex;
@@ -72,6 +73,33 @@ static void test_documented_examples(void) {
     cJSON_Delete(cases);
 }
 
+/* The parsed text of a prompt with extra-network tags, as one string (weights all 1 here). */
+static void check_stripped(const char *text, const char *want) {
+    prompt_parse pp;
+    CHECK(prompt_parse_text(text, &pp) == 0 && pp.n == 1 && !strcmp(pp.spans[0].text, want), "'%s' parses as '%s', got '%s'", text,
+          want, pp.n ? pp.spans[0].text : "");
+    prompt_parse_free(&pp);
+}
+
+/* AUTOMATIC1111's <(\w+):([^>]+)> tags: removed from the text; <lora:...> and <lyco:...> are LoRAs. */
+static void test_extra_network_tags(void) {
+    check_stripped("a dog <lora:style:0.8> wearing hat", "a dog  wearing hat");
+    check_stripped("<lora:a><hypernet:b:1>x", "x");
+    check_stripped("i <3 you, a<b, c:d>e", "i <3 you, a<b, c:d>e"); /* "<b, c:d>": "b, c" is not \w+ */
+    check_stripped("x <a:> <:b> <a b:c>", "x <a:> <:b> <a b:c>");
+    check_stripped("x <a:b<c:d> y", "x  y");
+    sd_lora_tag tags[4];
+    char err[SD_ERR_LEN];
+    int n = sd_prompt_lora_tags("a <lora:one> b <hypernet:h:1> <lyco:two:-0.5> <lora:three:1.25>", tags, 4, err);
+    CHECK(n == 3 && !strcmp(tags[0].name, "one") && tags[0].multiplier == 1.0f && !strcmp(tags[1].name, "two") &&
+              tags[1].multiplier == -0.5f && !strcmp(tags[2].name, "three") && tags[2].multiplier == 1.25f,
+          "lora tags: %d", n);
+    CHECK(sd_prompt_lora_tags("plain prompt", tags, 4, err) == 0, "no tags");
+    CHECK(sd_prompt_lora_tags("<lora:x:1:0.5>", tags, 4, err) == -1 && strstr(err, "'1:0.5' is not a multiplier"), "two multipliers: %s", err);
+    CHECK(sd_prompt_lora_tags("<lora:../x:1>", tags, 4, err) == -1 && strstr(err, "without '/'"), "a path: %s", err);
+    CHECK(sd_prompt_lora_tags("<lora:x:>", tags, 4, err) == -1 && strstr(err, "'' is not a multiplier"), "empty multiplier: %s", err);
+}
+
 int main(void) {
     char err[256], path[1024];
     open_fixture(&ex, "sd1-prompts/expected.safetensors");
@@ -87,6 +115,7 @@ int main(void) {
     }
     cond = (conditioner){tok, &te, &m.d, &a, NULL};
     test_documented_examples();
+    test_extra_network_tags();
     cJSON *cases = fixture_json("sd1-prompts/cases.json");
     int text_cases = 0, pipe_cases = 0;
     for (const cJSON *c = cases ? cases->child : NULL; c; c = c->next) {

@@ -2,7 +2,7 @@
  * the machine's sgemm peak, load time, text-encoder time per prompt, median guided UNet step,
  * VAE decode, whole image, peak RSS, and GFLOP/s per stage against models/flops.json.
  *
- *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS]
+ *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]...
  */
 #include "blas_env.h"
 #include "kernels.h"
@@ -59,7 +59,9 @@ static double sgemm_peak(void) {
 int main(int argc, char **argv) {
     blas_prefer_avx512(argv);
     const char *model = NULL;
-    int width = 512, height = 512, steps = 20, runs = 1, threads = 0;
+    int width = 512, height = 512, steps = 20, runs = 1, threads = 0, n_loras = 0;
+    sd_lora loras[8];
+    char lora_paths[8][1024];
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-m")) model = argv[i + 1];
         else if (!strcmp(argv[i], "-W")) width = atoi(argv[i + 1]);
@@ -67,18 +69,33 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--runs")) runs = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-t")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--lora") && n_loras < 8) { /* FILE[:MULT] */
+            snprintf(lora_paths[n_loras], sizeof lora_paths[n_loras], "%s", argv[i + 1]);
+            char *colon = strrchr(lora_paths[n_loras], ':');
+            float mult = colon && !strchr(colon, '/') ? (float)atof(colon + 1) : 1.0f;
+            if (colon && !strchr(colon, '/')) *colon = 0;
+            loras[n_loras] = (sd_lora){lora_paths[n_loras], mult};
+            n_loras++;
+        }
         else { fprintf(stderr, "sd-bench: error: unknown option '%s'\n", argv[i]); return 2; }
     }
     if (!model || runs < 1 || runs > 50) { fprintf(stderr, "usage: sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t N]\n"); return 2; }
     char err[SD_ERR_LEN];
     sd_ctx *ctx = NULL;
     double t0 = now_s();
-    sd_status st = sd_load(&ctx, model, threads, err);
+    sd_load_params lp;
+    sd_load_params_default(&lp);
+    lp.model_path = model;
+    lp.n_threads = threads;
+    lp.loras = loras;
+    lp.n_loras = n_loras;
+    lp.log = stderr;
+    sd_status st = sd_load_with(&ctx, &lp, err);
     double load_s = now_s() - t0;
     if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); return st == SD_ERR_NOMEM || st == SD_ERR_RUNTIME ? 1 : 2; }
     printf("sgemm 2048^3 peak:      %.1f GFLOP/s (OpenBLAS %s kernels, %d threads)\n", sgemm_peak(), openblas_get_corename(),
            kernels_threads());
-    printf("load:                   %.3f s\n", load_s);
+    printf("load:                   %.3f s%s\n", load_s, n_loras ? " (LoRAs merged)" : "");
     double text[50], step[50], decode[50], total[50];
     size_t rss = 0;
     for (int r = 0; r < runs; r++) {
