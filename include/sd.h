@@ -102,7 +102,8 @@ SD_API const char *sd_spacing_name(sd_spacing s);  /* "leading", ... ("default" 
 
 typedef struct sd_ctx sd_ctx;
 
-/* Loads a single-file checkpoint (safetensors). n_threads <= 0 picks the number of cores. */
+/* Loads a model: a single-file checkpoint (.safetensors, or .ckpt read without executing its pickle) or a
+ * diffusers folder. n_threads <= 0 picks the number of cores. */
 SD_API sd_status sd_load(sd_ctx **out, const char *model_path, int n_threads, char err[SD_ERR_LEN]);
 
 /* A LoRA file (kohya / AUTOMATIC1111 or diffusers / PEFT naming) and its multiplier (may be negative). */
@@ -112,7 +113,8 @@ typedef struct {
 } sd_lora;
 
 typedef struct {
-    const char *model_path;
+    const char *model_path; /* .safetensors, .ckpt (read without executing it) or a diffusers folder */
+    const char *vae_path;  /* optional: a standalone VAE (.safetensors / .ckpt) replacing the model's */
     int n_threads;         /* <= 0: the number of cores */
     const sd_lora *loras;  /* merged into the weights at load, in float32: sampling speed is unchanged */
     int n_loras;

@@ -1,5 +1,6 @@
 /* lora.c - see lora.h. */
 #include "lora.h"
+#include "naming.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -53,50 +54,6 @@ static int add_target(lora_set *s, const char *root, const char *path, const st_
     snprintf(key, len, "%s_%s", root, path);
     for (char *c = key; *c; c++) if (*c == '.') *c = '_';
     s->targets[s->n_targets++] = (target){key, t, row0, rows};
-    return 0;
-}
-
-/* diffusers' name of a resnet layer of the original layout (convert_original_stable_diffusion_to_diffusers). */
-static const char *resnet_layer(const char *orig) {
-    static const char *const map[][2] = {{"in_layers.0", "norm1"},    {"in_layers.2", "conv1"},  {"emb_layers.1", "time_emb_proj"},
-                                         {"out_layers.0", "norm2"},   {"out_layers.3", "conv2"}, {"skip_connection", "conv_shortcut"}};
-    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
-        if (!strcmp(orig, map[i][0])) return map[i][1];
-    return NULL;
-}
-
-/* The diffusers module path of an original UNet module path (without "model.diffusion_model." and
- * ".weight"); L = resnets per level. Returns 0, or -1 when it has none. */
-static int unet_diffusers_path(const char *orig, int L, char *out, size_t len) {
-    int n, k, used = 0;
-    char rest[256];
-    if (!strcmp(orig, "time_embed.0")) return snprintf(out, len, "time_embedding.linear_1"), 0;
-    if (!strcmp(orig, "time_embed.2")) return snprintf(out, len, "time_embedding.linear_2"), 0;
-    if (!strcmp(orig, "input_blocks.0.0")) return snprintf(out, len, "conv_in"), 0;
-    if (!strcmp(orig, "out.0")) return snprintf(out, len, "conv_norm_out"), 0;
-    if (!strcmp(orig, "out.2")) return snprintf(out, len, "conv_out"), 0;
-    const char *kind = NULL;
-    if (sscanf(orig, "input_blocks.%d.%d.%255s%n", &n, &k, rest, &used) == 3 && n >= 1) {
-        int i = (n - 1) / (L + 1), j = (n - 1) % (L + 1);
-        if (j == L) return strcmp(rest, "op") ? -1 : (snprintf(out, len, "down_blocks.%d.downsamplers.0.conv", i), 0);
-        kind = k == 0 ? "resnets" : "attentions";
-        snprintf(out, len, "down_blocks.%d.%s.%d.", i, kind, j);
-    } else if (sscanf(orig, "middle_block.%d.%255s", &n, rest) == 2) {
-        kind = n == 1 ? "attentions" : "resnets";
-        snprintf(out, len, "mid_block.%s.%d.", kind, n == 2 ? 1 : 0);
-    } else if (sscanf(orig, "output_blocks.%d.%d.%255s", &n, &k, rest) == 3) {
-        int i = n / (L + 1), j = n % (L + 1);
-        if (k == 2 || (k == 1 && !strcmp(rest, "conv")))
-            return strcmp(rest, "conv") ? -1 : (snprintf(out, len, "up_blocks.%d.upsamplers.0.conv", i), 0);
-        kind = k == 0 ? "resnets" : "attentions";
-        snprintf(out, len, "up_blocks.%d.%s.%d.", i, kind, j);
-    } else {
-        return -1;
-    }
-    const char *layer = !strcmp(kind, "resnets") ? resnet_layer(rest) : rest;
-    if (!layer) return -1;
-    size_t at = strlen(out);
-    snprintf(out + at, len - at, "%s", layer);
     return 0;
 }
 
@@ -158,7 +115,7 @@ lora_set *lora_set_create(const sd_model *m) {
         if (!strncmp(t->name, UNET_PREFIX, ulen) && nlen > ulen + 7 && !strcmp(t->name + nlen - 7, ".weight")) {
             char orig[256], path[256];
             snprintf(orig, sizeof orig, "%.*s", (int)(nlen - ulen - 7), t->name + ulen);
-            if (unet_diffusers_path(orig, L, path, sizeof path) == 0) rc = add_target(s, "unet", path, t, 0, (int)t->shape[0]);
+            if (naming_unet_to_diffusers(orig, L, path, sizeof path) == 0) rc = add_target(s, "unet", path, t, 0, (int)t->shape[0]);
         } else if (!strncmp(t->name, m->d.text_prefix, strlen(m->d.text_prefix))) {
             rc = add_text_targets(s, m, t);
         }

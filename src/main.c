@@ -22,7 +22,7 @@
 #define MAX_LORAS 32
 
 typedef struct {
-    const char *model, *output, *latent_out, *init_path, *mask_path, *lora_dir;
+    const char *model, *output, *latent_out, *init_path, *mask_path, *lora_dir, *vae;
     sd_gen_params gen;
     sd_pixels init, mask;
     sd_lora loras[MAX_LORAS]; /* --lora files, then the prompt's <lora:NAME:MULT> tags */
@@ -75,7 +75,8 @@ static void usage(FILE *f) {
             "Diffusion 1.x or 2.x checkpoint, on the CPU.\n"
             "\n"
             "options:\n"
-            "  -m, --model FILE           single-file checkpoint (.safetensors, F32/F16/BF16)   [required]\n"
+            "  -m, --model PATH           .safetensors or .ckpt checkpoint, or diffusers folder [required]\n"
+            "      --vae FILE             standalone VAE (.safetensors / .ckpt) replacing the model's\n"
             "  -p, --prompt TEXT          what to draw (UTF-8)                                  [required]\n"
             "  -n, --negative-prompt TEXT what to steer away from                               [default: \"\"]\n"
             "  -o, --output FILE          PNG to write; with -b N, FILE, FILE_1, FILE_2, ...    [default: output.png]\n"
@@ -238,6 +239,7 @@ static int parse_option(cli_args *a, const char *opt, const char *val) {
     else if (!strcmp(opt, "--latent-out")) a->latent_out = val;
     else if (!strcmp(opt, "--lora")) rc = parse_lora(a, val);
     else if (!strcmp(opt, "--lora-model-dir")) a->lora_dir = val;
+    else if (!strcmp(opt, "--vae")) a->vae = val;
     else if (!strcmp(opt, "-i") || !strcmp(opt, "--init-img")) a->init_path = val;
     else if (!strcmp(opt, "--mask")) a->mask_path = val;
     else if (!strcmp(opt, "--strength")) {
@@ -276,7 +278,7 @@ static int takes_value(const char *opt) {
                                         "-H", "--height", "--steps", "-b", "--batch-count", "-t", "--threads",
                                         "--cfg-scale", "--eta", "-s", "--seed", "--sampling-method", "--scheduler",
                                         "--timestep-spacing", "--rng", "--prediction", "--clip-skip", "--lora",
-                                        "--lora-model-dir"};
+                                        "--lora-model-dir", "--vae"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) if (!strcmp(opt, names[i])) return 1;
     return 0;
 }
@@ -416,6 +418,7 @@ static char *parameters_text(const cli_args *a, const sd_ctx *ctx, uint64_t seed
     int base_len = strrchr(base, '.') ? (int)(strrchr(base, '.') - base) : (int)strlen(base);
     size_t len = strlen(g->prompt) + strlen(g->negative_prompt) + strlen(base) + 1024;
     for (int i = 0; i < a->n_loras; i++) len += strlen(a->loras[i].path) + 32;
+    if (a->vae) len += strlen(a->vae);
     char *t = malloc(len);
     if (!t) return NULL;
     int n = snprintf(t, len, "%s\n", g->prompt);
@@ -425,6 +428,10 @@ static char *parameters_text(const cli_args *a, const sd_ctx *ctx, uint64_t seed
     if (g->schedule == SD_SCHEDULE_KARRAS && si->uses_karras) APPEND("Schedule type: Karras, ");
     APPEND("CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %.*s", g->cfg_scale, (unsigned long long)seed, img->width,
            img->height, base_len, base);
+    if (a->vae) { /* AUTOMATIC1111: "VAE: name.safetensors" */
+        const char *v = strrchr(a->vae, '/') ? strrchr(a->vae, '/') + 1 : a->vae;
+        APPEND(", VAE: %s", v);
+    }
     if (g->clip_skip > 1) APPEND(", Clip skip: %d", g->clip_skip);
     if (g->init_image) APPEND(", Denoising strength: %g", g->strength);
     if (g->mask) APPEND(", Mask blur: 0");
@@ -562,6 +569,7 @@ static int run(cli_args *a) {
     sd_load_params lp;
     sd_load_params_default(&lp);
     lp.model_path = a->model;
+    lp.vae_path = a->vae;
     lp.n_threads = a->threads;
     lp.loras = a->loras;
     lp.n_loras = a->n_loras;

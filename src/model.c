@@ -1,6 +1,7 @@
 /* model.c - see model.h. */
 #include "model.h"
 
+#include "formats.h"
 #include "lora.h"
 
 #include <errno.h>
@@ -30,7 +31,33 @@ float half_to_float(uint16_t h) {
     return f;
 }
 
+/* float -> IEEE half, round to nearest even (finite inputs of moderate size). */
+uint16_t float_to_half(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000, exp = (x >> 23) & 0xff, mant = x & 0x7fffff;
+    int e = (int)exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00);
+    if (e <= 0) { /* subnormal half */
+        if (e < -10) return (uint16_t)sign;
+        mant |= 0x800000;
+        int shift = 14 - e;
+        uint32_t h = mant >> shift, rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((uint32_t)e << 10) | (mant >> 13), rem = mant & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
 /* bfloat16 is the top half of a float32. */
+uint16_t float_to_bf16(float f) { /* round to nearest even (finite inputs) */
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
 float bf16_to_float(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16;
     float f;
@@ -158,13 +185,16 @@ static int detect_family(sd_model *m, char *err, size_t errlen) {
     return 0;
 }
 
-int model_open(sd_model *m, const char *path, char *err, size_t errlen) {
+int model_open_with_vae(sd_model *m, const char *path, const char *vae_path, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
-    int rc = st_open(&m->file, path, err, errlen);
+    int rc = formats_open(&m->file, path, &m->format, err, errlen);
     if (rc != 0) return rc;
+    if (vae_path && formats_replace_vae(&m->file, vae_path, err, errlen) != 0) { model_close(m); return -3; }
     if (detect_family(m, err, errlen) != 0 || read_metadata(m, err, errlen) != 0) { model_close(m); return -3; }
     return 0;
 }
+
+int model_open(sd_model *m, const char *path, char *err, size_t errlen) { return model_open_with_vae(m, path, NULL, err, errlen); }
 
 void model_close(sd_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);

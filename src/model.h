@@ -8,6 +8,7 @@
 #ifndef SD_MODEL_H
 #define SD_MODEL_H
 
+#include "formats.h"
 #include "safetensors.h"
 
 #include <stdarg.h>
@@ -51,7 +52,8 @@ typedef struct {
 struct lora_set;
 
 typedef struct {
-    st_file file;
+    st_file file;           /* every tensor, in the original single-file naming (formats.h) */
+    model_format format;    /* what the file was */
     model_desc d;
     struct lora_set *lora;  /* LoRAs merged into the weights as they are loaded (lora.h), or NULL */
     float **owned;        /* float32 copies made at load (vectors of half files) */
@@ -59,9 +61,11 @@ typedef struct {
     int64_t max_half_matrix; /* largest F16/BF16 matrix, in elements (size of the scratch) */
 } sd_model;
 
-/* Opens the file, detects the family and reads the metadata keys. Returns 0, or with err set:
- * -1 unreadable file, -2 not safetensors, -3 not a usable Stable Diffusion checkpoint. */
+/* Opens the model (any format of formats.h), detects the family and reads the metadata keys. Returns 0, or
+ * with err set: -1 unreadable file, -2 not a model format, -3 not a usable Stable Diffusion checkpoint. */
 int model_open(sd_model *m, const char *path, char *err, size_t errlen);
+/* Same, with the VAE replaced by a standalone one (vae_path NULL: the model's own). */
+int model_open_with_vae(sd_model *m, const char *path, const char *vae_path, char *err, size_t errlen);
 void model_close(sd_model *m);
 
 /* Drops the mapped pages of the tensors under prefix from memory (a finished stage); they are read
@@ -106,5 +110,7 @@ void weight_rows_f32(const weight *w, int64_t offset, int64_t n, float *dst);
 
 float half_to_float(uint16_t h);
 float bf16_to_float(uint16_t h);
+uint16_t float_to_half(float f); /* round to nearest even (finite inputs) */
+uint16_t float_to_bf16(float f);
 
 #endif

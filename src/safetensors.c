@@ -152,19 +152,26 @@ int st_parse(st_file *f, const void *buf, size_t size, const char *path, char *e
     return rc;
 }
 
-int st_open(st_file *f, const char *path, char *err, size_t errlen) {
-    memset(f, 0, sizeof *f);
+int st_map(const char *path, void **map, size_t *size, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return fail(err, errlen, path, "cannot open: %s", strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) { close(fd); return fail(err, errlen, path, "cannot stat: %s", strerror(errno)); }
     if (S_ISDIR(sb.st_mode)) { close(fd); return fail(err, errlen, path, "is a directory, not a model file"); }
     if (!S_ISREG(sb.st_mode)) { close(fd); return fail(err, errlen, path, "not a regular file"); }
-    size_t size = (size_t)sb.st_size;
-    if (size == 0) { close(fd); return fail(err, errlen, path, "empty file"); }
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    *size = (size_t)sb.st_size;
+    if (*size == 0) { close(fd); return fail(err, errlen, path, "empty file"); }
+    *map = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (map == MAP_FAILED) return fail(err, errlen, path, "cannot map: %s", strerror(errno));
+    if (*map == MAP_FAILED) { *map = NULL; return fail(err, errlen, path, "cannot map: %s", strerror(errno)); }
+    return 0;
+}
+
+int st_open(st_file *f, const char *path, char *err, size_t errlen) {
+    memset(f, 0, sizeof *f);
+    void *map;
+    size_t size;
+    if (st_map(path, &map, &size, err, errlen) != 0) return -1;
     f->map = map;
     f->map_size = size;
     if (st_parse(f, map, size, path, err, errlen) != 0) { st_close(f); return -2; }
@@ -178,6 +185,8 @@ void st_close(st_file *f) {
     free(f->meta);
     free(f->path);
     if (f->map) munmap(f->map, f->map_size);
+    for (int i = 0; i < f->n_parts; i++) st_close(&f->parts[i]);
+    free(f->parts);
     memset(f, 0, sizeof *f);
 }
 
@@ -194,7 +203,7 @@ const char *st_meta_get(const st_file *f, const char *key) {
 }
 
 void st_release(const st_file *f, const st_tensor *t) {
-    if (!f->map || t->nbytes == 0) return;
+    if ((!f->map && !f->n_parts) || t->nbytes == 0) return; /* only mapped files: never heap memory */
     long page = sysconf(_SC_PAGESIZE);
     uintptr_t begin = ((uintptr_t)t->data + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
     uintptr_t end = ((uintptr_t)t->data + t->nbytes) & ~((uintptr_t)page - 1);

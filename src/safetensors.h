@@ -29,7 +29,7 @@ typedef struct {
     char *key, *value;
 } st_meta;
 
-typedef struct {
+typedef struct st_file {
     char *path;
     void *map;          /* whole file, read-only */
     size_t map_size;
@@ -37,6 +37,8 @@ typedef struct {
     int n_tensors;
     st_meta *meta;      /* [n_meta] the __metadata__ string map */
     int n_meta;
+    struct st_file *parts; /* [n_parts] files a combined table's tensors point into (a diffusers folder), owned */
+    int n_parts;
 } st_file;
 
 /* Opens and validates a file. On failure writes "<path>: <problem>" to err and returns
@@ -47,6 +49,9 @@ int st_open(st_file *f, const char *path, char *err, size_t errlen);
 int st_parse(st_file *f, const void *buf, size_t size, const char *path, char *err, size_t errlen);
 
 void st_close(st_file *f);
+
+/* Maps a whole regular file read-only. Returns 0, or -1 with "<path>: <problem>" in err. */
+int st_map(const char *path, void **map, size_t *size, char *err, size_t errlen);
 
 const st_tensor *st_find(const st_file *f, const char *name);
 const char *st_meta_get(const st_file *f, const char *key);

@@ -120,7 +120,7 @@ sd_status sd_load_with(sd_ctx **out, const sd_load_params *p, char err[SD_ERR_LE
     c->n_threads = kernels_threads();
     arena_init(&c->arena);
     schedule_init(&c->sched);
-    int rc = model_open(&c->model, path, err, SD_ERR_LEN);
+    int rc = model_open_with_vae(&c->model, path, p->vae_path, err, SD_ERR_LEN);
     if (rc != 0) { free(c); return rc == -1 ? SD_ERR_IO : rc == -2 ? SD_ERR_FORMAT : SD_ERR_MODEL; }
     sd_status st = open_loras(c, p, err);
     if (st == SD_OK && (text_encoder_load(&c->te, &c->model, err, SD_ERR_LEN) != 0 || unet_load(&c->un, &c->model, err, SD_ERR_LEN) != 0 ||
@@ -196,6 +196,7 @@ void sd_print_info(const sd_ctx *c, FILE *f) {
     sd_model_info mi;
     sd_get_model_info(c, &mi);
     fprintf(f, "file:          %s\n", m->file.path);
+    fprintf(f, "format:        %s\n", formats_describe(m->format));
     fprintf(f, "family:        %s%s\n", mi.family, d->unet_in_ch != d->latent_ch ? " (inpainting UNet)" : "");
     fprintf(f, "text encoder:  %s, output after %d of its %d layers%s\n", mi.text_encoder, c->te.c.layers - d->text_skip,
             c->te.c.layers, d->family == FAMILY_SD2 ? " (SD 2.x: the penultimate layer of ViT-H/14's 24)" : "");

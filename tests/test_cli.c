@@ -380,6 +380,39 @@ static void test_lora_inputs(void) {
     free(text);
 }
 
+/* Other formats: bad standalone VAEs and incomplete diffusers folders are refused (exit 2, one line); --info
+ * says which format it read; the PNG names the VAE. */
+static void test_formats_cli(void) {
+    char lora[1024], folder[700], vae[1024], cmd[2000];
+    snprintf(lora, sizeof lora, "%s/sd1-lora/lora_kohya_b.safetensors", SD_FIXTURES);
+    snprintf(vae, sizeof vae, "%s/sd1-formats/vae_alt.safetensors", SD_FIXTURES);
+    const char *base[] = {"-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-o", out};
+#define FM(...) ARGS(base[0], base[1], base[2], base[3], base[4], base[5], base[6], base[7], base[8], base[9], base[10], base[11], __VA_ARGS__)
+    expect_error("vae missing", 2, "/nonexistent/vae.safetensors: cannot open", FM("--vae", "/nonexistent/vae.safetensors"));
+    expect_error("vae not a VAE", 2, "lora_kohya_b.safetensors: not a VAE", FM("--vae", lora));
+#undef FM
+    snprintf(folder, sizeof folder, "%s/folder", tmpdir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/unet %s/vae %s/text_encoder", folder, folder, folder);
+    CHECK(system(cmd) == 0, "mkdir");
+    expect_error("folder without weights", 2, "diffusers folder without unet/diffusion_pytorch_model.safetensors",
+                 ARGS("-m", folder, "-p", "x", "-o", out));
+    char dir_only[700];
+    snprintf(dir_only, sizeof dir_only, "%s/folder/vae", tmpdir);
+    expect_error("plain directory", 2, "is a directory, not a model file", ARGS("-m", dir_only, "-p", "x", "-o", out));
+    char info_path[700];
+    snprintf(info_path, sizeof info_path, "%s/info_fmt.txt", tmpdir);
+    snprintf(cmd, sizeof cmd, "%s --info -m %s/sd1-formats/sd1-tiny-diffusers > %s", SD_BIN, SD_FIXTURES, info_path);
+    CHECK(system(cmd) == 0, "--info on a diffusers folder");
+    char *info = read_text_file(info_path);
+    CHECK(info && strstr(info, "format:        diffusers folder") && strstr(info, "sd.text.heads = 4"), "--info: %s", info ? info : "");
+    free(info);
+    unlink(out);
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "--vae", vae, "-o", out), NULL) == 0, "--vae run");
+    char *text = output_read_png_text(out, "parameters");
+    CHECK(text && strstr(text, ", VAE: vae_alt.safetensors"), "parameters name the VAE: %s", text ? text : "");
+    free(text);
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) return 2;
     snprintf(model, sizeof model, "%s/model_f32.safetensors", SD_FIXTURES);
@@ -395,6 +428,7 @@ int main(void) {
     test_sd2();
     test_default_spacing();
     test_lora_inputs();
+    test_formats_cli();
     remove_test_dir(tmpdir);
     return test_finish();
 }

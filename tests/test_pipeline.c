@@ -14,6 +14,9 @@ static char tmpdir[] = "/tmp/sd-test-pipe-XXXXXX";
 typedef struct {
     const char *dir;   /* "" = sd1-tiny at the top */
     int cases;
+    const char *model; /* optional: the model every case runs on instead (a path under tests/fixtures, or absolute) */
+    const char *only;  /* optional: the one case to run */
+    const char *vae;   /* optional: --vae for every case (under the suite's folder) */
 } suite;
 
 static void compare_png(const char *case_name, const char *got_path, const char *dir, const char *ref_name) {
@@ -64,7 +67,8 @@ static int json_int(const cJSON *c, const char *key) { return cJSON_GetObjectIte
 /* The model a case runs on: sd1-tiny's unless the suite has its own; inpaint9 cases use the 9-channel UNet. */
 static void model_path(const suite *su, const char *name, const cJSON *c, char *out, size_t len) {
     const cJSON *ch = cJSON_GetObjectItem(c, "unet_channels");
-    if (!strcmp(su->dir, "sd2-tiny")) snprintf(out, len, "%s/sd2-tiny/model_f32.safetensors", SD_FIXTURES);
+    if (su->model) snprintf(out, len, "%s%s%s", su->model[0] == '/' ? "" : SD_FIXTURES, su->model[0] == '/' ? "" : "/", su->model);
+    else if (!strcmp(su->dir, "sd2-tiny")) snprintf(out, len, "%s/sd2-tiny/model_f32.safetensors", SD_FIXTURES);
     else if (cJSON_IsNumber(ch) && ch->valueint == 9) snprintf(out, len, "%s/%s/model_inpaint_f32.safetensors", SD_FIXTURES, su->dir);
     else snprintf(out, len, "%s/%s", SD_FIXTURES, !strncmp(name, "f16.", 4) ? "model_f16.safetensors" : "model_f32.safetensors");
 }
@@ -111,6 +115,13 @@ static void run_case(const suite *su, const cJSON *c, const st_file *ex) {
         args[n++] = "--lora";
         args[n++] = lora_args[i];
     }
+    char vae[1024];
+    const char *vae_name = su->vae ? su->vae : json_str(c, "vae");
+    if (vae_name) {
+        snprintf(vae, sizeof vae, "%s/%s/%s", SD_FIXTURES, su->dir, vae_name);
+        args[n++] = "--vae";
+        args[n++] = vae;
+    }
     if (json_str(c, "mask")) {
         snprintf(mask, sizeof mask, "%s/%s/%s.png", SD_FIXTURES, su->dir, json_str(c, "mask"));
         args[n++] = "--mask"; args[n++] = mask;
@@ -154,26 +165,43 @@ static void run_suite(const suite *su) {
     cJSON *root = cJSON_Parse(text);
     int cases = 0;
     for (const cJSON *c = root ? root->child : NULL; c; c = c->next)
-        if (is_case(c->string)) { run_case(su, c, &ex); cases++; }
+        if (is_case(c->string) && (!su->only || !strcmp(su->only, c->string))) { run_case(su, c, &ex); cases++; }
     CHECK(cases == su->cases, "%s: ran %d pipeline cases, expected %d", su->dir, cases, su->cases);
     cJSON_Delete(root);
     free(text);
     st_close(&ex);
 }
 
+/* sd-convert the .ckpt (it has no metadata: the tiny model's head counts are given) for the "converted" suite. */
+static void convert_ckpt(const char *out) {
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd, "%s %s/sd1-formats/model_f16.ckpt %s --metadata sd.text.heads=4 --metadata sd.unet.heads=8 2>/dev/null",
+             SD_CONVERT_BIN, SD_FIXTURES, out);
+    CHECK(system(cmd) == 0, "sd-convert model_f16.ckpt");
+}
+
 int main(int argc, char **argv) {
-    static const suite suites[] = {
-        {"", 16},            /* sd1-tiny: every sampler, negative prompt, no guidance, f16 */
-        {"sd1-spacing", 3},  /* explicit non-default timestep spacings */
-        {"sd2-tiny", 3},     /* SD 2.x: v-prediction euler / ddim, SD-Turbo-style 1 step */
-        {"sd1-img2img", 9},  /* img2img and 4- / 9-channel inpainting */
-        {"sd1-sizes", 2},    /* sides divisible by 8 but not 64: odd latent sizes */
-        {"sd1-prompts", 10}, /* emphasis, BREAK, long prompts (unequal lengths: two UNet passes), clip skip */
-        {"sd1-lora", 4},     /* kohya LoRA at 1.0 and 0.6, two stacked, PEFT naming */
-    };
     if (!mkdtemp(tmpdir)) return 2;
+    static char converted[600];
+    snprintf(converted, sizeof converted, "%s/converted.safetensors", tmpdir);
+    const suite suites[] = {
+        {.dir = "", .cases = 16},            /* sd1-tiny: every sampler, negative prompt, no guidance, f16 */
+        {.dir = "sd1-spacing", .cases = 3},  /* explicit non-default timestep spacings */
+        {.dir = "sd2-tiny", .cases = 3},     /* SD 2.x: v-prediction euler / ddim, SD-Turbo-style 1 step */
+        {.dir = "sd1-img2img", .cases = 9},  /* img2img and 4- / 9-channel inpainting */
+        {.dir = "sd1-sizes", .cases = 2},    /* sides divisible by 8 but not 64: odd latent sizes */
+        {.dir = "sd1-prompts", .cases = 10}, /* emphasis, BREAK, long prompts (unequal lengths: two UNet passes), clip skip */
+        {.dir = "sd1-lora", .cases = 4},     /* kohya LoRA at 1.0 and 0.6, two stacked, PEFT naming */
+        {.dir = "sd1-formats", .cases = 1},  /* a standalone VAE (.safetensors) replacing the model's */
+        {.dir = "sd1-formats", .cases = 1, .vae = "vae_alt.ckpt"},                 /* the same VAE as a .ckpt */
+        {.dir = "", .cases = 1, .model = "sd1-formats/sd1-tiny-diffusers", .only = "f16.pipe.lms"}, /* a diffusers fp16 folder */
+        {.dir = "", .cases = 1, .model = converted, .only = "f16.pipe.lms"},                       /* sd-convert model_f16.ckpt */
+    };
+    if (argc < 2 || !strcmp(argv[1], "") || !strcmp(argv[1], "formats")) convert_ckpt(converted);
     for (size_t i = 0; i < sizeof suites / sizeof *suites; i++)
-        if (argc < 2 || !strcmp(argv[1], suites[i].dir)) run_suite(&suites[i]);
+        if (argc < 2 || !strcmp(argv[1], suites[i].dir) || (suites[i].model && !strcmp(argv[1], "formats")) ||
+            (!strcmp(argv[1], "formats") && !strcmp(suites[i].dir, "sd1-formats")))
+            run_suite(&suites[i]);
     remove_test_dir(tmpdir);
     return test_finish();
 }
