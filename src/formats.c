@@ -118,14 +118,21 @@ static int open_component(st_file *part, const char *dir, const char *sub, const
     return st_open(part, path, err, errlen);
 }
 
-static int config_int(const char *dir, const char *file, const char *key, int dflt) {
+/* The folder's config files: unet/ and text_encoder/ must have one, scheduler/ may. */
+typedef struct { cJSON *unet, *text, *sched; } folder_configs;
+
+static int read_config(const char *dir, const char *file, int required, cJSON **out, char *err, size_t errlen) {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, file);
-    cJSON *j = read_json(path);
-    const cJSON *v = cJSON_GetObjectItem(j, key);
-    int r = cJSON_IsNumber(v) ? v->valueint : dflt;
-    cJSON_Delete(j);
-    return r;
+    struct stat sb;
+    if (stat(path, &sb) != 0) return required ? fail(err, errlen, dir, "diffusers folder without %s", file) : 0;
+    if (!(*out = read_json(path))) return fail(err, errlen, path, "not valid JSON (or larger than 64 KB)");
+    return 0;
+}
+
+static int config_int(const cJSON *c, const char *key, int dflt) {
+    const cJSON *v = cJSON_GetObjectItem(c, key);
+    return cJSON_IsNumber(v) ? v->valueint : dflt;
 }
 
 static int up_has_attention(int i, void *user) {
@@ -158,30 +165,26 @@ static int add_component(st_file *f, int *cap, const st_file *part, char kind, i
 }
 
 /* The sd.* metadata keys from the folder's configs (what a single file would carry in __metadata__). */
-static int folder_metadata(st_file *f, const char *dir, char *err, size_t errlen) {
-    char v[32], path[4200];
-    int text_heads = config_int(dir, "text_encoder/config.json", "num_attention_heads", 0);
-    int unet_heads = config_int(dir, "unet/config.json", "attention_head_dim", 0); /* the head count, in SD 1.x */
+static int folder_metadata(st_file *f, const folder_configs *c, const char *dir, char *err, size_t errlen) {
+    char v[32];
+    int text_heads = config_int(c->text, "num_attention_heads", 0);
+    int unet_heads = config_int(c->unet, "attention_head_dim", 0); /* the head count, in SD 1.x */
     int ok = 1;
     if (text_heads > 0) ok &= snprintf(v, sizeof v, "%d", text_heads) > 0 && add_meta(f, "sd.text.heads", v) == 0;
     if (unet_heads > 0) ok &= snprintf(v, sizeof v, "%d", unet_heads) > 0 && add_meta(f, "sd.unet.heads", v) == 0;
-    snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir);
-    cJSON *sched = read_json(path);
-    const cJSON *pred = cJSON_GetObjectItem(sched, "prediction_type");
+    const cJSON *pred = cJSON_GetObjectItem(c->sched, "prediction_type");
     if (cJSON_IsString(pred)) ok &= add_meta(f, "sd.prediction", pred->valuestring) == 0;
-    cJSON_Delete(sched);
     return ok ? 0 : fail(err, errlen, dir, "out of memory");
 }
 
-static int open_folder(st_file *f, const char *dir, char *err, size_t errlen) {
+static int open_folder(st_file *f, const char *dir, const folder_configs *c, char *err, size_t errlen) {
     memset(f, 0, sizeof *f);
     if (!(f->path = strdup(dir))) return fail(err, errlen, dir, "out of memory");
-    if (config_int(dir, "unet/config.json", "cross_attention_dim", 768) != 768 &&
-        config_int(dir, "text_encoder/config.json", "hidden_size", 768) == 1024)
+    if (config_int(c->unet, "cross_attention_dim", 768) != 768 && config_int(c->text, "hidden_size", 768) == 1024)
         return fail(err, errlen, dir, "an SD 2.x diffusers folder: not supported yet (use its single-file checkpoint)");
     static const struct { const char *sub, *base; char kind; } parts[] = {
         {"unet", "diffusion_pytorch_model", 'u'}, {"vae", "diffusion_pytorch_model", 'v'}, {"text_encoder", "model", 't'}};
-    const int L = config_int(dir, "unet/config.json", "layers_per_block", 2);
+    const int L = config_int(c->unet, "layers_per_block", 2);
     int cap = 0;
     for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
         st_file part;
@@ -189,7 +192,7 @@ static int open_folder(st_file *f, const char *dir, char *err, size_t errlen) {
         if (add_part(f, &part) != 0) { st_close(&part); return fail(err, errlen, dir, "out of memory"); }
         if (add_component(f, &cap, &f->parts[f->n_parts - 1], parts[i].kind, L, err, errlen) != 0) return -1;
     }
-    if (folder_metadata(f, dir, err, errlen) != 0) return -1;
+    if (folder_metadata(f, c, dir, err, errlen) != 0) return -1;
     return finish_table(f, err, errlen);
 }
 
@@ -201,7 +204,14 @@ int formats_open(st_file *f, const char *path, model_format *format, char *err, 
         if (stat(unet_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
             return memset(f, 0, sizeof *f), fail(err, errlen, path, "is a directory, not a model file (nor a diffusers folder with unet/)");
         *format = FORMAT_DIFFUSERS;
-        if (open_folder(f, path, err, errlen) != 0) { st_close(f); return -2; }
+        memset(f, 0, sizeof *f);
+        folder_configs c = {0};
+        int rc = read_config(path, "unet/config.json", 1, &c.unet, err, errlen) || read_config(path, "text_encoder/config.json", 1, &c.text, err, errlen) ||
+                 read_config(path, "scheduler/scheduler_config.json", 0, &c.sched, err, errlen) || open_folder(f, path, &c, err, errlen);
+        cJSON_Delete(c.unet);
+        cJSON_Delete(c.text);
+        cJSON_Delete(c.sched);
+        if (rc) { st_close(f); memset(f, 0, sizeof *f); return -2; }
         return 0;
     }
     return open_file(f, path, format, err, errlen);

@@ -392,13 +392,53 @@ static void test_formats_cli(void) {
     expect_error("vae not a VAE", 2, "lora_kohya_b.safetensors: not a VAE", FM("--vae", lora));
 #undef FM
     snprintf(folder, sizeof folder, "%s/folder", tmpdir);
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/unet %s/vae %s/text_encoder", folder, folder, folder);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/unet %s/vae %s/text_encoder && echo '{}' > %s/unet/config.json && echo '{}' > %s/text_encoder/config.json",
+             folder, folder, folder, folder, folder);
     CHECK(system(cmd) == 0, "mkdir");
     expect_error("folder without weights", 2, "diffusers folder without unet/diffusion_pytorch_model.safetensors",
                  ARGS("-m", folder, "-p", "x", "-o", out));
     char dir_only[700];
     snprintf(dir_only, sizeof dir_only, "%s/folder/vae", tmpdir);
     expect_error("plain directory", 2, "is a directory, not a model file", ARGS("-m", dir_only, "-p", "x", "-o", out));
+    /* broken checkpoints (tests/fixtures/bad-ckpt/README.md) */
+    static const char *const bad_ckpt[][2] = {
+        {"missing_key.ckpt", "storage '0' is missing from the archive"},
+        {"short_storage.ckpt", "storage '0' claims 4 elements but holds 8 bytes"},
+        {"past_storage.ckpt", "a tensor reaches past its storage"},
+        {"compressed.ckpt", "storage '0' is compressed"},
+        {"truncated.ckpt", "no zip end-of-directory record"},
+    };
+    for (size_t i = 0; i < sizeof bad_ckpt / sizeof *bad_ckpt; i++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/bad-ckpt/%s", SD_FIXTURES, bad_ckpt[i][0]);
+        expect_model_error(p, bad_ckpt[i][1]);
+    }
+    /* a diffusers folder without unet/, and one whose config is not JSON */
+    char nounet[700], badjson[700];
+    snprintf(nounet, sizeof nounet, "%s/nounet", tmpdir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/vae %s/text_encoder && cp -r %s/sd1-formats/sd1-tiny-diffusers %s/badjson && "
+             "chmod -R u+w %s/badjson && echo '{not json' > %s/badjson/unet/config.json", nounet, nounet, SD_FIXTURES, tmpdir, tmpdir, tmpdir);
+    CHECK(system(cmd) == 0, "make folders");
+    snprintf(badjson, sizeof badjson, "%s/badjson", tmpdir);
+    expect_error("folder without unet/", 2, "nor a diffusers folder with unet/", ARGS("-m", nounet, "-p", "x", "-o", out));
+    expect_error("config not JSON", 2, "unet/config.json: not valid JSON", ARGS("-m", badjson, "-p", "x", "-o", out));
+    /* a VAE whose shapes do not fit: decoder.conv_in as [32, 8, 3, 3] (same size as [64, 4, 3, 3]) */
+    const char *wide = edited_model("sd1-formats/vae_alt.safetensors", "vae_wide.safetensors", "\"shape\":[64,4,3,3],\"data_offsets\":[256,",
+                                    "\"shape\":[32,8,3,3],\"data_offsets\":[256,");
+    char wide_path[700];
+    snprintf(wide_path, sizeof wide_path, "%s", wide);
+    expect_error("VAE of another shape", 2, "takes 4 channels; expected 8 (the VAE's latent)", ARGS("-m", model, "-p", "x", "--vae", wide_path, "-o", out));
+    /* malicious.ckpt: refused naming the global, and its command never ran (its output would be on stdout) */
+    char mal[1024], mal_out[700];
+    snprintf(mal, sizeof mal, "%s/sd1-formats/malicious.ckpt", SD_FIXTURES);
+    snprintf(mal_out, sizeof mal_out, "%s/malicious.txt", tmpdir);
+    snprintf(cmd, sizeof cmd, "%s -m %s -p x -o %s > %s 2>&1", SD_BIN, mal, out, mal_out);
+    int status = system(cmd);
+    char *said = read_text_file(mal_out);
+    CHECK(WEXITSTATUS(status) == 2 && said && strstr(said, "pickle global 'posix.system' is not allowed") &&
+              !strstr(said, "this-line-must-never-run") && one_line(said),
+          "malicious.ckpt: status %d, output '%s'", WEXITSTATUS(status), said ? said : "");
+    free(said);
     char info_path[700];
     snprintf(info_path, sizeof info_path, "%s/info_fmt.txt", tmpdir);
     snprintf(cmd, sizeof cmd, "%s --info -m %s/sd1-formats/sd1-tiny-diffusers > %s", SD_BIN, SD_FIXTURES, info_path);
