@@ -3,7 +3,6 @@
  * persistent ids) and torch/_utils.py (_rebuild_tensor_v2). */
 #include "ckpt.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,17 +10,6 @@
 
 #define MAX_STACK (1 << 20)
 #define MAX_MEMO (1 << 22)
-
-static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    int n = snprintf(err, errlen, "%s: ", path);
-    if (n >= 0 && (size_t)n < errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static uint64_t le(const uint8_t *p, int n) {
     uint64_t v = 0;
@@ -460,7 +448,7 @@ static int fill_table(st_file *f, const pv *sd, char *why, size_t wl) {
 }
 
 int ckpt_parse(st_file *f, const void *buf, size_t size, const char *path, char *err, size_t errlen) {
-    if (!f->path && !(f->path = strdup(path))) return fail(err, errlen, path, "out of memory");
+    if (!f->path && !(f->path = strdup(path))) return st_fail(err, errlen, path, "out of memory");
     zip_dir z = {0};
     unpickler u = {0};
     int rc = zip_read(buf, size, &z, u.why, sizeof u.why);
@@ -489,19 +477,10 @@ int ckpt_parse(st_file *f, const void *buf, size_t size, const char *path, char 
             else rc = fill_table(f, sd, u.why, sizeof u.why);
         }
     }
-    if (rc != 0) fail(err, errlen, path, "%s", u.why);
+    if (rc != 0) st_fail(err, errlen, path, "%s", u.why);
     free_all(&u);
     free(z.e);
     return rc == 0 ? 0 : -1;
 }
 
-int ckpt_open(st_file *f, const char *path, char *err, size_t errlen) {
-    memset(f, 0, sizeof *f);
-    void *map;
-    size_t size;
-    if (st_map(path, &map, &size, err, errlen) != 0) return -1;
-    f->map = map;
-    f->map_size = size;
-    if (ckpt_parse(f, map, size, path, err, errlen) != 0) { st_close(f); return -2; }
-    return 0;
-}
+int ckpt_open(st_file *f, const char *path, char *err, size_t errlen) { return st_open_with(f, path, ckpt_parse, err, errlen); }

@@ -6,22 +6,10 @@
 #include "naming.h"
 
 #include <cJSON.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    int n = snprintf(err, errlen, "%s: ", path);
-    if (n >= 0 && (size_t)n < errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 const char *formats_describe(model_format f) {
     switch (f) {
@@ -83,7 +71,7 @@ static int compare_names(const void *a, const void *b) { return strcmp(((const s
 static int finish_table(st_file *f, char *err, size_t errlen) {
     qsort(f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, compare_names);
     for (int i = 1; i < f->n_tensors; i++)
-        if (!strcmp(f->tensors[i - 1].name, f->tensors[i].name)) return fail(err, errlen, f->path, "tensor '%s' appears twice", f->tensors[i].name);
+        if (!strcmp(f->tensors[i - 1].name, f->tensors[i].name)) return st_fail(err, errlen, f->path, "tensor '%s' appears twice", f->tensors[i].name);
     return 0;
 }
 
@@ -113,7 +101,7 @@ static int open_component(st_file *part, const char *dir, const char *sub, const
     snprintf(path, sizeof path, "%s/%s/%s.safetensors", dir, sub, base);
     if (stat(path, &sb) != 0) snprintf(path, sizeof path, "%s/%s/%s.fp16.safetensors", dir, sub, base);
     if (stat(path, &sb) != 0)
-        return fail(err, errlen, dir, "diffusers folder without %s/%s.safetensors (or .fp16.safetensors; .bin weights are not read)",
+        return st_fail(err, errlen, dir, "diffusers folder without %s/%s.safetensors (or .fp16.safetensors; .bin weights are not read)",
                     sub, base);
     return st_open(part, path, err, errlen);
 }
@@ -125,8 +113,8 @@ static int read_config(const char *dir, const char *file, int required, cJSON **
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, file);
     struct stat sb;
-    if (stat(path, &sb) != 0) return required ? fail(err, errlen, dir, "diffusers folder without %s", file) : 0;
-    if (!(*out = read_json(path))) return fail(err, errlen, path, "not valid JSON (or larger than 64 KB)");
+    if (stat(path, &sb) != 0) return required ? st_fail(err, errlen, dir, "diffusers folder without %s", file) : 0;
+    if (!(*out = read_json(path))) return st_fail(err, errlen, path, "not valid JSON (or larger than 64 KB)");
     return 0;
 }
 
@@ -156,10 +144,10 @@ static int add_component(st_file *f, int *cap, const st_file *part, char kind, i
         if (kind == 'v') ok = naming_vae_from_diffusers(module, n_up, orig, sizeof orig) == 0;
         if (kind == 't') ok = !strncmp(module, "text_model.", 11) && snprintf(orig, sizeof orig, "%s", module) > 0;
         if (kind == 't' && strstr(t->name, "position_ids")) continue; /* a buffer, not a weight */
-        if (!ok) return fail(err, errlen, part->path, "tensor '%s' has no place in a Stable Diffusion model", t->name);
+        if (!ok) return st_fail(err, errlen, part->path, "tensor '%s' has no place in a Stable Diffusion model", t->name);
         snprintf(name, sizeof name, "%s%s%s", kind == 'u' ? UNET_PREFIX : kind == 'v' ? VAE_PREFIX : "cond_stage_model.transformer.",
                  orig, suffix);
-        if (add_tensor(f, cap, t, name) != 0) return fail(err, errlen, part->path, "out of memory");
+        if (add_tensor(f, cap, t, name) != 0) return st_fail(err, errlen, part->path, "out of memory");
     }
     return 0;
 }
@@ -174,14 +162,14 @@ static int folder_metadata(st_file *f, const folder_configs *c, const char *dir,
     if (unet_heads > 0) ok &= snprintf(v, sizeof v, "%d", unet_heads) > 0 && add_meta(f, "sd.unet.heads", v) == 0;
     const cJSON *pred = cJSON_GetObjectItem(c->sched, "prediction_type");
     if (cJSON_IsString(pred)) ok &= add_meta(f, "sd.prediction", pred->valuestring) == 0;
-    return ok ? 0 : fail(err, errlen, dir, "out of memory");
+    return ok ? 0 : st_fail(err, errlen, dir, "out of memory");
 }
 
 static int open_folder(st_file *f, const char *dir, const folder_configs *c, char *err, size_t errlen) {
     memset(f, 0, sizeof *f);
-    if (!(f->path = strdup(dir))) return fail(err, errlen, dir, "out of memory");
+    if (!(f->path = strdup(dir))) return st_fail(err, errlen, dir, "out of memory");
     if (config_int(c->unet, "cross_attention_dim", 768) != 768 && config_int(c->text, "hidden_size", 768) == 1024)
-        return fail(err, errlen, dir, "an SD 2.x diffusers folder: not supported yet (use its single-file checkpoint)");
+        return st_fail(err, errlen, dir, "an SD 2.x diffusers folder: not supported yet (use its single-file checkpoint)");
     static const struct { const char *sub, *base; char kind; } parts[] = {
         {"unet", "diffusion_pytorch_model", 'u'}, {"vae", "diffusion_pytorch_model", 'v'}, {"text_encoder", "model", 't'}};
     const int L = config_int(c->unet, "layers_per_block", 2);
@@ -189,7 +177,7 @@ static int open_folder(st_file *f, const char *dir, const folder_configs *c, cha
     for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
         st_file part;
         if (open_component(&part, dir, parts[i].sub, parts[i].base, err, errlen) != 0) return -1;
-        if (add_part(f, &part) != 0) { st_close(&part); return fail(err, errlen, dir, "out of memory"); }
+        if (add_part(f, &part) != 0) { st_close(&part); return st_fail(err, errlen, dir, "out of memory"); }
         if (add_component(f, &cap, &f->parts[f->n_parts - 1], parts[i].kind, L, err, errlen) != 0) return -1;
     }
     if (folder_metadata(f, c, dir, err, errlen) != 0) return -1;
@@ -202,7 +190,7 @@ int formats_open(st_file *f, const char *path, model_format *format, char *err, 
         char unet_dir[4200];
         snprintf(unet_dir, sizeof unet_dir, "%s/unet", path);
         if (stat(unet_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-            return memset(f, 0, sizeof *f), fail(err, errlen, path, "is a directory, not a model file (nor a diffusers folder with unet/)");
+            return memset(f, 0, sizeof *f), st_fail(err, errlen, path, "is a directory, not a model file (nor a diffusers folder with unet/)");
         *format = FORMAT_DIFFUSERS;
         memset(f, 0, sizeof *f);
         folder_configs c = {0};
@@ -230,7 +218,7 @@ int formats_replace_vae(st_file *f, const char *path, char *err, size_t errlen) 
         diffusers += strstr(n, "decoder.up_blocks.") != NULL;
         original += !strncmp(n, "decoder.up.", 11) || !strncmp(n, VAE_PREFIX "decoder.up.", strlen(VAE_PREFIX) + 11);
     }
-    if (!diffusers && !original) { st_close(&vae); return fail(err, errlen, path, "not a VAE (no decoder.up.* or decoder.up_blocks.* tensors)"); }
+    if (!diffusers && !original) { st_close(&vae); return st_fail(err, errlen, path, "not a VAE (no decoder.up.* or decoder.up_blocks.* tensors)"); }
     /* the new table: f's tensors without its VAE, then the VAE's under first_stage_model. */
     st_file t = *f;
     t.tensors = NULL;
@@ -259,7 +247,7 @@ int formats_replace_vae(st_file *f, const char *path, char *err, size_t errlen) 
         for (int i = 0; i < t.n_tensors; i++) free(t.tensors[i].name);
         free(t.tensors);
         st_close(&vae);
-        return fail(err, errlen, path, "out of memory");
+        return st_fail(err, errlen, path, "out of memory");
     }
     for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
     free(f->tensors);

@@ -50,6 +50,13 @@ int st_parse(st_file *f, const void *buf, size_t size, const char *path, char *e
 
 void st_close(st_file *f);
 
+/* Maps path and fills f with `parse` (st_parse, ckpt_parse): st_open's steps for any format. */
+typedef int (*st_parser)(st_file *f, const void *buf, size_t size, const char *path, char *err, size_t errlen);
+int st_open_with(st_file *f, const char *path, st_parser parse, char *err, size_t errlen);
+
+/* Writes "<path>: <message>" into err; returns -1 (the readers' one error format). */
+int st_fail(char *err, size_t errlen, const char *path, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 /* Maps a whole regular file read-only. Returns 0, or -1 with "<path>: <problem>" in err. */
 int st_map(const char *path, void **map, size_t *size, char *err, size_t errlen);
 

@@ -223,23 +223,8 @@ static const char *write_png(const char *name, int w, int h) {
 
 /* A copy of a fixture model whose header is edited in place (same length), e.g. a tensor's shape. */
 static const char *edited_model(const char *src_name, const char *name, const char *from, const char *to) {
-    static char path[700];
-    char src[1024];
-    snprintf(src, sizeof src, "%s/%s", SD_FIXTURES, src_name);
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    FILE *f = fopen(src, "rb");
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n);
-    CHECK(fread(buf, 1, (size_t)n, f) == (size_t)n, "read %s", src);
-    fclose(f);
-    char *at = memmem(buf, 100000, from, strlen(from));
-    CHECK(at && strlen(from) == strlen(to), "edit %s", name);
-    if (at) memcpy(at, to, strlen(to));
-    write_test_file(tmpdir, name, buf, (size_t)n);
-    free(buf);
-    return path;
+    CHECK(strlen(from) == strlen(to), "edit %s: same length", name);
+    return write_edited_fixture(tmpdir, src_name, name, from, strlen(from), to, strlen(to));
 }
 
 /* img2img and inpainting inputs: each bad one refused before any compute, exit 2, no output. */

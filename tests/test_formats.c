@@ -108,23 +108,8 @@ static void expect_ckpt_error(const char *label, const char *path, const char *w
     if (rc == 0) st_close(&f);
 }
 
-/* A copy of a fixture with bytes replaced at the first occurrence of `from`. */
 static const char *edited(const char *src, const char *name, const void *from, size_t flen, const void *to, size_t tlen) {
-    char path[1024];
-    fixture(path, sizeof path, src);
-    FILE *f = fopen(path, "rb");
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n);
-    CHECK(fread(buf, 1, (size_t)n, f) == (size_t)n, "read %s", src);
-    fclose(f);
-    char *at = memmem(buf, (size_t)n, from, flen);
-    CHECK(at != NULL, "edit %s", name);
-    if (at) memcpy(at, to, tlen);
-    const char *p = write_test_file(tmpdir, name, buf, (size_t)n);
-    free(buf);
-    return p;
+    return write_edited_fixture(tmpdir, src, name, from, flen, to, tlen);
 }
 
 static void test_refused(void) {

@@ -109,6 +109,27 @@ static inline const char *write_test_safetensors(const char *dir, const char *na
     return p;
 }
 
+/* A copy in dir of fixture src (relative to tests/fixtures) with the first `flen` bytes equal to `from`
+ * replaced by `to` (tlen bytes, written over them); returns the copy's path (static storage). */
+static inline const char *write_edited_fixture(const char *dir, const char *src, const char *name, const void *from, size_t flen,
+                                               const void *to, size_t tlen) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", SD_FIXTURES, src);
+    FILE *f = fopen(path, "rb");
+    long n = f && fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    char *buf = n > 0 ? malloc((size_t)n) : NULL;
+    int ok = buf && fseek(f, 0, SEEK_SET) == 0 && fread(buf, 1, (size_t)n, f) == (size_t)n;
+    if (f) fclose(f);
+    char *at = NULL;
+    for (long i = 0; ok && !at && i + (long)flen <= n; i++)
+        if (!memcmp(buf + i, from, flen)) at = buf + i;
+    CHECK(at != NULL, "edit %s into %s", src, name);
+    if (at) memcpy(at, to, tlen);
+    const char *p = write_test_file(dir, name, buf ? buf : "", buf ? (size_t)n : 0);
+    free(buf);
+    return p;
+}
+
 /* Removes a test's temporary directory tree. */
 static inline void remove_test_dir(const char *dir) {
     char cmd[600];
