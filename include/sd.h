@@ -180,6 +180,8 @@ typedef struct {
     sd_rng_kind rng;
     sd_prediction prediction;    /* DEFAULT = from the model's metadata / family */
     int clip_skip;               /* 0 or 1 = the family's layer; N > 1 uses the hidden state N-1 layers earlier */
+    int vae_tiling;              /* 1: decode (and encode) in 512-pixel tiles as diffusers' enable_tiling() does,
+                                    for images over 512 pixels; 0: only when the untiled VAE would not fit in memory */
     /* img2img / inpainting: an init image (and a mask, white = repaint) make the run start from the
      * image noised to where `strength` (0 < s <= 1, default 0.75) puts it, as diffusers does. */
     const sd_pixels *init_image; /* NULL = txt2img */
@@ -221,6 +223,7 @@ SD_API int sd_describe_prompt(const sd_ctx *ctx, const char *prompt, const char 
 /* Stage timings and memory of the last sd_generate call, in seconds / bytes. */
 typedef struct {
     double text_s, encode_s, sampling_s, decode_s, step_median_s;
+    int vae_tiled;          /* the VAE ran in tiles (asked, or because the untiled one would not fit) */
     size_t peak_rss_bytes;
 } sd_timings;
 SD_API void sd_get_timings(const sd_ctx *ctx, sd_timings *t);

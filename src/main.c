@@ -77,6 +77,8 @@ static void usage(FILE *f) {
             "options:\n"
             "  -m, --model PATH           .safetensors or .ckpt checkpoint, or diffusers folder [required]\n"
             "      --vae FILE             standalone VAE (.safetensors / .ckpt) replacing the model's\n"
+            "      --vae-tiling           decode/encode in 512-pixel tiles (diffusers' enable_tiling); automatic\n"
+            "                             when the untiled VAE would not fit in memory\n"
             "  -p, --prompt TEXT          what to draw (UTF-8)                                  [required]\n"
             "  -n, --negative-prompt TEXT what to steer away from                               [default: \"\"]\n"
             "  -o, --output FILE          PNG to write; with -b N, FILE, FILE_1, FILE_2, ...    [default: output.png]\n"
@@ -312,6 +314,7 @@ static int parse_args(int argc, char **argv, cli_args *a) {
         if (!strcmp(opt, "--version")) { printf("sd %s\n", sd_version()); return 0; }
         if (!strcmp(opt, "-v") || !strcmp(opt, "--verbose")) { a->verbose = 1; continue; }
         if (!strcmp(opt, "--info")) { a->info = 1; continue; }
+        if (!strcmp(opt, "--vae-tiling")) { a->gen.vae_tiling = 1; continue; }
         char name[64];
         const char *eq = opt[1] == '-' ? strchr(opt, '=') : NULL, *val = NULL; /* --opt=value */
         if (eq && (size_t)(eq - opt) < sizeof name) {
@@ -432,6 +435,9 @@ static char *parameters_text(const cli_args *a, const sd_ctx *ctx, uint64_t seed
         const char *v = strrchr(a->vae, '/') ? strrchr(a->vae, '/') + 1 : a->vae;
         APPEND(", VAE: %s", v);
     }
+    sd_timings tm;
+    sd_get_timings(ctx, &tm);
+    if (tm.vae_tiled) APPEND(", VAE tiles: 512");
     if (g->clip_skip > 1) APPEND(", Clip skip: %d", g->clip_skip);
     if (g->init_image) APPEND(", Denoising strength: %g", g->strength);
     if (g->mask) APPEND(", Mask blur: 0");
@@ -542,6 +548,10 @@ static int generate(cli_args *a, sd_ctx *ctx) {
         ps.image = b + 1;
         sd_status st = sd_generate(ctx, &a->gen, &img, err);
         if (st != SD_OK) return error(exit_code(st), "%s", err);
+        sd_timings tm;
+        sd_get_timings(ctx, &tm);
+        if (tm.vae_tiled && !a->gen.vae_tiling)
+            fprintf(stderr, "sd: note: the VAE ran in 512-pixel tiles: the untiled decoder would not fit in memory\n");
         rc = write_outputs(a, ctx, b, a->gen.seed, &img);
         sd_image_free(&img);
         if (rc) return rc;

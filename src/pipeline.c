@@ -37,6 +37,7 @@ typedef struct {
     float *noise;             /* [C, h, w] the start noise (the 4-channel inpainting blend reuses it) */
     float *mask;              /* [h, w] latent-resolution mask, 1 = repaint, or NULL */
     float *masked_latent;     /* [C, h, w] scaled latent of the masked image (9-channel UNet), or NULL */
+    int vae_tiled;            /* VAE in VAE_TILE_PX tiles (plan_vae) */
 } generation;
 
 static size_t peak_rss_bytes(void) {
@@ -84,13 +85,19 @@ static int available_memory(size_t *bytes, char *err) {
     return 0;
 }
 
-/* Refuses sizes whose activations cannot fit, before any compute. */
-static sd_status check_memory(const sd_ctx *c, int H, int W, char *err) {
+#define VAE_TILE_PX 512 /* diffusers' tile_sample_min_size for SD 1.x / 2.x */
+
+/* Whether the VAE runs in tiles: asked for (and the image is larger than a tile), or needed because the
+ * untiled decoder would not fit; sizes whose tiled decode cannot fit either are refused, before any compute. */
+static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W, int *tiled, char *err) {
     size_t need = vae_decode_memory(&c->va, H / 8, W / 8), have;
     if (available_memory(&have, err) != 0) return SD_ERR_ARG;
-    if (have && need > have) {
-        snprintf(err, SD_ERR_LEN, "size %dx%d needs about %.1f GB for the VAE decoder but only %.1f GB of memory is available",
-                 W, H, (double)need / 1e9, (double)have / 1e9);
+    const int larger = H > VAE_TILE_PX || W > VAE_TILE_PX;
+    *tiled = larger && (p->vae_tiling || (have && need > have));
+    size_t tile_need = vae_decode_memory(&c->va, VAE_TILE_PX / 8, VAE_TILE_PX / 8) + (size_t)H * W * 3 * sizeof(float);
+    if (have && (*tiled ? tile_need : need) > have) {
+        snprintf(err, SD_ERR_LEN, "size %dx%d needs about %.1f GB for the VAE decoder%s but only %.1f GB of memory is available",
+                 W, H, (double)(*tiled ? tile_need : need) / 1e9, *tiled ? " in tiles" : "", (double)have / 1e9);
         return SD_ERR_NOMEM;
     }
     return SD_OK;
@@ -137,7 +144,10 @@ static sd_status encode_image(sd_ctx *c, const generation *g, const float *image
     const model_desc *d = &c->model.d;
     float *mean = malloc(g->n * sizeof(float)), *logvar = malloc(g->n * sizeof(float)); /* [C, h, w] each */
     sd_status st = SD_OK;
-    if (!mean || !logvar || vae_encode(&c->va, image, 1, g->H, g->W, mean, logvar, &c->arena, c->scratch) != 0) {
+    int rc = !mean || !logvar ? -1
+             : g->vae_tiled ? vae_encode_tiled(&c->va, image, g->H, g->W, VAE_TILE_PX, mean, logvar, &c->arena, c->scratch)
+                            : vae_encode(&c->va, image, 1, g->H, g->W, mean, logvar, &c->arena, c->scratch);
+    if (rc != 0) {
         snprintf(err, SD_ERR_LEN, "out of memory in the VAE encoder at %dx%d", g->W, g->H);
         st = SD_ERR_NOMEM;
     } else {
@@ -321,7 +331,9 @@ static sd_status decode(sd_ctx *c, const generation *g, const float *latent, sd_
     sd_status st = SD_OK;
     if (!z || !image || !img->rgb) { st = SD_ERR_NOMEM; goto done; }
     for (size_t j = 0; j < g->n; j++) z[j] = latent[j] / d->vae_scale + d->vae_shift;
-    if (vae_decode(&c->va, z, 1, g->h, g->w, image, &c->arena, c->scratch) != 0) { st = SD_ERR_NOMEM; goto done; }
+    int rc = g->vae_tiled ? vae_decode_tiled(&c->va, z, g->h, g->w, VAE_TILE_PX, image, &c->arena, c->scratch)
+                          : vae_decode(&c->va, z, 1, g->h, g->w, image, &c->arena, c->scratch);
+    if (rc != 0) { st = SD_ERR_NOMEM; goto done; }
     to_rgb8(image, g->H, g->W, img->rgb);
 done:
     if (st != SD_OK) snprintf(err, SD_ERR_LEN, "out of memory in the VAE decoder at %dx%d", g->W, g->H);
@@ -344,7 +356,8 @@ sd_status sd_generate(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err
     generation g = {0};
     sd_status st = sd_gen_params_check(p, err);
     if (st == SD_OK) st = resolve_size(c, p, &g.W, &g.H, err);
-    if (st == SD_OK) st = check_memory(c, g.H, g.W, err);
+    if (st == SD_OK) st = plan_vae(c, p, g.H, g.W, &g.vae_tiled, err);
+    c->timings.vae_tiled = g.vae_tiled;
     if (st != SD_OK) return st;
     g.h = g.H / 8;
     g.w = g.W / 8;

@@ -266,7 +266,7 @@ int vae_decode(const vae *v, const float *z, int B, int h, int w, float *image, 
     return failed ? -1 : 0;
 }
 
-int vae_encode(const vae *v, const float *image, int B, int H, int W, float *mean, float *logvar, arena *a, float *scratch) {
+int vae_encode_moments(const vae *v, const float *image, int B, int H, int W, float *moments, arena *a, float *scratch) {
     if (!v->has_encoder) return -1;
     const vae_coder *e = &v->enc;
     arena_mark mark = arena_get_mark(a);
@@ -279,18 +279,30 @@ int vae_encode(const vae *v, const float *image, int B, int H, int W, float *mea
     mid_forward(e, &cur, &other, B, H, W, a, scratch);
     group_norm_batch(cur, B, ch, H * W, VAE_GROUPS, VAE_EPS, &e->norm_out_w, &e->norm_out_b, 1, other);
     conv_layer_forward(&e->conv_out, other, B, H, W, cur, a, scratch);
-    conv_layer_forward(&v->quant, cur, B, H, W, other, a, scratch);
-    const size_t n = (size_t)v->z_ch * H * W;
-    for (int b = 0; b < B; b++) {
-        memcpy(mean + b * n, other + (size_t)b * 2 * n, n * sizeof(float));
-        for (size_t i = 0; i < n; i++) {
-            float lv = other[(size_t)b * 2 * n + n + i];
-            logvar[b * n + i] = lv < -30.0f ? -30.0f : lv > 20.0f ? 20.0f : lv;
-        }
-    }
+    conv_layer_forward(&v->quant, cur, B, H, W, moments, a, scratch);
     int failed = a->failed;
     arena_reset(a, mark);
     return failed ? -1 : 0;
+}
+
+void vae_split_moments(const vae *v, const float *moments, int B, int h, int w, float *mean, float *logvar) {
+    const size_t n = (size_t)v->z_ch * h * w;
+    for (int b = 0; b < B; b++) {
+        memcpy(mean + b * n, moments + (size_t)b * 2 * n, n * sizeof(float));
+        for (size_t i = 0; i < n; i++) { /* DiagonalGaussianDistribution: logvar clamped to [-30, 20] */
+            float lv = moments[(size_t)b * 2 * n + n + i];
+            logvar[b * n + i] = lv < -30.0f ? -30.0f : lv > 20.0f ? 20.0f : lv;
+        }
+    }
+}
+
+int vae_encode(const vae *v, const float *image, int B, int H, int W, float *mean, float *logvar, arena *a, float *scratch) {
+    arena_mark mark = arena_get_mark(a);
+    float *moments = arena_alloc(a, (size_t)B * 2 * v->z_ch * (H / 8) * (W / 8));
+    int rc = a->failed ? -1 : vae_encode_moments(v, image, B, H, W, moments, a, scratch);
+    if (rc == 0) vae_split_moments(v, moments, B, H / 8, W / 8, mean, logvar);
+    arena_reset(a, mark);
+    return rc;
 }
 
 size_t vae_decode_memory(const vae *v, int h, int w) {

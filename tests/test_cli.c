@@ -209,6 +209,28 @@ static void test_memory_limit(void) {
     unsetenv("SD_MEMORY_LIMIT");
 }
 
+/* --vae-tiling: tiles above 512 pixels; the same tiles are chosen on their own, with a note, when the untiled
+ * decoder would not fit SD_MEMORY_LIMIT; both record "VAE tiles: 512". */
+static void test_vae_tiling(void) {
+    char a[700], b[700], cmd[1600];
+    snprintf(a, sizeof a, "%s/tiled_a.png", tmpdir);
+    snprintf(b, sizeof b, "%s/tiled_b.png", tmpdir);
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "576", "-H", "520", "--steps", "1", "-s", "1", "--vae-tiling", "-o", a), NULL) == 0,
+          "--vae-tiling run");
+    setenv("SD_MEMORY_LIMIT", "200", 1);
+    char *err = NULL;
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "576", "-H", "520", "--steps", "1", "-s", "1", "-o", b), &err) == 0 && err &&
+              strstr(err, "sd: note: the VAE ran in 512-pixel tiles"),
+          "automatic tiling: %s", err ? err : "");
+    unsetenv("SD_MEMORY_LIMIT");
+    free(err);
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    CHECK(system(cmd) == 0, "automatic tiling gives the bytes of --vae-tiling");
+    char *text = output_read_png_text(a, "parameters");
+    CHECK(text && strstr(text, ", VAE tiles: 512"), "parameters record the tiling: %s", text ? text : "");
+    free(text);
+}
+
 /* A grey w x h PNG in the temp dir. */
 static const char *write_png(const char *name, int w, int h) {
     static char path[700];
@@ -449,6 +471,7 @@ int main(void) {
     test_determinism();
     test_signal();
     test_memory_limit();
+    test_vae_tiling();
     test_image_inputs();
     test_sd2();
     test_default_spacing();

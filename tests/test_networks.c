@@ -153,12 +153,49 @@ static void test_fixture(const char *dir, const char *const *files, int n_files,
     st_close(&ex);
 }
 
+/* Tiled decode and encode (sd1-vae-tiling, 64-pixel tiles) against diffusers' enable_tiling(). */
+static void test_vae_tiling(void) {
+    net n;
+    if (!net_load(&n, "model_f32.safetensors")) return;
+    st_file ex;
+    open_fixture(&ex, "sd1-vae-tiling/expected.safetensors");
+    static const struct { const char *name; int h, w; } dec[] = {{"tiled_decode.a", 24, 40}, {"tiled_decode.b", 20, 13}};
+    for (int c = 0; c < 2; c++) {
+        char key[64];
+        size_t nz, nimg;
+        snprintf(key, sizeof key, "%s.z", dec[c].name);
+        const float *z = fixture_f32(&ex, key, &nz);
+        snprintf(key, sizeof key, "%s.image", dec[c].name);
+        const float *want = fixture_f32(&ex, key, &nimg);
+        float *img = malloc(nimg * sizeof(float));
+        CHECK(nz == (size_t)4 * dec[c].h * dec[c].w && nimg == (size_t)3 * 64 * dec[c].h * dec[c].w, "%s: sizes", dec[c].name);
+        CHECK(vae_decode_tiled(&n.va, z, dec[c].h, dec[c].w, 64, img, &n.a, n.scratch) == 0, "%s: tiled decode", dec[c].name);
+        double d = max_abs_diff(img, want, nimg);
+        printf("%-28s max abs error %.3g\n", dec[c].name, d);
+        CHECK(d <= 2e-3, "%s: max abs error %.3g (limit 2e-3)", dec[c].name, d);
+        free(img);
+    }
+    size_t nimg, nm;
+    const float *image = fixture_f32(&ex, "tiled_encode.image", &nimg);
+    const float *want_mean = fixture_f32(&ex, "tiled_encode.mean", &nm), *want_logvar = fixture_f32(&ex, "tiled_encode.logvar", NULL);
+    float *mean = malloc(nm * sizeof(float)), *logvar = malloc(nm * sizeof(float));
+    CHECK(vae_encode_tiled(&n.va, image, 192, 320, 64, mean, logvar, &n.a, n.scratch) == 0, "tiled encode");
+    double dm = max_abs_diff(mean, want_mean, nm), dl = max_abs_diff(logvar, want_logvar, nm);
+    printf("tiled_encode mean/logvar     max abs error %.3g / %.3g\n", dm, dl);
+    CHECK(nm == 4 * 24 * 40 && dm <= 1e-3 && dl <= 1e-3, "tiled encode: mean %.3g, logvar %.3g (limit 1e-3)", dm, dl);
+    free(mean);
+    free(logvar);
+    st_close(&ex);
+    net_free(&n);
+}
+
 int main(void) {
     char err[256];
     tokenizer *tok = tokenizer_create(err, sizeof err);
     const char *sd1[2] = {"model_f32.safetensors", "model_f16.safetensors"}, *sd2[1] = {"model_f32.safetensors"};
     test_fixture("", sd1, 2, tok);        /* sd1-tiny */
     test_fixture("sd2-tiny", sd2, 1, tok); /* OpenCLIP text encoder, linear projections, head width 16 */
+    test_vae_tiling();
     tokenizer_free(tok);
     return test_finish();
 }

@@ -2,7 +2,7 @@
  * the machine's sgemm peak, load time, text-encoder time per prompt, median guided UNet step,
  * VAE decode, whole image, peak RSS, and GFLOP/s per stage against models/flops.json.
  *
- *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]...
+ *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]... [--vae-tiling]
  */
 #include "blas_env.h"
 #include "kernels.h"
@@ -62,7 +62,10 @@ int main(int argc, char **argv) {
     int width = 512, height = 512, steps = 20, runs = 1, threads = 0, n_loras = 0;
     sd_lora loras[8];
     char lora_paths[8][1024];
-    for (int i = 1; i + 1 < argc; i += 2) {
+    int vae_tiling = 0;
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--vae-tiling")) { vae_tiling = 1; i--; continue; }
+        if (i + 1 >= argc) { fprintf(stderr, "sd-bench: error: option '%s' needs a value\n", argv[i]); return 2; }
         if (!strcmp(argv[i], "-m")) model = argv[i + 1];
         else if (!strcmp(argv[i], "-W")) width = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-H")) height = atoi(argv[i + 1]);
@@ -106,6 +109,7 @@ int main(int argc, char **argv) {
         p.height = height;
         p.steps = steps;
         p.seed = 42 + (uint64_t)r;
+        p.vae_tiling = vae_tiling;
         sd_image img;
         t0 = now_s();
         st = sd_generate(ctx, &p, &img, err);
