@@ -115,6 +115,7 @@ typedef struct {
 typedef struct {
     const char *model_path; /* .safetensors, .ckpt (read without executing it) or a diffusers folder */
     const char *vae_path;  /* optional: a standalone VAE (.safetensors / .ckpt) replacing the model's */
+    const char *taesd_path; /* optional: TAESD (tiny autoencoder) decoding and encoding instead of the VAE */
     int n_threads;         /* <= 0: the number of cores */
     const sd_lora *loras;  /* merged into the weights at load, in float32: sampling speed is unchanged */
     int n_loras;
@@ -224,6 +225,7 @@ SD_API int sd_describe_prompt(const sd_ctx *ctx, const char *prompt, const char 
 typedef struct {
     double text_s, encode_s, sampling_s, decode_s, step_median_s;
     int vae_tiled;          /* the VAE ran in tiles (asked, or because the untiled one would not fit) */
+    int taesd;              /* TAESD ran instead of the VAE */
     size_t peak_rss_bytes;
 } sd_timings;
 SD_API void sd_get_timings(const sd_ctx *ctx, sd_timings *t);

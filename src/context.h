@@ -9,6 +9,7 @@
 #include "schedule.h"
 #include "text_encoder.h"
 #include "tokenizer.h"
+#include "taesd.h"
 #include "unet.h"
 #include "vae.h"
 
@@ -18,6 +19,7 @@ struct sd_ctx {
     text_encoder te;
     unet un;
     vae va;
+    taesd *tae;         /* TAESD in place of the VAE, or NULL */
     noise_schedule sched;
     arena arena;        /* activations of the stage that runs */
     float *scratch;     /* [model.max_half_matrix] conversion buffer for F16/BF16 matrices */

@@ -22,7 +22,7 @@
 #define MAX_LORAS 32
 
 typedef struct {
-    const char *model, *output, *latent_out, *init_path, *mask_path, *lora_dir, *vae;
+    const char *model, *output, *latent_out, *init_path, *mask_path, *lora_dir, *vae, *taesd;
     sd_gen_params gen;
     sd_pixels init, mask;
     sd_lora loras[MAX_LORAS]; /* --lora files, then the prompt's <lora:NAME:MULT> tags */
@@ -77,6 +77,7 @@ static void usage(FILE *f) {
             "options:\n"
             "  -m, --model PATH           .safetensors or .ckpt checkpoint, or diffusers folder [required]\n"
             "      --vae FILE             standalone VAE (.safetensors / .ckpt) replacing the model's\n"
+            "      --taesd FILE           decode (and encode) with TAESD, the tiny autoencoder, instead of the VAE\n"
             "      --vae-tiling           decode/encode in 512-pixel tiles (diffusers' enable_tiling); automatic\n"
             "                             when the untiled VAE would not fit in memory\n"
             "  -p, --prompt TEXT          what to draw (UTF-8)                                  [required]\n"
@@ -242,6 +243,7 @@ static int parse_option(cli_args *a, const char *opt, const char *val) {
     else if (!strcmp(opt, "--lora")) rc = parse_lora(a, val);
     else if (!strcmp(opt, "--lora-model-dir")) a->lora_dir = val;
     else if (!strcmp(opt, "--vae")) a->vae = val;
+    else if (!strcmp(opt, "--taesd")) a->taesd = val;
     else if (!strcmp(opt, "-i") || !strcmp(opt, "--init-img")) a->init_path = val;
     else if (!strcmp(opt, "--mask")) a->mask_path = val;
     else if (!strcmp(opt, "--strength")) {
@@ -280,7 +282,7 @@ static int takes_value(const char *opt) {
                                         "-H", "--height", "--steps", "-b", "--batch-count", "-t", "--threads",
                                         "--cfg-scale", "--eta", "-s", "--seed", "--sampling-method", "--scheduler",
                                         "--timestep-spacing", "--rng", "--prediction", "--clip-skip", "--lora",
-                                        "--lora-model-dir", "--vae"};
+                                        "--lora-model-dir", "--vae", "--taesd"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) if (!strcmp(opt, names[i])) return 1;
     return 0;
 }
@@ -336,6 +338,7 @@ static int parse_args(int argc, char **argv, cli_args *a) {
     int rc = add_prompt_loras(a);
     if (rc) return rc;
     if (a->mask_path && !a->init_path) return error(EXIT_BAD_INPUT, "--mask: needs an init image (-i FILE)");
+    if (a->vae && a->taesd) return error(EXIT_BAD_INPUT, "--taesd: replaces the VAE; --vae cannot be given with it");
     if (a->init_path && (rc = read_pixels("--init-img", a->init_path, &a->init))) return rc;
     if (a->mask_path && (rc = read_pixels("--mask", a->mask_path, &a->mask))) return rc;
     a->gen.init_image = a->init_path ? &a->init : NULL;
@@ -422,6 +425,7 @@ static char *parameters_text(const cli_args *a, const sd_ctx *ctx, uint64_t seed
     size_t len = strlen(g->prompt) + strlen(g->negative_prompt) + strlen(base) + 1024;
     for (int i = 0; i < a->n_loras; i++) len += strlen(a->loras[i].path) + 32;
     if (a->vae) len += strlen(a->vae);
+    if (a->taesd) len += strlen(a->taesd);
     char *t = malloc(len);
     if (!t) return NULL;
     int n = snprintf(t, len, "%s\n", g->prompt);
@@ -438,6 +442,7 @@ static char *parameters_text(const cli_args *a, const sd_ctx *ctx, uint64_t seed
     sd_timings tm;
     sd_get_timings(ctx, &tm);
     if (tm.vae_tiled) APPEND(", VAE tiles: 512");
+    if (a->taesd) APPEND(", TAESD: %s", strrchr(a->taesd, '/') ? strrchr(a->taesd, '/') + 1 : a->taesd);
     if (g->clip_skip > 1) APPEND(", Clip skip: %d", g->clip_skip);
     if (g->init_image) APPEND(", Denoising strength: %g", g->strength);
     if (g->mask) APPEND(", Mask blur: 0");
@@ -580,6 +585,7 @@ static int run(cli_args *a) {
     sd_load_params_default(&lp);
     lp.model_path = a->model;
     lp.vae_path = a->vae;
+    lp.taesd_path = a->taesd;
     lp.n_threads = a->threads;
     lp.loras = a->loras;
     lp.n_loras = a->n_loras;

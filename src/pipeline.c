@@ -92,6 +92,16 @@ static int available_memory(size_t *bytes, char *err) {
 static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W, int *tiled, char *err) {
     size_t need = vae_decode_memory(&c->va, H / 8, W / 8), have;
     if (available_memory(&have, err) != 0) return SD_ERR_ARG;
+    if (c->tae) { /* TAESD: three 64-channel activations at full size and a convolution's work */
+        need = (size_t)4 * TAESD_CH * H * W * sizeof(float);
+        *tiled = 0;
+        if (have && need > have) {
+            snprintf(err, SD_ERR_LEN, "size %dx%d needs about %.1f GB for TAESD but only %.1f GB of memory is available", W, H,
+                     (double)need / 1e9, (double)have / 1e9);
+            return SD_ERR_NOMEM;
+        }
+        return SD_OK;
+    }
     const int larger = H > VAE_TILE_PX || W > VAE_TILE_PX;
     *tiled = larger && (p->vae_tiling || (have && need > have));
     size_t tile_need = vae_decode_memory(&c->va, VAE_TILE_PX / 8, VAE_TILE_PX / 8) + (size_t)H * W * 3 * sizeof(float);
@@ -144,6 +154,14 @@ static sd_status encode_image(sd_ctx *c, const generation *g, const float *image
     const model_desc *d = &c->model.d;
     float *mean = malloc(g->n * sizeof(float)), *logvar = malloc(g->n * sizeof(float)); /* [C, h, w] each */
     sd_status st = SD_OK;
+    if (c->tae) { /* TAESD: the encoder's output is the latent (scaling factor 1, no sampling, no draw) */
+        free(mean);
+        free(logvar);
+        if (!c->tae->has_encoder) { snprintf(err, SD_ERR_LEN, "the TAESD file has no encoder; an init image needs one"); return SD_ERR_MODEL; }
+        if (taesd_encode(c->tae, image, g->H, g->W, latent, &c->arena, c->scratch) == 0) return SD_OK;
+        snprintf(err, SD_ERR_LEN, "out of memory in the TAESD encoder at %dx%d", g->W, g->H);
+        return SD_ERR_NOMEM;
+    }
     int rc = !mean || !logvar ? -1
              : g->vae_tiled ? vae_encode_tiled(&c->va, image, g->H, g->W, VAE_TILE_PX, mean, logvar, &c->arena, c->scratch)
                             : vae_encode(&c->va, image, 1, g->H, g->W, mean, logvar, &c->arena, c->scratch);
@@ -330,8 +348,9 @@ static sd_status decode(sd_ctx *c, const generation *g, const float *latent, sd_
     img->rgb = malloc(3 * P);
     sd_status st = SD_OK;
     if (!z || !image || !img->rgb) { st = SD_ERR_NOMEM; goto done; }
-    for (size_t j = 0; j < g->n; j++) z[j] = latent[j] / d->vae_scale + d->vae_shift;
-    int rc = g->vae_tiled ? vae_decode_tiled(&c->va, z, g->h, g->w, VAE_TILE_PX, image, &c->arena, c->scratch)
+    for (size_t j = 0; j < g->n; j++) z[j] = c->tae ? latent[j] : latent[j] / d->vae_scale + d->vae_shift; /* TAESD: as it is */
+    int rc = c->tae ? taesd_decode(c->tae, z, g->h, g->w, image, &c->arena, c->scratch)
+           : g->vae_tiled ? vae_decode_tiled(&c->va, z, g->h, g->w, VAE_TILE_PX, image, &c->arena, c->scratch)
                           : vae_decode(&c->va, z, 1, g->h, g->w, image, &c->arena, c->scratch);
     if (rc != 0) { st = SD_ERR_NOMEM; goto done; }
     to_rgb8(image, g->H, g->W, img->rgb);
@@ -358,6 +377,7 @@ sd_status sd_generate(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err
     if (st == SD_OK) st = resolve_size(c, p, &g.W, &g.H, err);
     if (st == SD_OK) st = plan_vae(c, p, g.H, g.W, &g.vae_tiled, err);
     c->timings.vae_tiled = g.vae_tiled;
+    c->timings.taesd = c->tae != NULL;
     if (st != SD_OK) return st;
     g.h = g.H / 8;
     g.w = g.W / 8;

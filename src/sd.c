@@ -111,6 +111,18 @@ static sd_status open_loras(sd_ctx *c, const sd_load_params *p, char *err) {
     return SD_OK;
 }
 
+/* TAESD in place of the VAE: its latent must be the model's. */
+static sd_status load_taesd(sd_ctx *c, const char *path, char *err) {
+    if (!(c->tae = calloc(1, sizeof *c->tae))) { snprintf(err, SD_ERR_LEN, "out of memory"); return SD_ERR_NOMEM; }
+    if (taesd_load(c->tae, path, err, SD_ERR_LEN) != 0) { free(c->tae); c->tae = NULL; return SD_ERR_MODEL; }
+    if (!c->tae->has_decoder || c->tae->latent_ch != c->model.d.latent_ch) {
+        snprintf(err, SD_ERR_LEN, "%s: %s", path, !c->tae->has_decoder ? "a TAESD encoder only; images need its decoder"
+                                                                      : "its latent channels differ from the model's");
+        return SD_ERR_MODEL;
+    }
+    return SD_OK;
+}
+
 sd_status sd_load_with(sd_ctx **out, const sd_load_params *p, char err[SD_ERR_LEN]) {
     *out = NULL;
     sd_ctx *c = calloc(1, sizeof *c);
@@ -129,8 +141,10 @@ sd_status sd_load_with(sd_ctx **out, const sd_load_params *p, char err[SD_ERR_LE
     if (st == SD_OK && c->model.lora) lora_set_report(c->model.lora, p->log);
     lora_set_free(c->model.lora); /* merged: the adapters are not needed any more */
     c->model.lora = NULL;
+    if (st == SD_OK && p->taesd_path) st = load_taesd(c, p->taesd_path, err);
     if (st == SD_OK && !(c->tok = tokenizer_create(err, SD_ERR_LEN))) st = SD_ERR_RUNTIME;
-    if (st == SD_OK && c->model.max_half_matrix > 0 && !(c->scratch = malloc((size_t)c->model.max_half_matrix * sizeof(float)))) {
+    int64_t half = c->tae && taesd_max_half(c->tae) > c->model.max_half_matrix ? taesd_max_half(c->tae) : c->model.max_half_matrix;
+    if (st == SD_OK && half > 0 && !(c->scratch = malloc((size_t)half * sizeof(float)))) {
         snprintf(err, SD_ERR_LEN, "out of memory for the weight conversion buffer");
         st = SD_ERR_NOMEM;
     }
@@ -153,6 +167,8 @@ void sd_free(sd_ctx *c) {
     text_encoder_free(&c->te);
     unet_free(&c->un);
     vae_free(&c->va);
+    if (c->tae) taesd_free(c->tae);
+    free(c->tae);
     tokenizer_free(c->tok);
     arena_free(&c->arena);
     free(c->scratch);

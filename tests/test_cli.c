@@ -397,6 +397,11 @@ static void test_formats_cli(void) {
 #define FM(...) ARGS(base[0], base[1], base[2], base[3], base[4], base[5], base[6], base[7], base[8], base[9], base[10], base[11], __VA_ARGS__)
     expect_error("vae missing", 2, "/nonexistent/vae.safetensors: cannot open", FM("--vae", "/nonexistent/vae.safetensors"));
     expect_error("vae not a VAE", 2, "lora_kohya_b.safetensors: not a VAE", FM("--vae", lora));
+    char taesd[1024];
+    snprintf(taesd, sizeof taesd, "%s/taesd/taesd.safetensors", SD_FIXTURES);
+    expect_error("taesd not a TAESD", 2, "lora_kohya_b.safetensors: not a TAESD file", FM("--taesd", lora));
+    expect_error("taesd missing", 2, "/nonexistent/taesd.safetensors: cannot open", FM("--taesd", "/nonexistent/taesd.safetensors"));
+    expect_error("taesd with vae", 2, "--taesd: replaces the VAE; --vae cannot be given with it", FM("--taesd", taesd, "--vae", vae));
 #undef FM
     snprintf(folder, sizeof folder, "%s/folder", tmpdir);
     snprintf(cmd, sizeof cmd, "mkdir -p %s/unet %s/vae %s/text_encoder && echo '{}' > %s/unet/config.json && echo '{}' > %s/text_encoder/config.json",

@@ -2,7 +2,7 @@
  * the machine's sgemm peak, load time, text-encoder time per prompt, median guided UNet step,
  * VAE decode, whole image, peak RSS, and GFLOP/s per stage against models/flops.json.
  *
- *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]... [--vae-tiling]
+ *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]... [--vae-tiling] [--taesd FILE]
  */
 #include "blas_env.h"
 #include "kernels.h"
@@ -63,6 +63,7 @@ int main(int argc, char **argv) {
     sd_lora loras[8];
     char lora_paths[8][1024];
     int vae_tiling = 0;
+    const char *taesd = NULL;
     for (int i = 1; i < argc; i += 2) {
         if (!strcmp(argv[i], "--vae-tiling")) { vae_tiling = 1; i--; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "sd-bench: error: option '%s' needs a value\n", argv[i]); return 2; }
@@ -72,6 +73,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--runs")) runs = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-t")) threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--taesd")) taesd = argv[i + 1];
         else if (!strcmp(argv[i], "--lora") && n_loras < 8) { /* FILE[:MULT] */
             snprintf(lora_paths[n_loras], sizeof lora_paths[n_loras], "%s", argv[i + 1]);
             char *colon = strrchr(lora_paths[n_loras], ':');
@@ -89,6 +91,7 @@ int main(int argc, char **argv) {
     sd_load_params lp;
     sd_load_params_default(&lp);
     lp.model_path = model;
+    lp.taesd_path = taesd;
     lp.n_threads = threads;
     lp.loras = loras;
     lp.n_loras = n_loras;
