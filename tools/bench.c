@@ -133,7 +133,8 @@ int main(int argc, char **argv) {
         const char *scaled = scale == 1 ? "" : ", FLOPs scaled from 512";
         printf("text encoder / prompt:  %.3f s  (%.1f GFLOP/s)\n", mt, FLOPS_TEXT_77 / mt / 1e9);
         printf("guided UNet step:       %.3f s  (%.1f GFLOP/s%s)\n", ms, FLOPS_UNET_STEP_512 * scale / ms / 1e9, scaled);
-        printf("VAE decode:             %.3f s  (%.1f GFLOP/s%s)\n", md, FLOPS_VAE_DECODE_512 * scale / md / 1e9, scaled);
+        if (taesd) printf("TAESD decode:           %.3f s\n", md); /* flops.json counts the full VAE */
+        else printf("VAE decode:             %.3f s  (%.1f GFLOP/s%s)\n", md, FLOPS_VAE_DECODE_512 * scale / md / 1e9, scaled);
     } else { /* flops.json counts SD 1.5 */
         printf("text encoder / prompt:  %.3f s\n", mt);
         printf("guided UNet step:       %.3f s\n", ms);
