@@ -228,38 +228,71 @@ static int check_module(const char *path, const char *module, const st_tensor *d
     return 0;
 }
 
-/* Groups the file's tensors into modules and maps each; counts go to f. */
+/* A tensor of a LoRA file with its module key and kind (module_key), for grouping. */
+typedef struct {
+    char key[512];
+    char kind;
+    int known, index;
+} keyed_tensor;
+
+static int compare_keyed(const void *a, const void *b) {
+    const keyed_tensor *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+/* Maps one module: down, up (both required) and an optional alpha of the same key. */
+static int map_module(lora_set *s, lora_file *f, int file_index, const char *path, const keyed_tensor *k, const st_tensor *down,
+                      const st_tensor *up, const st_tensor *alpha, FILE *log, int verbose, char *err, size_t errlen) {
+    if (!down || !up) {
+        snprintf(err, errlen, "%s: module '%s' has %s weight but no %s weight", path, k->key, down ? "a down" : "an up", down ? "up" : "down");
+        return -1;
+    }
+    f->modules++;
+    const target *to = k->known ? bsearch(&(target){(char *)k->key, NULL, 0, 0}, s->targets, (size_t)s->n_targets, sizeof *s->targets,
+                                          compare_targets)
+                                : NULL;
+    if (!to) {
+        if (log && verbose) fprintf(log, "sd: lora %s: no layer for module '%s'\n", path, k->key);
+        return 0;
+    }
+    if (check_module(path, k->key, down, up, to, err, errlen) != 0) return -1;
+    float rank = (float)down->shape[0];
+    float alpha_v = alpha && alpha->numel == 1 && st_dtype_is_float(alpha->dtype) ? scalar_value(alpha) : rank;
+    if (add_delta(s, (delta){down, up, to, f->multiplier * alpha_v / rank, file_index, 0}) != 0) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    f->matched++;
+    return 0;
+}
+
+/* Groups the file's tensors into modules (sorted by module key) and maps each; counts go to f. */
 static int map_modules(lora_set *s, lora_file *f, int file_index, const char *path, FILE *log, int verbose, char *err,
                        size_t errlen) {
     const st_file *st = &f->st;
+    keyed_tensor *k = malloc(((size_t)st->n_tensors + 1) * sizeof *k); /* [n_tensors] */
+    if (!k) { snprintf(err, errlen, "%s: out of memory", path); return -1; }
     for (int i = 0; i < st->n_tensors; i++) {
-        char key[512], kind, other[512], okind;
-        int known = module_key(st->tensors[i].name, key, sizeof key, &kind) == 0;
-        if (!kind) { f->unsupported++; if (log && verbose) fprintf(log, "sd: lora %s: unsupported tensor '%s'\n", path, st->tensors[i].name); continue; }
-        if (kind != 'd') continue; /* each module is handled once, at its down weight */
-        const st_tensor *down = &st->tensors[i], *up = NULL, *alpha = NULL;
-        for (int j = 0; j < st->n_tensors; j++) {
-            module_key(st->tensors[j].name, other, sizeof other, &okind);
-            if (j == i || strcmp(other, key)) continue;
-            if (okind == 'u') up = &st->tensors[j];
-            if (okind == 'a') alpha = &st->tensors[j];
+        k[i].known = module_key(st->tensors[i].name, k[i].key, sizeof k[i].key, &k[i].kind) == 0;
+        k[i].index = i;
+        if (!k[i].kind) {
+            f->unsupported++;
+            if (log && verbose) fprintf(log, "sd: lora %s: unsupported tensor '%s'\n", path, st->tensors[i].name);
         }
-        if (!up) { snprintf(err, errlen, "%s: module '%s' has a down weight but no up weight", path, down->name); return -1; }
-        f->modules++;
-        const target *to = known ? bsearch(&(target){key, NULL, 0, 0}, s->targets, (size_t)s->n_targets, sizeof *s->targets,
-                                           compare_targets)
-                                 : NULL;
-        if (!to) { if (log && verbose) fprintf(log, "sd: lora %s: no layer for module '%s'\n", path, key); continue; }
-        if (check_module(path, key, down, up, to, err, errlen) != 0) return -1;
-        float rank = (float)down->shape[0];
-        float alpha_v = alpha && alpha->numel == 1 && st_dtype_is_float(alpha->dtype) ? scalar_value(alpha) : rank;
-        if (add_delta(s, (delta){down, up, to, f->multiplier * alpha_v / rank, file_index, 0}) != 0) {
-            snprintf(err, errlen, "%s: out of memory", path);
-            return -1;
-        }
-        f->matched++;
     }
-    return 0;
+    qsort(k, (size_t)st->n_tensors, sizeof *k, compare_keyed);
+    int rc = 0;
+    for (int g = 0, e; g < st->n_tensors && !rc; g = e) { /* the group [g, e) shares one key */
+        const st_tensor *part[3] = {NULL, NULL, NULL}; /* down, up, alpha */
+        for (e = g; e < st->n_tensors && !strcmp(k[e].key, k[g].key); e++) {
+            const char *kinds = "dua", *at = k[e].kind ? strchr(kinds, k[e].kind) : NULL;
+            if (at) part[at - kinds] = &st->tensors[k[e].index];
+        }
+        if (part[0] || part[1]) rc = map_module(s, f, file_index, path, &k[g], part[0], part[1], part[2], log, verbose, err, errlen);
+    }
+    free(k);
+    return rc;
 }
 
 int lora_set_add(lora_set *s, const char *path, float multiplier, FILE *log, int verbose, char *err, size_t errlen) {

@@ -133,6 +133,9 @@ static void test_bad_files(void) {
     const char *noup = write_test_safetensors(tmpdir, "noup.safetensors",
         "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]}}", 512);
     expect_refused("model_f32.safetensors", noup, "has a down weight but no up weight");
+    const char *nodown = write_test_safetensors(tmpdir, "nodown.safetensors",
+        "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,4],\"data_offsets\":[0,512]}}", 512);
+    expect_refused("model_f32.safetensors", nodown, "has an up weight but no down weight");
     const char *sdxl = write_test_safetensors(tmpdir, "sdxl.safetensors",
         "{\"lora_unet_input_blocks_4_1_proj_in.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]},"
         "\"lora_unet_input_blocks_4_1_proj_in.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,4],\"data_offsets\":[512,1024]}}", 1024);
