@@ -32,6 +32,8 @@ static void expect_error(const char *what, int code, const char *want, const cha
 }
 
 #define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+/* A 64x64, 2-step run of the sd1-tiny model into `out`, plus the given arguments. */
+#define SMALL_RUN(...) ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-o", out, __VA_ARGS__)
 
 static void test_arguments(void) {
     expect_error("unknown option", 2, "unknown option '--bogus'", ARGS("-m", model, "-p", "x", "--bogus", "1"));
@@ -348,20 +350,17 @@ static void test_lora_inputs(void) {
     char sdxl_path[700], bad_mult[1100];
     snprintf(sdxl_path, sizeof sdxl_path, "%s", sdxl);
     snprintf(bad_mult, sizeof bad_mult, "%s:abc", kohya);
-    const char *base[] = {"-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-o", out};
-#define LO(...) ARGS(base[0], base[1], base[2], base[3], base[4], base[5], base[6], base[7], base[8], base[9], base[10], base[11], __VA_ARGS__)
-    expect_error("lora missing", 2, "/nonexistent/style.safetensors: cannot open", LO("--lora", "/nonexistent/style.safetensors"));
-    expect_error("lora multiplier", 2, "--lora: '", LO("--lora", bad_mult));
-    expect_error("lora multiplier text", 2, "'abc' is not a multiplier", LO("--lora", bad_mult));
-    expect_error("lora ranks", 2, "lora_up has rank 2 but lora_down has rank 4", LO("--lora", rank_path));
-    expect_error("lora other family", 2, "matches a layer of this model", LO("--lora", sdxl_path));
+    expect_error("lora missing", 2, "/nonexistent/style.safetensors: cannot open", SMALL_RUN("--lora", "/nonexistent/style.safetensors"));
+    expect_error("lora multiplier", 2, "--lora: '", SMALL_RUN("--lora", bad_mult));
+    expect_error("lora multiplier text", 2, "'abc' is not a multiplier", SMALL_RUN("--lora", bad_mult));
+    expect_error("lora ranks", 2, "lora_up has rank 2 but lora_down has rank 4", SMALL_RUN("--lora", rank_path));
+    expect_error("lora other family", 2, "matches a layer of this model", SMALL_RUN("--lora", sdxl_path));
     expect_error("lora tag not in dir", 2, "prompt: <lora:missing>: no readable 'missing.safetensors' in",
                  ARGS("-m", model, "-p", "a dog <lora:missing:0.5>", "--lora-model-dir", dir, "-o", out));
     expect_error("lora dir missing", 2, "--lora-model-dir: '/nonexistent/loras' is not a directory",
                  ARGS("-m", model, "-p", "a dog <lora:lora_kohya>", "--lora-model-dir", "/nonexistent/loras", "-o", out));
     expect_error("lora tag multiplier", 2, "prompt: <lora:lora_kohya:x>: 'x' is not a multiplier",
                  ARGS("-m", model, "-p", "a dog <lora:lora_kohya:x>", "--lora-model-dir", dir, "-o", out));
-#undef LO
     snprintf(a, sizeof a, "%s/lora_flag.png", tmpdir);
     snprintf(b, sizeof b, "%s/lora_tag.png", tmpdir);
     char flag[1100];
@@ -393,16 +392,13 @@ static void test_formats_cli(void) {
     char lora[1024], folder[700], vae[1024], cmd[2000];
     snprintf(lora, sizeof lora, "%s/sd1-lora/lora_kohya_b.safetensors", SD_FIXTURES);
     snprintf(vae, sizeof vae, "%s/sd1-formats/vae_alt.safetensors", SD_FIXTURES);
-    const char *base[] = {"-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-o", out};
-#define FM(...) ARGS(base[0], base[1], base[2], base[3], base[4], base[5], base[6], base[7], base[8], base[9], base[10], base[11], __VA_ARGS__)
-    expect_error("vae missing", 2, "/nonexistent/vae.safetensors: cannot open", FM("--vae", "/nonexistent/vae.safetensors"));
-    expect_error("vae not a VAE", 2, "lora_kohya_b.safetensors: not a VAE", FM("--vae", lora));
+    expect_error("vae missing", 2, "/nonexistent/vae.safetensors: cannot open", SMALL_RUN("--vae", "/nonexistent/vae.safetensors"));
+    expect_error("vae not a VAE", 2, "lora_kohya_b.safetensors: not a VAE", SMALL_RUN("--vae", lora));
     char taesd[1024];
     snprintf(taesd, sizeof taesd, "%s/taesd/taesd.safetensors", SD_FIXTURES);
-    expect_error("taesd not a TAESD", 2, "lora_kohya_b.safetensors: not a TAESD file", FM("--taesd", lora));
-    expect_error("taesd missing", 2, "/nonexistent/taesd.safetensors: cannot open", FM("--taesd", "/nonexistent/taesd.safetensors"));
-    expect_error("taesd with vae", 2, "--taesd: replaces the VAE; --vae cannot be given with it", FM("--taesd", taesd, "--vae", vae));
-#undef FM
+    expect_error("taesd not a TAESD", 2, "lora_kohya_b.safetensors: not a TAESD file", SMALL_RUN("--taesd", lora));
+    expect_error("taesd missing", 2, "/nonexistent/taesd.safetensors: cannot open", SMALL_RUN("--taesd", "/nonexistent/taesd.safetensors"));
+    expect_error("taesd with vae", 2, "--taesd: replaces the VAE; --vae cannot be given with it", SMALL_RUN("--taesd", taesd, "--vae", vae));
     snprintf(folder, sizeof folder, "%s/folder", tmpdir);
     snprintf(cmd, sizeof cmd, "mkdir -p %s/unet %s/vae %s/text_encoder && echo '{}' > %s/unet/config.json && echo '{}' > %s/text_encoder/config.json",
              folder, folder, folder, folder, folder);
