@@ -91,6 +91,7 @@ typedef struct {
     int uses_eta;             /* --eta changes the result */
     int uses_karras;          /* --scheduler karras changes the result */
     int evals_per_step;       /* UNet evaluations per step after the first (2 for Heun) */
+    int warmup_evals;         /* extra UNet evaluations before the steps (1 for PNDM's warm-up) */
 } sd_sampler_info;
 
 /* NULL when s is not a sampler. */

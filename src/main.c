@@ -517,15 +517,17 @@ static void on_progress(const sd_progress *p, void *user) {
     if (p->step == p->steps) fputc('\n', stderr);
 }
 
-/* Heun and PNDM evaluate the UNet more often than --steps: said once, and the bar counts evaluations. */
+/* Samplers that evaluate the UNet more often than --steps (the table's evals_per_step and warmup_evals, Heun and
+ * PNDM): said once, and the progress counts evaluations ("eval"), not steps. */
 static const char *progress_unit(const sd_gen_params *g) {
-    if (g->sampler == SD_SAMPLER_HEUN)
-        fprintf(stderr, "sd: heun evaluates the UNet twice per step after the first; progress counts evaluations\n");
-    else if (g->sampler == SD_SAMPLER_PNDM)
-        fprintf(stderr, "sd: pndm adds one warm-up evaluation of the UNet; progress counts evaluations\n");
-    else
-        return "step";
-    return "eval";
+    const sd_sampler_info *si = sd_sampler_get_info(g->sampler);
+    if (si->evals_per_step > 1)
+        fprintf(stderr, "sd: %s evaluates the UNet %d times per step after the first; progress counts evaluations\n", si->name,
+                si->evals_per_step);
+    if (si->warmup_evals > 0)
+        fprintf(stderr, "sd: %s adds %d warm-up evaluation%s of the UNet; progress counts evaluations\n", si->name, si->warmup_evals,
+                si->warmup_evals > 1 ? "s" : "");
+    return si->evals_per_step > 1 || si->warmup_evals > 0 ? "eval" : "step";
 }
 
 /* ---------------- main ---------------- */

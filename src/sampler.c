@@ -12,18 +12,18 @@
 #define LINSPACE SD_SPACING_LINSPACE
 
 /* kind, {CLI name, AUTOMATIC1111 name, default spacing (diffusers, SD 1.5 config), uses eta, uses karras,
- * evaluations per step}, setup, step, add-noise form */
+ * evaluations per step, warm-up evaluations}, setup, step, add-noise form */
 const sampler_row sampler_table[SD_SAMPLER_COUNT] = {
-    {SD_SAMPLER_LMS, {"lms", "LMS", LINSPACE, 0, 1, 1}, sigma_sampler_setup, lms_step, NOISE_SIGMA},
-    {SD_SAMPLER_DDPM, {"ddpm", "DDPM", LEADING, 0, 0, 1}, alpha_sampler_setup, ddpm_step, NOISE_ALPHA_BAR},
-    {SD_SAMPLER_DDIM, {"ddim", "DDIM", LEADING, 1, 0, 1}, alpha_sampler_setup, ddim_step, NOISE_ALPHA_BAR},
-    {SD_SAMPLER_PNDM, {"pndm", "PLMS", LEADING, 0, 0, 1}, alpha_sampler_setup, pndm_step, NOISE_ALPHA_BAR},
-    {SD_SAMPLER_EULER, {"euler", "Euler", LINSPACE, 0, 1, 1}, sigma_sampler_setup, euler_step, NOISE_SIGMA},
-    {SD_SAMPLER_EULER_A, {"euler_a", "Euler a", LINSPACE, 0, 1, 1}, sigma_sampler_setup, euler_a_step, NOISE_SIGMA},
-    {SD_SAMPLER_HEUN, {"heun", "Heun", LINSPACE, 0, 1, 2}, sigma_sampler_setup, heun_step, NOISE_SIGMA},
-    {SD_SAMPLER_DPMPP_2M, {"dpm++2m", "DPM++ 2M", LINSPACE, 0, 1, 1}, multistep_sampler_setup, dpmpp_2m_step, NOISE_ALPHA_SIGMA},
-    {SD_SAMPLER_UNIPC, {"unipc", "UniPC", LINSPACE, 0, 1, 1}, multistep_sampler_setup, unipc_step, NOISE_ALPHA_SIGMA},
-    {SD_SAMPLER_LCM, {"lcm", "LCM", LEADING, 0, 0, 1}, alpha_sampler_setup, lcm_step, NOISE_ALPHA_BAR},
+    {SD_SAMPLER_LMS, {"lms", "LMS", LINSPACE, 0, 1, 1, 0}, sigma_sampler_setup, lms_step, NOISE_SIGMA},
+    {SD_SAMPLER_DDPM, {"ddpm", "DDPM", LEADING, 0, 0, 1, 0}, alpha_sampler_setup, ddpm_step, NOISE_ALPHA_BAR},
+    {SD_SAMPLER_DDIM, {"ddim", "DDIM", LEADING, 1, 0, 1, 0}, alpha_sampler_setup, ddim_step, NOISE_ALPHA_BAR},
+    {SD_SAMPLER_PNDM, {"pndm", "PLMS", LEADING, 0, 0, 1, 1}, alpha_sampler_setup, pndm_step, NOISE_ALPHA_BAR},
+    {SD_SAMPLER_EULER, {"euler", "Euler", LINSPACE, 0, 1, 1, 0}, sigma_sampler_setup, euler_step, NOISE_SIGMA},
+    {SD_SAMPLER_EULER_A, {"euler_a", "Euler a", LINSPACE, 0, 1, 1, 0}, sigma_sampler_setup, euler_a_step, NOISE_SIGMA},
+    {SD_SAMPLER_HEUN, {"heun", "Heun", LINSPACE, 0, 1, 2, 0}, sigma_sampler_setup, heun_step, NOISE_SIGMA},
+    {SD_SAMPLER_DPMPP_2M, {"dpm++2m", "DPM++ 2M", LINSPACE, 0, 1, 1, 0}, multistep_sampler_setup, dpmpp_2m_step, NOISE_ALPHA_SIGMA},
+    {SD_SAMPLER_UNIPC, {"unipc", "UniPC", LINSPACE, 0, 1, 1, 0}, multistep_sampler_setup, unipc_step, NOISE_ALPHA_SIGMA},
+    {SD_SAMPLER_LCM, {"lcm", "LCM", LEADING, 0, 0, 1, 0}, alpha_sampler_setup, lcm_step, NOISE_ALPHA_BAR},
 };
 
 const sampler_row *sampler_row_of(sd_sampler k) {

@@ -167,6 +167,13 @@ static void test_sampler_table(void) {
                   r->info.default_spacing >= SD_SPACING_LEADING && r->info.evals_per_step >= 1,
               "sampler table row %d is incomplete", k);
         CHECK(sd_sampler_from_name(r->info.name) == k, "name '%s' maps back to %d", r->info.name, k);
+        /* the table's evaluation counts are what the sampler runs: 1 + (N - 1)·per step + warm-up */
+        sampler_opts o = {.kind = (sd_sampler)k, .steps = 10, .strength = 1.0};
+        char err[256];
+        sampler *s = sampler_create(&o, &sched, 4, err, sizeof err);
+        int want = 1 + 9 * r->info.evals_per_step + r->info.warmup_evals;
+        CHECK(s && sampler_evals(s) == want, "%s: %d evaluations for 10 steps, the table says %d", r->info.name, s ? sampler_evals(s) : -1, want);
+        sampler_free(s);
     }
     CHECK(sd_sampler_get_info(SD_SAMPLER_COUNT) == NULL && sd_sampler_from_name("nope") == -1, "unknown samplers are refused");
 }
