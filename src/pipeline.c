@@ -90,24 +90,24 @@ static int available_memory(size_t *bytes, char *err) {
 /* Whether the VAE runs in tiles: asked for (and the image is larger than a tile), or needed because the
  * untiled decoder would not fit; sizes whose tiled decode cannot fit either are refused, before any compute. */
 static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W, int *tiled, char *err) {
-    size_t need = vae_decode_memory(&c->va, H / 8, W / 8), have;
+    size_t have, need;
     if (available_memory(&have, err) != 0) return SD_ERR_ARG;
+    const char *what = "the VAE decoder";
+    *tiled = 0;
     if (c->tae) { /* TAESD: three 64-channel activations at full size and a convolution's work */
         need = (size_t)4 * TAESD_CH * H * W * sizeof(float);
-        *tiled = 0;
-        if (have && need > have) {
-            snprintf(err, SD_ERR_LEN, "size %dx%d needs about %.1f GB for TAESD but only %.1f GB of memory is available", W, H,
-                     (double)need / 1e9, (double)have / 1e9);
-            return SD_ERR_NOMEM;
+        what = "TAESD";
+    } else {
+        need = vae_decode_memory(&c->va, H / 8, W / 8);
+        *tiled = (H > VAE_TILE_PX || W > VAE_TILE_PX) && (p->vae_tiling || (have && need > have));
+        if (*tiled) { /* one tile's activations and the whole image */
+            need = vae_decode_memory(&c->va, VAE_TILE_PX / 8, VAE_TILE_PX / 8) + (size_t)H * W * 3 * sizeof(float);
+            what = "the VAE decoder in tiles";
         }
-        return SD_OK;
     }
-    const int larger = H > VAE_TILE_PX || W > VAE_TILE_PX;
-    *tiled = larger && (p->vae_tiling || (have && need > have));
-    size_t tile_need = vae_decode_memory(&c->va, VAE_TILE_PX / 8, VAE_TILE_PX / 8) + (size_t)H * W * 3 * sizeof(float);
-    if (have && (*tiled ? tile_need : need) > have) {
-        snprintf(err, SD_ERR_LEN, "size %dx%d needs about %.1f GB for the VAE decoder%s but only %.1f GB of memory is available",
-                 W, H, (double)(*tiled ? tile_need : need) / 1e9, *tiled ? " in tiles" : "", (double)have / 1e9);
+    if (have && need > have) {
+        snprintf(err, SD_ERR_LEN, "size %dx%d needs about %.1f GB for %s but only %.1f GB of memory is available", W, H,
+                 (double)need / 1e9, what, (double)have / 1e9);
         return SD_ERR_NOMEM;
     }
     return SD_OK;
