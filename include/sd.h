@@ -222,6 +222,10 @@ SD_API void sd_pixels_free(sd_pixels *p);
  * syntax was balanced), or -1 when the text is not valid UTF-8. */
 SD_API int sd_describe_prompt(const sd_ctx *ctx, const char *prompt, const char *what, FILE *f);
 
+/* Checks that `prompt` (named `what` in the message: "prompt", "negative prompt") can be encoded, without encoding
+ * it: SD_OK, or SD_ERR_ARG with err set (not UTF-8). For checking a batch of prompts before making any image. */
+SD_API sd_status sd_check_prompt(const sd_ctx *ctx, const char *prompt, const char *what, char err[SD_ERR_LEN]);
+
 /* Stage timings and memory of the last sd_generate call, in seconds / bytes. */
 typedef struct {
     double text_s, encode_s, sampling_s, decode_s, step_median_s;

@@ -102,6 +102,19 @@ static void apply_weights(float *z, const float *w, int D) {
     for (size_t j = 0; j < (size_t)CLIP_CONTEXT * D; j++) z[j] *= restore;
 }
 
+int conditioner_prepare(const conditioner *c, const char *text, const char *what, prompt_chunk **chunks, int *n, char *err,
+                        size_t errlen) {
+    prompt_parse pp;
+    char terr[256];
+    *chunks = NULL;
+    *n = 0;
+    int rc = conditioner_parse(c->tok, text, &pp, terr, sizeof terr);
+    if (rc == 0) rc = conditioner_chunks(c->tok, &pp, c->d->pad_id, chunks, n, terr, sizeof terr);
+    prompt_parse_free(&pp);
+    if (rc == -1) snprintf(err, errlen, "%s: %s", what, strchr(terr, ':') ? strchr(terr, ':') + 2 : terr);
+    return rc;
+}
+
 int conditioner_encode(const conditioner *c, const char *text, int clip_skip, const char *what, conditioning *out,
                        char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
@@ -111,14 +124,9 @@ int conditioner_encode(const conditioner *c, const char *text, int clip_skip, co
                  c->te->c.layers - c->d->text_skip);
         return -1;
     }
-    prompt_parse pp;
     prompt_chunk *chunks = NULL;
     int n = 0;
-    char terr[256];
-    int rc = conditioner_parse(c->tok, text, &pp, terr, sizeof terr);
-    if (rc == 0) rc = conditioner_chunks(c->tok, &pp, c->d->pad_id, &chunks, &n, terr, sizeof terr);
-    prompt_parse_free(&pp);
-    if (rc == -1) snprintf(err, errlen, "%s: %s", what, strchr(terr, ':') ? strchr(terr, ':') + 2 : terr);
+    int rc = conditioner_prepare(c, text, what, &chunks, &n, err, errlen);
     if (rc != 0) return rc;
     out->len = CLIP_CONTEXT * n;
     out->width = width;
@@ -140,6 +148,42 @@ int conditioner_encode(const conditioner *c, const char *text, int clip_skip, co
 void conditioning_free(conditioning *cd) {
     free(cd->ctx);
     memset(cd, 0, sizeof *cd);
+}
+
+/* A malloc'd copy of cd (ctx NULL without memory). */
+static conditioning copy_conditioning(const conditioning *cd) {
+    conditioning out = *cd;
+    size_t bytes = (size_t)cd->len * cd->width * sizeof(float);
+    if ((out.ctx = malloc(bytes))) memcpy(out.ctx, cd->ctx, bytes);
+    return out;
+}
+
+int conditioner_encode_cached(const conditioner *c, cond_cache *cache, const char *text, int clip_skip, const char *what,
+                              conditioning *out, char *err, size_t errlen) {
+    for (int i = 0; i < cache->n; i++)
+        if (cache->clip_skip[i] == clip_skip && !strcmp(cache->text[i], text)) {
+            *out = copy_conditioning(&cache->cd[i]);
+            if (out->ctx) return 0;
+            snprintf(err, errlen, "out of memory");
+            return -2;
+        }
+    int rc = conditioner_encode(c, text, clip_skip, what, out, err, errlen);
+    if (rc != 0) return rc;
+    char *copy = strdup(text);
+    conditioning kept = copy_conditioning(out);
+    if (!copy || !kept.ctx) { free(copy); free(kept.ctx); return 0; } /* not kept: the next use encodes again */
+    int slot = cache->n < COND_CACHE_SIZE ? cache->n++ : cache->next++ % COND_CACHE_SIZE;
+    free(cache->text[slot]);
+    conditioning_free(&cache->cd[slot]);
+    cache->text[slot] = copy;
+    cache->clip_skip[slot] = clip_skip;
+    cache->cd[slot] = kept;
+    return 0;
+}
+
+void cond_cache_free(cond_cache *cache) {
+    for (int i = 0; i < cache->n; i++) { free(cache->text[i]); conditioning_free(&cache->cd[i]); }
+    memset(cache, 0, sizeof *cache);
 }
 
 int conditioner_describe(const conditioner *c, const char *text, const char *what, FILE *f) {

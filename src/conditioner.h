@@ -48,11 +48,31 @@ int conditioner_parse(const tokenizer *tok, const char *text, prompt_parse *pp, 
 int conditioner_chunks(const tokenizer *tok, const prompt_parse *pp, int pad_id, prompt_chunk **out, int *n,
                        char *err, size_t errlen);
 
+/* The chunks of `text` (named `what` in messages), as conditioner_encode makes them (malloc'd *chunks). Returns 0,
+ * -1 with err set (bad text), -2 without memory. */
+int conditioner_prepare(const conditioner *c, const char *text, const char *what, prompt_chunk **chunks, int *n, char *err,
+                        size_t errlen);
+
 /* Encodes `text` (named `what` in messages: "prompt", "negative prompt"). clip_skip >= 1 (1 = the family's
  * default layer). Returns 0, or -1 with err set (bad text: SD_ERR_ARG) or -2 (no memory). */
 int conditioner_encode(const conditioner *c, const char *text, int clip_skip, const char *what, conditioning *out,
                        char *err, size_t errlen);
 void conditioning_free(conditioning *cd);
+
+/* Encodings already made, by (text, clip skip): a batch of jobs encodes each distinct prompt once. The entries
+ * are copies of what conditioner_encode returned; the oldest is replaced when full. */
+#define COND_CACHE_SIZE 16
+typedef struct {
+    char *text[COND_CACHE_SIZE];
+    int clip_skip[COND_CACHE_SIZE];
+    conditioning cd[COND_CACHE_SIZE];
+    int n, next;
+} cond_cache;
+
+/* conditioner_encode through the cache: a hit copies the stored encoding into *out. */
+int conditioner_encode_cached(const conditioner *c, cond_cache *cache, const char *text, int clip_skip, const char *what,
+                              conditioning *out, char *err, size_t errlen);
+void cond_cache_free(cond_cache *cache);
 
 /* Writes what the parser and the chunker made of `text` (spans with weights, chunks with token counts) to f
  * (nothing when f is NULL).

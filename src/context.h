@@ -4,6 +4,7 @@
 
 #include "sd.h"
 
+#include "conditioner.h"
 #include "kernels.h"
 #include "model.h"
 #include "schedule.h"
@@ -24,6 +25,7 @@ struct sd_ctx {
     arena arena;        /* activations of the stage that runs */
     float *scratch;     /* [model.max_half_matrix] conversion buffer for F16/BF16 matrices */
     int n_threads;
+    cond_cache prompts; /* encodings of the prompts used so far */
     sd_timings timings;
 };
 

@@ -134,8 +134,10 @@ static sd_status encode_prompts(sd_ctx *c, const sd_gen_params *p, generation *g
     conditioner cd = {c->tok, &c->te, &c->model.d, &c->arena, c->scratch};
     const int skip = p->clip_skip > 1 ? p->clip_skip : 1;
     int rc = 0;
-    if (g->guided) rc = conditioner_encode(&cd, p->negative_prompt ? p->negative_prompt : "", skip, "negative prompt", &g->uncond, err, SD_ERR_LEN);
-    if (rc == 0) rc = conditioner_encode(&cd, p->prompt, skip, "prompt", &g->cond, err, SD_ERR_LEN);
+    if (g->guided)
+        rc = conditioner_encode_cached(&cd, &c->prompts, p->negative_prompt ? p->negative_prompt : "", skip, "negative prompt", &g->uncond,
+                                       err, SD_ERR_LEN);
+    if (rc == 0) rc = conditioner_encode_cached(&cd, &c->prompts, p->prompt, skip, "prompt", &g->cond, err, SD_ERR_LEN);
     sd_release_stage(c, c->model.d.text_prefix); /* the text encoder is done: give its pages back */
     if (rc == 0 && g->guided && g->uncond.len == g->cond.len) { /* equal lengths: one batch [uncond; cond] */
         const size_t len = (size_t)g->cond.len * g->cond.width;
@@ -430,6 +432,15 @@ fail:
 int sd_describe_prompt(const sd_ctx *c, const char *prompt, const char *what, FILE *f) {
     conditioner cd = {c->tok, &c->te, &c->model.d, NULL, NULL};
     return conditioner_describe(&cd, prompt, what, f);
+}
+
+sd_status sd_check_prompt(const sd_ctx *c, const char *prompt, const char *what, char err[SD_ERR_LEN]) {
+    conditioner cd = {c->tok, &c->te, &c->model.d, NULL, NULL};
+    prompt_chunk *chunks;
+    int n, rc = conditioner_prepare(&cd, prompt, what, &chunks, &n, err, SD_ERR_LEN);
+    free(chunks);
+    if (rc == -2) snprintf(err, SD_ERR_LEN, "out of memory");
+    return rc == 0 ? SD_OK : rc == -1 ? SD_ERR_ARG : SD_ERR_NOMEM;
 }
 
 sd_status sd_txt2img(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[SD_ERR_LEN]) { return sd_generate(c, p, img, err); }

@@ -170,6 +170,7 @@ void sd_free(sd_ctx *c) {
     if (c->tae) taesd_free(c->tae);
     free(c->tae);
     tokenizer_free(c->tok);
+    cond_cache_free(&c->prompts);
     arena_free(&c->arena);
     free(c->scratch);
     model_close(&c->model);

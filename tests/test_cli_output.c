@@ -1,6 +1,6 @@
 /* test_cli_output.c - what the `sd` binary writes and says: the output-path rules of output.h
  * (standard output, devices, FIFOs, symbolic links, read-only and writable files, colliding and
- * impossible outputs refused before any compute), the progress line (terminal width, image i/N,
+ * impossible outputs refused before any compute), the progress line (terminal width, job i/N,
  * evaluations), invalid environment variables, and the PNG `parameters` chunk listing exactly the
  * settings that change the image, for every sampler and option. */
 #define _GNU_SOURCE
@@ -150,11 +150,11 @@ static void test_environment(void) {
     unsetenv("SD_MEMORY_LIMIT");
 }
 
-/* Progress without a terminal: one line per evaluation with image i/N; Heun counts evaluations and says so. */
+/* Progress without a terminal: one line per evaluation with job i/N; Heun counts evaluations and says so. */
 static void test_progress_lines(void) {
     char *err = NULL;
     CHECK(run_sd(ARGS(SMALL, "-b", "2", "-o", tmp_path("p.png")), &err) == 0, "batch run");
-    CHECK(err && strstr(err, "image 1/2 step 2/2 ") && strstr(err, "image 2/2 step 1/2 "), "image i/N in progress: %s", err ? err : "");
+    CHECK(err && strstr(err, "job 1/2 step 2/2 ") && strstr(err, "job 2/2 step 1/2 "), "job i/N in progress: %s", err ? err : "");
     free(err);
     CHECK(run_sd(ARGS(SMALL, "--sampling-method", "heun", "-o", tmp_path("p.png")), &err) == 0, "heun run");
     CHECK(err && strstr(err, "heun evaluates the UNet 2 times per step after the first") && strstr(err, "eval 3/3 "), "heun evaluations: %s", err ? err : "");

@@ -142,9 +142,10 @@ static inline void remove_test_dir(const char *dir) {
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Runs SD_BIN with argv (NULL-terminated, without argv[0]); its stderr is returned in *err_text
- * (malloc'd, may be NULL). Returns the exit status, or 128 + signal when it crashed. */
-static inline int run_sd(const char *const *args, char **err_text) {
+/* Runs SD_BIN with argv (NULL-terminated, without argv[0]), standard input from in_path and standard output to
+ * out_path (/dev/null when NULL); its stderr is returned in *err_text (malloc'd, may be NULL). Returns the exit
+ * status, or 128 + signal when it crashed. */
+static inline int run_sd_io(const char *const *args, const char *in_path, const char *out_path, char **err_text) {
     char errpath[] = "/tmp/sd-test-stderr-XXXXXX";
     int efd = mkstemp(errpath);
     pid_t pid = fork();
@@ -154,9 +155,10 @@ static inline int run_sd(const char *const *args, char **err_text) {
         for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
         argv[n] = NULL;
         dup2(efd, 2);
-        int devnull = open("/dev/null", O_RDWR);
-        dup2(devnull, 0);
-        dup2(devnull, 1);
+        int in = open(in_path ? in_path : "/dev/null", O_RDONLY);
+        int out = out_path ? open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : open("/dev/null", O_WRONLY);
+        dup2(in, 0);
+        dup2(out, 1);
         execv(SD_BIN, (char *const *)argv);
         _exit(127);
     }
@@ -167,5 +169,7 @@ static inline int run_sd(const char *const *args, char **err_text) {
     unlink(errpath);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
+
+static inline int run_sd(const char *const *args, char **err_text) { return run_sd_io(args, NULL, NULL, err_text); }
 
 #endif /* SD_TEST_UTIL_H */

@@ -1,0 +1,96 @@
+/* job_output.c - a job's PNG, parameters text, latent and JSON line (see job_output.h). */
+#include "job_output.h"
+#include "output.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *base_name(const char *path) { return strrchr(path, '/') ? strrchr(path, '/') + 1 : path; }
+
+char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx, const sd_image *img) {
+    const sd_gen_params *g = &s->gen;
+    const sd_sampler_info *si = sd_sampler_get_info(g->sampler);
+    sd_model_info mi;
+    sd_get_model_info(ctx, &mi);
+    const char *model = base_name(a->model);
+    int model_len = strrchr(model, '.') ? (int)(strrchr(model, '.') - model) : (int)strlen(model);
+    size_t len = strlen(g->prompt) + strlen(g->negative_prompt) + strlen(model) + 1024;
+    for (int i = 0; i < a->n_loras; i++) len += strlen(a->loras[i].path) + 32;
+    if (a->vae) len += strlen(a->vae);
+    if (a->taesd) len += strlen(a->taesd);
+    char *t = malloc(len);
+    if (!t) return NULL;
+    int n = snprintf(t, len, "%s\n", g->prompt);
+#define APPEND(...) n += snprintf(t + n, len - (size_t)n, __VA_ARGS__)
+    if (g->negative_prompt[0]) APPEND("Negative prompt: %s\n", g->negative_prompt);
+    APPEND("Steps: %d, Sampler: %s, ", g->steps, si->a1111_name);
+    if (g->schedule == SD_SCHEDULE_KARRAS && si->uses_karras) APPEND("Schedule type: Karras, ");
+    APPEND("CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %.*s", g->cfg_scale, (unsigned long long)g->seed, img->width,
+           img->height, model_len, model);
+    if (a->vae) APPEND(", VAE: %s", base_name(a->vae)); /* AUTOMATIC1111: "VAE: name.safetensors" */
+    sd_timings tm;
+    sd_get_timings(ctx, &tm);
+    if (tm.vae_tiled) APPEND(", VAE tiles: 512");
+    if (a->taesd) APPEND(", TAESD: %s", base_name(a->taesd));
+    if (g->clip_skip > 1) APPEND(", Clip skip: %d", g->clip_skip);
+    if (g->init_image) APPEND(", Denoising strength: %g", g->strength);
+    if (g->mask) APPEND(", Mask blur: 0");
+    for (int i = 0; i < a->n_loras; i++) { /* LoRA: "name: 1, other: 0.5", quoted as AUTOMATIC1111 quotes values */
+        const char *name = base_name(a->loras[i].path), *dot = strrchr(name, '.');
+        APPEND("%s%.*s: %g", i ? ", " : ", LoRA: \"", dot && dot != name ? (int)(dot - name) : (int)strlen(name), name,
+               a->loras[i].multiplier);
+        if (i == a->n_loras - 1) APPEND("\"");
+    }
+    if (g->eta > 0 && si->uses_eta) APPEND(", Eta DDIM: %g", g->eta);
+    if (g->spacing && g->spacing != si->default_spacing) APPEND(", Timestep spacing: %s", sd_spacing_name(g->spacing));
+    if (g->prediction && g->prediction != mi.prediction)
+        APPEND(", Prediction: %s", g->prediction == SD_PREDICTION_V ? "v_prediction" : "epsilon");
+    APPEND(", RNG: %s", g->rng == SD_RNG_CUDA ? "GPU" : "CPU");
+#undef APPEND
+    return t;
+}
+
+int job_write(const cli_args *a, const job *j, const sd_ctx *ctx, const sd_image *img, char *err, size_t errlen) {
+    char *text = job_parameters(a, &j->s, ctx, img);
+    int rc = text ? output_write_png(j->png, img->rgb, img->width, img->height, "parameters", text, err, errlen)
+                  : (snprintf(err, errlen, "out of memory"), -1);
+    if (!rc && j->latent) {
+        int64_t shape[4] = {1, img->latent_channels, img->height / 8, img->width / 8};
+        rc = output_write_tensor(j->latent, "latent", shape, 4, img->latent, err, errlen);
+    }
+    free(text);
+    return rc;
+}
+
+void job_json_line(FILE *f, const job *j, int jobs, int w, int h, double seconds, int skipped) {
+    const sd_gen_params *g = &j->s.gen;
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return;
+    cJSON_AddNumberToObject(o, "job", j->number);
+    cJSON_AddNumberToObject(o, "jobs", jobs);
+    cJSON_AddStringToObject(o, "path", j->png);
+    if (j->latent) cJSON_AddStringToObject(o, "latent", j->latent);
+    if (skipped) cJSON_AddTrueToObject(o, "skipped");
+    char seed[24]; /* as text too: a double cannot hold every 64-bit seed */
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)g->seed);
+    cJSON_AddRawToObject(o, "seed", seed);
+    cJSON_AddStringToObject(o, "prompt", g->prompt);
+    cJSON_AddStringToObject(o, "negative_prompt", g->negative_prompt);
+    cJSON_AddNumberToObject(o, "steps", g->steps);
+    char cfg[32]; /* the float as typed (7.5, 6.1), not its binary expansion */
+    snprintf(cfg, sizeof cfg, "%g", g->cfg_scale);
+    cJSON_AddRawToObject(o, "cfg_scale", cfg);
+    cJSON_AddStringToObject(o, "sampler", sd_sampler_name(g->sampler));
+    cJSON_AddStringToObject(o, "scheduler", g->schedule == SD_SCHEDULE_KARRAS ? "karras" : "default");
+    cJSON_AddNumberToObject(o, "width", w);
+    cJSON_AddNumberToObject(o, "height", h);
+    if (g->init_image) cJSON_AddNumberToObject(o, "strength", g->strength);
+    char secs[32];
+    snprintf(secs, sizeof secs, "%.3f", seconds);
+    if (!skipped) cJSON_AddRawToObject(o, "seconds", secs);
+    char *text = cJSON_PrintUnformatted(o);
+    if (text) { fprintf(f, "%s\n", text); fflush(f); }
+    free(text);
+    cJSON_Delete(o);
+}
