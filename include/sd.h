@@ -122,6 +122,9 @@ typedef struct {
     int n_loras;
     FILE *log;             /* optional: one line per LoRA (modules applied); NULL for silence */
     int verbose;           /* with log: also the LoRA keys that matched no layer */
+    int keep_weights;      /* 1: the weights' mapped pages stay resident between stages and images (batches: nothing
+                              is read again per image; the peak memory then holds every network's weights). 0: each
+                              stage gives its pages back when done, so the peak is the largest stage */
 } sd_load_params;
 
 SD_API void sd_load_params_default(sd_load_params *p);

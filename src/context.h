@@ -25,6 +25,7 @@ struct sd_ctx {
     arena arena;        /* activations of the stage that runs */
     float *scratch;     /* [model.max_half_matrix] conversion buffer for F16/BF16 matrices */
     int n_threads;
+    int keep_weights;   /* sd_load_params.keep_weights: stages keep their mapped pages (batches) */
     cond_cache prompts; /* encodings of the prompts used so far */
     sd_timings timings;
 };

@@ -160,10 +160,11 @@ static int add_prompt_loras(cli_args *a, const job_list *L) {
         char *path = malloc(len);
         if (!path) return error(EXIT_RUNTIME, "out of memory");
         snprintf(path, len, "%s/%s.safetensors", dir, first[i].name);
-        int rc = access(path, R_OK) != 0 ? CLI_BAD_INPUT : cli_add_lora(a, "prompt", path, strlen(path), first[i].multiplier, err, sizeof err);
+        int readable = access(path, R_OK) == 0, rc = readable ? cli_add_lora(a, "prompt", path, strlen(path), first[i].multiplier, err, sizeof err) : 0;
         free(path);
-        if (rc == CLI_BAD_INPUT && a->n_loras < CLI_MAX_LORAS)
-            return error(rc, "prompt: <lora:%s>: no readable '%s.safetensors' in '%s' (--lora-model-dir)", first[i].name, first[i].name, dir);
+        if (!readable)
+            return error(EXIT_BAD_INPUT, "prompt: <lora:%s>: no readable '%s.safetensors' in '%s' (--lora-model-dir)", first[i].name,
+                         first[i].name, dir);
         if (rc) return error(rc, "%s", err);
     }
     return 0;
@@ -296,6 +297,13 @@ static int skipped(const cli_args *a, const job *j) {
 }
 static int in_shard(const cli_args *a, const job *j) { return a->shard_count == 0 || (j->number - 1) % a->shard_count == a->shard_index - 1; }
 
+/* Jobs of this shard (the images this run makes, unless left out as existing). */
+static int jobs_to_run(const cli_args *a, const job_list *L) {
+    int n = 0;
+    for (int i = 0; i < L->n; i++) n += in_shard(a, &L->jobs[i]);
+    return n;
+}
+
 /* An image --skip-existing left, read back for the grid. */
 static int keep_existing(const job *j, grid_image *g) {
     sd_pixels px;
@@ -358,7 +366,7 @@ static int write_grid(const cli_args *a, const job_list *L, const sd_ctx *ctx, g
 static int run_jobs(const cli_args *a, sd_ctx *ctx, job_list *L) {
     run_state rs = {NULL, 0, 0};
     if (a->grid && !(rs.images = calloc((size_t)L->n, sizeof *rs.images))) return error(EXIT_RUNTIME, "out of memory");
-    for (int i = 0; i < L->n; i++) rs.to_run += in_shard(a, &L->jobs[i]);
+    rs.to_run = jobs_to_run(a, L);
     progress_state ps = {isatty(2), 0, L->n, "step", 0};
     char err[SD_ERR_LEN] = "";
     unsigned said = 0;
@@ -368,7 +376,13 @@ static int run_jobs(const cli_args *a, sd_ctx *ctx, job_list *L) {
         if (!in_shard(a, j)) continue;
         if (skipped(a, j)) {
             left++;
-            if (a->json) job_json_line(stdout, j, L->n, 0, 0, 0, 1);
+            if (a->json) {
+                sd_model_info mi;
+                int w, h;
+                sd_get_model_info(ctx, &mi);
+                jobs_size(j, mi.default_width, mi.default_height, &w, &h);
+                job_json_line(stdout, j, L->n, w, h, 0, 1);
+            }
             if (rs.images) rc = keep_existing(j, &rs.images[i]);
             continue;
         }
@@ -431,6 +445,7 @@ static int run(cli_args *a) {
     lp.n_loras = a->n_loras;
     lp.log = stderr;
     lp.verbose = a->verbose;
+    lp.keep_weights = jobs_to_run(a, &L) > 1; /* a batch: each image reuses the pages the previous one read */
     sd_status st = sd_load_with(&ctx, &lp, err);
     if (st != SD_OK) rc = error(exit_code(st), "%s", err);
     else if (a->verbose) fprintf(stderr, "sd: loaded %s (%.3f s)\n", a->model, now_s() - t0);

@@ -39,7 +39,7 @@ double sd_now(void) {
 }
 
 void sd_release_stage(sd_ctx *c, const char *prefix) {
-    model_release(&c->model, prefix);
+    if (!c->keep_weights) model_release(&c->model, prefix);
     arena_free(&c->arena);
     arena_init(&c->arena);
 }
@@ -130,6 +130,7 @@ sd_status sd_load_with(sd_ctx **out, const sd_load_params *p, char err[SD_ERR_LE
     const char *path = p->model_path ? p->model_path : "";
     kernels_set_threads(p->n_threads);
     c->n_threads = kernels_threads();
+    c->keep_weights = p->keep_weights;
     arena_init(&c->arena);
     schedule_init(&c->sched);
     int rc = model_open_with_vae(&c->model, path, p->vae_path, err, SD_ERR_LEN);
