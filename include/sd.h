@@ -125,6 +125,8 @@ typedef struct {
     int keep_weights;      /* 1: the weights' mapped pages stay resident between stages and images (batches: nothing
                               is read again per image; the peak memory then holds every network's weights). 0: each
                               stage gives its pages back when done, so the peak is the largest stage */
+    int low_memory;        /* 1: each F16/BF16 weight's mapped pages are given back as soon as the layer has converted
+                              them (about one layer resident), and the VAE runs in 256-pixel tiles */
 } sd_load_params;
 
 SD_API void sd_load_params_default(sd_load_params *p);
@@ -232,7 +234,8 @@ SD_API sd_status sd_check_prompt(const sd_ctx *ctx, const char *prompt, const ch
 /* Stage timings and memory of the last sd_generate call, in seconds / bytes. */
 typedef struct {
     double text_s, encode_s, sampling_s, decode_s, step_median_s;
-    int vae_tiled;          /* the VAE ran in tiles (asked, or because the untiled one would not fit) */
+    int vae_tiled;          /* tile size in pixels when the VAE ran in tiles (asked, low memory, or because the untiled
+                               one would not fit), else 0 */
     int taesd;              /* TAESD ran instead of the VAE */
     size_t peak_rss_bytes;
 } sd_timings;

@@ -220,7 +220,7 @@ typedef struct {
 static const option_name OPTIONS[] = {
     {"-m", 1, 1}, {"--model", 1, 1}, {"--lora", 1, 1}, {"--lora-model-dir", 1, 1}, {"--vae", 1, 1}, {"--taesd", 1, 1},
     {"-t", 1, 1}, {"--threads", 1, 1}, {"--prompt-file", 1, 1}, {"--sweep", 1, 1}, {"--grid", 1, 1}, {"--shard", 1, 1},
-    {"-v", 0, 1}, {"--verbose", 0, 1}, {"--info", 0, 1}, {"--json", 0, 1}, {"--skip-existing", 0, 1},
+    {"-v", 0, 1}, {"--verbose", 0, 1}, {"--low-memory", 0, 1}, {"--info", 0, 1}, {"--json", 0, 1}, {"--skip-existing", 0, 1},
     {"-h", 0, 1}, {"--help", 0, 1}, {"--version", 0, 1},
     {"-p", 1, 0}, {"--prompt", 1, 0}, {"-n", 1, 0}, {"--negative-prompt", 1, 0}, {"-o", 1, 0}, {"--output", 1, 0},
     {"--latent-out", 1, 0}, {"-i", 1, 0}, {"--init-img", 1, 0}, {"--mask", 1, 0}, {"--strength", 1, 0},
@@ -244,6 +244,7 @@ static int set_flag(cli_args *a, job_settings *j, const char *opt) {
     else if (is(opt, NULL, "--info")) a->info = 1;
     else if (is(opt, NULL, "--json")) a->json = 1;
     else if (is(opt, NULL, "--skip-existing")) a->skip_existing = 1;
+    else if (is(opt, NULL, "--low-memory")) a->low_memory = 1;
     else if (is(opt, NULL, "--vae-tiling")) j->gen.vae_tiling = 1;
     return CLI_OK;
 }

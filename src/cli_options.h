@@ -35,7 +35,7 @@ typedef struct {
     sd_lora loras[CLI_MAX_LORAS];       /* --lora files, then the prompts' <lora:NAME:MULT> tags */
     char *lora_paths[CLI_MAX_LORAS];    /* [n_loras] the paths, malloc'd */
     int n_loras;
-    int threads, verbose, info, json, skip_existing;
+    int threads, verbose, info, json, skip_existing, low_memory;
     job_settings job;                   /* the command line's job: defaults for every prompt-file line */
 } cli_args;
 

@@ -26,6 +26,7 @@ struct sd_ctx {
     float *scratch;     /* [model.max_half_matrix] conversion buffer for F16/BF16 matrices */
     int n_threads;
     int keep_weights;   /* sd_load_params.keep_weights: stages keep their mapped pages (batches) */
+    int low_memory;     /* sd_load_params.low_memory: weights' pages dropped after each use, small VAE tiles */
     cond_cache prompts; /* encodings of the prompts used so far */
     sd_timings timings;
 };

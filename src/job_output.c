@@ -31,7 +31,7 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
     if (a->vae) APPEND(", VAE: %s", base_name(a->vae)); /* AUTOMATIC1111: "VAE: name.safetensors" */
     sd_timings tm;
     sd_get_timings(ctx, &tm);
-    if (tm.vae_tiled) APPEND(", VAE tiles: 512");
+    if (tm.vae_tiled) APPEND(", VAE tiles: %d", tm.vae_tiled);
     if (a->taesd) APPEND(", TAESD: %s", base_name(a->taesd));
     if (g->clip_skip > 1) APPEND(", Clip skip: %d", g->clip_skip);
     if (g->init_image) APPEND(", Denoising strength: %g", g->strength);

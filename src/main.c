@@ -62,6 +62,8 @@ static void usage(FILE *f) {
             "      --taesd FILE           decode (and encode) with TAESD, the tiny autoencoder, instead of the VAE\n"
             "      --vae-tiling           decode/encode in 512-pixel tiles (diffusers' enable_tiling); automatic\n"
             "                             when the untiled VAE would not fit in memory\n"
+            "      --low-memory           keep one layer's weights resident at a time and run the VAE in 256-pixel\n"
+            "                             tiles: a small peak memory, somewhat slower\n"
             "  -p, --prompt TEXT          what to draw (UTF-8)                                  [required]\n"
             "  -n, --negative-prompt TEXT what to steer away from                               [default: \"\"]\n"
             "  -o, --output FILE          PNG to write; FILE, FILE_1, FILE_2, ... for several images, or a name with\n"
@@ -322,8 +324,8 @@ static int run_job(const cli_args *a, sd_ctx *ctx, job *j, int jobs, run_state *
     if (st != SD_OK) return exit_code(st);
     sd_timings tm;
     sd_get_timings(ctx, &tm);
-    if (tm.vae_tiled && !j->s.gen.vae_tiling)
-        fprintf(stderr, "sd: note: the VAE ran in 512-pixel tiles: the untiled decoder would not fit in memory\n");
+    if (tm.vae_tiled && !j->s.gen.vae_tiling && !a->low_memory)
+        fprintf(stderr, "sd: note: the VAE ran in %d-pixel tiles: the untiled decoder would not fit in memory\n", tm.vae_tiled);
     int rc = job_write(a, j, ctx, &img, err, errlen) ? EXIT_RUNTIME : 0;
     if (!rc) {
         fprintf(stderr, "sd: wrote %s (seed %llu)\n", strcmp(j->png, "-") ? j->png : "the PNG to standard output",
@@ -445,7 +447,8 @@ static int run(cli_args *a) {
     lp.n_loras = a->n_loras;
     lp.log = stderr;
     lp.verbose = a->verbose;
-    lp.keep_weights = jobs_to_run(a, &L) > 1; /* a batch: each image reuses the pages the previous one read */
+    lp.low_memory = a->low_memory;
+    lp.keep_weights = !a->low_memory && jobs_to_run(a, &L) > 1; /* a batch: each image reuses the pages the previous one read */
     sd_status st = sd_load_with(&ctx, &lp, err);
     if (st != SD_OK) rc = error(exit_code(st), "%s", err);
     else if (a->verbose) fprintf(stderr, "sd: loaded %s (%.3f s)\n", a->model, now_s() - t0);

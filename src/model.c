@@ -87,9 +87,14 @@ void weight_rows_f32(const weight *w, int64_t offset, int64_t n, float *dst) {
     }
 }
 
+static _Thread_local int drop_after_use;
+
+void weight_set_drop_after_use(int on) { drop_after_use = on; }
+
 const float *weight_f32(const weight *w, float *scratch) {
     if (w->f32) return w->f32;
     weight_rows_f32(w, 0, w->numel, scratch);
+    if (drop_after_use && w->mapped) st_drop_pages(w->half, (size_t)w->numel * st_dtype_size(w->dtype));
     return scratch;
 }
 
@@ -292,6 +297,7 @@ weight wl_get(wloader *L, const char *name, int ndim, const int64_t *dims) {
     w.dtype = t->dtype;
     w.numel = t->numel;
     w.src = t;
+    w.mapped = L->m->file.map != NULL || L->m->file.n_parts > 0;
     int aligned = ((uintptr_t)t->data % st_dtype_size(t->dtype)) == 0;
     if (L->m->lora && lora_set_targets(L->m->lora, t)) { /* a float32 copy with the LoRA deltas added */
         w.half = t->data;

@@ -47,6 +47,7 @@ typedef struct {
     st_dtype dtype;
     int64_t numel;
     const st_tensor *src;
+    int mapped;        /* half points into a file mapping (its pages may be given back) */
 } weight;
 
 struct lora_set;
@@ -105,6 +106,11 @@ void wl_fail(wloader *L, const char *fmt, ...);
 
 /* Float32 view of a weight: in place, or converted into scratch (>= numel floats). */
 const float *weight_f32(const weight *w, float *scratch);
+
+/* Low-memory mode for weight_f32 on the calling thread: a mapped half weight's pages are given back right after it
+ * is converted, so that about one layer's weights are resident at a time (read again from the page cache on the
+ * next use). */
+void weight_set_drop_after_use(int on);
 /* Converts `n` half values starting at element `offset` into dst. */
 void weight_rows_f32(const weight *w, int64_t offset, int64_t n, float *dst);
 

@@ -37,7 +37,7 @@ typedef struct {
     float *noise;             /* [C, h, w] the start noise (the 4-channel inpainting blend reuses it) */
     float *mask;              /* [h, w] latent-resolution mask, 1 = repaint, or NULL */
     float *masked_latent;     /* [C, h, w] scaled latent of the masked image (9-channel UNet), or NULL */
-    int vae_tiled;            /* VAE in VAE_TILE_PX tiles (plan_vae) */
+    int vae_tiled;            /* tile size of the VAE in pixels, 0 = untiled (plan_vae) */
 } generation;
 
 static size_t peak_rss_bytes(void) {
@@ -85,23 +85,26 @@ static int available_memory(size_t *bytes, char *err) {
     return 0;
 }
 
-#define VAE_TILE_PX 512 /* diffusers' tile_sample_min_size for SD 1.x / 2.x */
+#define VAE_TILE_PX 512     /* diffusers' tile_sample_min_size for SD 1.x / 2.x */
+#define LOW_MEMORY_TILE_PX 256 /* --low-memory: a quarter of the activations of a 512 tile */
 
-/* Whether the VAE runs in tiles: asked for (and the image is larger than a tile), or needed because the
- * untiled decoder would not fit; sizes whose tiled decode cannot fit either are refused, before any compute. */
-static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W, int *tiled, char *err) {
+/* Whether the VAE runs in tiles, and their size (*tile_px, 0 = untiled): asked for (and the image is larger than a
+ * tile), low-memory mode, or needed because the untiled decoder would not fit; sizes whose tiled decode cannot
+ * fit either are refused, before any compute. */
+static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W, int *tile_px, char *err) {
     size_t have, need;
     if (available_memory(&have, err) != 0) return SD_ERR_ARG;
     const char *what = "the VAE decoder";
-    *tiled = 0;
+    const int tile = c->low_memory ? LOW_MEMORY_TILE_PX : VAE_TILE_PX;
+    *tile_px = 0;
     if (c->tae) { /* TAESD: three 64-channel activations at full size and a convolution's work */
         need = (size_t)4 * TAESD_CH * H * W * sizeof(float);
         what = "TAESD";
     } else {
         need = vae_decode_memory(&c->va, H / 8, W / 8);
-        *tiled = (H > VAE_TILE_PX || W > VAE_TILE_PX) && (p->vae_tiling || (have && need > have));
-        if (*tiled) { /* one tile's activations and the whole image */
-            need = vae_decode_memory(&c->va, VAE_TILE_PX / 8, VAE_TILE_PX / 8) + (size_t)H * W * 3 * sizeof(float);
+        if ((H > tile || W > tile) && (p->vae_tiling || c->low_memory || (have && need > have))) {
+            *tile_px = tile; /* one tile's activations and the whole image */
+            need = vae_decode_memory(&c->va, tile / 8, tile / 8) + (size_t)H * W * 3 * sizeof(float);
             what = "the VAE decoder in tiles";
         }
     }
@@ -165,7 +168,7 @@ static sd_status encode_image(sd_ctx *c, const generation *g, const float *image
         return SD_ERR_NOMEM;
     }
     int rc = !mean || !logvar ? -1
-             : g->vae_tiled ? vae_encode_tiled(&c->va, image, g->H, g->W, VAE_TILE_PX, mean, logvar, &c->arena, c->scratch)
+             : g->vae_tiled ? vae_encode_tiled(&c->va, image, g->H, g->W, g->vae_tiled, mean, logvar, &c->arena, c->scratch)
                             : vae_encode(&c->va, image, 1, g->H, g->W, mean, logvar, &c->arena, c->scratch);
     if (rc != 0) {
         snprintf(err, SD_ERR_LEN, "out of memory in the VAE encoder at %dx%d", g->W, g->H);
@@ -352,7 +355,7 @@ static sd_status decode(sd_ctx *c, const generation *g, const float *latent, sd_
     if (!z || !image || !img->rgb) { st = SD_ERR_NOMEM; goto done; }
     for (size_t j = 0; j < g->n; j++) z[j] = c->tae ? latent[j] : latent[j] / d->vae_scale + d->vae_shift; /* TAESD: as it is */
     int rc = c->tae ? taesd_decode(c->tae, z, g->h, g->w, image, &c->arena, c->scratch)
-           : g->vae_tiled ? vae_decode_tiled(&c->va, z, g->h, g->w, VAE_TILE_PX, image, &c->arena, c->scratch)
+           : g->vae_tiled ? vae_decode_tiled(&c->va, z, g->h, g->w, g->vae_tiled, image, &c->arena, c->scratch)
                           : vae_decode(&c->va, z, 1, g->h, g->w, image, &c->arena, c->scratch);
     if (rc != 0) { st = SD_ERR_NOMEM; goto done; }
     to_rgb8(image, g->H, g->W, img->rgb);
@@ -374,6 +377,7 @@ sd_status sd_generate(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err
     memset(&c->timings, 0, sizeof c->timings);
     err[0] = 0;
     kernels_set_threads(c->n_threads);
+    weight_set_drop_after_use(c->low_memory);
     generation g = {0};
     sd_status st = sd_gen_params_check(p, err);
     if (st == SD_OK) st = resolve_size(c, p, &g.W, &g.H, err);

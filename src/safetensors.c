@@ -204,10 +204,14 @@ const char *st_meta_get(const st_file *f, const char *key) {
     return NULL;
 }
 
+void st_drop_pages(const void *data, size_t nbytes) {
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t begin = ((uintptr_t)data + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t end = ((uintptr_t)data + nbytes) & ~((uintptr_t)page - 1);
+    if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
 void st_release(const st_file *f, const st_tensor *t) {
     if ((!f->map && !f->n_parts) || t->nbytes == 0) return; /* only mapped files: never heap memory */
-    long page = sysconf(_SC_PAGESIZE);
-    uintptr_t begin = ((uintptr_t)t->data + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-    uintptr_t end = ((uintptr_t)t->data + t->nbytes) & ~((uintptr_t)page - 1);
-    if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
+    st_drop_pages(t->data, t->nbytes);
 }

@@ -130,7 +130,8 @@ sd_status sd_load_with(sd_ctx **out, const sd_load_params *p, char err[SD_ERR_LE
     const char *path = p->model_path ? p->model_path : "";
     kernels_set_threads(p->n_threads);
     c->n_threads = kernels_threads();
-    c->keep_weights = p->keep_weights;
+    c->keep_weights = p->keep_weights && !p->low_memory;
+    c->low_memory = p->low_memory;
     arena_init(&c->arena);
     schedule_init(&c->sched);
     int rc = model_open_with_vae(&c->model, path, p->vae_path, err, SD_ERR_LEN);

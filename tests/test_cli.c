@@ -233,6 +233,28 @@ static void test_vae_tiling(void) {
     free(text);
 }
 
+/* --low-memory: the weights' pages given back after each layer change nothing in the numbers (same bytes as the
+ * default at a size without tiles, F16 file: the weights converted per layer are the ones dropped); above 256
+ * pixels the VAE runs in 256-pixel tiles and the PNG records it. */
+static void test_low_memory(void) {
+    char a[700], b[700], f16[1024], cmd[1600];
+    snprintf(a, sizeof a, "%s/lm_a.png", tmpdir);
+    snprintf(b, sizeof b, "%s/lm_b.png", tmpdir);
+    snprintf(f16, sizeof f16, "%s/model_f16.safetensors", SD_FIXTURES);
+    CHECK(run_sd(ARGS("-m", f16, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "3", "-s", "4", "-o", a), NULL) == 0, "default run");
+    CHECK(run_sd(ARGS("-m", f16, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "3", "-s", "4", "-o", b, "--low-memory"), NULL) == 0,
+          "--low-memory run");
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    CHECK(system(cmd) == 0, "--low-memory gives the bytes of the default run at 64x64");
+    char *err = NULL;
+    CHECK(run_sd(ARGS("-m", f16, "-p", "a dog", "-W", "320", "-H", "264", "--steps", "1", "-s", "4", "-o", b, "--low-memory"), &err) == 0 &&
+              err && !strstr(err, "note: the VAE ran"), "--low-memory at 320x264: %s", err ? err : "");
+    free(err);
+    char *text = output_read_png_text(b, "parameters");
+    CHECK(text && strstr(text, ", VAE tiles: 256"), "parameters record the 256-pixel tiles: %s", text ? text : "");
+    free(text);
+}
+
 /* A grey w x h PNG in the temp dir. */
 static const char *write_png(const char *name, int w, int h) {
     static char path[700];
@@ -473,6 +495,7 @@ int main(void) {
     test_signal();
     test_memory_limit();
     test_vae_tiling();
+    test_low_memory();
     test_image_inputs();
     test_sd2();
     test_default_spacing();

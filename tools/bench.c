@@ -2,7 +2,7 @@
  * the machine's sgemm peak, load time, text-encoder time per prompt, median guided UNet step,
  * VAE decode, whole image, peak RSS, and GFLOP/s per stage against models/flops.json.
  *
- *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]... [--vae-tiling] [--taesd FILE]
+ *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]... [--vae-tiling] [--low-memory] [--taesd FILE]
  */
 #include "blas_env.h"
 #include "kernels.h"
@@ -62,10 +62,11 @@ int main(int argc, char **argv) {
     int width = 512, height = 512, steps = 20, runs = 1, threads = 0, n_loras = 0;
     sd_lora loras[8];
     char lora_paths[8][1024];
-    int vae_tiling = 0;
+    int vae_tiling = 0, low_memory = 0;
     const char *taesd = NULL;
     for (int i = 1; i < argc; i += 2) {
         if (!strcmp(argv[i], "--vae-tiling")) { vae_tiling = 1; i--; continue; }
+        if (!strcmp(argv[i], "--low-memory")) { low_memory = 1; i--; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "sd-bench: error: option '%s' needs a value\n", argv[i]); return 2; }
         if (!strcmp(argv[i], "-m")) model = argv[i + 1];
         else if (!strcmp(argv[i], "-W")) width = atoi(argv[i + 1]);
@@ -95,6 +96,7 @@ int main(int argc, char **argv) {
     lp.n_threads = threads;
     lp.loras = loras;
     lp.n_loras = n_loras;
+    lp.low_memory = low_memory;
     lp.log = stderr;
     sd_status st = sd_load_with(&ctx, &lp, err);
     double load_s = now_s() - t0;
