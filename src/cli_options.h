@@ -28,7 +28,7 @@ typedef struct {
 typedef struct {
     const char *model, *lora_dir, *vae, *taesd;
     const char *prompt_file;            /* --prompt-file FILE ("-" = standard input) */
-    const char *sweeps[CLI_MAX_AXES + 1]; /* --sweep KEY=VALUES, in order (one more than allowed, to report it) */
+    const char *sweeps[CLI_MAX_AXES];   /* --sweep KEY=VALUES, in order (a fourth is refused while parsing) */
     int n_sweeps;
     const char *grid;                   /* --grid FILE.png */
     int shard_index, shard_count;       /* --shard i/n (1-based); 0/0 = all jobs */

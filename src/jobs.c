@@ -301,7 +301,7 @@ static int push_base(base_list *b, const job_settings *s, int line) {
     return 0;
 }
 
-static char *read_all(const char *path, FILE *f) {
+static char *read_all(FILE *f) {
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
     for (size_t got; buf && (got = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
@@ -313,7 +313,6 @@ static char *read_all(const char *path, FILE *f) {
         }
     }
     if (buf) buf[n] = 0;
-    (void)path;
     return buf;
 }
 
@@ -339,7 +338,7 @@ static int read_base_jobs(job_list *L, const cli_args *a, base_list *b, char *er
     int is_stdin = !strcmp(a->prompt_file, "-");
     FILE *f = is_stdin ? stdin : fopen(a->prompt_file, "rb");
     if (!f) return BAD("--prompt-file: cannot open '%s': %s", a->prompt_file, strerror(errno));
-    char *text = keep(L, read_all(a->prompt_file, f));
+    char *text = keep(L, read_all(f));
     int read_error = ferror(f);
     if (!is_stdin) fclose(f);
     if (!text) return NOMEM();
@@ -465,7 +464,6 @@ int jobs_build(job_list *L, const cli_args *a, char *err, size_t errlen) {
     if (a->prompt_file) snprintf(source, sizeof source, "prompt file '%s'", a->prompt_file);
     L->source = a->prompt_file ? source : "command line";
     for (int x = 0; x < a->n_sweeps; x++) {
-        if (x == CLI_MAX_AXES) return BAD("--sweep %s: more than %d axes", a->sweeps[x], CLI_MAX_AXES);
         int rc = jobs_parse_sweep(a->sweeps[x], &L->axes[x], err, errlen);
         if (rc) return rc;
         L->n_axes++;

@@ -208,25 +208,31 @@ static int check_prompts(const sd_ctx *ctx, const job_list *L, int verbose) {
     return 0;
 }
 
-/* Before any compute: every output can be written, none is the model, no two jobs write one file. */
+/* One output path: writable by output.h's rules, and not the model file. */
+static int check_output(const char *path, const struct stat *model) {
+    char err[SD_ERR_LEN];
+    struct stat st;
+    if (model && stat(path, &st) == 0 && st.st_dev == model->st_dev && st.st_ino == model->st_ino)
+        return error(EXIT_BAD_INPUT, "%s: is the model file; refusing to overwrite it", path);
+    return output_check_path(path, err, sizeof err) != 0 ? error(EXIT_BAD_INPUT, "%s", err) : 0;
+}
+
+/* Before any compute: every output can be written, none is the model, no two jobs (or the grid) write one file. */
 static int check_outputs(const cli_args *a, job_list *L, const sd_ctx *ctx) {
     char err[SD_ERR_LEN];
     sd_model_info mi;
     sd_get_model_info(ctx, &mi);
     if (jobs_name_outputs(L, mi.default_width, mi.default_height, err, sizeof err)) return error(EXIT_BAD_INPUT, "%s", err);
-    struct stat model, st;
-    int have_model = stat(a->model, &model) == 0;
-    for (int i = 0; i < 2 * L->n + 1; i++) {
-        const char *path = i == 2 * L->n ? a->grid : i % 2 ? L->jobs[i / 2].latent : L->jobs[i / 2].png;
-        if (!path) continue;
-        if (have_model && stat(path, &st) == 0 && st.st_dev == model.st_dev && st.st_ino == model.st_ino)
-            return error(EXIT_BAD_INPUT, "%s: is the model file; refusing to overwrite it", path);
-        if (output_check_path(path, err, sizeof err) != 0) return error(EXIT_BAD_INPUT, "%s", err);
-        if (i == 2 * L->n)
-            for (int k = 0; k < L->n; k++)
-                if (!strcmp(path, L->jobs[k].png)) return error(EXIT_BAD_INPUT, "%s: named by --grid and by job %d's -o", path, k + 1);
+    struct stat model_st;
+    const struct stat *model = stat(a->model, &model_st) == 0 ? &model_st : NULL;
+    int rc = 0;
+    for (int i = 0; i < L->n && !rc; i++) {
+        rc = check_output(L->jobs[i].png, model);
+        if (!rc && L->jobs[i].latent) rc = check_output(L->jobs[i].latent, model);
+        if (!rc && a->grid && !strcmp(a->grid, L->jobs[i].png))
+            rc = error(EXIT_BAD_INPUT, "%s: named by --grid and by job %d's -o", a->grid, L->jobs[i].number);
     }
-    return 0;
+    return rc || !a->grid ? rc : check_output(a->grid, model);
 }
 
 /* ---------------- progress ---------------- */
@@ -448,7 +454,7 @@ static int run(cli_args *a) {
     lp.log = stderr;
     lp.verbose = a->verbose;
     lp.low_memory = a->low_memory;
-    lp.keep_weights = !a->low_memory && jobs_to_run(a, &L) > 1; /* a batch: each image reuses the pages the previous one read */
+    lp.keep_weights = jobs_to_run(a, &L) > 1; /* a batch: each image reuses the pages the previous one read */
     sd_status st = sd_load_with(&ctx, &lp, err);
     if (st != SD_OK) rc = error(exit_code(st), "%s", err);
     else if (a->verbose) fprintf(stderr, "sd: loaded %s (%.3f s)\n", a->model, now_s() - t0);

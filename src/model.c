@@ -297,7 +297,7 @@ weight wl_get(wloader *L, const char *name, int ndim, const int64_t *dims) {
     w.dtype = t->dtype;
     w.numel = t->numel;
     w.src = t;
-    w.mapped = L->m->file.map != NULL || L->m->file.n_parts > 0;
+    w.mapped = st_is_mapped(&L->m->file);
     int aligned = ((uintptr_t)t->data % st_dtype_size(t->dtype)) == 0;
     if (L->m->lora && lora_set_targets(L->m->lora, t)) { /* a float32 copy with the LoRA deltas added */
         w.half = t->data;

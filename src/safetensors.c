@@ -211,7 +211,9 @@ void st_drop_pages(const void *data, size_t nbytes) {
     if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
 }
 
+int st_is_mapped(const st_file *f) { return f->map != NULL || f->n_parts > 0; }
+
 void st_release(const st_file *f, const st_tensor *t) {
-    if ((!f->map && !f->n_parts) || t->nbytes == 0) return; /* only mapped files: never heap memory */
+    if (!st_is_mapped(f) || t->nbytes == 0) return; /* only mapped files: never heap memory */
     st_drop_pages(t->data, t->nbytes);
 }

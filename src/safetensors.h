@@ -67,6 +67,8 @@ const char *st_dtype_name(st_dtype t);
 size_t st_dtype_size(st_dtype t);
 int st_dtype_is_float(st_dtype t);
 
+/* Whether the tensors' data lies in file mappings (the only memory whose pages may be given back). */
+int st_is_mapped(const st_file *f);
 /* Gives back the whole pages inside [data, data + nbytes) of a read-only file mapping (never heap memory). */
 void st_drop_pages(const void *data, size_t nbytes);
 /* Tells the kernel the mapped bytes of a tensor are no longer needed (drops them from RSS). */

@@ -20,6 +20,13 @@ static int exists(const char *p) { struct stat sb; return stat(p, &sb) == 0; }
 
 static int one_line(const char *s) { return s && strchr(s, '\n') == s + strlen(s) - 1; }
 
+/* The PNG's parameters text contains `want`. */
+static void expect_parameters(const char *png, const char *want, const char *what) {
+    char *text = output_read_png_text(png, "parameters");
+    CHECK(text && strstr(text, want), "%s: %s", what, text ? text : "(no parameters)");
+    free(text);
+}
+
 /* Runs sd and expects exit `code`, a single "sd: error:" line containing `want`, and no output file. */
 static void expect_error(const char *what, int code, const char *want, const char *const *args) {
     char *err = NULL;
@@ -228,9 +235,7 @@ static void test_vae_tiling(void) {
     free(err);
     snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
     CHECK(system(cmd) == 0, "automatic tiling gives the bytes of --vae-tiling");
-    char *text = output_read_png_text(a, "parameters");
-    CHECK(text && strstr(text, ", VAE tiles: 512"), "parameters record the tiling: %s", text ? text : "");
-    free(text);
+    expect_parameters(a, ", VAE tiles: 512", "parameters record the tiling");
 }
 
 /* --low-memory: the weights' pages given back after each layer change nothing in the numbers (same bytes as the
@@ -250,9 +255,7 @@ static void test_low_memory(void) {
     CHECK(run_sd(ARGS("-m", f16, "-p", "a dog", "-W", "320", "-H", "264", "--steps", "1", "-s", "4", "-o", b, "--low-memory"), &err) == 0 &&
               err && !strstr(err, "note: the VAE ran"), "--low-memory at 320x264: %s", err ? err : "");
     free(err);
-    char *text = output_read_png_text(b, "parameters");
-    CHECK(text && strstr(text, ", VAE tiles: 256"), "parameters record the 256-pixel tiles: %s", text ? text : "");
-    free(text);
+    expect_parameters(b, ", VAE tiles: 256", "parameters record the 256-pixel tiles");
 }
 
 /* A grey w x h PNG in the temp dir. */
@@ -310,9 +313,8 @@ static void test_image_inputs(void) {
     unlink(out);
     CHECK(run_sd(ARGS("-m", inpaint, "-p", "x", "--steps", "2", "-i", init, "-o", out), NULL) == 0 && exists(out),
           "9-channel model without a mask runs");
-    char *text = output_read_png_text(out, "parameters");
-    CHECK(text && strstr(text, "Size: 128x128") && strstr(text, "Denoising strength: 0.75"), "img2img parameters: %s", text ? text : "");
-    free(text);
+    expect_parameters(out, "Size: 128x128", "img2img parameters: size");
+    expect_parameters(out, "Denoising strength: 0.75", "img2img parameters: strength");
 #undef IMG
 }
 
@@ -403,9 +405,7 @@ static void test_lora_inputs(void) {
           "<lora:lora_kohya:0.6> in the prompt gives the pixels of --lora FILE:0.6");
     sd_pixels_free(&pa);
     sd_pixels_free(&pb);
-    char *text = output_read_png_text(a, "parameters");
-    CHECK(text && strstr(text, ", LoRA: \"lora_kohya: 0.6\""), "parameters name the LoRA: %s", text ? text : "");
-    free(text);
+    expect_parameters(a, ", LoRA: \"lora_kohya: 0.6\"", "parameters name the LoRA");
 }
 
 /* Other formats: bad standalone VAEs and incomplete diffusers folders are refused (exit 2, one line); --info
@@ -478,9 +478,7 @@ static void test_formats_cli(void) {
     free(info);
     unlink(out);
     CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "--vae", vae, "-o", out), NULL) == 0, "--vae run");
-    char *text = output_read_png_text(out, "parameters");
-    CHECK(text && strstr(text, ", VAE: vae_alt.safetensors"), "parameters name the VAE: %s", text ? text : "");
-    free(text);
+    expect_parameters(out, ", VAE: vae_alt.safetensors", "parameters name the VAE");
 }
 
 int main(void) {
