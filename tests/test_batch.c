@@ -256,7 +256,10 @@ static void test_scripting(void) {
 /* Ctrl-C during the second job of two: the first file stays, the second is never half-written, one line says how
  * many jobs were done. */
 static void test_interrupt(void) {
-    const char *jobs = in_dir("int.txt"), *err_path = in_dir("int.err");
+    char jobs[800], err_path[800], first[800]; /* own copies: in_dir's 16-slot ring wraps in the polling loop */
+    snprintf(jobs, sizeof jobs, "%s", in_dir("int.txt"));
+    snprintf(err_path, sizeof err_path, "%s", in_dir("int.err"));
+    snprintf(first, sizeof first, "%s", in_dir("i1.png"));
     char text[1200];
     snprintf(text, sizeof text, "-p 'quick' -W 64 -H 64 --steps 1 -o %s/i1.png\n-p 'slow' -W 512 -H 512 --steps 1000 -o %s/i2.png\n", tmpdir,
              tmpdir);
@@ -268,7 +271,7 @@ static void test_interrupt(void) {
         execl(SD_BIN, SD_BIN, "-m", model, "--prompt-file", jobs, (char *)NULL);
         _exit(127);
     }
-    for (int i = 0; i < 100 && !exists(in_dir("i1.png")); i++) usleep(50 * 1000);
+    for (int i = 0; i < 100 && !exists(first); i++) usleep(50 * 1000);
     usleep(800 * 1000);
     kill(pid, SIGINT);
     int status = 0;
