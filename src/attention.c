@@ -2,9 +2,12 @@
  * Short heads without a mask use a fused kernel (FlashAttention-style online softmax, Dao et al.
  * 2022); the rest goes through OpenBLAS with bounded score blocks. */
 #include "kernels.h"
+#include "gemm.h"
 #include "vecmath.h"
 
-#include <cblas.h>
+#include <stdint.h>
+#include <string.h>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -116,24 +119,146 @@ static void fa_attention(const float *Q, int ldq, const float *K, int ldk, const
     }
 }
 
+/* ---- the same fused kernel in bfloat16 (gemm.h's precision): scores and P·V by VDPBF16PS ----
+ * Q (pre-scaled), K, V and P are rounded to bf16, two values per 32-bit word along the summed dimension:
+ * Sᵀ[j] += bcast(K[j, d:d+2]) · Qᵀ[d:d+2] over head-dimension pairs, Oᵀ[d] += bcast(V[j:j+2, d]) · Pᵀ[j:j+2]
+ * over key pairs. Maxima, exponentials and sums stay float32. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FA_BF16 1
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+
+/* Word j of the result = (bf16(lo[j]), bf16(hi[j])). */
+BF16_TARGET static inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                                21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+static inline uint32_t bf16_pair(float lo, float hi) {
+    uint32_t a, b;
+    memcpy(&a, &lo, 4);
+    memcpy(&b, &hi, 4);
+    a = (a + 0x7FFF + ((a >> 16) & 1)) >> 16; /* round to nearest even (finite values) */
+    b = (b + 0x7FFF + ((b >> 16) & 1)) >> 16;
+    return a | b << 16;
+}
+
+/* Rows r0.. (16) of one head, as fa_task: QT[dh/2][16] pairs of scaled Q, KB[m][dh/2] pairs of K, VP[m/2][dh] pairs
+ * (V[j, d], V[j + 1, d]). */
+BF16_TARGET static void fa_task_bf16(const uint32_t *QT, const uint32_t *KB, const uint32_t *VP, int m, int dh, int rows,
+                                     float *out, int ldo) {
+    __m512 OT[64];
+    const int dp = dh / 2;
+    __m512 run_max = _mm512_set1_ps(-INFINITY), run_sum = _mm512_setzero_ps();
+    for (int d = 0; d < dh; d++) OT[d] = _mm512_setzero_ps();
+    for (int j0 = 0; j0 < m; j0 += FA_LANES) {
+        __m512 S[FA_LANES];
+        for (int j = 0; j < FA_LANES; j++) S[j] = _mm512_setzero_ps();
+        const uint32_t *kb = KB + (size_t)j0 * dp;
+        for (int p = 0; p < dp; p++) {
+            __m512bh q = (__m512bh)_mm512_loadu_si512(QT + (size_t)p * FA_LANES);
+            for (int j = 0; j < FA_LANES; j++)
+                S[j] = _mm512_dpbf16_ps(S[j], (__m512bh)_mm512_set1_epi32((int)kb[(size_t)j * dp + p]), q);
+        }
+        __m512 tile_max = S[0];
+        for (int j = 1; j < FA_LANES; j++) tile_max = _mm512_max_ps(tile_max, S[j]);
+        __m512 new_max = _mm512_max_ps(run_max, tile_max);
+        __m512 corr = (__m512)v16_exp((v16)_mm512_sub_ps(run_max, new_max)), tile_sum = _mm512_setzero_ps();
+        __m512i PP[FA_LANES / 2]; /* probabilities of key pairs (j, j + 1) for the 16 rows */
+        for (int j = 0; j < FA_LANES; j += 2) {
+            __m512 p0 = (__m512)v16_exp((v16)_mm512_sub_ps(S[j], new_max));
+            __m512 p1 = (__m512)v16_exp((v16)_mm512_sub_ps(S[j + 1], new_max));
+            tile_sum = _mm512_add_ps(tile_sum, _mm512_add_ps(p0, p1));
+            PP[j / 2] = bf16_pairs(p0, p1);
+        }
+        run_sum = _mm512_fmadd_ps(run_sum, corr, tile_sum);
+        run_max = new_max;
+        const uint32_t *vp = VP + (size_t)(j0 / 2) * dh;
+        for (int d0 = 0; d0 < dh; d0 += FA_DCHUNK) {
+            __m512 acc[FA_DCHUNK];
+            for (int i = 0; i < FA_DCHUNK; i++) acc[i] = _mm512_mul_ps(OT[d0 + i], corr);
+            for (int jp = 0; jp < FA_LANES / 2; jp++)
+                for (int i = 0; i < FA_DCHUNK; i++)
+                    acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)_mm512_set1_epi32((int)vp[(size_t)jp * dh + d0 + i]),
+                                              (__m512bh)PP[jp]);
+            for (int i = 0; i < FA_DCHUNK; i++) OT[d0 + i] = acc[i];
+        }
+    }
+    float inv[FA_LANES], od[FA_LANES];
+    _mm512_storeu_ps(inv, _mm512_div_ps(_mm512_set1_ps(1.0f), run_sum));
+    for (int d = 0; d < dh; d++) {
+        _mm512_storeu_ps(od, OT[d]);
+        for (int r = 0; r < rows; r++) out[(size_t)r * ldo + d] = od[r] * inv[r];
+    }
+}
+
+/* fa_attention in bfloat16: QT[h][block][dh/2, 16], KB[h][m, dh/2], VP[h][m/2, dh] packed once, then one task per
+ * (head, 16-row block). */
+static void fa_attention_bf16(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
+                              int heads, int dh, float *out, float *work) {
+    const int blocks = (n + FA_LANES - 1) / FA_LANES, ldo = heads * dh, dp = dh / 2;
+    const float scale = 1.0f / sqrtf((float)dh);
+    uint32_t *QT = (uint32_t *)work;                             /* [heads, blocks, dh/2, 16] */
+    uint32_t *KB = QT + (size_t)heads * blocks * dp * FA_LANES;  /* [heads, m, dh/2] */
+    uint32_t *VP = KB + (size_t)heads * m * dp;                  /* [heads, m/2, dh] */
+    #pragma omp parallel for schedule(static) num_threads(kernels_threads())
+    for (int task = 0; task < heads * blocks; task++) {
+        const int h = task / blocks, r0 = task % blocks * FA_LANES;
+        uint32_t *qt = QT + (size_t)task * dp * FA_LANES;
+        for (int p = 0; p < dp; p++)
+            for (int r = 0; r < FA_LANES; r++) {
+                const float *q = Q + (size_t)(r0 + r) * ldq + h * dh + 2 * p;
+                qt[p * FA_LANES + r] = r0 + r < n ? bf16_pair(q[0] * scale, q[1] * scale) : 0;
+            }
+    }
+    #pragma omp parallel for schedule(static) num_threads(kernels_threads())
+    for (int task = 0; task < heads * (m / 2); task++) {
+        const int h = task / (m / 2), j = task % (m / 2) * 2;
+        uint32_t *kb = KB + ((size_t)h * m + j) * dp, *vp = VP + ((size_t)h * (m / 2) + j / 2) * dh;
+        for (int r = 0; r < 2; r++)
+            for (int p = 0; p < dp; p++) {
+                const float *k = K + (size_t)(j + r) * ldk + h * dh + 2 * p;
+                kb[(size_t)r * dp + p] = bf16_pair(k[0], k[1]);
+            }
+        const float *v0 = V + (size_t)j * ldv + h * dh, *v1 = v0 + ldv;
+        for (int d = 0; d < dh; d++) vp[d] = bf16_pair(v0[d], v1[d]);
+    }
+    #pragma omp parallel for schedule(dynamic, 4) num_threads(kernels_threads())
+    for (int task = 0; task < heads * blocks; task++) {
+        const int h = task / blocks, r0 = task % blocks * FA_LANES, rows = n - r0 < FA_LANES ? n - r0 : FA_LANES;
+        fa_task_bf16(QT + (size_t)task * dp * FA_LANES, KB + (size_t)h * m * dp, VP + (size_t)h * (m / 2) * dh, m, dh, rows,
+                     out + (size_t)r0 * ldo + h * dh, ldo);
+    }
+}
+#else
+#define FA_BF16 0
+#endif
+
 /* The fused kernel when it applies; otherwise each thread takes (head, query block) tasks with its
  * own score buffer and single-threaded GEMMs. There the softmax is left unnormalised
  * (P = exp(S - max)) and each output row is divided by its row sum after P·V: one pass less over P. */
 void attention(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
                int heads, int dh, int causal, float *out, float *work) {
     if (fa_usable(m, dh, causal)) {
+#if FA_BF16
+        if (kernels_bf16()) { /* set only on CPUs with AVX512-BF16 */
+            fa_attention_bf16(Q, ldq, K, ldk, V, ldv, n, m, heads, dh, out, work);
+            return;
+        }
+#endif
         fa_attention(Q, ldq, K, ldk, V, ldv, n, m, heads, dh, out, work);
         return;
     }
     const float scale = 1.0f / sqrtf((float)dh);
     const int R = attention_block_rows(n, m), blocks = (n + R - 1) / R, ldo = heads * dh;
+    const gemm_precision prec = kernels_bf16() ? GEMM_BF16 : GEMM_F32;
     #pragma omp parallel for schedule(dynamic, 1) num_threads(kernels_threads()) if (heads * blocks > 1)
     for (int task = 0; task < heads * blocks; task++) {
         const int h = task / blocks, r0 = (task % blocks) * R, rows = r0 + R <= n ? R : n - r0;
         float *S = work + (size_t)thread_index() * R * (m + 1); /* [rows, m] scores */
         float *inv_sum = S + (size_t)R * m;                         /* [rows] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, m, dh, scale, Q + (size_t)r0 * ldq + h * dh, ldq,
-                    K + h * dh, ldk, 0.0f, S, m);
+        gemm_1t(prec, 1, rows, m, dh, scale, Q + (size_t)r0 * ldq + h * dh, ldq, K + h * dh, ldk, 0.0f, S, m);
         if (causal)
             for (int i = 0; i < rows; i++)
                 for (int j = r0 + i + 1; j < m; j++) S[(size_t)i * m + j] = -INFINITY;
@@ -142,7 +267,7 @@ void attention(const float *Q, int ldq, const float *K, int ldk, const float *V,
             inv_sum[i] = 1.0f / exp_row_sum(Si, m, row_max(Si, m));
         }
         float *O = out + (size_t)r0 * ldo + h * dh; /* [rows, dh] with row stride ldo */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, m, 1.0f, S, m, V + h * dh, ldv, 0.0f, O, ldo);
+        gemm_1t(prec, 0, rows, dh, m, 1.0f, S, m, V + h * dh, ldv, 0.0f, O, ldo);
         for (int i = 0; i < rows; i++)
             for (int j = 0; j < dh; j++) O[(size_t)i * ldo + j] *= inv_sum[i];
     }

@@ -1,5 +1,6 @@
 /* kernels.c - see kernels.h. */
 #include "kernels.h"
+#include "gemm.h"
 #include "vecmath.h"
 
 #include <cblas.h>
@@ -110,36 +111,64 @@ void kernels_set_threads(int n) {
 
 int kernels_threads(void) { return g_threads; }
 
+static _Thread_local int g_bf16; /* per application thread, like g_threads */
+
+int kernels_set_bf16(int on) {
+    g_bf16 = on && gemm_bf16_supported();
+    return g_bf16;
+}
+
+int kernels_bf16(void) { return g_bf16; }
+
 /* ---------------- dense ---------------- */
 
 #define GEMM_PANELS 4     /* large products are cut into this many panels, whatever the thread count */
 #define GEMM_MIN_PANEL 32 /* ... each at least this wide (a multiple of 16) */
 
+/* A[M, K] in bf16 rows for all panels at once (kernels' threads), or NULL (float32, or no memory). */
+static uint32_t *bf16_rows_shared(const float *A, int lda, int M, int K) {
+    uint32_t *Ab = malloc(gemm_bf16_rows_bytes(M, K)); /* [M][(K + 1) / 2] */
+    if (!Ab) return NULL;
+    #pragma omp parallel for schedule(static) num_threads(g_threads)
+    for (int r0 = 0; r0 < M; r0 += 16)
+        gemm_bf16_rows(A + (size_t)r0 * lda, lda, M - r0 < 16 ? M - r0 : 16, K, Ab + (size_t)r0 * ((K + 1) / 2));
+    return Ab;
+}
+
+/* One panel: A given as floats and, when not NULL, as bf16 rows. */
+static void gemm_panel(gemm_precision prec, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                       const uint32_t *Ab, const float *B, int ldb, float beta, float *C, int ldc) {
+    if (Ab) gemm_1t_bf16a(trans_b, M, N, K, alpha, A, lda, Ab, B, ldb, beta, C, ldc);
+    else gemm_1t(prec, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* C[M, N] = alpha·A[M, K]·op(B) + beta·C (row-major; op(B) = Bᵀ when trans_b, B is then [N, K]).
- * Large products are split into column (or row) panels, one single-threaded OpenBLAS call each, shared
+ * Large products are split into column (or row) panels, one single-threaded product each (gemm.h), shared
  * out over the one thread pool. The panels depend only on the shape, never on the thread count, so every
- * OpenBLAS call (and its summation order, which some kernels vary with the call's width) is the same
- * at any thread count. */
+ * product (and its summation order, which OpenBLAS kernels vary with the call's width) is the same
+ * at any thread count. In bfloat16, A is converted once for all panels. */
 static void gemm(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                  float beta, float *C, int ldc) {
-    const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+    const gemm_precision prec = g_bf16 ? GEMM_BF16 : GEMM_F32; /* read here: the pool's threads have their own */
     if ((double)M * N * K < 4e6 || omp_in_parallel_region()) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        gemm_1t(prec, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     int split_n = N >= M;
     int len = split_n ? N : M, chunk = ((len + GEMM_PANELS - 1) / GEMM_PANELS + 15) / 16 * 16;
     if (chunk < GEMM_MIN_PANEL) chunk = GEMM_MIN_PANEL;
+    uint32_t *Ab = prec == GEMM_BF16 ? bf16_rows_shared(A, lda, M, K) : NULL;
+    const size_t ab_row = (size_t)(K + 1) / 2; /* words per row of Ab */
     #pragma omp parallel for schedule(static) num_threads(g_threads)
     for (int p0 = 0; p0 < len; p0 += chunk) {
         int w = len - p0 < chunk ? len - p0 : chunk;
         if (split_n)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, w, K, alpha, A, lda, trans_b ? B + (size_t)p0 * ldb : B + p0, ldb,
-                        beta, C + p0, ldc);
+            gemm_panel(prec, trans_b, M, w, K, alpha, A, lda, Ab, trans_b ? B + (size_t)p0 * ldb : B + p0, ldb, beta, C + p0, ldc);
         else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, w, N, K, alpha, A + (size_t)p0 * lda, lda, B, ldb, beta,
-                        C + (size_t)p0 * ldc, ldc);
+            gemm_panel(prec, trans_b, w, N, K, alpha, A + (size_t)p0 * lda, lda, Ab ? Ab + (size_t)p0 * ab_row : NULL, B,
+                       ldb, beta, C + (size_t)p0 * ldc, ldc);
     }
+    free(Ab);
 }
 
 void matmul(const float *A, const float *B, float *C, int M, int N, int K, float alpha, float beta) {

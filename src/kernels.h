@@ -28,6 +28,10 @@ void arena_reset(arena *a, arena_mark m);
 /* ---- threads ---- */
 void kernels_set_threads(int n);
 int kernels_threads(void);
+/* bfloat16 products (gemm.h) for the GEMMs of this application thread's calls: on = 1 asks for them; returns
+ * whether they are used (only on CPUs with AVX512-BF16). Norms, softmax and everything else stay float32. */
+int kernels_set_bf16(int on);
+int kernels_bf16(void);
 
 /* ---- dense layers ---- */
 /* y[n, out] = x[n, in] · W[out, in]^T + b[out] (b may be NULL). */

@@ -1,6 +1,8 @@
 /* test_kernels.c - each kernel against a naive reference implementation, on odd sizes
  * (non-square, channels not a multiple of the vector width, 1x1 spatial, strides, asymmetric padding). */
+#include "gemm.h"
 #include "kernels.h"
+#include "model.h"
 #include "vecmath.h"
 #include "test_util.h"
 
@@ -152,6 +154,129 @@ static void test_attention(void) {
     }
 }
 
+/* ---- bfloat16 products (gemm.h) ---- */
+
+static float bf16_round(float x) { return bf16_to_float(float_to_bf16(x)); }
+
+/* gemm_1t(GEMM_BF16) against a double-precision product of the bf16-rounded inputs: only the float32
+ * summation may differ (relative to the sum of |terms|), on shapes with every kind of tail. */
+static void test_gemm_bf16(void) {
+    struct { int trans_b, M, N, K; float alpha, beta; } cases[] = {
+        {0, 1, 1, 1, 1, 0}, {0, 7, 100, 33, 1, 0}, {1, 13, 70, 65, 0.5f, 1}, {0, 6, 64, 256, 1, 0.25f},
+        {1, 37, 129, 513, 1, 0}, {0, 100, 600, 300, 2, 0}, {1, 300, 77, 1025, 1, 0.5f},
+    };
+    const int have = gemm_bf16_supported();
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const int tb = cases[c].trans_b, M = cases[c].M, N = cases[c].N, K = cases[c].K, ldb = tb ? K : N;
+        const float alpha = cases[c].alpha, beta = cases[c].beta;
+        float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)K * N * 4), *C = malloc((size_t)M * N * 4);
+        float *C0 = malloc((size_t)M * N * 4), *Cf = malloc((size_t)M * N * 4), *Ca = malloc((size_t)M * N * 4);
+        void *Ab = malloc(gemm_bf16_rows_bytes(M, K));
+        fill(A, (size_t)M * K); fill(B, (size_t)K * N); fill(C0, (size_t)M * N);
+        for (size_t i = 0; i < (size_t)M * N; i++) C[i] = Ca[i] = Cf[i] = beta != 0 ? C0[i] : NAN; /* beta 0 never reads C */
+        gemm_1t(GEMM_BF16, tb, M, N, K, alpha, A, K, B, ldb, beta, C, N);
+        gemm_1t(GEMM_F32, tb, M, N, K, alpha, A, K, B, ldb, beta, Cf, N);
+        double worst = 0, bf16_vs_f32 = 0;
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double ref = 0, l1 = 0;
+                for (int k = 0; k < K; k++) {
+                    float b = tb ? B[(size_t)j * K + k] : B[(size_t)k * N + j];
+                    double t = have ? (double)bf16_round(A[(size_t)i * K + k]) * bf16_round(b) : (double)A[(size_t)i * K + k] * b;
+                    ref += t;
+                    l1 += fabs(t);
+                }
+                ref = alpha * ref + (beta != 0 ? beta * C0[(size_t)i * N + j] : 0);
+                l1 = fabs(alpha) * l1 + fabs(beta * C0[(size_t)i * N + j]) + 1e-30;
+                double e = fabs(C[(size_t)i * N + j] - ref) / l1, d = fabs(C[(size_t)i * N + j] - Cf[(size_t)i * N + j]) / l1;
+                if (!(e <= worst)) worst = e;
+                if (d > bf16_vs_f32) bf16_vs_f32 = d;
+            }
+        CHECK(worst < 1e-6, "bf16 gemm case %zu (%dx%dx%d): error %.3g of the terms' magnitude", c, M, N, K, worst);
+        /* bf16 really ran: rounding the inputs moves the result by ~2^-9 of the terms (float32: exactly nothing) */
+        CHECK(have ? bf16_vs_f32 > 1e-4 || K == 1 : bf16_vs_f32 == 0, "bf16 gemm case %zu differs from float32 by %.3g", c, bf16_vs_f32);
+        if (have) {
+            gemm_bf16_rows(A, K, M, K, Ab);
+            gemm_1t_bf16a(tb, M, N, K, alpha, A, K, Ab, B, ldb, beta, Ca, N);
+            CHECK(max_abs_diff(C, Ca, (size_t)M * N) == 0, "bf16 gemm case %zu: A converted beforehand gives the same values", c);
+        }
+        free(A); free(B); free(C); free(C0); free(Cf); free(Ca); free(Ab);
+    }
+}
+
+/* The layers in bfloat16 (kernels_set_bf16): linear (shared A conversion), im2col and Winograd convolutions and
+ * the fused attention, against the float64 references, within the error bf16 inputs allow. */
+static void test_layers_bf16(void) {
+    if (!kernels_set_bf16(1)) { CHECK(!gemm_bf16_supported(), "kernels_set_bf16 refused on a bf16 CPU"); return; }
+    { /* linear, large enough for the threaded panels: y[n, out] = x · Wᵀ + b */
+        const int n = 700, in = 333, out = 260;
+        float *x = malloc((size_t)n * in * 4), *w = malloc((size_t)out * in * 4), *b = malloc(out * 4), *y = malloc((size_t)n * out * 4);
+        fill(x, (size_t)n * in); fill(w, (size_t)out * in); fill(b, out);
+        linear(x, n, in, w, b, out, y);
+        double worst = 0;
+        for (int i = 0; i < n; i += 7)
+            for (int o = 0; o < out; o++) {
+                double ref = b[o], l1 = fabs(b[o]);
+                for (int k = 0; k < in; k++) {
+                    double t = (double)bf16_round(x[(size_t)i * in + k]) * bf16_round(w[(size_t)o * in + k]);
+                    ref += t;
+                    l1 += fabs(t);
+                }
+                double e = fabs(y[(size_t)i * out + o] - ref) / l1;
+                if (!(e <= worst)) worst = e;
+            }
+        CHECK(worst < 1e-6, "bf16 linear: error %.3g of the terms' magnitude", worst);
+        free(x); free(w); free(b); free(y);
+    }
+    struct { int B, C, O, H, W, stride; } convs[] = {{2, 40, 24, 30, 26, 1}, {1, 17, 9, 9, 6, 2}, {2, 64, 32, 6, 6, 1}};
+    for (size_t c = 0; c < sizeof convs / sizeof *convs; c++) {
+        const int B = convs[c].B, C = convs[c].C, O = convs[c].O, H = convs[c].H, W = convs[c].W;
+        conv_desc d = {C, O, 3, 3, convs[c].stride, 1, 1, 1, 1};
+        const int Ho = conv_out_size(H, 3, d.stride, 1, 1), Wo = conv_out_size(W, 3, d.stride, 1, 1);
+        const int wino = conv_uses_winograd(&d, H, W, B);
+        size_t nx = (size_t)C * H * W, ny = (size_t)O * Ho * Wo;
+        float *x = malloc(B * nx * 4), *w = malloc((size_t)O * C * 9 * 4), *b = malloc(O * 4), *y = malloc(B * ny * 4);
+        float *work = malloc((wino ? conv_winograd_work_size(&d, B, H, W) : conv_work_size(&d, B, H, W) + 1) * 4);
+        fill(x, B * nx); fill(w, (size_t)O * C * 9); fill(b, O);
+        if (wino) conv2d_winograd(&d, x, B, H, W, w, b, y, work);
+        else conv2d(&d, x, B, H, W, w, b, y, work);
+        double worst = 0;
+        for (int item = 0; item < B; item++)
+            for (int o = 0; o < O; o++)
+                for (int oy = 0; oy < Ho; oy++)
+                    for (int ox = 0; ox < Wo; ox++) {
+                        double ref = b[o], l1 = fabs(b[o]);
+                        for (int ci = 0; ci < C; ci++)
+                            for (int k = 0; k < 9; k++) {
+                                int iy = oy * d.stride - 1 + k / 3, ix = ox * d.stride - 1 + k % 3;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                double t = (double)w[((size_t)o * C + ci) * 9 + k] * x[item * nx + ((size_t)ci * H + iy) * W + ix];
+                                ref += t;
+                                l1 += fabs(t);
+                            }
+                        double e = fabs(y[item * ny + ((size_t)o * Ho + oy) * Wo + ox] - ref) / l1;
+                        if (!(e <= worst)) worst = e;
+                    }
+        /* im2col: bf16 inputs, each product within 2^-8 of its value. Winograd stays float32 (its transformed
+         * tiles mix up to 36 terms with factors up to 25: rounding them to bf16 measured 1.8e-2 here) */
+        if (wino) CHECK(worst < 4e-6, "bf16 mode, Winograd conv case %zu: error %.3g (float32 expected)", c, worst);
+        else CHECK(worst < 4e-3 && worst > 1e-5, "bf16 conv case %zu (im2col): error %.3g of the terms' magnitude", c, worst);
+        free(x); free(w); free(b); free(y); free(work);
+    }
+    { /* fused attention: bf16 scores and P·V, float32 softmax */
+        const int n = 130, m = 160, H = 3, dh = 40, D = H * dh;
+        float *Q = malloc((size_t)n * D * 4), *K = malloc((size_t)m * D * 4), *V = malloc((size_t)m * D * 4);
+        float *o = malloc((size_t)n * D * 4), *r = malloc((size_t)n * D * 4), *work = malloc(attention_work_size(n, m, H, dh) * 4);
+        fill(Q, (size_t)n * D); fill(K, (size_t)m * D); fill(V, (size_t)m * D);
+        attention(Q, D, K, D, V, D, n, m, H, dh, 0, o, work);
+        naive_attention(Q, K, V, n, m, H, dh, 0, r);
+        double e = max_abs_diff(o, r, (size_t)n * D);
+        CHECK(e < 1e-2 && e > 1e-5, "bf16 attention: max abs error %.3g (outputs are averages of values in [-1, 1])", e);
+        free(Q); free(K); free(V); free(o); free(r); free(work);
+    }
+    kernels_set_bf16(0);
+}
+
 static void test_norms(void) {
     const int C = 12, HW = 7 * 3, G = 4;
     float x[12 * 21], y[12 * 21], g[12], b[12];
@@ -244,6 +369,8 @@ int main(void) {
     test_conv();
     test_conv_winograd();
     test_attention();
+    test_gemm_bf16();
+    test_layers_bf16();
     test_norms();
     test_elementwise();
     test_arena();
