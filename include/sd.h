@@ -103,6 +103,16 @@ SD_API const char *sd_spacing_name(sd_spacing s);  /* "leading", ... ("default" 
 
 typedef struct sd_ctx sd_ctx;
 
+/* Arithmetic of the networks' matrix products (linear layers, convolutions, attention). */
+typedef enum {
+    SD_PRECISION_F32 = 0, /* float32 (default) */
+    SD_PRECISION_BF16     /* inputs rounded to bfloat16, products summed in float32 (AVX512-BF16 CPUs; float32 elsewhere);
+                             norms, softmax and the sampler stay float32 */
+} sd_precision;
+
+/* Whether this CPU computes SD_PRECISION_BF16 in bfloat16 (AVX512-BF16, checked at run time). */
+SD_API int sd_bf16_supported(void);
+
 /* Loads a model: a single-file checkpoint (.safetensors, or .ckpt read without executing its pickle) or a
  * diffusers folder. n_threads <= 0 picks the number of cores. */
 SD_API sd_status sd_load(sd_ctx **out, const char *model_path, int n_threads, char err[SD_ERR_LEN]);
@@ -127,6 +137,7 @@ typedef struct {
                               stage gives its pages back when done, so the peak is the largest stage */
     int low_memory;        /* 1: each F16/BF16 weight's mapped pages are given back as soon as the layer has converted
                               them (about one layer resident), and the VAE runs in 256-pixel tiles */
+    sd_precision precision; /* of the matrix products, for every image of this context */
 } sd_load_params;
 
 SD_API void sd_load_params_default(sd_load_params *p);
@@ -237,6 +248,7 @@ typedef struct {
     int vae_tiled;          /* tile size in pixels when the VAE ran in tiles (asked, low memory, or because the untiled
                                one would not fit), else 0 */
     int taesd;              /* TAESD ran instead of the VAE */
+    int bf16;               /* the matrix products ran in bfloat16 */
     size_t peak_rss_bytes;
 } sd_timings;
 SD_API void sd_get_timings(const sd_ctx *ctx, sd_timings *t);

@@ -201,6 +201,11 @@ static int run_option(cli_args *a, const char *opt, const char *val, char *err, 
     else if (is(opt, NULL, "--sweep")) {
         if (a->n_sweeps == CLI_MAX_AXES) return BAD("--sweep %s: more than %d axes", val, CLI_MAX_AXES);
         a->sweeps[a->n_sweeps++] = val;
+    } else if (is(opt, NULL, "--precision")) {
+        static const char *const precisions[] = {"f32", "bf16"};
+        int choice = 0, rc = parse_choice(opt, val, precisions, 2, &choice, err, errlen);
+        if (rc) return rc;
+        a->precision = (sd_precision)choice;
     } else if (is(opt, "-t", "--threads")) {
         int rc = parse_int(opt, val, 0, 1024, &v, err, errlen);
         if (rc) return rc;
@@ -219,7 +224,7 @@ typedef struct {
 
 static const option_name OPTIONS[] = {
     {"-m", 1, 1}, {"--model", 1, 1}, {"--lora", 1, 1}, {"--lora-model-dir", 1, 1}, {"--vae", 1, 1}, {"--taesd", 1, 1},
-    {"-t", 1, 1}, {"--threads", 1, 1}, {"--prompt-file", 1, 1}, {"--sweep", 1, 1}, {"--grid", 1, 1}, {"--shard", 1, 1},
+    {"-t", 1, 1}, {"--threads", 1, 1}, {"--precision", 1, 1}, {"--prompt-file", 1, 1}, {"--sweep", 1, 1}, {"--grid", 1, 1}, {"--shard", 1, 1},
     {"-v", 0, 1}, {"--verbose", 0, 1}, {"--low-memory", 0, 1}, {"--info", 0, 1}, {"--json", 0, 1}, {"--skip-existing", 0, 1},
     {"-h", 0, 1}, {"--help", 0, 1}, {"--version", 0, 1},
     {"-p", 1, 0}, {"--prompt", 1, 0}, {"-n", 1, 0}, {"--negative-prompt", 1, 0}, {"-o", 1, 0}, {"--output", 1, 0},

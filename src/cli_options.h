@@ -36,6 +36,7 @@ typedef struct {
     char *lora_paths[CLI_MAX_LORAS];    /* [n_loras] the paths, malloc'd */
     int n_loras;
     int threads, verbose, info, json, skip_existing, low_memory;
+    sd_precision precision;             /* --precision f32|bf16 */
     job_settings job;                   /* the command line's job: defaults for every prompt-file line */
 } cli_args;
 

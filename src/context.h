@@ -27,6 +27,7 @@ struct sd_ctx {
     int n_threads;
     int keep_weights;   /* sd_load_params.keep_weights: stages keep their mapped pages (batches) */
     int low_memory;     /* sd_load_params.low_memory: weights' pages dropped after each use, small VAE tiles */
+    int bf16;           /* sd_load_params.precision is BF16 and the CPU has AVX512-BF16 */
     cond_cache prompts; /* encodings of the prompts used so far */
     sd_timings timings;
 };

@@ -33,6 +33,7 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
     sd_get_timings(ctx, &tm);
     if (tm.vae_tiled) APPEND(", VAE tiles: %d", tm.vae_tiled);
     if (a->taesd) APPEND(", TAESD: %s", base_name(a->taesd));
+    if (tm.bf16) APPEND(", Precision: bf16");
     if (g->clip_skip > 1) APPEND(", Clip skip: %d", g->clip_skip);
     if (g->init_image) APPEND(", Denoising strength: %g", g->strength);
     if (g->mask) APPEND(", Mask blur: 0");

@@ -64,6 +64,8 @@ static void usage(FILE *f) {
             "                             when the untiled VAE would not fit in memory\n"
             "      --low-memory           keep one layer's weights resident at a time and run the VAE in 256-pixel\n"
             "                             tiles: a small peak memory, somewhat slower\n"
+            "      --precision f32|bf16   arithmetic of the matrix products; bf16 (AVX512-BF16 CPUs) is faster and\n"
+            "                             rounds their inputs to bfloat16                        [default: f32]\n"
             "  -p, --prompt TEXT          what to draw (UTF-8)                                  [required]\n"
             "  -n, --negative-prompt TEXT what to steer away from                               [default: \"\"]\n"
             "  -o, --output FILE          PNG to write; FILE, FILE_1, FILE_2, ... for several images, or a name with\n"
@@ -454,6 +456,9 @@ static int run(cli_args *a) {
     lp.log = stderr;
     lp.verbose = a->verbose;
     lp.low_memory = a->low_memory;
+    lp.precision = a->precision;
+    if (a->precision == SD_PRECISION_BF16 && !sd_bf16_supported())
+        fprintf(stderr, "sd: warning: --precision bf16: this CPU has no AVX512-BF16; computing in float32\n");
     lp.keep_weights = jobs_to_run(a, &L) > 1; /* a batch: each image reuses the pages the previous one read */
     sd_status st = sd_load_with(&ctx, &lp, err);
     if (st != SD_OK) rc = error(exit_code(st), "%s", err);

@@ -377,6 +377,7 @@ sd_status sd_generate(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err
     memset(&c->timings, 0, sizeof c->timings);
     err[0] = 0;
     kernels_set_threads(c->n_threads);
+    kernels_set_bf16(c->bf16);
     weight_set_drop_after_use(c->low_memory);
     generation g = {0};
     sd_status st = sd_gen_params_check(p, err);
@@ -384,6 +385,7 @@ sd_status sd_generate(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err
     if (st == SD_OK) st = plan_vae(c, p, g.H, g.W, &g.vae_tiled, err);
     c->timings.vae_tiled = g.vae_tiled;
     c->timings.taesd = c->tae != NULL;
+    c->timings.bf16 = c->bf16;
     if (st != SD_OK) return st;
     g.h = g.H / 8;
     g.w = g.W / 8;

@@ -1,6 +1,7 @@
 /* sd.c - the library's context: loading a checkpoint, describing it, parameters, status strings.
  * The generation pipeline is in pipeline.c. */
 #include "context.h"
+#include "gemm.h"
 #include "lora.h"
 #include "prompt.h"
 
@@ -95,6 +96,8 @@ static sd_status complete_description(sd_ctx *c, const char *path, char *err) {
     return SD_OK;
 }
 
+int sd_bf16_supported(void) { return gemm_bf16_supported(); }
+
 void sd_load_params_default(sd_load_params *p) {
     memset(p, 0, sizeof *p);
 }
@@ -132,6 +135,7 @@ sd_status sd_load_with(sd_ctx **out, const sd_load_params *p, char err[SD_ERR_LE
     c->n_threads = kernels_threads();
     c->keep_weights = p->keep_weights && !p->low_memory;
     c->low_memory = p->low_memory;
+    c->bf16 = p->precision == SD_PRECISION_BF16 && sd_bf16_supported();
     arena_init(&c->arena);
     schedule_init(&c->sched);
     int rc = model_open_with_vae(&c->model, path, p->vae_path, err, SD_ERR_LEN);

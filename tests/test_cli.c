@@ -258,6 +258,34 @@ static void test_low_memory(void) {
     expect_parameters(b, ", VAE tiles: 256", "parameters record the 256-pixel tiles");
 }
 
+/* --precision: bf16 changes the numbers (on CPUs with AVX512-BF16) and the PNG says so; a bad value is refused. */
+static void test_precision(void) {
+    char a[700], b[700], cmd[1600];
+    snprintf(a, sizeof a, "%s/prec_f32.png", tmpdir);
+    snprintf(b, sizeof b, "%s/prec_bf16.png", tmpdir);
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "3", "-o", a, "--precision", "f32"), NULL) == 0,
+          "--precision f32 run");
+    char *err = NULL;
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "3", "-o", b, "--precision=bf16"), &err) == 0,
+          "--precision bf16 run: %s", err ? err : "");
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    if (sd_bf16_supported()) {
+        CHECK(!err || !strstr(err, "warning"), "bf16 on an AVX512-BF16 CPU: no warning: %s", err ? err : "");
+        CHECK(system(cmd) != 0, "bf16 gives other bytes than f32");
+        expect_parameters(b, ", Precision: bf16", "parameters record bf16");
+    } else {
+        CHECK(err && strstr(err, "sd: warning: --precision bf16: this CPU has no AVX512-BF16; computing in float32"),
+              "bf16 without AVX512-BF16 warns: %s", err ? err : "");
+        CHECK(system(cmd) == 0, "bf16 without AVX512-BF16 computes float32");
+    }
+    free(err);
+    char *text = output_read_png_text(a, "parameters");
+    CHECK(text && !strstr(text, "Precision"), "f32 is not recorded (the default): %s", text ? text : "(none)");
+    free(text);
+    expect_error("bad precision", 2, "--precision: unknown value 'fp8' (one of: f32, bf16)", SMALL_RUN("--precision", "fp8"));
+    expect_error("precision without value", 2, "option '--precision' needs a value", ARGS("-m", model, "-p", "x", "--precision"));
+}
+
 /* A grey w x h PNG in the temp dir. */
 static const char *write_png(const char *name, int w, int h) {
     static char path[700];
@@ -494,6 +522,7 @@ int main(void) {
     test_memory_limit();
     test_vae_tiling();
     test_low_memory();
+    test_precision();
     test_image_inputs();
     test_sd2();
     test_default_spacing();

@@ -179,6 +179,7 @@ static void test_bad_input(void) {
         {"-p x --model m.safetensors\n", "prompt file '%s' line 1: --model applies to the whole run"},
         {"-p x --lora a.safetensors\n", "prompt file '%s' line 1: --lora applies to the whole run"},
         {"-p x --low-memory\n", "prompt file '%s' line 1: --low-memory applies to the whole run"},
+        {"-p x --precision bf16\n", "prompt file '%s' line 1: --precision applies to the whole run"},
         {"-n 'only a negative'\n", "prompt file '%s' line 1: no prompt (--prompt TEXT)"},
         {"-p x --mask m.png\n", "prompt file '%s' line 1: --mask: needs an init image"},
         {"-p x -i /nonexistent/a.png\n", "prompt file '%s' line 1: --init-img: "},

@@ -1,7 +1,9 @@
 /* test_pipeline.c - end to end through the real `sd` binary: every pipe.* case of cases.json
  * (and f16.pipe.lms with model_f16) must write a PNG within 1/255 of images/<case>.png on
  * >= 99.9 % of channel values and within 3/255 everywhere, and a --latent-out within 1e-3 x the
- * reference latent's largest magnitude. The PNG's `parameters` chunk is read back. */
+ * reference latent's largest magnitude. The PNG's `parameters` chunk is read back.
+ * The bf16 suite runs sd1-tiny's cases with --precision bf16: no fixture tolerance is stated for it, so its
+ * PNGs are held to the differences measured when it was written (README "bfloat16"), with a margin. */
 #include "output.h"
 #include "test_util.h"
 
@@ -18,25 +20,38 @@ typedef struct {
     const char *only;  /* optional: the one case to run */
     const char *vae;   /* optional: --vae for every case (under the suite's folder) */
     const char *taesd; /* optional: --taesd for every case (f16.* cases: its _f16 twin) */
+    int bf16;          /* --precision bf16: looser PNG bounds (BF16_*), the latent is not compared */
 } suite;
 
-static void compare_png(const char *case_name, const char *got_path, const char *dir, const char *ref_name) {
+/* bf16 bounds for sd1-tiny's pipe cases (20 steps of a random-weight model at CFG 7.5: every rounding is
+ * amplified; measured: worst 16/255, mean <= 1.53/255, >= 60 % within 1/255 over the 16 cases) */
+#define BF16_WORST 24
+#define BF16_MEAN 2.5
+#define BF16_WITHIN1 0.5
+
+static void compare_png(const char *case_name, const char *got_path, const char *dir, const char *ref_name, int bf16) {
     char ref_path[1024];
     snprintf(ref_path, sizeof ref_path, "%s/%s%simages/%s.png", SD_FIXTURES, dir, dir[0] ? "/" : "", ref_name);
     int w1, h1, c1, w2, h2, c2;
     unsigned char *got = stbi_load(got_path, &w1, &h1, &c1, 3), *ref = stbi_load(ref_path, &w2, &h2, &c2, 3);
     CHECK(got && ref && w1 == w2 && h1 == h2, "%s: PNG missing or size differs", case_name);
     if (got && ref && w1 == w2 && h1 == h2) {
-        size_t n = (size_t)w1 * h1 * 3, within1 = 0;
+        size_t n = (size_t)w1 * h1 * 3, within1 = 0, sum = 0;
         int worst = 0;
         for (size_t i = 0; i < n; i++) {
             int d = abs((int)got[i] - (int)ref[i]);
             within1 += d <= 1;
+            sum += (size_t)d;
             if (d > worst) worst = d;
         }
-        double frac = (double)within1 / n;
-        printf("%-24s PNG: %.4f%% within 1/255, worst %d/255\n", case_name, 100 * frac, worst);
-        CHECK(frac >= 0.999 && worst <= 3, "%s: %.4f%% within 1/255, worst %d/255", case_name, 100 * frac, worst);
+        double frac = (double)within1 / n, mean = (double)sum / n;
+        printf("%-24s PNG%s: %.4f%% within 1/255, worst %d/255, mean %.3f/255\n", case_name, bf16 ? " (bf16)" : "", 100 * frac,
+               worst, mean);
+        if (bf16)
+            CHECK(frac >= BF16_WITHIN1 && worst <= BF16_WORST && mean <= BF16_MEAN, "%s (bf16): %.4f%% within 1/255, worst %d/255, mean %.3f/255",
+                  case_name, 100 * frac, worst, mean);
+        else
+            CHECK(frac >= 0.999 && worst <= 3, "%s: %.4f%% within 1/255, worst %d/255", case_name, 100 * frac, worst);
     }
     stbi_image_free(got);
     stbi_image_free(ref);
@@ -133,6 +148,7 @@ static void run_case(const suite *su, const char *name, const cJSON *c, const st
         snprintf(mask, sizeof mask, "%s/%s/%s.png", SD_FIXTURES, su->dir, json_str(c, "mask"));
         args[n++] = "--mask"; args[n++] = mask;
     }
+    if (su->bf16) { args[n++] = "--precision"; args[n++] = "bf16"; }
     args[n] = NULL;
     char *err_text = NULL;
     int rc = run_sd(args, &err_text);
@@ -143,7 +159,8 @@ static void run_case(const suite *su, const char *name, const cJSON *c, const st
     const char *short_name = strstr(name, "pipe.") ? strstr(name, "pipe.") + 5 : name;
     snprintf(ref_image, sizeof ref_image, "%s%s", !strncmp(name, "f16.", 4) ? "f16_" : "", short_name);
     snprintf(ref_latent, sizeof ref_latent, "%s.latent", name);
-    compare_png(name, out, su->dir, ref_image);
+    compare_png(name, out, su->dir, ref_image, su->bf16);
+    if (su->bf16) return;
     if (st_find(ex, ref_latent) || !su->taesd) compare_latent(name, latent, ex, ref_latent); /* f16 TAESD: image only */
     if (!strcmp(name, "pipe.lms_neg")) { /* the parameters chunk round-trips */
         char *text = output_read_png_text(out, "parameters");
@@ -208,11 +225,12 @@ int main(int argc, char **argv) {
         {.dir = "sd1-formats", .cases = 1, .vae = "vae_alt.ckpt"},                 /* the same VAE as a .ckpt */
         {.dir = "", .cases = 1, .model = "sd1-formats/sd1-tiny-diffusers", .only = "f16.pipe.lms"}, /* a diffusers fp16 folder */
         {.dir = "", .cases = 1, .model = converted, .only = "f16.pipe.lms"},
-        {.dir = "taesd", .cases = 3, .model = "model_f32.safetensors", .taesd = "taesd"}, /* TAESD decoding (F32, F16) */                       /* sd-convert model_f16.ckpt */
+        {.dir = "taesd", .cases = 3, .model = "model_f32.safetensors", .taesd = "taesd"}, /* TAESD decoding (F32, F16) */
+        {.dir = "", .cases = 16, .bf16 = 1}, /* sd1-tiny in bfloat16 (argument "bf16") */                       /* sd-convert model_f16.ckpt */
     };
     if (argc < 2 || !strcmp(argv[1], "") || !strcmp(argv[1], "formats")) convert_ckpt(converted);
     for (size_t i = 0; i < sizeof suites / sizeof *suites; i++)
-        if (argc < 2 || !strcmp(argv[1], suites[i].dir) || (suites[i].model && !strcmp(argv[1], "formats")) ||
+        if (argc < 2 || (!strcmp(argv[1], suites[i].dir) && !suites[i].bf16) || (suites[i].bf16 && !strcmp(argv[1], "bf16")) || (suites[i].model && !strcmp(argv[1], "formats")) ||
             (!strcmp(argv[1], "formats") && !strcmp(suites[i].dir, "sd1-formats")))
             run_suite(&suites[i]);
     remove_test_dir(tmpdir);
