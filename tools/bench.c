@@ -2,7 +2,8 @@
  * the machine's sgemm peak, load time, text-encoder time per prompt, median guided UNet step,
  * VAE decode, whole image, peak RSS, and GFLOP/s per stage against models/flops.json.
  *
- *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]... [--vae-tiling] [--low-memory] [--taesd FILE]
+ *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]... [--vae-tiling] [--low-memory]
+ *            [--taesd FILE] [--precision f32|bf16]
  */
 #include "blas_env.h"
 #include "kernels.h"
@@ -46,6 +47,7 @@ static double sgemm_peak(void) {
     float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
     for (int i = 0; i < n * n; i++) { a[i] = (float)(i % 7) * 0.1f; b[i] = (float)(i % 5) * 0.1f; }
     double best = 0;
+    kernels_set_bf16(0); /* OpenBLAS's float32 product */
     for (int r = 0; r < 4; r++) {
         double t0 = now_s();
         matmul(a, b, c, n, n, n, 1.0f, 0.0f); /* the same threaded GEMM path the networks use */
@@ -56,70 +58,54 @@ static double sgemm_peak(void) {
     return best;
 }
 
-int main(int argc, char **argv) {
-    blas_prefer_avx512(argv);
-    const char *model = NULL;
-    int width = 512, height = 512, steps = 20, runs = 1, threads = 0, n_loras = 0;
-    sd_lora loras[8];
-    char lora_paths[8][1024];
-    int vae_tiling = 0, low_memory = 0;
-    const char *taesd = NULL;
-    for (int i = 1; i < argc; i += 2) {
-        if (!strcmp(argv[i], "--vae-tiling")) { vae_tiling = 1; i--; continue; }
-        if (!strcmp(argv[i], "--low-memory")) { low_memory = 1; i--; continue; }
-        if (i + 1 >= argc) { fprintf(stderr, "sd-bench: error: option '%s' needs a value\n", argv[i]); return 2; }
-        if (!strcmp(argv[i], "-m")) model = argv[i + 1];
-        else if (!strcmp(argv[i], "-W")) width = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-H")) height = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--runs")) runs = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-t")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--taesd")) taesd = argv[i + 1];
-        else if (!strcmp(argv[i], "--lora") && n_loras < 8) { /* FILE[:MULT] */
-            snprintf(lora_paths[n_loras], sizeof lora_paths[n_loras], "%s", argv[i + 1]);
-            char *colon = strrchr(lora_paths[n_loras], ':');
-            float mult = colon && !strchr(colon, '/') ? (float)atof(colon + 1) : 1.0f;
-            if (colon && !strchr(colon, '/')) *colon = 0;
-            loras[n_loras] = (sd_lora){lora_paths[n_loras], mult};
-            n_loras++;
-        }
-        else { fprintf(stderr, "sd-bench: error: unknown option '%s'\n", argv[i]); return 2; }
-    }
-    if (!model || runs < 1 || runs > 50) { fprintf(stderr, "usage: sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t N]\n"); return 2; }
+/* What one benchmark measures: the options, and the medians it found. */
+typedef struct {
+    const char *model, *taesd;
+    int width, height, steps, runs, threads, n_loras, vae_tiling, low_memory;
+    const sd_lora *loras;
+} bench_opts;
+
+typedef struct { double step, decode; } bench_result;
+
+/* Loads the model at one precision, makes `runs` images and prints each stage. Returns an exit status. */
+static int bench_precision(const bench_opts *o, sd_precision precision, bench_result *res) {
     char err[SD_ERR_LEN];
     sd_ctx *ctx = NULL;
     double t0 = now_s();
     sd_load_params lp;
     sd_load_params_default(&lp);
-    lp.model_path = model;
-    lp.taesd_path = taesd;
-    lp.n_threads = threads;
-    lp.loras = loras;
-    lp.n_loras = n_loras;
-    lp.low_memory = low_memory;
+    lp.model_path = o->model;
+    lp.taesd_path = o->taesd;
+    lp.n_threads = o->threads;
+    lp.loras = o->loras;
+    lp.n_loras = o->n_loras;
+    lp.low_memory = o->low_memory;
+    lp.precision = precision;
     lp.log = stderr;
     sd_status st = sd_load_with(&ctx, &lp, err);
     double load_s = now_s() - t0;
     if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); return st == SD_ERR_NOMEM || st == SD_ERR_RUNTIME ? 1 : 2; }
-    printf("sgemm 2048^3 peak:      %.1f GFLOP/s (OpenBLAS %s kernels, %d threads)\n", sgemm_peak(), openblas_get_corename(),
+    const double peak = sgemm_peak();
+    printf("sgemm 2048^3 peak:      %.1f GFLOP/s (OpenBLAS %s kernels, %d threads)\n", peak, openblas_get_corename(),
            kernels_threads());
-    printf("load:                   %.3f s%s\n", load_s, n_loras ? " (LoRAs merged)" : "");
+    printf("load:                   %.3f s%s\n", load_s, o->n_loras ? " (LoRAs merged)" : "");
     double text[50], step[50], decode[50], total[50];
     size_t rss = 0;
-    for (int r = 0; r < runs; r++) {
+    int bf16 = 0;
+    for (int r = 0; r < o->runs; r++) {
         sd_gen_params p;
         sd_gen_params_default(&p);
         p.prompt = "a photograph of an astronaut riding a horse";
-        p.width = width;
-        p.height = height;
-        p.steps = steps;
+        p.width = o->width;
+        p.height = o->height;
+        p.steps = o->steps;
         p.seed = 42 + (uint64_t)r;
-        p.vae_tiling = vae_tiling;
+        p.vae_tiling = o->vae_tiling;
         sd_image img;
         t0 = now_s();
         st = sd_generate(ctx, &p, &img, err);
         total[r] = now_s() - t0;
-        if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); return st == SD_ERR_NOMEM || st == SD_ERR_RUNTIME ? 1 : 2; }
+        if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); sd_free(ctx); return st == SD_ERR_NOMEM || st == SD_ERR_RUNTIME ? 1 : 2; }
         sd_image_free(&img);
         sd_timings t;
         sd_get_timings(ctx, &t);
@@ -127,15 +113,18 @@ int main(int argc, char **argv) {
         step[r] = t.step_median_s;
         decode[r] = t.decode_s;
         rss = t.peak_rss_bytes;
+        bf16 = t.bf16;
         fprintf(stderr, "run %d: text %.3f s, step %.3f s, decode %.3f s, total %.1f s\n", r + 1, text[r], step[r], decode[r], total[r]);
     }
-    double scale = (double)width * height / (512.0 * 512.0);
-    double mt = median(text, runs), ms = median(step, runs), md = median(decode, runs), mtot = median(total, runs);
-    if (is_sd15(model)) {
+    double scale = (double)o->width * o->height / (512.0 * 512.0);
+    double mt = median(text, o->runs), ms = median(step, o->runs), md = median(decode, o->runs), mtot = median(total, o->runs);
+    if (is_sd15(o->model)) {
         const char *scaled = scale == 1 ? "" : ", FLOPs scaled from 512";
+        const double floor_s = FLOPS_UNET_STEP_512 * scale / (peak * 1e9); /* every FLOP at the sgemm peak */
         printf("text encoder / prompt:  %.3f s  (%.1f GFLOP/s)\n", mt, FLOPS_TEXT_77 / mt / 1e9);
         printf("guided UNet step:       %.3f s  (%.1f GFLOP/s%s)\n", ms, FLOPS_UNET_STEP_512 * scale / ms / 1e9, scaled);
-        if (taesd) printf("TAESD decode:           %.3f s\n", md); /* flops.json counts the full VAE */
+        printf("step GEMM floor:        %.3f s  (step FLOPs at the sgemm peak; step / floor = %.2f)\n", floor_s, ms / floor_s);
+        if (o->taesd) printf("TAESD decode:           %.3f s\n", md); /* flops.json counts the full VAE */
         else printf("VAE decode:             %.3f s  (%.1f GFLOP/s%s)\n", md, FLOPS_VAE_DECODE_512 * scale / md / 1e9, scaled);
     } else { /* flops.json counts SD 1.5 */
         printf("text encoder / prompt:  %.3f s\n", mt);
@@ -143,9 +132,62 @@ int main(int argc, char **argv) {
         printf("VAE decode:             %.3f s\n", md);
         printf("(GFLOP/s are given for SD 1.5 shapes only)\n");
     }
-    printf("whole image (%d steps): %.1f s\n", steps, mtot);
+    printf("whole image (%d steps): %.1f s\n", o->steps, mtot);
     printf("peak RSS:               %.2f GB\n", (double)rss / 1e9);
-    printf("(%dx%d, medians of %d run%s, %d threads)\n", width, height, runs, runs > 1 ? "s" : "", kernels_threads());
+    printf("(%dx%d, medians of %d run%s, %d threads, %s products)\n", o->width, o->height, o->runs, o->runs > 1 ? "s" : "",
+           kernels_threads(), bf16 ? "bfloat16" : "float32");
     sd_free(ctx);
+    res->step = ms;
+    res->decode = md;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    blas_prefer_avx512(argv);
+    bench_opts o = {.width = 512, .height = 512, .steps = 20, .runs = 1};
+    sd_lora loras[8];
+    char lora_paths[8][1024];
+    sd_precision precisions[2] = {SD_PRECISION_F32};
+    int n_precisions = 1;
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--vae-tiling")) { o.vae_tiling = 1; i--; continue; }
+        if (!strcmp(argv[i], "--low-memory")) { o.low_memory = 1; i--; continue; }
+        if (i + 1 >= argc) { fprintf(stderr, "sd-bench: error: option '%s' needs a value\n", argv[i]); return 2; }
+        const char *v = argv[i + 1];
+        if (!strcmp(argv[i], "-m")) o.model = v;
+        else if (!strcmp(argv[i], "-W")) o.width = atoi(v);
+        else if (!strcmp(argv[i], "-H")) o.height = atoi(v);
+        else if (!strcmp(argv[i], "--steps")) o.steps = atoi(v);
+        else if (!strcmp(argv[i], "--runs")) o.runs = atoi(v);
+        else if (!strcmp(argv[i], "-t")) o.threads = atoi(v);
+        else if (!strcmp(argv[i], "--taesd")) o.taesd = v;
+        else if (!strcmp(argv[i], "--precision")) { /* f32, bf16, or f32,bf16: both, one after the other, compared */
+            if (!strcmp(v, "f32") || !strcmp(v, "bf16")) { precisions[0] = v[0] == 'b' ? SD_PRECISION_BF16 : SD_PRECISION_F32; n_precisions = 1; }
+            else if (!strcmp(v, "f32,bf16")) { precisions[0] = SD_PRECISION_F32; precisions[1] = SD_PRECISION_BF16; n_precisions = 2; }
+            else { fprintf(stderr, "sd-bench: error: --precision: '%s' is not f32, bf16 or f32,bf16\n", v); return 2; }
+        }
+        else if (!strcmp(argv[i], "--lora") && o.n_loras < 8) { /* FILE[:MULT] */
+            char *path = lora_paths[o.n_loras];
+            snprintf(path, sizeof lora_paths[0], "%s", v);
+            char *colon = strrchr(path, ':');
+            float mult = colon && !strchr(colon, '/') ? (float)atof(colon + 1) : 1.0f;
+            if (colon && !strchr(colon, '/')) *colon = 0;
+            loras[o.n_loras++] = (sd_lora){path, mult};
+        }
+        else { fprintf(stderr, "sd-bench: error: unknown option '%s'\n", argv[i]); return 2; }
+    }
+    o.loras = loras;
+    if (!o.model || o.runs < 1 || o.runs > 50) {
+        fprintf(stderr, "usage: sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t N] [--precision f32|bf16|f32,bf16]\n");
+        return 2;
+    }
+    bench_result r[2];
+    for (int k = 0; k < n_precisions; k++) {
+        if (n_precisions > 1) printf("== %s ==\n", precisions[k] == SD_PRECISION_BF16 ? "bf16" : "f32");
+        int rc = bench_precision(&o, precisions[k], &r[k]);
+        if (rc) return rc;
+    }
+    if (n_precisions == 2)
+        printf("bf16 / f32:             step %.2f, decode %.2f\n", r[1].step / r[0].step, r[1].decode / r[0].decode);
     return 0;
 }
