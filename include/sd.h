@@ -245,6 +245,8 @@ SD_API sd_status sd_check_prompt(const sd_ctx *ctx, const char *prompt, const ch
 /* Stage timings and memory of the last sd_generate call, in seconds / bytes. */
 typedef struct {
     double text_s, encode_s, sampling_s, decode_s, step_median_s;
+    double step_gemm_flops; /* multiply-add FLOPs of the matrix products per UNet evaluation, as run (after Winograd;
+                               counted process-wide, so only meaningful while one generation runs at a time) */
     int vae_tiled;          /* tile size in pixels when the VAE ran in tiles (asked, low memory, or because the untiled
                                one would not fit), else 0 */
     int taesd;              /* TAESD ran instead of the VAE */

@@ -241,6 +241,7 @@ static void fa_attention_bf16(const float *Q, int ldq, const float *K, int ldk, 
 void attention(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
                int heads, int dh, int causal, float *out, float *work) {
     if (fa_usable(m, dh, causal)) {
+        gemm_count(4.0 * n * m * dh * heads); /* S = Q·Kᵀ and P·V */
 #if FA_BF16
         if (kernels_bf16()) { /* set only on CPUs with AVX512-BF16 */
             fa_attention_bf16(Q, ldq, K, ldk, V, ldv, n, m, heads, dh, out, work);

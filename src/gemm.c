@@ -13,6 +13,7 @@
 #include "gemm.h"
 
 #include <cblas.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,12 @@
 #else
 #define BF16_KERNEL 0
 #endif
+
+static _Atomic unsigned long long g_flops; /* gemm_flops(); relaxed adds, one per product */
+
+void gemm_count(double flops) { atomic_fetch_add_explicit(&g_flops, (unsigned long long)flops, memory_order_relaxed); }
+
+double gemm_flops(void) { return (double)atomic_load_explicit(&g_flops, memory_order_relaxed); }
 
 int gemm_bf16_supported(void) {
 #if BF16_KERNEL
@@ -182,6 +189,7 @@ void gemm_bf16_rows(const float *A, int lda, int M, int K, void *dst) {
 void gemm_1t_bf16a(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const void *Ab,
                    const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
+    gemm_count(2.0 * M * N * K);
 #if BF16_KERNEL
     if (K > 0 && gemm_bf16(trans_b, M, N, K, alpha, Ab, B, ldb, beta, C, ldc) == 0) return;
 #else
@@ -194,6 +202,7 @@ void gemm_1t_bf16a(int trans_b, int M, int N, int K, float alpha, const float *A
 void gemm_1t(gemm_precision prec, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
+    gemm_count(2.0 * M * N * K);
 #if BF16_KERNEL
     if (prec == GEMM_BF16 && K > 0 && gemm_bf16_supported()) {
         uint32_t *Ab = malloc(gemm_bf16_rows_bytes(M, K)); /* [M][K/2] */

@@ -31,4 +31,10 @@ void gemm_bf16_rows(const float *A, int lda, int M, int K, void *dst);
 void gemm_1t_bf16a(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const void *Ab,
                    const float *B, int ldb, float beta, float *C, int ldc);
 
+/* Multiply-add FLOPs (2·M·N·K per product) that the matrix products have run since the program started, all
+ * threads together: gemm_1t and gemm_1t_bf16a count themselves, fused kernels call gemm_count. For the
+ * benchmark's floor (the step's executed products at the sgemm peak). */
+void gemm_count(double flops);
+double gemm_flops(void);
+
 #endif

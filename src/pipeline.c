@@ -14,6 +14,7 @@
 #include "context.h"
 
 #include "conditioner.h"
+#include "gemm.h"
 #include "image.h"
 #include "rng.h"
 #include "sampler.h"
@@ -302,6 +303,7 @@ static sd_status denoise(sd_ctx *c, const sd_gen_params *p, const generation *g,
         snprintf(err, SD_ERR_LEN, "out of memory");
         goto done;
     }
+    const double flops0 = gemm_flops();
     for (int i = begin; i < evals; i++) {
         double t0 = sd_now();
         if (run_unet(c, g, smp, i, x, in, out) != 0) {
@@ -328,6 +330,7 @@ static sd_status denoise(sd_ctx *c, const sd_gen_params *p, const generation *g,
     }
     qsort(times, (size_t)(evals - begin), sizeof(double), compare_doubles);
     c->timings.step_median_s = times[(evals - begin) / 2];
+    c->timings.step_gemm_flops = (gemm_flops() - flops0) / (evals - begin);
 done:
     free(in); free(out); free(eps); free(times);
     return st;

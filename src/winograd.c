@@ -14,8 +14,8 @@
  * output transform by channel. Every value is computed the same way whatever the thread count.
  */
 #include "kernels.h"
+#include "gemm.h"
 
-#include <cblas.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -230,8 +230,8 @@ void conv2d_winograd(const conv_desc *d, const float *x, int B, int H, int W, co
             have_block = bi;
             #pragma omp parallel for schedule(static) num_threads(kernels_threads())
             for (int p = 0; p < 36; p++) /* M[p][n, nt] = U[p][n, C] · V[p][C, nt] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, nt, s.C, 1.0f, U + (size_t)p * n * s.C, s.C,
-                            V + (size_t)p * s.C * s.block, s.block, 0.0f, M + (size_t)p * n * s.block, s.block);
+                gemm_1t(GEMM_F32, 0, n, nt, s.C, 1.0f, U + (size_t)p * n * s.C, s.C, V + (size_t)p * s.C * s.block, s.block,
+                        0.0f, M + (size_t)p * n * s.block, s.block);
             wino_outputs(&s, M, o0, n, r0, nr, b, y);
         }
 }

@@ -277,6 +277,39 @@ static void test_layers_bf16(void) {
     kernels_set_bf16(0);
 }
 
+/* gemm_flops() counts 2·M·N·K per product as it runs: a linear layer (cut into panels), Winograd's 36 products
+ * per tile (72·O·C per 4x4 output tile), attention (fused and BLAS paths: 4·n·m·dh per head). */
+static void test_flop_count(void) {
+    const int n = 300, in = 200, out = 150;
+    float *x = malloc((size_t)n * in * 4), *W = malloc((size_t)out * in * 4), *y = malloc((size_t)n * out * 4);
+    fill(x, (size_t)n * in); fill(W, (size_t)out * in);
+    double f0 = gemm_flops();
+    linear(x, n, in, W, NULL, out, y);
+    CHECK(gemm_flops() - f0 == 2.0 * n * out * in, "linear counted %.0f FLOPs, expected %.0f", gemm_flops() - f0, 2.0 * n * out * in);
+    free(x); free(W); free(y);
+
+    const int B = 3, C = 5, O = 7, H = 13, Wd = 10; /* 4 x 3 tiles of 4x4 per image */
+    conv_desc d = {C, O, 3, 3, 1, 1, 1, 1, 1};
+    float *cx = calloc((size_t)B * C * H * Wd, 4), *cw = calloc((size_t)O * C * 9, 4), *cy = malloc((size_t)B * O * H * Wd * 4);
+    float *work = malloc(conv_winograd_work_size(&d, B, H, Wd) * 4);
+    f0 = gemm_flops();
+    conv2d_winograd(&d, cx, B, H, Wd, cw, NULL, cy, work);
+    CHECK(gemm_flops() - f0 == 72.0 * O * C * B * 4 * 3, "Winograd counted %.0f FLOPs, expected %.0f", gemm_flops() - f0, 72.0 * O * C * B * 12);
+    free(cx); free(cw); free(cy); free(work);
+
+    struct { int n, m, heads, dh; } att[] = {{130, 128, 3, 40}, {37, 11, 3, 5}}; /* fused, BLAS */
+    for (int c = 0; c < 2; c++) {
+        const int an = att[c].n, am = att[c].m, ah = att[c].heads, adh = att[c].dh, D = ah * adh;
+        float *Q = calloc((size_t)an * D, 4), *K = calloc((size_t)am * D, 4), *V = calloc((size_t)am * D, 4);
+        float *o = malloc((size_t)an * D * 4), *aw = malloc(attention_work_size(an, am, ah, adh) * 4);
+        f0 = gemm_flops();
+        attention(Q, D, K, D, V, D, an, am, ah, adh, 0, o, aw);
+        const double want = 4.0 * an * am * adh * ah;
+        CHECK(gemm_flops() - f0 == want, "attention case %d counted %.0f FLOPs, expected %.0f", c, gemm_flops() - f0, want);
+        free(Q); free(K); free(V); free(o); free(aw);
+    }
+}
+
 static void test_norms(void) {
     const int C = 12, HW = 7 * 3, G = 4;
     float x[12 * 21], y[12 * 21], g[12], b[12];
@@ -371,6 +404,7 @@ int main(void) {
     test_attention();
     test_gemm_bf16();
     test_layers_bf16();
+    test_flop_count();
     test_norms();
     test_elementwise();
     test_arena();

@@ -209,6 +209,14 @@ static void convert_ckpt(const char *out) {
     CHECK(system(cmd) == 0, "sd-convert model_f16.ckpt");
 }
 
+/* Whether the command-line argument names this suite: its folder ("" = sd1-tiny), "bf16" for the bf16 suite,
+ * "formats" for everything that reads another file format. */
+static int suite_selected(const suite *su, const char *arg) {
+    if (su->bf16) return !strcmp(arg, "bf16");
+    if (!strcmp(arg, "formats")) return su->model || !strcmp(su->dir, "sd1-formats");
+    return !strcmp(arg, su->dir);
+}
+
 int main(int argc, char **argv) {
     if (!mkdtemp(tmpdir)) return 2;
     static char converted[600];
@@ -224,15 +232,13 @@ int main(int argc, char **argv) {
         {.dir = "sd1-formats", .cases = 1},  /* a standalone VAE (.safetensors) replacing the model's */
         {.dir = "sd1-formats", .cases = 1, .vae = "vae_alt.ckpt"},                 /* the same VAE as a .ckpt */
         {.dir = "", .cases = 1, .model = "sd1-formats/sd1-tiny-diffusers", .only = "f16.pipe.lms"}, /* a diffusers fp16 folder */
-        {.dir = "", .cases = 1, .model = converted, .only = "f16.pipe.lms"},
+        {.dir = "", .cases = 1, .model = converted, .only = "f16.pipe.lms"},                          /* sd-convert model_f16.ckpt */
         {.dir = "taesd", .cases = 3, .model = "model_f32.safetensors", .taesd = "taesd"}, /* TAESD decoding (F32, F16) */
-        {.dir = "", .cases = 16, .bf16 = 1}, /* sd1-tiny in bfloat16 (argument "bf16") */                       /* sd-convert model_f16.ckpt */
+        {.dir = "", .cases = 16, .bf16 = 1}, /* sd1-tiny in bfloat16 (argument "bf16") */
     };
     if (argc < 2 || !strcmp(argv[1], "") || !strcmp(argv[1], "formats")) convert_ckpt(converted);
     for (size_t i = 0; i < sizeof suites / sizeof *suites; i++)
-        if (argc < 2 || (!strcmp(argv[1], suites[i].dir) && !suites[i].bf16) || (suites[i].bf16 && !strcmp(argv[1], "bf16")) || (suites[i].model && !strcmp(argv[1], "formats")) ||
-            (!strcmp(argv[1], "formats") && !strcmp(suites[i].dir, "sd1-formats")))
-            run_suite(&suites[i]);
+        if (argc < 2 || suite_selected(&suites[i], argv[1])) run_suite(&suites[i]);
     remove_test_dir(tmpdir);
     return test_finish();
 }

@@ -33,6 +33,14 @@ static int is_sd15(const char *path) {
     return yes;
 }
 
+/* The step's matrix products as they ran (after Winograd, attention included) at the sgemm peak: the time the
+ * step would take if it were nothing but GEMMs at the peak. */
+static void print_floor(double step_flops, double peak_gflops, double step_s) {
+    const double floor_s = step_flops / (peak_gflops * 1e9);
+    printf("step GEMM floor:        %.3f s  (%.3f TFLOP of products at the sgemm peak; step / floor = %.2f)\n", floor_s,
+           step_flops / 1e12, step_s / floor_s);
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -89,13 +97,15 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     printf("sgemm 2048^3 peak:      %.1f GFLOP/s (OpenBLAS %s kernels, %d threads)\n", peak, openblas_get_corename(),
            kernels_threads());
     printf("load:                   %.3f s%s\n", load_s, o->n_loras ? " (LoRAs merged)" : "");
-    double text[50], step[50], decode[50], total[50];
+    double text[50], step[50], decode[50], total[50], step_flops = 0;
     size_t rss = 0;
     int bf16 = 0;
     for (int r = 0; r < o->runs; r++) {
         sd_gen_params p;
         sd_gen_params_default(&p);
-        p.prompt = "a photograph of an astronaut riding a horse";
+        char prompt[80]; /* one per run: the context would reuse an encoded prompt and the text encoder go untimed */
+        snprintf(prompt, sizeof prompt, "a photograph of an astronaut riding a horse, take %d", r + 1);
+        p.prompt = prompt;
         p.width = o->width;
         p.height = o->height;
         p.steps = o->steps;
@@ -113,6 +123,7 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
         step[r] = t.step_median_s;
         decode[r] = t.decode_s;
         rss = t.peak_rss_bytes;
+        step_flops = t.step_gemm_flops;
         bf16 = t.bf16;
         fprintf(stderr, "run %d: text %.3f s, step %.3f s, decode %.3f s, total %.1f s\n", r + 1, text[r], step[r], decode[r], total[r]);
     }
@@ -120,15 +131,15 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     double mt = median(text, o->runs), ms = median(step, o->runs), md = median(decode, o->runs), mtot = median(total, o->runs);
     if (is_sd15(o->model)) {
         const char *scaled = scale == 1 ? "" : ", FLOPs scaled from 512";
-        const double floor_s = FLOPS_UNET_STEP_512 * scale / (peak * 1e9); /* every FLOP at the sgemm peak */
         printf("text encoder / prompt:  %.3f s  (%.1f GFLOP/s)\n", mt, FLOPS_TEXT_77 / mt / 1e9);
         printf("guided UNet step:       %.3f s  (%.1f GFLOP/s%s)\n", ms, FLOPS_UNET_STEP_512 * scale / ms / 1e9, scaled);
-        printf("step GEMM floor:        %.3f s  (step FLOPs at the sgemm peak; step / floor = %.2f)\n", floor_s, ms / floor_s);
+        print_floor(step_flops, peak, ms);
         if (o->taesd) printf("TAESD decode:           %.3f s\n", md); /* flops.json counts the full VAE */
         else printf("VAE decode:             %.3f s  (%.1f GFLOP/s%s)\n", md, FLOPS_VAE_DECODE_512 * scale / md / 1e9, scaled);
     } else { /* flops.json counts SD 1.5 */
         printf("text encoder / prompt:  %.3f s\n", mt);
         printf("guided UNet step:       %.3f s\n", ms);
+        print_floor(step_flops, peak, ms);
         printf("VAE decode:             %.3f s\n", md);
         printf("(GFLOP/s are given for SD 1.5 shapes only)\n");
     }
