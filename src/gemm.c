@@ -7,7 +7,7 @@
  *     Bp[panel][k/2][64]   one KC x NC block of B: word (B[k, n], B[k+1, n]) for 64 columns n
  * The micro-kernel keeps a 6 x 64 tile of C in 24 vector registers; per k pair it loads 4 vectors of Bp
  * and broadcasts one word of each of 6 rows of Ab. K is cut into equal blocks of at most KC_MAX (a 64-column
- * Bp panel of 32 KB stays in L1 while MC rows sweep it); N into blocks of NC columns (the block stays in L2).
+ * Bp panel of up to 48 KB stays near the core while MC rows sweep it); N into blocks of NC columns (the block stays in L2).
  * Partial panels are zero-padded; rows past M repeat a valid row and are not stored; stores are masked.
  */
 #include "gemm.h"
@@ -47,7 +47,7 @@ int gemm_bf16_supported(void) {
 #define MR 6        /* rows of the C tile */
 #define NV 4        /* vectors of 16 columns in the C tile */
 #define NR (16 * NV) /* columns of the C tile */
-#define KC_MAX 384  /* k per block at most: a 64-column Bp panel is KC_MAX/2 x 64 x 4 bytes = 32 KB */
+#define KC_MAX 384  /* k per block at most: a 64-column Bp panel is KC_MAX/2 x 64 x 4 bytes = 48 KB (an L1 on Zen 5) */
 #define NC 512      /* columns per packed B block (multiple of NR) */
 #define MC 192      /* rows swept per B panel before moving to the next (multiple of MR) */
 
