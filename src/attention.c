@@ -135,6 +135,22 @@ BF16_TARGET static inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
     return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 
+/* x[16] = exp(x[16]) by vecmath's v16_exp. Through memory, not by value: the kernel below is compiled for
+ * AVX-512 whatever the build's target, and a 64-byte vector passed by value between the two would change the
+ * ABI (clang refuses it). Inlined in the usual -march=native build. */
+static inline void exp16_inplace(float x[16]) {
+    v16 v = v16_exp(v16_load(x));
+    memcpy(x, &v, sizeof v);
+}
+
+/* exp of 16 lanes, for the AVX-512 kernel. */
+BF16_TARGET static inline __m512 exp16(__m512 x) {
+    float lanes[16];
+    _mm512_storeu_ps(lanes, x);
+    exp16_inplace(lanes);
+    return _mm512_loadu_ps(lanes);
+}
+
 static inline uint32_t bf16_pair(float lo, float hi) {
     uint32_t a, b;
     memcpy(&a, &lo, 4);
@@ -164,11 +180,11 @@ BF16_TARGET static void fa_task_bf16(const uint32_t *QT, const uint32_t *KB, con
         __m512 tile_max = S[0];
         for (int j = 1; j < FA_LANES; j++) tile_max = _mm512_max_ps(tile_max, S[j]);
         __m512 new_max = _mm512_max_ps(run_max, tile_max);
-        __m512 corr = (__m512)v16_exp((v16)_mm512_sub_ps(run_max, new_max)), tile_sum = _mm512_setzero_ps();
+        __m512 corr = exp16(_mm512_sub_ps(run_max, new_max)), tile_sum = _mm512_setzero_ps();
         __m512i PP[FA_LANES / 2]; /* probabilities of key pairs (j, j + 1) for the 16 rows */
         for (int j = 0; j < FA_LANES; j += 2) {
-            __m512 p0 = (__m512)v16_exp((v16)_mm512_sub_ps(S[j], new_max));
-            __m512 p1 = (__m512)v16_exp((v16)_mm512_sub_ps(S[j + 1], new_max));
+            __m512 p0 = exp16(_mm512_sub_ps(S[j], new_max));
+            __m512 p1 = exp16(_mm512_sub_ps(S[j + 1], new_max));
             tile_sum = _mm512_add_ps(tile_sum, _mm512_add_ps(p0, p1));
             PP[j / 2] = bf16_pairs(p0, p1);
         }
