@@ -140,6 +140,7 @@ static void test_attention(void) {
         {77, 77, 4, 8, 1}, {37, 11, 3, 5, 0}, {1, 1, 1, 3, 0}, {5000, 900, 2, 4, 0}, /* BLAS path */
         {130, 128, 3, 40, 0}, {64, 64, 2, 64, 0}, {9, 192, 1, 16, 0}, {33, 256, 2, 24, 0}, /* fused path (m % 16 == 0) */
         {256, 154, 8, 40, 0}, {100, 231, 5, 64, 0}, {77, 154, 4, 8, 1},  /* long prompts: 2 and 3 chunks of context */
+        {300, 2064, 2, 40, 0}, /* fused, many key tiles and a partial row block: the UNet's first level in small */
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         int n = cases[c].n, m = cases[c].m, H = cases[c].heads, dh = cases[c].dh, D = H * dh;
