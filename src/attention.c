@@ -3,6 +3,7 @@
  * 2022); the rest goes through OpenBLAS with bounded score blocks. */
 #include "kernels.h"
 #include "gemm.h"
+#include "model.h"
 #include "vecmath.h"
 
 #include <stdint.h>
@@ -123,13 +124,11 @@ static void fa_attention(const float *Q, int ldq, const float *K, int ldk, const
  * Q (pre-scaled), K, V and P are rounded to bf16, two values per 32-bit word along the summed dimension:
  * Sᵀ[j] += bcast(K[j, d:d+2]) · Qᵀ[d:d+2] over head-dimension pairs, Oᵀ[d] += bcast(V[j:j+2, d]) · Pᵀ[j:j+2]
  * over key pairs. Maxima, exponentials and sums stay float32. */
-#if defined(__x86_64__) && defined(__GNUC__)
+#if GEMM_HAVE_BF16
 #include <immintrin.h>
-#define FA_BF16 1
-#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
 
 /* Word j of the result = (bf16(lo[j]), bf16(hi[j])). */
-BF16_TARGET static inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
+GEMM_BF16_TARGET static inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
     const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
                                                 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
@@ -144,25 +143,19 @@ static inline void exp16_inplace(float x[16]) {
 }
 
 /* exp of 16 lanes, for the AVX-512 kernel. */
-BF16_TARGET static inline __m512 exp16(__m512 x) {
+GEMM_BF16_TARGET static inline __m512 exp16(__m512 x) {
     float lanes[16];
     _mm512_storeu_ps(lanes, x);
     exp16_inplace(lanes);
     return _mm512_loadu_ps(lanes);
 }
 
-static inline uint32_t bf16_pair(float lo, float hi) {
-    uint32_t a, b;
-    memcpy(&a, &lo, 4);
-    memcpy(&b, &hi, 4);
-    a = (a + 0x7FFF + ((a >> 16) & 1)) >> 16; /* round to nearest even (finite values) */
-    b = (b + 0x7FFF + ((b >> 16) & 1)) >> 16;
-    return a | b << 16;
-}
+/* One 32-bit word of two bf16 values: lo in the low half. */
+static inline uint32_t bf16_pair(float lo, float hi) { return float_to_bf16(lo) | (uint32_t)float_to_bf16(hi) << 16; }
 
 /* Rows r0.. (16) of one head, as fa_task: QT[dh/2][16] pairs of scaled Q, KB[m][dh/2] pairs of K, VP[m/2][dh] pairs
  * (V[j, d], V[j + 1, d]). */
-BF16_TARGET static void fa_task_bf16(const uint32_t *QT, const uint32_t *KB, const uint32_t *VP, int m, int dh, int rows,
+GEMM_BF16_TARGET static void fa_task_bf16(const uint32_t *QT, const uint32_t *KB, const uint32_t *VP, int m, int dh, int rows,
                                      float *out, int ldo) {
     __m512 OT[64];
     const int dp = dh / 2;
@@ -247,8 +240,6 @@ static void fa_attention_bf16(const float *Q, int ldq, const float *K, int ldk, 
                      out + (size_t)r0 * ldo + h * dh, ldo);
     }
 }
-#else
-#define FA_BF16 0
 #endif
 
 /* The fused kernel when it applies; otherwise each thread takes (head, query block) tasks with its
@@ -258,7 +249,7 @@ void attention(const float *Q, int ldq, const float *K, int ldk, const float *V,
                int heads, int dh, int causal, float *out, float *work) {
     if (fa_usable(m, dh, causal)) {
         gemm_count(4.0 * n * m * dh * heads); /* S = Q·Kᵀ and P·V */
-#if FA_BF16
+#if GEMM_HAVE_BF16
         if (kernels_bf16()) { /* set only on CPUs with AVX512-BF16 */
             fa_attention_bf16(Q, ldq, K, ldk, V, ldv, n, m, heads, dh, out, work);
             return;

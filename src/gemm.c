@@ -18,12 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define BF16_KERNEL 1
+#if GEMM_HAVE_BF16
 #include <immintrin.h>
-#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
-#else
-#define BF16_KERNEL 0
 #endif
 
 static _Atomic unsigned long long g_flops; /* gemm_flops(); relaxed adds, one per product */
@@ -33,7 +29,7 @@ void gemm_count(double flops) { atomic_fetch_add_explicit(&g_flops, (unsigned lo
 double gemm_flops(void) { return (double)atomic_load_explicit(&g_flops, memory_order_relaxed); }
 
 int gemm_bf16_supported(void) {
-#if BF16_KERNEL
+#if GEMM_HAVE_BF16
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
@@ -42,7 +38,7 @@ int gemm_bf16_supported(void) {
 #endif
 }
 
-#if BF16_KERNEL
+#if GEMM_HAVE_BF16
 
 #define MR 6        /* rows of the C tile */
 #define NV 4        /* vectors of 16 columns in the C tile */
@@ -56,7 +52,7 @@ static inline __mmask16 first_lanes(int n) { return n >= 16 ? 0xFFFF : n <= 0 ? 
 
 /* dst[r][p] = pair (src[r, 2p], src[r, 2p + 1]) for r < rows, p < (K + 1) / 2 (zero past K): bf16 rows
  * of src[rows, ld], two values per 32-bit word. */
-BF16_TARGET static void rows_to_bf16_pairs(const float *src, int ld, int rows, int K, uint32_t *dst) {
+GEMM_BF16_TARGET static void rows_to_bf16_pairs(const float *src, int ld, int rows, int K, uint32_t *dst) {
     const int kp = (K + 1) / 2;
     for (int r = 0; r < rows; r++) {
         const float *s = src + (size_t)r * ld;
@@ -71,7 +67,7 @@ BF16_TARGET static void rows_to_bf16_pairs(const float *src, int ld, int rows, i
 
 /* dst[p·stride + r] = pair (src[r, k0 + 2p], src[r, k0 + 2p + 1]) for r < rows, p < kc/2 rounded up
  * (zero past kc), and zero rows for rows <= r < rows_padded. src rows are ld apart. */
-BF16_TARGET static void pack_row_pairs(const float *src, int ld, int rows, int rows_padded, int k0, int kc,
+GEMM_BF16_TARGET static void pack_row_pairs(const float *src, int ld, int rows, int rows_padded, int k0, int kc,
                                        uint32_t *dst, int stride) {
     const int kp = (kc + 1) / 2;
     const __m512i lane_offsets = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
@@ -93,7 +89,7 @@ BF16_TARGET static void pack_row_pairs(const float *src, int ld, int rows, int r
 
 /* Bp[q][p][j] = pair (B[k0 + 2p, q·NR + j], B[k0 + 2p + 1, q·NR + j]) for the columns [0, nc) of
  * B[K, ld] (zero past nc and past K). */
-BF16_TARGET static void pack_col_pairs(const float *B, int ld, int K, int k0, int kc, int nc, uint32_t *Bp) {
+GEMM_BF16_TARGET static void pack_col_pairs(const float *B, int ld, int K, int k0, int kc, int nc, uint32_t *Bp) {
     const int kp = (kc + 1) / 2, panels = (nc + NR - 1) / NR;
     /* word j of the result takes halves j and 16 + j of [bf16(r0[0..15]), bf16(r1[0..15])] */
     const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
@@ -114,7 +110,7 @@ BF16_TARGET static void pack_col_pairs(const float *B, int ld, int K, int k0, in
 
 /* C[rows, cols] = alpha·(a·b) + beta·C for one tile (rows <= MR, cols <= NR): a = MR rows of bf16 pairs
  * [kp] (rows past `rows` repeat a valid one), b = Bp panel [kp][NR]. */
-BF16_TARGET static void micro_kernel(int kp, const uint32_t *const a[MR], const uint32_t *b, float *C, int ldc, int rows,
+GEMM_BF16_TARGET static void micro_kernel(int kp, const uint32_t *const a[MR], const uint32_t *b, float *C, int ldc, int rows,
                                      int cols, float alpha, float beta) {
     __m512 acc[MR][NV];
     for (int i = 0; i < MR; i++)
@@ -142,7 +138,7 @@ BF16_TARGET static void micro_kernel(int kp, const uint32_t *const a[MR], const 
 }
 
 /* C = alpha·A·op(B) + beta·C with A given as bf16 rows Ab[M][(K + 1) / 2] (rows_to_bf16_pairs). */
-BF16_TARGET static int gemm_bf16(int trans_b, int M, int N, int K, float alpha, const uint32_t *Ab, const float *B,
+GEMM_BF16_TARGET static int gemm_bf16(int trans_b, int M, int N, int K, float alpha, const uint32_t *Ab, const float *B,
                                  int ldb, float beta, float *C, int ldc) {
     const int k_pairs = (K + 1) / 2;
     const int k_blocks = (K + KC_MAX - 1) / KC_MAX, KC = ((K + k_blocks - 1) / k_blocks + 1) / 2 * 2; /* equal, even */
@@ -179,7 +175,7 @@ BF16_TARGET static int gemm_bf16(int trans_b, int M, int N, int K, float alpha, 
 size_t gemm_bf16_rows_bytes(int M, int K) { return (size_t)M * ((K + 1) / 2) * 4; }
 
 void gemm_bf16_rows(const float *A, int lda, int M, int K, void *dst) {
-#if BF16_KERNEL
+#if GEMM_HAVE_BF16
     rows_to_bf16_pairs(A, lda, M, K, dst);
 #else
     (void)A; (void)lda; (void)M; (void)K; (void)dst;
@@ -190,7 +186,7 @@ void gemm_1t_bf16a(int trans_b, int M, int N, int K, float alpha, const float *A
                    const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     gemm_count(2.0 * M * N * K);
-#if BF16_KERNEL
+#if GEMM_HAVE_BF16
     if (K > 0 && gemm_bf16(trans_b, M, N, K, alpha, Ab, B, ldb, beta, C, ldc) == 0) return;
 #else
     (void)Ab;
@@ -203,7 +199,7 @@ void gemm_1t(gemm_precision prec, int trans_b, int M, int N, int K, float alpha,
              const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     gemm_count(2.0 * M * N * K);
-#if BF16_KERNEL
+#if GEMM_HAVE_BF16
     if (prec == GEMM_BF16 && K > 0 && gemm_bf16_supported()) {
         uint32_t *Ab = malloc(gemm_bf16_rows_bytes(M, K)); /* [M][K/2] */
         if (Ab) {
