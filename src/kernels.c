@@ -125,10 +125,29 @@ int kernels_bf16(void) { return g_bf16; }
 #define GEMM_PANELS 4     /* large products are cut into this many panels, whatever the thread count */
 #define GEMM_MIN_PANEL 32 /* ... each at least this wide (a multiple of 16) */
 
-/* A[M, K] in bf16 rows for all panels at once (kernels' threads), or NULL (float32, or no memory). */
+/* The bf16 copy of A that a product's panels share, kept between the products of this application thread (a
+ * fresh buffer per product was mapped and page-faulted anew each time: ~43K faults per SD 1.5 step) until
+ * kernels_release_scratch. */
+static _Thread_local struct {
+    uint32_t *rows; /* [M][(K + 1) / 2] of the current product */
+    size_t bytes;
+} g_bf16_a;
+
+void kernels_release_scratch(void) {
+    free(g_bf16_a.rows);
+    g_bf16_a.rows = NULL;
+    g_bf16_a.bytes = 0;
+}
+
+/* A[M, K] in bf16 rows for all panels at once (kernels' threads), or NULL (no memory: the panels convert A). */
 static uint32_t *bf16_rows_shared(const float *A, int lda, int M, int K) {
-    uint32_t *Ab = malloc(gemm_bf16_rows_bytes(M, K)); /* [M][(K + 1) / 2] */
-    if (!Ab) return NULL;
+    const size_t bytes = gemm_bf16_rows_bytes(M, K);
+    if (bytes > g_bf16_a.bytes) {
+        kernels_release_scratch();
+        if (!(g_bf16_a.rows = malloc(bytes))) return NULL;
+        g_bf16_a.bytes = bytes;
+    }
+    uint32_t *Ab = g_bf16_a.rows;
     #pragma omp parallel for schedule(static) num_threads(g_threads)
     for (int r0 = 0; r0 < M; r0 += 16)
         gemm_bf16_rows(A + (size_t)r0 * lda, lda, M - r0 < 16 ? M - r0 : 16, K, Ab + (size_t)r0 * ((K + 1) / 2));
@@ -168,7 +187,6 @@ static void gemm(int trans_b, int M, int N, int K, float alpha, const float *A, 
             gemm_panel(prec, trans_b, w, N, K, alpha, A + (size_t)p0 * lda, lda, Ab ? Ab + (size_t)p0 * ab_row : NULL, B,
                        ldb, beta, C + (size_t)p0 * ldc, ldc);
     }
-    free(Ab);
 }
 
 void matmul(const float *A, const float *B, float *C, int M, int N, int K, float alpha, float beta) {

@@ -32,6 +32,8 @@ int kernels_threads(void);
  * whether they are used (only on CPUs with AVX512-BF16). Norms, softmax and everything else stay float32. */
 int kernels_set_bf16(int on);
 int kernels_bf16(void);
+/* Gives back the scratch this application thread's products keep between calls (the bf16 copy of A). */
+void kernels_release_scratch(void);
 
 /* ---- dense layers ---- */
 /* y[n, out] = x[n, in] · W[out, in]^T + b[out] (b may be NULL). */

@@ -43,6 +43,7 @@ void sd_release_stage(sd_ctx *c, const char *prefix) {
     if (!c->keep_weights) model_release(&c->model, prefix);
     arena_free(&c->arena);
     arena_init(&c->arena);
+    kernels_release_scratch();
 }
 
 /* ---------------- loading ---------------- */

@@ -409,5 +409,6 @@ int main(void) {
     test_norms();
     test_elementwise();
     test_arena();
+    kernels_release_scratch();
     return test_finish();
 }
