@@ -10,6 +10,7 @@
 #endif
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* ---------------- arena ---------------- */
@@ -29,11 +30,27 @@ void arena_free(arena *a) {
     memset(a, 0, sizeof *a);
 }
 
+#define HUGE_PAGE ((size_t)2 << 20) /* bytes: an x86-64 transparent huge page */
+
+/* `bytes` rounded up to whole huge pages, aligned to one, and marked for transparent huge pages where the
+ * kernel has them (its default "madvise" mode): the first touch of a block faults 512x fewer times. Every
+ * stage starts in fresh blocks (sd_release_stage frees them), and page faults are dear on virtual machines:
+ * on this project's VM, touching 512 MB fresh took 1.4-2.0 s with 4 KB pages, 0.05-0.4 s with huge pages;
+ * TAESD's 512x512 decode went from 0.76 to 0.38 s, the VAE's from 7.3-8.6 to 4.1-5.6 s. */
+static unsigned char *block_memory(size_t *bytes) {
+    *bytes = (*bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    unsigned char *p = aligned_alloc(HUGE_PAGE, *bytes);
+#ifdef MADV_HUGEPAGE
+    if (p) madvise(p, *bytes, MADV_HUGEPAGE); /* advice only: failure changes nothing */
+#endif
+    return p;
+}
+
 static arena_block *arena_new_block(size_t bytes) {
     arena_block *b = calloc(1, sizeof *b);
     if (!b) return NULL;
     b->size = bytes < ARENA_BLOCK_MIN ? ARENA_BLOCK_MIN : bytes;
-    b->data = aligned_alloc(64, (b->size + 63) & ~(size_t)63);
+    b->data = block_memory(&b->size);
     if (!b->data) { free(b); return NULL; }
     return b;
 }
