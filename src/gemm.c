@@ -115,6 +115,8 @@ GEMM_BF16_TARGET static void micro_kernel(int kp, const uint32_t *const a[MR], c
     __m512 acc[MR][NV];
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
+    for (int i = 0; i < rows; i++) /* C's tile is read at the end: start fetching it now */
+        for (int v = 0; v < NV && 16 * v < cols; v++) _mm_prefetch((const char *)(C + (size_t)i * ldc + 16 * v), _MM_HINT_T0);
     const uint32_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
     for (int p = 0; p < kp; p++, b += NR) {
         __m512bh bv[NV];
