@@ -60,7 +60,8 @@ void resnet_block_forward(const resnet_block *r, const float *x, const float *em
     group_norm_batch(h2, B, r->out_ch, (int)HW, r->groups, r->eps, &r->norm2_w, &r->norm2_b, 1, h2);
     conv_layer_forward(&r->conv2, h2, B, H, W, y, a, scratch);
     if (r->skip.w.numel) { /* y += skip(x) */
-        float *s = arena_alloc(a, (size_t)B * r->out_ch * HW);  /* [B, out, H, W] */
+        /* [B, out, H, W]: h is free again (conv1 has read it) and large enough unless the block widens */
+        float *s = r->in_ch >= r->out_ch ? h : arena_alloc(a, (size_t)B * r->out_ch * HW);
         if (a->failed) return;
         conv_layer_forward(&r->skip, x, B, H, W, s, a, scratch);
         add_inplace(y, s, (size_t)B * r->out_ch * HW);
