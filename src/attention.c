@@ -31,7 +31,7 @@ static int attention_block_rows(int n, int m) {
 
 size_t attention_work_size(int n, int m, int heads, int dh) {
     size_t blas = (size_t)kernels_threads() * attention_block_rows(n, m) * (m + 1);
-    size_t fused = (size_t)heads * ((n + 15) / 16 * 16 + m) * dh; /* Qᵀ blocks, packed keys */
+    size_t fused = (size_t)heads * ((n + 15) / 16 * 16 + 2 * (size_t)m) * dh; /* Qᵀ blocks, packed keys and values */
     return blas > fused ? blas : fused;
 }
 
@@ -73,7 +73,7 @@ static void fa_task(const float *QT, const float *KP, const float *V, int ldv, i
             v16 acc[FA_DCHUNK];
             for (int i = 0; i < FA_DCHUNK; i++) acc[i] = OT[d0 + i] * corr;
             for (int j = 0; j < FA_LANES; j++) {
-                const float *vj = V + (size_t)(j0 + j) * ldv + d0;
+                const float *vj = V + (size_t)(j0 + j) * ldv + d0; /* ldv = dh: packed */
                 for (int i = 0; i < FA_DCHUNK; i++) acc[i] += v16_splat(vj[i]) * PT[j];
             }
             for (int i = 0; i < FA_DCHUNK; i++) OT[d0 + i] = acc[i];
@@ -97,6 +97,7 @@ static void fa_attention(const float *Q, int ldq, const float *K, int ldk, const
     const int blocks = (n + FA_LANES - 1) / FA_LANES, ldo = heads * dh;
     const float scale = 1.0f / sqrtf((float)dh);
     float *QT = work, *KP = work + (size_t)heads * blocks * dh * FA_LANES; /* [heads, blocks, dh, 16], [heads, m/16, dh, 16] */
+    float *VP = KP + (size_t)heads * m * dh;                                /* [heads, m, dh] */
     #pragma omp parallel for schedule(static) num_threads(kernels_threads())
     for (int task = 0; task < heads * blocks; task++) {
         const int h = task / blocks, r0 = task % blocks * FA_LANES;
@@ -111,11 +112,13 @@ static void fa_attention(const float *Q, int ldq, const float *K, int ldk, const
         float *kp = KP + (size_t)task * dh * FA_LANES;
         for (int d = 0; d < dh; d++)
             for (int j = 0; j < FA_LANES; j++) kp[d * FA_LANES + j] = K[(size_t)(j0 + j) * ldk + h * dh + d];
+        for (int j = 0; j < FA_LANES; j++)
+            memcpy(VP + ((size_t)h * m + j0 + j) * dh, V + (size_t)(j0 + j) * ldv + h * dh, (size_t)dh * sizeof(float));
     }
     #pragma omp parallel for schedule(dynamic, 4) num_threads(kernels_threads())
     for (int task = 0; task < heads * blocks; task++) {
         const int h = task / blocks, r0 = task % blocks * FA_LANES, rows = n - r0 < FA_LANES ? n - r0 : FA_LANES;
-        fa_task(QT + (size_t)task * dh * FA_LANES, KP + (size_t)h * m * dh, V + h * dh, ldv, m, dh, rows,
+        fa_task(QT + (size_t)task * dh * FA_LANES, KP + (size_t)h * m * dh, VP + (size_t)h * m * dh, dh, m, dh, rows,
                 out + (size_t)r0 * ldo + h * dh, ldo);
     }
 }
