@@ -355,24 +355,38 @@ static double lanes_sq_dev(const float *x, size_t n, double mean) {
     return s;
 }
 
-/* GroupNorm (Wu & He 2018): per group, y = (x - mean) / sqrt(var + eps) · gamma[c] + beta[c]. */
+/* GroupNorm (Wu & He 2018) as a per-channel affine map: y[c] = x[c]·scale[c] + shift[c] with
+ * scale = gamma / sqrt(var + eps), shift = beta - mean·scale over each group's (mean, var). */
+static void group_norm_group(const float *xg, size_t n, int cg, float eps, const float *gamma, const float *beta,
+                             float *scale, float *shift) {
+    double mean = lanes_sum(xg, n) / (double)n;
+    double var = lanes_sq_dev(xg, n, mean) / (double)n;
+    float inv = (float)(1.0 / sqrt(var + eps)), fmean = (float)mean;
+    for (int c = 0; c < cg; c++) {
+        scale[c] = gamma[c] * inv;
+        shift[c] = beta[c] - fmean * scale[c];
+    }
+}
+
+void group_norm_coeffs(const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta,
+                       float *scale, float *shift) {
+    const int cg = C / G;
+    const size_t n = (size_t)cg * HW;
+    #pragma omp parallel for schedule(static)
+    for (int g = 0; g < G; g++)
+        group_norm_group(x + (size_t)g * n, n, cg, eps, gamma + g * cg, beta + g * cg, scale + g * cg, shift + g * cg);
+}
+
+/* y = x·s + t per channel (GroupNorm's map), then SiLU. */
 void group_norm(const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta, int silu, float *y) {
     const int cg = C / G;
     const size_t n = (size_t)cg * HW;
     #pragma omp parallel for schedule(static) firstprivate(x, y, gamma, beta, silu, HW, cg, n, eps)
     for (int g = 0; g < G; g++) {
-        const float *xg = x + (size_t)g * n;
-        float *yg = y + (size_t)g * n;
-        double mean = lanes_sum(xg, n) / (double)n;
-        double var = lanes_sq_dev(xg, n, mean) / (double)n;
-        float inv = (float)(1.0 / sqrt(var + eps)), fmean = (float)mean;
-        for (int c = 0; c < cg; c++) {
-            float s = gamma[g * cg + c] * inv, t = beta[g * cg + c] - fmean * s;
-            const float *xc = xg + (size_t)c * HW;
-            float *yc = yg + (size_t)c * HW;
-            if (silu) for (int i = 0; i < HW; i++) yc[i] = silu1(xc[i] * s + t);
-            else for (int i = 0; i < HW; i++) yc[i] = xc[i] * s + t;
-        }
+        float scale[cg], shift[cg]; /* cg <= C: a few hundred floats at most */
+        group_norm_group(x + (size_t)g * n, n, cg, eps, gamma + g * cg, beta + g * cg, scale, shift);
+        for (int c = 0; c < cg; c++) channel_map_row(x + (size_t)g * n + (size_t)c * HW, HW, scale[c], shift[c], silu,
+                                                     y + (size_t)g * n + (size_t)c * HW);
     }
 }
 

@@ -20,11 +20,35 @@ void conv_layer_forward(const conv_layer *cl, const float *x, int B, int H, int 
     if (conv_uses_winograd(d, H, W, B)) { /* whole batch at once */
         float *work = arena_alloc(a, conv_winograd_work_size(d, B, H, W));
         if (!work) return;
-        conv2d_winograd(d, x, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
+        conv2d_winograd(d, x, NULL, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
     } else {
         float *work = arena_alloc(a, conv_work_size(d, B, H, W) + 1); /* im2col tile or batch */
         if (!work) return;
         conv2d(d, x, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
+    }
+    arena_reset(a, mark);
+}
+
+void conv_layer_forward_normed(const conv_layer *cl, const norm_spec *norm, const float *x, int B, int H, int W, float *y,
+                               arena *a, float *scratch) {
+    const conv_desc *d = &cl->d;
+    const int C = d->in_ch;
+    const size_t HW = (size_t)H * W;
+    arena_mark mark = arena_get_mark(a);
+    if (conv_uses_winograd(d, H, W, B)) {
+        float *scale = arena_alloc(a, (size_t)B * C), *shift = arena_alloc(a, (size_t)B * C); /* [B, C] each */
+        float *work = arena_alloc(a, conv_winograd_work_size(d, B, H, W));
+        if (a->failed) return;
+        for (int i = 0; i < B; i++)
+            group_norm_coeffs(x + (size_t)i * C * HW, C, (int)HW, norm->groups, norm->eps, norm->gamma->f32, norm->beta->f32,
+                              scale + (size_t)i * C, shift + (size_t)i * C);
+        const channel_map map = {scale, shift, norm->silu};
+        conv2d_winograd(d, x, &map, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
+    } else {
+        float *h = arena_alloc(a, (size_t)B * C * HW); /* [B, C, H, W] norm(x) */
+        if (!h) return;
+        group_norm_batch(x, B, C, (int)HW, norm->groups, norm->eps, norm->gamma, norm->beta, norm->silu, h);
+        conv_layer_forward(cl, h, B, H, W, y, a, scratch);
     }
     arena_reset(a, mark);
 }
@@ -38,13 +62,12 @@ void group_norm_batch(const float *x, int B, int C, int HW, int G, float eps, co
 void resnet_block_forward(const resnet_block *r, const float *x, const float *emb, int emb_dim, int B, int H, int W,
                           float *y, arena *a, float *scratch) {
     const size_t HW = (size_t)H * W;
+    const norm_spec norm1 = {&r->norm1_w, &r->norm1_b, r->groups, r->eps, 1}, norm2 = {&r->norm2_w, &r->norm2_b, r->groups, r->eps, 1};
     arena_mark mark = arena_get_mark(a);
-    float *h = arena_alloc(a, (size_t)B * r->in_ch * HW);   /* [B, in, H, W] normalised input */
-    float *h2 = arena_alloc(a, (size_t)B * r->out_ch * HW); /* [B, out, H, W] after conv1 */
+    float *h = arena_alloc(a, (size_t)B * r->out_ch * HW); /* [B, out, H, W] after conv1 */
     if (a->failed) return;
-    group_norm_batch(x, B, r->in_ch, (int)HW, r->groups, r->eps, &r->norm1_w, &r->norm1_b, 1, h);
-    conv_layer_forward(&r->conv1, h, B, H, W, h2, a, scratch);
-    if (emb) { /* h2[b, c] += (W · SiLU(emb[b]) + bias)[c] */
+    conv_layer_forward_normed(&r->conv1, &norm1, x, B, H, W, h, a, scratch);
+    if (emb) { /* h[b, c] += (W · SiLU(emb[b]) + bias)[c] */
         float *e = arena_alloc(a, (size_t)B * emb_dim);     /* [B, emb_dim] */
         float *p = arena_alloc(a, (size_t)B * r->out_ch);   /* [B, out] */
         if (a->failed) return;
@@ -53,18 +76,14 @@ void resnet_block_forward(const resnet_block *r, const float *x, const float *em
         linear(e, B, emb_dim, weight_f32(&r->emb_w, scratch), r->emb_b.f32, r->out_ch, p);
         for (int b = 0; b < B; b++)
             for (int c = 0; c < r->out_ch; c++) {
-                float *hc = h2 + ((size_t)b * r->out_ch + c) * HW, v = p[b * r->out_ch + c];
+                float *hc = h + ((size_t)b * r->out_ch + c) * HW, v = p[b * r->out_ch + c];
                 for (size_t i = 0; i < HW; i++) hc[i] += v;
             }
     }
-    group_norm_batch(h2, B, r->out_ch, (int)HW, r->groups, r->eps, &r->norm2_w, &r->norm2_b, 1, h2);
-    conv_layer_forward(&r->conv2, h2, B, H, W, y, a, scratch);
-    if (r->skip.w.numel) { /* y += skip(x) */
-        /* [B, out, H, W]: h is free again (conv1 has read it) and large enough unless the block widens */
-        float *s = r->in_ch >= r->out_ch ? h : arena_alloc(a, (size_t)B * r->out_ch * HW);
-        if (a->failed) return;
-        conv_layer_forward(&r->skip, x, B, H, W, s, a, scratch);
-        add_inplace(y, s, (size_t)B * r->out_ch * HW);
+    conv_layer_forward_normed(&r->conv2, &norm2, h, B, H, W, y, a, scratch);
+    if (r->skip.w.numel) { /* y += skip(x), computed into h (conv2 has read it) */
+        conv_layer_forward(&r->skip, x, B, H, W, h, a, scratch);
+        add_inplace(y, h, (size_t)B * r->out_ch * HW);
     } else {
         add_inplace(y, x, (size_t)B * r->out_ch * HW);
     }

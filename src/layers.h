@@ -16,6 +16,19 @@ conv_layer conv_layer_load(wloader *L, const char *name, int in_ch, int out_ch, 
 /* y[B, out, Ho, Wo] = conv(x[B, in, H, W]); the weight is converted once for the whole batch. */
 void conv_layer_forward(const conv_layer *cl, const float *x, int B, int H, int W, float *y, arena *a, float *scratch);
 
+/* GroupNorm with its affine weights, then SiLU when silu: the normalisation in front of a convolution. */
+typedef struct {
+    const weight *gamma, *beta; /* [C] each */
+    int groups;
+    float eps;
+    int silu;
+} norm_spec;
+
+/* y = conv(norm(x)) without writing norm(x) out where the convolution can apply it as it reads x (Winograd:
+ * channel_map); otherwise through a normalised temporary. Same values either way. */
+void conv_layer_forward_normed(const conv_layer *cl, const norm_spec *norm, const float *x, int B, int H, int W, float *y,
+                               arena *a, float *scratch);
+
 typedef struct {
     int in_ch, out_ch, groups;
     float eps;

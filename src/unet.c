@@ -433,9 +433,8 @@ int unet_forward(const unet *u, const float *x, const float *t, const float *ctx
         int next = s > 0 ? s - 1 : 0;
         cur = run_block(u, blk, cat, others[0], others[1], &ps, &H, &W, skip_h[next], skip_w[next]);
         ch = blk->out_ch;
-    }    float *norm = cur == pp[0] ? pp[1] : pp[0];
-    group_norm_batch(cur, B, ch, H * W, UNET_GROUPS, UNET_RES_EPS, &u->out_norm_w, &u->out_norm_b, 1, norm);
-    conv_layer_forward(&u->conv_out, norm, B, H, W, out, a, scratch);
+    }    const norm_spec norm_out = {&u->out_norm_w, &u->out_norm_b, UNET_GROUPS, UNET_RES_EPS, 1};
+    conv_layer_forward_normed(&u->conv_out, &norm_out, cur, B, H, W, out, a, scratch);
     int failed = a->failed;
     arena_reset(a, mark);
     return failed ? -1 : 0;

@@ -259,8 +259,8 @@ int vae_decode(const vae *v, const float *z, int B, int h, int w, float *image, 
     conv_layer_forward(&d->conv_in, zq, B, h, w, cur, a, scratch);
     mid_forward(d, &cur, &other, B, H, W, a, scratch);
     levels_forward(d, 1, &cur, &other, B, &H, &W, &ch, a, scratch);
-    group_norm_batch(cur, B, ch, H * W, VAE_GROUPS, VAE_EPS, &d->norm_out_w, &d->norm_out_b, 1, other);
-    conv_layer_forward(&d->conv_out, other, B, H, W, image, a, scratch);
+    const norm_spec norm_out = {&d->norm_out_w, &d->norm_out_b, VAE_GROUPS, VAE_EPS, 1};
+    conv_layer_forward_normed(&d->conv_out, &norm_out, cur, B, H, W, image, a, scratch);
     int failed = a->failed;
     arena_reset(a, mark);
     return failed ? -1 : 0;
@@ -277,8 +277,9 @@ int vae_encode_moments(const vae *v, const float *image, int B, int H, int W, fl
     conv_layer_forward(&e->conv_in, image, B, H, W, cur, a, scratch);
     levels_forward(e, 0, &cur, &other, B, &H, &W, &ch, a, scratch);
     mid_forward(e, &cur, &other, B, H, W, a, scratch);
-    group_norm_batch(cur, B, ch, H * W, VAE_GROUPS, VAE_EPS, &e->norm_out_w, &e->norm_out_b, 1, other);
-    conv_layer_forward(&e->conv_out, other, B, H, W, cur, a, scratch);
+    const norm_spec norm_out = {&e->norm_out_w, &e->norm_out_b, VAE_GROUPS, VAE_EPS, 1};
+    conv_layer_forward_normed(&e->conv_out, &norm_out, cur, B, H, W, other, a, scratch);
+    float *t = cur; cur = other; other = t;
     conv_layer_forward(&v->quant, cur, B, H, W, moments, a, scratch);
     int failed = a->failed;
     arena_reset(a, mark);

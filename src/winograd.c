@@ -15,6 +15,7 @@
  */
 #include "kernels.h"
 #include "gemm.h"
+#include "vecmath.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -100,9 +101,11 @@ static void wino_weights(const float *w, int C, int o0, int n, float *U, float *
 #define ROW_CHUNK 64 /* tiles of one tile row transformed together (vectorised over them) */
 
 /* V[p][k] = (Bᵀ d B)[p] for the tiles tx0 + k, k < ntx, of the tile row whose 6x6 patches start at
- * input row y0 (of channel plane xc[H, W]); d is zero outside the image. V rows are `plane` apart.
+ * input row y0 of channel plane xc[H, W], read through the map (s, t, silu) when `map` (channel_map);
+ * d is zero outside the image (the padding is applied after the map, as to a normalised tensor). V rows are `plane` apart.
  * Bᵀ = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]. */
-static void wino_input_row(const float *xc, int H, int W, int y0, int tx0, int ntx, float *V, size_t plane) {
+static void wino_input_row(const float *xc, int H, int W, int y0, int tx0, int ntx, int map, float s, float t, int silu,
+                           float *V, size_t plane) {
     float seg[4 * ROW_CHUNK + 4];  /* seg[q] = x[y0 + i, 4·tx0 - 1 + q]: one patch row of the chunk, zero outside */
     float h[6][6][ROW_CHUNK];      /* h[i][j][k] = (d B)[i, j] of tile k */
     const int xs = 4 * tx0 - 1, len = 4 * ntx + 2;
@@ -113,7 +116,8 @@ static void wino_input_row(const float *xc, int H, int W, int y0, int tx0, int n
             memset(seg, 0, sizeof seg);
         } else {
             memset(seg, 0, (size_t)lo * sizeof(float));
-            memcpy(seg + lo, xc + (size_t)yy * W + xs + lo, (size_t)(hi - lo) * sizeof(float));
+            if (map) channel_map_row(xc + (size_t)yy * W + xs + lo, (size_t)(hi - lo), s, t, silu, seg + lo);
+            else memcpy(seg + lo, xc + (size_t)yy * W + xs + lo, (size_t)(hi - lo) * sizeof(float));
             memset(seg + hi, 0, (size_t)(len - hi) * sizeof(float));
         }
         for (int k = 0; k < ntx; k++) {
@@ -176,8 +180,9 @@ static void wino_output_row(const float *M, size_t plane, int tx0, int ntx, int 
     }
 }
 
-/* Tile rows [r0, r0 + nr) of the batch (row index = item · tiles_y + ty) into V[p][c, k]. */
-static void wino_inputs(const wino_shape *s, const float *x, int r0, int nr, float *V) {
+/* Tile rows [r0, r0 + nr) of the batch (row index = item · tiles_y + ty) into V[p][c, k], x read through
+ * `map` unless NULL. */
+static void wino_inputs(const wino_shape *s, const float *x, const channel_map *map, int r0, int nr, float *V) {
     const size_t plane = (size_t)s->C * s->block;
     const int chunks = (s->tiles_x + ROW_CHUNK - 1) / ROW_CHUNK;
     #pragma omp parallel for schedule(static) collapse(2)
@@ -186,8 +191,9 @@ static void wino_inputs(const wino_shape *s, const float *x, int r0, int nr, flo
             int rr = r0 + task / chunks, b = rr / s->tiles_y, ty = rr % s->tiles_y, tx0 = task % chunks * ROW_CHUNK;
             int ntx = s->tiles_x - tx0 < ROW_CHUNK ? s->tiles_x - tx0 : ROW_CHUNK;
             size_t k0 = (size_t)(task / chunks) * s->tiles_x + tx0;
-            wino_input_row(x + ((size_t)b * s->C + c) * s->H * s->W, s->H, s->W, 4 * ty - 1, tx0, ntx,
-                           V + (size_t)c * s->block + k0, plane);
+            const size_t bc = (size_t)b * s->C + c; /* item b's channel c */
+            wino_input_row(x + bc * s->H * s->W, s->H, s->W, 4 * ty - 1, tx0, ntx, map != NULL, map ? map->scale[bc] : 1.0f,
+                           map ? map->shift[bc] : 0.0f, map ? map->silu : 0, V + (size_t)c * s->block + k0, plane);
         }
 }
 
@@ -206,8 +212,8 @@ static void wino_outputs(const wino_shape *s, const float *M, int o0, int n, int
         }
 }
 
-void conv2d_winograd(const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b,
-                     float *y, float *work) {
+void conv2d_winograd(const conv_desc *d, const float *x, const channel_map *in_map, int B, int H, int W, const float *w,
+                     const float *b, float *y, float *work) {
     const wino_shape s = wino_shape_of(B, d->in_ch, d->out_ch, H, W);
     const int ob = wino_out_chunk(s.C, s.O);
     float *U = work;                                   /* [36, ob, C] */
@@ -225,7 +231,7 @@ void conv2d_winograd(const conv_desc *d, const float *x, int B, int H, int W, co
             const int r0 = bi * s.block_rows, nr = s.rows - r0 < s.block_rows ? s.rows - r0 : s.block_rows;
             const int nt = nr * s.tiles_x;
             if (ci != have_chunk) wino_weights(w, s.C, o0, n, U, g);
-            if (bi != have_block) wino_inputs(&s, x, r0, nr, V);
+            if (bi != have_block) wino_inputs(&s, x, in_map, r0, nr, V);
             have_chunk = ci;
             have_block = bi;
             #pragma omp parallel for schedule(static) num_threads(kernels_threads())

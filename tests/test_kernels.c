@@ -77,6 +77,33 @@ static double naive_conv3x3_at(const float *x, int C, int H, int W, const float 
     return s;
 }
 
+/* Winograd reading its input through a channel_map (GroupNorm + SiLU applied as the tiles are gathered) gives
+ * exactly the values of group_norm written out then convolved: the padding stays zero, batch items use their
+ * own coefficients, and the map is group_norm's own arithmetic. */
+static void test_conv_winograd_map(void) {
+    const int B = 2, C = 64, O = 16, H = 13, W = 37, G = 32;
+    conv_desc d = {C, O, 3, 3, 1, 1, 1, 1, 1};
+    const size_t nx = (size_t)C * H * W, ny = (size_t)O * H * W;
+    float *x = malloc(B * nx * 4), *w = malloc((size_t)O * C * 9 * 4), *bias = malloc(O * 4), *gamma = malloc(C * 4);
+    float *beta = malloc(C * 4), *normed = malloc(B * nx * 4), *y_ref = malloc(B * ny * 4), *y = malloc(B * ny * 4);
+    float *scale = malloc(B * C * 4), *shift = malloc(B * C * 4), *work = malloc(conv_winograd_work_size(&d, B, H, W) * 4);
+    fill(x, B * nx); fill(w, (size_t)O * C * 9); fill(bias, O); fill(gamma, C); fill(beta, C);
+    for (size_t i = nx; i < B * nx; i++) x[i] = 3.0f * x[i] + 1.0f; /* item 1: other statistics */
+    for (int silu = 0; silu <= 1; silu++) {
+        for (int b = 0; b < B; b++) {
+            group_norm(x + b * nx, C, H * W, G, 1e-6f, gamma, beta, silu, normed + b * nx);
+            group_norm_coeffs(x + b * nx, C, H * W, G, 1e-6f, gamma, beta, scale + b * C, shift + b * C);
+        }
+        conv2d_winograd(&d, normed, NULL, B, H, W, w, bias, y_ref, work);
+        const channel_map map = {scale, shift, silu};
+        conv2d_winograd(&d, x, &map, B, H, W, w, bias, y, work);
+        CHECK(max_abs_diff(y, y_ref, B * ny) == 0, "winograd through GroupNorm's map (silu=%d) differs by %.3g", silu,
+              max_abs_diff(y, y_ref, B * ny));
+    }
+    free(x); free(w); free(bias); free(gamma); free(beta); free(normed); free(y_ref); free(y); free(scale); free(shift);
+    free(work);
+}
+
 /* Winograd F(4x4, 3x3) on a batch against direct convolution (every output, or an evenly spread
  * sample of them for the large cases): partial edge tiles, odd channels, tile rows wider than one
  * transform chunk, several tile blocks, several output-channel chunks, both loop orders. */
@@ -94,7 +121,7 @@ static void test_conv_winograd(void) {
         float *x = malloc(B * nx * 4), *w = malloc(nw * 4), *b = malloc(O * 4), *y = malloc(B * ny * 4);
         float *work = malloc(conv_winograd_work_size(&d, B, H, W) * 4);
         fill(x, B * nx); fill(w, nw); fill(b, O);
-        conv2d_winograd(&d, x, B, H, W, w, b, y, work);
+        conv2d_winograd(&d, x, NULL, B, H, W, w, b, y, work);
         size_t step = B * ny / 20000 + 1; /* step and ny share no factor for these sizes: samples cover all channels */
         double worst = 0; /* largest error relative to the magnitude of the summed terms */
         for (size_t i = 0; i < B * ny; i += step) {
@@ -239,7 +266,7 @@ static void test_layers_bf16(void) {
         float *x = malloc(B * nx * 4), *w = malloc((size_t)O * C * 9 * 4), *b = malloc(O * 4), *y = malloc(B * ny * 4);
         float *work = malloc((wino ? conv_winograd_work_size(&d, B, H, W) : conv_work_size(&d, B, H, W) + 1) * 4);
         fill(x, B * nx); fill(w, (size_t)O * C * 9); fill(b, O);
-        if (wino) conv2d_winograd(&d, x, B, H, W, w, b, y, work);
+        if (wino) conv2d_winograd(&d, x, NULL, B, H, W, w, b, y, work);
         else conv2d(&d, x, B, H, W, w, b, y, work);
         double worst = 0;
         for (int item = 0; item < B; item++)
@@ -294,7 +321,7 @@ static void test_flop_count(void) {
     float *cx = calloc((size_t)B * C * H * Wd, 4), *cw = calloc((size_t)O * C * 9, 4), *cy = malloc((size_t)B * O * H * Wd * 4);
     float *work = malloc(conv_winograd_work_size(&d, B, H, Wd) * 4);
     f0 = gemm_flops();
-    conv2d_winograd(&d, cx, B, H, Wd, cw, NULL, cy, work);
+    conv2d_winograd(&d, cx, NULL, B, H, Wd, cw, NULL, cy, work);
     CHECK(gemm_flops() - f0 == 72.0 * O * C * B * 4 * 3, "Winograd counted %.0f FLOPs, expected %.0f", gemm_flops() - f0, 72.0 * O * C * B * 12);
     free(cx); free(cw); free(cy); free(work);
 
@@ -402,6 +429,7 @@ int main(void) {
     kernels_set_threads(2);
     test_conv();
     test_conv_winograd();
+    test_conv_winograd_map();
     test_attention();
     test_gemm_bf16();
     test_layers_bf16();
