@@ -55,10 +55,10 @@ size_t conv_work_size(const conv_desc *d, int B, int H, int W);
 /* Whether a 3x3 stride-1 pad-1 convolution of B items at H x W goes through Winograd F(4x4, 3x3). */
 int conv_uses_winograd(const conv_desc *d, int H, int W, int B);
 /* The same convolution for a whole batch y[B, out, H, W] from x[B, in, H, W] and w[out, in, 3, 3]
- * (winograd.c), of in_map(x) when in_map is not NULL (e.g. GroupNorm + SiLU without writing them out; the zero
- * padding is not mapped); work needs conv_winograd_work_size floats (at the current thread count). */
-typedef struct channel_map channel_map;
-void conv2d_winograd(const conv_desc *d, const float *x, const channel_map *in_map, int B, int H, int W, const float *w,
+ * (winograd.c), x read as `in` says when not NULL (conv_input: GroupNorm + SiLU, nearest 2x upsampling, without
+ * writing them out); work needs conv_winograd_work_size floats (at the current thread count). */
+typedef struct conv_input conv_input;
+void conv2d_winograd(const conv_desc *d, const float *x, const conv_input *in, int B, int H, int W, const float *w,
                      const float *b, float *y, float *work);
 size_t conv_winograd_work_size(const conv_desc *d, int B, int H, int W);
 
@@ -66,13 +66,17 @@ size_t conv_winograd_work_size(const conv_desc *d, int B, int H, int W);
 /* GroupNorm over x[C, HW] with G groups; y may equal x; optional fused SiLU (PyTorch GroupNorm). */
 void group_norm(const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta, int silu, float *y);
 /* GroupNorm's per-channel map of x[C, HW] (y = x·scale[c] + shift[c], then SiLU, is group_norm), for consumers
- * that apply it as they read x (conv2d_winograd's input map) instead of writing the normalised tensor. */
+ * that apply it as they read x (conv_input) instead of writing the normalised tensor. */
 void group_norm_coeffs(const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta,
                        float *scale, float *shift);
-/* A per-channel affine map, optionally followed by SiLU: value = silu(x·scale[c] + shift[c]). */
-struct channel_map {
-    const float *scale, *shift; /* [B·C]: item b's channel c at b·C + c */
+/* How conv2d_winograd reads its input x: as x nearest-upsampled 2x when upsample2x (x is then [B, C, H/2, W/2]
+ * for an H x W convolution: torch's 'nearest', pixel (i, j) reads (i/2, j/2)), and through a per-channel affine
+ * map then SiLU when scale is not NULL: value = silu(x·scale[c] + shift[c]) (GroupNorm's, group_norm_coeffs).
+ * The zero padding around the image is neither. */
+struct conv_input {
+    const float *scale, *shift; /* [B·C]: item b's channel c at b·C + c; NULL: no map */
     int silu;
+    int upsample2x;
 };
 /* LayerNorm over each row of x[n, d]; y may equal x. */
 void layer_norm(const float *x, int n, int d, float eps, const float *gamma, const float *beta, float *y);

@@ -42,13 +42,32 @@ void conv_layer_forward_normed(const conv_layer *cl, const norm_spec *norm, cons
         for (int i = 0; i < B; i++)
             group_norm_coeffs(x + (size_t)i * C * HW, C, (int)HW, norm->groups, norm->eps, norm->gamma->f32, norm->beta->f32,
                               scale + (size_t)i * C, shift + (size_t)i * C);
-        const channel_map map = {scale, shift, norm->silu};
-        conv2d_winograd(d, x, &map, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
+        const conv_input in = {scale, shift, norm->silu, 0};
+        conv2d_winograd(d, x, &in, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
     } else {
         float *h = arena_alloc(a, (size_t)B * C * HW); /* [B, C, H, W] norm(x) */
         if (!h) return;
         group_norm_batch(x, B, C, (int)HW, norm->groups, norm->eps, norm->gamma, norm->beta, norm->silu, h);
         conv_layer_forward(cl, h, B, H, W, y, a, scratch);
+    }
+    arena_reset(a, mark);
+}
+
+void conv_layer_forward_up2(const conv_layer *cl, const float *x, int B, int h, int w, float *y, arena *a, float *scratch) {
+    const conv_desc *d = &cl->d;
+    const int C = d->in_ch, H = 2 * h, W = 2 * w;
+    arena_mark mark = arena_get_mark(a);
+    if (conv_uses_winograd(d, H, W, B)) {
+        float *work = arena_alloc(a, conv_winograd_work_size(d, B, H, W));
+        if (!work) return;
+        const conv_input in = {NULL, NULL, 0, 1};
+        conv2d_winograd(d, x, &in, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
+    } else {
+        float *up = arena_alloc(a, (size_t)B * C * H * W); /* [B, C, 2h, 2w] */
+        if (!up) return;
+        for (int i = 0; i < B; i++)
+            upsample_nearest2x(x + (size_t)i * C * h * w, C, h, w, up + (size_t)i * C * H * W);
+        conv_layer_forward(cl, up, B, H, W, y, a, scratch);
     }
     arena_reset(a, mark);
 }

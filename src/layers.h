@@ -25,9 +25,13 @@ typedef struct {
 } norm_spec;
 
 /* y = conv(norm(x)) without writing norm(x) out where the convolution can apply it as it reads x (Winograd:
- * channel_map); otherwise through a normalised temporary. Same values either way. */
+ * conv_input); otherwise through a normalised temporary. Same values either way. */
 void conv_layer_forward_normed(const conv_layer *cl, const norm_spec *norm, const float *x, int B, int H, int W, float *y,
                                arena *a, float *scratch);
+
+/* y[B, out, 2h, 2w] = conv(nearest 2x upsampling of x[B, in, h, w]), without writing the upsampled tensor out
+ * where the convolution can read through it (Winograd: conv_input); otherwise through a temporary. */
+void conv_layer_forward_up2(const conv_layer *cl, const float *x, int B, int h, int w, float *y, arena *a, float *scratch);
 
 typedef struct {
     int in_ch, out_ch, groups;

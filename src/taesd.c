@@ -109,10 +109,10 @@ int taesd_decode(const taesd *t, const float *z, int h, int w, float *image, are
     for (int s = 0; s < 4; s++) {
         for (int i = 0; i < dec_per_stage[s]; i++, k++) block_forward(&c->blocks[k], x, H, W, t1, t2, a, scratch);
         if (s == 3) break;
-        upsample_nearest2x(x, TAESD_CH, H, W, t1);
+        conv_layer_forward_up2(&c->scale[s], x, 1, H, W, t1, a, scratch); /* nearest 2x, then conv */
         H *= 2;
         W *= 2;
-        conv_layer_forward(&c->scale[s], t1, 1, H, W, x, a, scratch);
+        float *t = x; x = t1; t1 = t;
     }
     conv_layer_forward(&c->out, x, 1, H, W, image, a, scratch);
     for (size_t i = 0; i < (size_t)3 * H * W; i++) image[i] = image[i] * 2.0f - 1.0f; /* [0, 1] → [-1, 1] */

@@ -217,10 +217,9 @@ static void levels_forward(const vae_coder *c, int is_decoder, float **cur, floa
         }
         if (!lv->has_sample) continue;
         if (is_decoder) { /* nearest 2x, then conv */
-            for (int b = 0; b < B; b++)
-                upsample_nearest2x(*cur + (size_t)b * *ch * *H * *W, *ch, *H, *W, *other + (size_t)b * *ch * 4 * *H * *W);
+            conv_layer_forward_up2(&lv->sample, *cur, B, *H, *W, *other, a, scratch);
             *H *= 2; *W *= 2;
-            conv_layer_forward(&lv->sample, *other, B, *H, *W, *cur, a, scratch);
+            float *t = *cur; *cur = *other; *other = t;
         } else {
             conv_layer_forward(&lv->sample, *cur, B, *H, *W, *other, a, scratch);
             *H = conv_out_size(*H, 3, 2, 0, 1); *W = conv_out_size(*W, 3, 2, 0, 1);

@@ -34,7 +34,7 @@ static inline float fast_erff(float x) {
 
 static inline float silu1(float v) { return v / (1.0f + fast_expf(-v)); }
 
-/* y[i] = x[i]·s + t, then SiLU when silu, for i < n (a channel_map, kernels.h): the one place the map is
+/* y[i] = x[i]·s + t, then SiLU when silu, for i < n (conv_input's map, kernels.h): the one place the map is
  * computed, so that a convolution reading x through it sees exactly what group_norm writes. y may equal x. */
 static inline void channel_map_row(const float *x, size_t n, float s, float t, int silu, float *y) {
     if (silu) for (size_t i = 0; i < n; i++) y[i] = silu1(x[i] * s + t);

@@ -100,26 +100,40 @@ static void wino_weights(const float *w, int C, int o0, int n, float *U, float *
 
 #define ROW_CHUNK 64 /* tiles of one tile row transformed together (vectorised over them) */
 
+/* One channel plane as a convolution reads it (conv_input): the plane xc (H x W, or H/2 x W/2 when up) and its map. */
+typedef struct {
+    const float *xc;
+    int up;          /* nearest 2x upsampling */
+    int map, silu;   /* affine map s, t (then SiLU) */
+    float s, t;
+} plane_reader;
+
+/* seg[q] = input pixel (yy, xs + q) for q < len, zero outside the image (H x W, the convolution's size). */
+static void read_segment(const plane_reader *r, int H, int W, int yy, int xs, int len, float *seg) {
+    const int lo = xs < 0 ? -xs : 0, hi = W - xs < len ? W - xs : len; /* valid part: [lo, hi) */
+    if (yy < 0 || yy >= H || hi <= lo) {
+        memset(seg, 0, (size_t)len * sizeof(float));
+        return;
+    }
+    memset(seg, 0, (size_t)lo * sizeof(float));
+    if (r->up) { /* torch 'nearest' at exactly 2x: (i, j) reads (i/2, j/2) */
+        const float *row = r->xc + (size_t)(yy / 2) * (W / 2);
+        for (int q = lo; q < hi; q++) seg[q] = row[(xs + q) / 2];
+    } else {
+        memcpy(seg + lo, r->xc + (size_t)yy * W + xs + lo, (size_t)(hi - lo) * sizeof(float));
+    }
+    if (r->map) channel_map_row(seg + lo, (size_t)(hi - lo), r->s, r->t, r->silu, seg + lo);
+    memset(seg + hi, 0, (size_t)(len - hi) * sizeof(float));
+}
+
 /* V[p][k] = (Bᵀ d B)[p] for the tiles tx0 + k, k < ntx, of the tile row whose 6x6 patches start at
- * input row y0 of channel plane xc[H, W], read through the map (s, t, silu) when `map` (channel_map);
- * d is zero outside the image (the padding is applied after the map, as to a normalised tensor). V rows are `plane` apart.
+ * input row y0 of the plane r reads (H x W); d is zero outside the image. V rows are `plane` apart.
  * Bᵀ = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]. */
-static void wino_input_row(const float *xc, int H, int W, int y0, int tx0, int ntx, int map, float s, float t, int silu,
-                           float *V, size_t plane) {
+static void wino_input_row(const plane_reader *r, int H, int W, int y0, int tx0, int ntx, float *V, size_t plane) {
     float seg[4 * ROW_CHUNK + 4];  /* seg[q] = x[y0 + i, 4·tx0 - 1 + q]: one patch row of the chunk, zero outside */
     float h[6][6][ROW_CHUNK];      /* h[i][j][k] = (d B)[i, j] of tile k */
-    const int xs = 4 * tx0 - 1, len = 4 * ntx + 2;
-    const int lo = xs < 0 ? -xs : 0, hi = W - xs < len ? W - xs : len; /* valid part of seg: [lo, hi) */
     for (int i = 0; i < 6; i++) {
-        const int yy = y0 + i;
-        if (yy < 0 || yy >= H || hi <= lo) {
-            memset(seg, 0, sizeof seg);
-        } else {
-            memset(seg, 0, (size_t)lo * sizeof(float));
-            if (map) channel_map_row(xc + (size_t)yy * W + xs + lo, (size_t)(hi - lo), s, t, silu, seg + lo);
-            else memcpy(seg + lo, xc + (size_t)yy * W + xs + lo, (size_t)(hi - lo) * sizeof(float));
-            memset(seg + hi, 0, (size_t)(len - hi) * sizeof(float));
-        }
+        read_segment(r, H, W, y0 + i, 4 * tx0 - 1, 4 * ntx + 2, seg);
         for (int k = 0; k < ntx; k++) {
             const float *d = seg + 4 * k;
             float d0 = d[0], d1 = d[1], d2 = d[2], d3 = d[3], d4 = d[4], d5 = d[5];
@@ -180,9 +194,9 @@ static void wino_output_row(const float *M, size_t plane, int tx0, int ntx, int 
     }
 }
 
-/* Tile rows [r0, r0 + nr) of the batch (row index = item · tiles_y + ty) into V[p][c, k], x read through
- * `map` unless NULL. */
-static void wino_inputs(const wino_shape *s, const float *x, const channel_map *map, int r0, int nr, float *V) {
+/* Tile rows [r0, r0 + nr) of the batch (row index = item · tiles_y + ty) into V[p][c, k], x read as `in` says
+ * (NULL: as it is). */
+static void wino_inputs(const wino_shape *s, const float *x, const conv_input *in, int r0, int nr, float *V) {
     const size_t plane = (size_t)s->C * s->block;
     const int chunks = (s->tiles_x + ROW_CHUNK - 1) / ROW_CHUNK;
     #pragma omp parallel for schedule(static) collapse(2)
@@ -192,8 +206,11 @@ static void wino_inputs(const wino_shape *s, const float *x, const channel_map *
             int ntx = s->tiles_x - tx0 < ROW_CHUNK ? s->tiles_x - tx0 : ROW_CHUNK;
             size_t k0 = (size_t)(task / chunks) * s->tiles_x + tx0;
             const size_t bc = (size_t)b * s->C + c; /* item b's channel c */
-            wino_input_row(x + bc * s->H * s->W, s->H, s->W, 4 * ty - 1, tx0, ntx, map != NULL, map ? map->scale[bc] : 1.0f,
-                           map ? map->shift[bc] : 0.0f, map ? map->silu : 0, V + (size_t)c * s->block + k0, plane);
+            const int up = in && in->upsample2x, map = in && in->scale;
+            const size_t x_plane = up ? (size_t)(s->H / 2) * (s->W / 2) : (size_t)s->H * s->W;
+            const plane_reader r = {x + bc * x_plane, up, map, map && in->silu, map ? in->scale[bc] : 1.0f,
+                                    map ? in->shift[bc] : 0.0f};
+            wino_input_row(&r, s->H, s->W, 4 * ty - 1, tx0, ntx, V + (size_t)c * s->block + k0, plane);
         }
 }
 
@@ -212,7 +229,7 @@ static void wino_outputs(const wino_shape *s, const float *M, int o0, int n, int
         }
 }
 
-void conv2d_winograd(const conv_desc *d, const float *x, const channel_map *in_map, int B, int H, int W, const float *w,
+void conv2d_winograd(const conv_desc *d, const float *x, const conv_input *in, int B, int H, int W, const float *w,
                      const float *b, float *y, float *work) {
     const wino_shape s = wino_shape_of(B, d->in_ch, d->out_ch, H, W);
     const int ob = wino_out_chunk(s.C, s.O);
@@ -231,7 +248,7 @@ void conv2d_winograd(const conv_desc *d, const float *x, const channel_map *in_m
             const int r0 = bi * s.block_rows, nr = s.rows - r0 < s.block_rows ? s.rows - r0 : s.block_rows;
             const int nt = nr * s.tiles_x;
             if (ci != have_chunk) wino_weights(w, s.C, o0, n, U, g);
-            if (bi != have_block) wino_inputs(&s, x, in_map, r0, nr, V);
+            if (bi != have_block) wino_inputs(&s, x, in, r0, nr, V);
             have_chunk = ci;
             have_block = bi;
             #pragma omp parallel for schedule(static) num_threads(kernels_threads())

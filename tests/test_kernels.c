@@ -77,7 +77,7 @@ static double naive_conv3x3_at(const float *x, int C, int H, int W, const float 
     return s;
 }
 
-/* Winograd reading its input through a channel_map (GroupNorm + SiLU applied as the tiles are gathered) gives
+/* Winograd reading its input through a conv_input map (GroupNorm + SiLU applied as the tiles are gathered) gives
  * exactly the values of group_norm written out then convolved: the padding stays zero, batch items use their
  * own coefficients, and the map is group_norm's own arithmetic. */
 static void test_conv_winograd_map(void) {
@@ -95,13 +95,42 @@ static void test_conv_winograd_map(void) {
             group_norm_coeffs(x + b * nx, C, H * W, G, 1e-6f, gamma, beta, scale + b * C, shift + b * C);
         }
         conv2d_winograd(&d, normed, NULL, B, H, W, w, bias, y_ref, work);
-        const channel_map map = {scale, shift, silu};
-        conv2d_winograd(&d, x, &map, B, H, W, w, bias, y, work);
+        const conv_input in = {scale, shift, silu, 0};
+        conv2d_winograd(&d, x, &in, B, H, W, w, bias, y, work);
         CHECK(max_abs_diff(y, y_ref, B * ny) == 0, "winograd through GroupNorm's map (silu=%d) differs by %.3g", silu,
               max_abs_diff(y, y_ref, B * ny));
     }
     free(x); free(w); free(bias); free(gamma); free(beta); free(normed); free(y_ref); free(y); free(scale); free(shift);
     free(work);
+}
+
+/* Winograd reading its input nearest-upsampled 2x (conv_input.upsample2x) gives exactly upsample_nearest2x then
+ * the convolution, for batch items of odd sizes (partial tiles at both edges), alone and with a map. */
+static void test_conv_winograd_upsample(void) {
+    const int B = 2, C = 8, O = 5, h = 9, w = 13, H = 2 * h, W = 2 * w;
+    conv_desc d = {C, O, 3, 3, 1, 1, 1, 1, 1};
+    const size_t nx = (size_t)C * h * w, nu = (size_t)C * H * W, ny = (size_t)O * H * W;
+    float *x = malloc(B * nx * 4), *up = malloc(B * nu * 4), *w3 = malloc((size_t)O * C * 9 * 4), *bias = malloc(O * 4);
+    float *y_ref = malloc(B * ny * 4), *y = malloc(B * ny * 4), *scale = malloc(B * C * 4), *shift = malloc(B * C * 4);
+    float *work = malloc(conv_winograd_work_size(&d, B, H, W) * 4);
+    fill(x, B * nx); fill(w3, (size_t)O * C * 9); fill(bias, O); fill(scale, B * C); fill(shift, B * C);
+    CHECK(conv_uses_winograd(&d, H, W, B), "the upsampling case runs through Winograd");
+    for (int mapped = 0; mapped <= 1; mapped++) {
+        for (int b = 0; b < B; b++) {
+            upsample_nearest2x(x + b * nx, C, h, w, up + b * nu);
+            for (int c = 0; mapped && c < C; c++) /* the map on the upsampled tensor, as group_norm would write it */
+                for (size_t i = 0; i < (size_t)H * W; i++) {
+                    float *v = up + b * nu + (size_t)c * H * W + i;
+                    *v = silu1(*v * scale[b * C + c] + shift[b * C + c]);
+                }
+        }
+        conv2d_winograd(&d, up, NULL, B, H, W, w3, bias, y_ref, work);
+        const conv_input in = {mapped ? scale : NULL, mapped ? shift : NULL, mapped, 1};
+        conv2d_winograd(&d, x, &in, B, H, W, w3, bias, y, work);
+        CHECK(max_abs_diff(y, y_ref, B * ny) == 0, "winograd through 2x upsampling (map=%d) differs by %.3g", mapped,
+              max_abs_diff(y, y_ref, B * ny));
+    }
+    free(x); free(up); free(w3); free(bias); free(y_ref); free(y); free(scale); free(shift); free(work);
 }
 
 /* Winograd F(4x4, 3x3) on a batch against direct convolution (every output, or an evenly spread
@@ -430,6 +459,7 @@ int main(void) {
     test_conv();
     test_conv_winograd();
     test_conv_winograd_map();
+    test_conv_winograd_upsample();
     test_attention();
     test_gemm_bf16();
     test_layers_bf16();
