@@ -62,9 +62,9 @@ static void fa_task(const float *QT, const float *KP, const float *V, int ldv, i
         }
         v16 tile_max = S[0];
         for (int j = 1; j < FA_LANES; j++) tile_max = v16_max(tile_max, S[j]);
-        v16 new_max = v16_max(run_max, tile_max), corr = v16_exp(run_max - new_max), tile_sum = v16_splat(0.0f);
+        v16 new_max = v16_max(run_max, tile_max), corr = v16_exp_nonpos(run_max - new_max), tile_sum = v16_splat(0.0f);
         for (int j = 0; j < FA_LANES; j++) {
-            PT[j] = v16_exp(S[j] - new_max);
+            PT[j] = v16_exp_nonpos(S[j] - new_max);
             tile_sum += PT[j];
         }
         run_sum = run_sum * corr + tile_sum;
@@ -137,11 +137,11 @@ GEMM_BF16_TARGET static inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
     return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 
-/* x[16] = exp(x[16]) by vecmath's v16_exp. Through memory, not by value: the kernel below is compiled for
+/* x[16] = exp(x[16]) for x <= 0, by vecmath's v16_exp_nonpos. Through memory, not by value: the kernel below is compiled for
  * AVX-512 whatever the build's target, and a 64-byte vector passed by value between the two would change the
  * ABI (clang refuses it). Inlined in the usual -march=native build. */
 static inline void exp16_inplace(float x[16]) {
-    v16 v = v16_exp(v16_load(x));
+    v16 v = v16_exp_nonpos(v16_load(x)); /* every input is a difference from a running maximum */
     memcpy(x, &v, sizeof v);
 }
 

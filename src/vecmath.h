@@ -6,6 +6,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 /* e^r for |r| <= ln2/2 (Cephes expf polynomial), for a float or a v16 r. */
 #define EXPF_POLY(r)                                                                                        \
@@ -59,6 +62,22 @@ static inline v16 v16_exp(v16 x) {
     v16 p = EXPF_POLY(r);
     vi16 e = (__builtin_convertvector(n, vi16) + 127) << 23; /* 2^n */
     return v16_select(x < lo, v16_splat(0.0f), p * (v16)e);
+}
+
+/* v16_exp for x <= 0 (softmax's exponentials), the same values: no upper clamp, and where the build has
+ * AVX-512, p·2^n by one VSCALEFPS instead of forming 2^n's bits and multiplying (n >= -126 here, so 2^n is
+ * normal and both round the product alike). */
+static inline v16 v16_exp_nonpos(v16 x) {
+#ifdef __AVX512F__
+    const v16 lo = v16_splat(-87.3365478515625f);
+    v16 xc = v16_select(x < lo, lo, x);
+    v16 n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    v16 r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+    v16 p = EXPF_POLY(r);
+    return v16_select(x < lo, v16_splat(0.0f), (v16)_mm512_scalef_ps((__m512)p, (__m512)n));
+#else
+    return v16_exp(x);
+#endif
 }
 
 /* Row reductions with 16 independent lanes (vectorised; the same result on any thread count). */
