@@ -403,6 +403,26 @@ void layer_norm(const float *x, int n, int d, float eps, const float *gamma, con
     }
 }
 
+void conv_input_apply(const conv_input *in, const float *x, int B, int C, int H, int W, float *y) {
+    const size_t HW = (size_t)H * W, xHW = in->upsample2x ? HW / 4 : HW; /* x's planes are [H/2, W/2] when upsampling */
+    for (int b = 0; b < B; b++) {
+        const float *xb = x + (size_t)b * C * xHW;
+        float *yb = y + (size_t)b * C * HW;
+        if (in->upsample2x) {
+            upsample_nearest2x(xb, C, H / 2, W / 2, yb);
+            xb = yb; /* then mapped in place */
+        }
+        #pragma omp parallel for schedule(static)
+        for (int c = 0; c < C; c++) {
+            if (in->scale)
+                channel_map_row(xb + (size_t)c * HW, HW, in->scale[(size_t)b * C + c], in->shift[(size_t)b * C + c], in->silu,
+                                yb + (size_t)c * HW);
+            else if (xb != yb)
+                memcpy(yb + (size_t)c * HW, xb + (size_t)c * HW, HW * sizeof(float));
+        }
+    }
+}
+
 /* ---------------- element-wise ---------------- */
 
 void silu_inplace(float *x, size_t n) {

@@ -78,6 +78,9 @@ struct conv_input {
     int silu;
     int upsample2x;
 };
+/* y[B, C, H, W] = x as `in` reads it (upsampled, mapped): what conv2d_winograd sees, written out for the
+ * convolutions that cannot read through `in`. */
+void conv_input_apply(const conv_input *in, const float *x, int B, int C, int H, int W, float *y);
 /* LayerNorm over each row of x[n, d]; y may equal x. */
 void layer_norm(const float *x, int n, int d, float eps, const float *gamma, const float *beta, float *y);
 

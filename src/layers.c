@@ -14,62 +14,49 @@ conv_layer conv_layer_load(wloader *L, const char *name, int in_ch, int out_ch, 
     return cl;
 }
 
-void conv_layer_forward(const conv_layer *cl, const float *x, int B, int H, int W, float *y, arena *a, float *scratch) {
+/* y = conv(x read as `in` says; NULL: as it is). Winograd reads through `in` itself; for the other
+ * convolutions the input is written out first (conv_input_apply). */
+static void conv_forward_read(const conv_layer *cl, const float *x, const conv_input *in, int B, int H, int W, float *y,
+                              arena *a, float *scratch) {
     const conv_desc *d = &cl->d;
     arena_mark mark = arena_get_mark(a);
     if (conv_uses_winograd(d, H, W, B)) { /* whole batch at once */
         float *work = arena_alloc(a, conv_winograd_work_size(d, B, H, W));
         if (!work) return;
-        conv2d_winograd(d, x, NULL, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
+        conv2d_winograd(d, x, in, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
     } else {
+        float *xin = NULL; /* [B, in, H, W]: x as `in` reads it */
+        if (in && !(xin = arena_alloc(a, (size_t)B * d->in_ch * H * W))) return;
+        if (in) conv_input_apply(in, x, B, d->in_ch, H, W, xin);
         float *work = arena_alloc(a, conv_work_size(d, B, H, W) + 1); /* im2col tile or batch */
         if (!work) return;
-        conv2d(d, x, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
+        conv2d(d, in ? xin : x, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
     }
     arena_reset(a, mark);
+}
+
+void conv_layer_forward(const conv_layer *cl, const float *x, int B, int H, int W, float *y, arena *a, float *scratch) {
+    conv_forward_read(cl, x, NULL, B, H, W, y, a, scratch);
 }
 
 void conv_layer_forward_normed(const conv_layer *cl, const norm_spec *norm, const float *x, int B, int H, int W, float *y,
                                arena *a, float *scratch) {
-    const conv_desc *d = &cl->d;
-    const int C = d->in_ch;
+    const int C = cl->d.in_ch;
     const size_t HW = (size_t)H * W;
     arena_mark mark = arena_get_mark(a);
-    if (conv_uses_winograd(d, H, W, B)) {
-        float *scale = arena_alloc(a, (size_t)B * C), *shift = arena_alloc(a, (size_t)B * C); /* [B, C] each */
-        float *work = arena_alloc(a, conv_winograd_work_size(d, B, H, W));
-        if (a->failed) return;
-        for (int i = 0; i < B; i++)
-            group_norm_coeffs(x + (size_t)i * C * HW, C, (int)HW, norm->groups, norm->eps, norm->gamma->f32, norm->beta->f32,
-                              scale + (size_t)i * C, shift + (size_t)i * C);
-        const conv_input in = {scale, shift, norm->silu, 0};
-        conv2d_winograd(d, x, &in, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
-    } else {
-        float *h = arena_alloc(a, (size_t)B * C * HW); /* [B, C, H, W] norm(x) */
-        if (!h) return;
-        group_norm_batch(x, B, C, (int)HW, norm->groups, norm->eps, norm->gamma, norm->beta, norm->silu, h);
-        conv_layer_forward(cl, h, B, H, W, y, a, scratch);
-    }
+    float *scale = arena_alloc(a, (size_t)B * C), *shift = arena_alloc(a, (size_t)B * C); /* [B, C] each */
+    if (a->failed) return;
+    for (int i = 0; i < B; i++)
+        group_norm_coeffs(x + (size_t)i * C * HW, C, (int)HW, norm->groups, norm->eps, norm->gamma->f32, norm->beta->f32,
+                          scale + (size_t)i * C, shift + (size_t)i * C);
+    const conv_input in = {scale, shift, norm->silu, 0};
+    conv_forward_read(cl, x, &in, B, H, W, y, a, scratch);
     arena_reset(a, mark);
 }
 
 void conv_layer_forward_up2(const conv_layer *cl, const float *x, int B, int h, int w, float *y, arena *a, float *scratch) {
-    const conv_desc *d = &cl->d;
-    const int C = d->in_ch, H = 2 * h, W = 2 * w;
-    arena_mark mark = arena_get_mark(a);
-    if (conv_uses_winograd(d, H, W, B)) {
-        float *work = arena_alloc(a, conv_winograd_work_size(d, B, H, W));
-        if (!work) return;
-        const conv_input in = {NULL, NULL, 0, 1};
-        conv2d_winograd(d, x, &in, B, H, W, weight_f32(&cl->w, scratch), cl->b.f32, y, work);
-    } else {
-        float *up = arena_alloc(a, (size_t)B * C * H * W); /* [B, C, 2h, 2w] */
-        if (!up) return;
-        for (int i = 0; i < B; i++)
-            upsample_nearest2x(x + (size_t)i * C * h * w, C, h, w, up + (size_t)i * C * H * W);
-        conv_layer_forward(cl, up, B, H, W, y, a, scratch);
-    }
-    arena_reset(a, mark);
+    const conv_input in = {NULL, NULL, 0, 1};
+    conv_forward_read(cl, x, &in, B, 2 * h, 2 * w, y, a, scratch);
 }
 
 void group_norm_batch(const float *x, int B, int C, int HW, int G, float eps, const weight *g, const weight *b,

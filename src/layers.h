@@ -25,7 +25,7 @@ typedef struct {
 } norm_spec;
 
 /* y = conv(norm(x)) without writing norm(x) out where the convolution can apply it as it reads x (Winograd:
- * conv_input); otherwise through a normalised temporary. Same values either way. */
+ * conv_input); otherwise through a normalised temporary. Same values either way (the map is group_norm's). */
 void conv_layer_forward_normed(const conv_layer *cl, const norm_spec *norm, const float *x, int B, int H, int W, float *y,
                                arena *a, float *scratch);
 

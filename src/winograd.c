@@ -116,13 +116,16 @@ static void read_segment(const plane_reader *r, int H, int W, int yy, int xs, in
         return;
     }
     memset(seg, 0, (size_t)lo * sizeof(float));
+    const float *src = seg + lo; /* the valid part, before the map */
     if (r->up) { /* torch 'nearest' at exactly 2x: (i, j) reads (i/2, j/2) */
         const float *row = r->xc + (size_t)(yy / 2) * (W / 2);
         for (int q = lo; q < hi; q++) seg[q] = row[(xs + q) / 2];
+    } else if (r->map) {
+        src = r->xc + (size_t)yy * W + xs + lo; /* mapped straight from x */
     } else {
         memcpy(seg + lo, r->xc + (size_t)yy * W + xs + lo, (size_t)(hi - lo) * sizeof(float));
     }
-    if (r->map) channel_map_row(seg + lo, (size_t)(hi - lo), r->s, r->t, r->silu, seg + lo);
+    if (r->map) channel_map_row(src, (size_t)(hi - lo), r->s, r->t, r->silu, seg + lo);
     memset(seg + hi, 0, (size_t)(len - hi) * sizeof(float));
 }
 

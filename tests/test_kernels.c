@@ -94,8 +94,12 @@ static void test_conv_winograd_map(void) {
             group_norm(x + b * nx, C, H * W, G, 1e-6f, gamma, beta, silu, normed + b * nx);
             group_norm_coeffs(x + b * nx, C, H * W, G, 1e-6f, gamma, beta, scale + b * C, shift + b * C);
         }
-        conv2d_winograd(&d, normed, NULL, B, H, W, w, bias, y_ref, work);
         const conv_input in = {scale, shift, silu, 0};
+        float *written = malloc(B * nx * 4);
+        conv_input_apply(&in, x, B, C, H, W, written); /* the written-out form (other convolutions) */
+        CHECK(max_abs_diff(written, normed, B * nx) == 0, "conv_input_apply differs from group_norm (silu=%d)", silu);
+        free(written);
+        conv2d_winograd(&d, normed, NULL, B, H, W, w, bias, y_ref, work);
         conv2d_winograd(&d, x, &in, B, H, W, w, bias, y, work);
         CHECK(max_abs_diff(y, y_ref, B * ny) == 0, "winograd through GroupNorm's map (silu=%d) differs by %.3g", silu,
               max_abs_diff(y, y_ref, B * ny));
@@ -124,8 +128,12 @@ static void test_conv_winograd_upsample(void) {
                     *v = silu1(*v * scale[b * C + c] + shift[b * C + c]);
                 }
         }
-        conv2d_winograd(&d, up, NULL, B, H, W, w3, bias, y_ref, work);
         const conv_input in = {mapped ? scale : NULL, mapped ? shift : NULL, mapped, 1};
+        float *written = malloc(B * nu * 4);
+        conv_input_apply(&in, x, B, C, H, W, written); /* the written-out form (other convolutions) */
+        CHECK(max_abs_diff(written, up, B * nu) == 0, "conv_input_apply differs from upsampling (map=%d)", mapped);
+        free(written);
+        conv2d_winograd(&d, up, NULL, B, H, W, w3, bias, y_ref, work);
         conv2d_winograd(&d, x, &in, B, H, W, w3, bias, y, work);
         CHECK(max_abs_diff(y, y_ref, B * ny) == 0, "winograd through 2x upsampling (map=%d) differs by %.3g", mapped,
               max_abs_diff(y, y_ref, B * ny));
