@@ -356,18 +356,17 @@ static float *run_block(const unet *u, const unet_block *blk, float *x, float *y
         cur = dst;
     }
     if (blk->has_up) {
-        float *up = cur == y ? spare : y, *dst = cur;
-        if (up_h == 2 * *H && up_w == 2 * *W) {
-            conv_layer_forward_up2(&blk->sample, cur, B, *H, *W, up, ps->a, ps->scratch);
-            dst = up;
-        } else { /* an odd side on the way down: diffusers' upsample_size */
+        float *other = cur == y ? spare : y; /* a buffer that is not cur */
+        if (up_h == 2 * *H && up_w == 2 * *W) { /* the convolution reads cur upsampled */
+            conv_layer_forward_up2(&blk->sample, cur, B, *H, *W, other, ps->a, ps->scratch);
+            cur = other;
+        } else { /* an odd side on the way down (diffusers' upsample_size): upsample into other, convolve back */
             const size_t in_size = (size_t)blk->out_ch * *H * *W, out_size = (size_t)blk->out_ch * up_h * up_w;
             for (int b = 0; b < B; b++)
-                upsample_nearest(cur + b * in_size, blk->out_ch, *H, *W, up + b * out_size, up_h, up_w);
-            conv_layer_forward(&blk->sample, up, B, up_h, up_w, dst, ps->a, ps->scratch);
+                upsample_nearest(cur + b * in_size, blk->out_ch, *H, *W, other + b * out_size, up_h, up_w);
+            conv_layer_forward(&blk->sample, other, B, up_h, up_w, cur, ps->a, ps->scratch);
         }
         *H = up_h; *W = up_w;
-        cur = dst;
     }
     return cur;
 }
