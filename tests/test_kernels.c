@@ -205,6 +205,7 @@ static void test_attention(void) {
         {130, 128, 3, 40, 0}, {64, 64, 2, 64, 0}, {9, 192, 1, 16, 0}, {33, 256, 2, 24, 0}, /* fused path (m % 16 == 0) */
         {256, 154, 8, 40, 0}, {100, 231, 5, 64, 0}, {77, 154, 4, 8, 1},  /* long prompts: 2 and 3 chunks of context */
         {300, 2064, 2, 40, 0}, /* fused, many key tiles and a partial row block: the UNet's first level in small */
+        {50, 64, 2, 40, 0},    /* fused: a task (2 blocks of 16 rows) whose first block is full, its second partial */
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         int n = cases[c].n, m = cases[c].m, H = cases[c].heads, dh = cases[c].dh, D = H * dh;
@@ -328,15 +329,17 @@ static void test_layers_bf16(void) {
         else CHECK(worst < 4e-3 && worst > 1e-5, "bf16 conv case %zu (im2col): error %.3g of the terms' magnitude", c, worst);
         free(x); free(w); free(b); free(y); free(work);
     }
-    { /* fused attention: bf16 scores and P·V, float32 softmax */
-        const int n = 130, m = 160, H = 3, dh = 40, D = H * dh;
+    for (int n = 130; n <= 146; n += 16) { /* fused attention: bf16 scores and P·V, float32 softmax; the last task's
+                                            * first block partial (130 rows), then full with its second partial (146) */
+        const int m = 160, H = 3, dh = 40, D = H * dh;
         float *Q = malloc((size_t)n * D * 4), *K = malloc((size_t)m * D * 4), *V = malloc((size_t)m * D * 4);
         float *o = malloc((size_t)n * D * 4), *r = malloc((size_t)n * D * 4), *work = malloc(attention_work_size(n, m, H, dh) * 4);
         fill(Q, (size_t)n * D); fill(K, (size_t)m * D); fill(V, (size_t)m * D);
         attention(Q, D, K, D, V, D, n, m, H, dh, 0, o, work);
         naive_attention(Q, K, V, n, m, H, dh, 0, r);
         double e = max_abs_diff(o, r, (size_t)n * D);
-        CHECK(e < 1e-2 && e > 1e-5, "bf16 attention: max abs error %.3g (outputs are averages of values in [-1, 1])", e);
+        CHECK(e < 1e-2 && e > 1e-5, "bf16 attention, %d rows: max abs error %.3g (outputs are averages of values in [-1, 1])",
+              n, e);
         free(Q); free(K); free(V); free(o); free(r); free(work);
     }
     kernels_set_bf16(0);
