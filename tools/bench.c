@@ -153,6 +153,11 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     return 0;
 }
 
+static void usage(FILE *f) {
+    fprintf(f, "usage: sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t N] [--precision f32|bf16|f32,bf16]\n"
+               "                [--lora FILE[:MULT]] [--taesd FILE] [--vae-tiling] [--low-memory]\n");
+}
+
 int main(int argc, char **argv) {
     blas_prefer_avx512(argv);
     bench_opts o = {.width = 512, .height = 512, .steps = 20, .runs = 1};
@@ -163,6 +168,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i += 2) {
         if (!strcmp(argv[i], "--vae-tiling")) { o.vae_tiling = 1; i--; continue; }
         if (!strcmp(argv[i], "--low-memory")) { o.low_memory = 1; i--; continue; }
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return 0; }
         if (i + 1 >= argc) { fprintf(stderr, "sd-bench: error: option '%s' needs a value\n", argv[i]); return 2; }
         const char *v = argv[i + 1];
         if (!strcmp(argv[i], "-m")) o.model = v;
@@ -189,7 +195,7 @@ int main(int argc, char **argv) {
     }
     o.loras = loras;
     if (!o.model || o.runs < 1 || o.runs > 50) {
-        fprintf(stderr, "usage: sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t N] [--precision f32|bf16|f32,bf16]\n");
+        usage(stderr);
         return 2;
     }
     bench_result r[2];
