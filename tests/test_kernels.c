@@ -77,16 +77,32 @@ static double naive_conv3x3_at(const float *x, int C, int H, int W, const float 
     return s;
 }
 
+/* Reading x through `in` gives exactly `want` (x as `in` reads it, written out by the caller's reference): both
+ * conv_input_apply's written-out form (the other convolutions) and a Winograd convolution reading through `in`
+ * against the same convolution of `want`. x and want hold B items of d->in_ch planes (want's are H x W). */
+static void check_conv_input(const conv_desc *d, const conv_input *in, const float *x, const float *want, int B, int H,
+                             int W, const float *w, const float *bias, const char *what, int variant) {
+    const size_t n_in = (size_t)B * d->in_ch * H * W, n_out = (size_t)B * d->out_ch * H * W;
+    float *written = malloc(n_in * 4), *y_ref = malloc(n_out * 4), *y = malloc(n_out * 4);
+    float *work = malloc(conv_winograd_work_size(d, B, H, W) * 4);
+    conv_input_apply(in, x, B, d->in_ch, H, W, written);
+    CHECK(max_abs_diff(written, want, n_in) == 0, "conv_input_apply differs from %s (%d)", what, variant);
+    conv2d_winograd(d, want, NULL, B, H, W, w, bias, y_ref, work);
+    conv2d_winograd(d, x, in, B, H, W, w, bias, y, work);
+    CHECK(max_abs_diff(y, y_ref, n_out) == 0, "winograd through %s (%d) differs by %.3g", what, variant,
+          max_abs_diff(y, y_ref, n_out));
+    free(written); free(y_ref); free(y); free(work);
+}
+
 /* Winograd reading its input through a conv_input map (GroupNorm + SiLU applied as the tiles are gathered) gives
  * exactly the values of group_norm written out then convolved: the padding stays zero, batch items use their
  * own coefficients, and the map is group_norm's own arithmetic. */
 static void test_conv_winograd_map(void) {
     const int B = 2, C = 64, O = 16, H = 13, W = 37, G = 32;
     conv_desc d = {C, O, 3, 3, 1, 1, 1, 1, 1};
-    const size_t nx = (size_t)C * H * W, ny = (size_t)O * H * W;
+    const size_t nx = (size_t)C * H * W;
     float *x = malloc(B * nx * 4), *w = malloc((size_t)O * C * 9 * 4), *bias = malloc(O * 4), *gamma = malloc(C * 4);
-    float *beta = malloc(C * 4), *normed = malloc(B * nx * 4), *y_ref = malloc(B * ny * 4), *y = malloc(B * ny * 4);
-    float *scale = malloc(B * C * 4), *shift = malloc(B * C * 4), *work = malloc(conv_winograd_work_size(&d, B, H, W) * 4);
+    float *beta = malloc(C * 4), *normed = malloc(B * nx * 4), *scale = malloc(B * C * 4), *shift = malloc(B * C * 4);
     fill(x, B * nx); fill(w, (size_t)O * C * 9); fill(bias, O); fill(gamma, C); fill(beta, C);
     for (size_t i = nx; i < B * nx; i++) x[i] = 3.0f * x[i] + 1.0f; /* item 1: other statistics */
     for (int silu = 0; silu <= 1; silu++) {
@@ -95,17 +111,9 @@ static void test_conv_winograd_map(void) {
             group_norm_coeffs(x + b * nx, C, H * W, G, 1e-6f, gamma, beta, scale + b * C, shift + b * C);
         }
         const conv_input in = {scale, shift, silu, 0};
-        float *written = malloc(B * nx * 4);
-        conv_input_apply(&in, x, B, C, H, W, written); /* the written-out form (other convolutions) */
-        CHECK(max_abs_diff(written, normed, B * nx) == 0, "conv_input_apply differs from group_norm (silu=%d)", silu);
-        free(written);
-        conv2d_winograd(&d, normed, NULL, B, H, W, w, bias, y_ref, work);
-        conv2d_winograd(&d, x, &in, B, H, W, w, bias, y, work);
-        CHECK(max_abs_diff(y, y_ref, B * ny) == 0, "winograd through GroupNorm's map (silu=%d) differs by %.3g", silu,
-              max_abs_diff(y, y_ref, B * ny));
+        check_conv_input(&d, &in, x, normed, B, H, W, w, bias, "group_norm with silu", silu);
     }
-    free(x); free(w); free(bias); free(gamma); free(beta); free(normed); free(y_ref); free(y); free(scale); free(shift);
-    free(work);
+    free(x); free(w); free(bias); free(gamma); free(beta); free(normed); free(scale); free(shift);
 }
 
 /* Winograd reading its input nearest-upsampled 2x (conv_input.upsample2x) gives exactly upsample_nearest2x then
@@ -113,10 +121,9 @@ static void test_conv_winograd_map(void) {
 static void test_conv_winograd_upsample(void) {
     const int B = 2, C = 8, O = 5, h = 9, w = 13, H = 2 * h, W = 2 * w;
     conv_desc d = {C, O, 3, 3, 1, 1, 1, 1, 1};
-    const size_t nx = (size_t)C * h * w, nu = (size_t)C * H * W, ny = (size_t)O * H * W;
+    const size_t nx = (size_t)C * h * w, nu = (size_t)C * H * W;
     float *x = malloc(B * nx * 4), *up = malloc(B * nu * 4), *w3 = malloc((size_t)O * C * 9 * 4), *bias = malloc(O * 4);
-    float *y_ref = malloc(B * ny * 4), *y = malloc(B * ny * 4), *scale = malloc(B * C * 4), *shift = malloc(B * C * 4);
-    float *work = malloc(conv_winograd_work_size(&d, B, H, W) * 4);
+    float *scale = malloc(B * C * 4), *shift = malloc(B * C * 4);
     fill(x, B * nx); fill(w3, (size_t)O * C * 9); fill(bias, O); fill(scale, B * C); fill(shift, B * C);
     CHECK(conv_uses_winograd(&d, H, W, B), "the upsampling case runs through Winograd");
     for (int mapped = 0; mapped <= 1; mapped++) {
@@ -129,16 +136,9 @@ static void test_conv_winograd_upsample(void) {
                 }
         }
         const conv_input in = {mapped ? scale : NULL, mapped ? shift : NULL, mapped, 1};
-        float *written = malloc(B * nu * 4);
-        conv_input_apply(&in, x, B, C, H, W, written); /* the written-out form (other convolutions) */
-        CHECK(max_abs_diff(written, up, B * nu) == 0, "conv_input_apply differs from upsampling (map=%d)", mapped);
-        free(written);
-        conv2d_winograd(&d, up, NULL, B, H, W, w3, bias, y_ref, work);
-        conv2d_winograd(&d, x, &in, B, H, W, w3, bias, y, work);
-        CHECK(max_abs_diff(y, y_ref, B * ny) == 0, "winograd through 2x upsampling (map=%d) differs by %.3g", mapped,
-              max_abs_diff(y, y_ref, B * ny));
+        check_conv_input(&d, &in, x, up, B, H, W, w3, bias, "2x upsampling, then the map when 1", mapped);
     }
-    free(x); free(up); free(w3); free(bias); free(y_ref); free(y); free(scale); free(shift); free(work);
+    free(x); free(up); free(w3); free(bias); free(scale); free(shift);
 }
 
 /* Winograd F(4x4, 3x3) on a batch against direct convolution (every output, or an evenly spread
