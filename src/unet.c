@@ -437,7 +437,8 @@ int unet_forward(const unet *u, const float *x, const float *t, const float *ctx
         int next = s > 0 ? s - 1 : 0;
         cur = run_block(u, blk, cat, others[0], others[1], &ps, &H, &W, skip_h[next], skip_w[next]);
         ch = blk->out_ch;
-    }    const norm_spec norm_out = {&u->out_norm_w, &u->out_norm_b, UNET_GROUPS, UNET_RES_EPS, 1};
+    }
+    const norm_spec norm_out = {&u->out_norm_w, &u->out_norm_b, UNET_GROUPS, UNET_RES_EPS, 1};
     conv_layer_forward_normed(&u->conv_out, &norm_out, cur, B, H, W, out, a, scratch);
     int failed = a->failed;
     arena_reset(a, mark);

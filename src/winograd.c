@@ -202,6 +202,8 @@ static void wino_output_row(const float *M, size_t plane, int tx0, int ntx, int 
 static void wino_inputs(const wino_shape *s, const float *x, const conv_input *in, int r0, int nr, float *V) {
     const size_t plane = (size_t)s->C * s->block;
     const int chunks = (s->tiles_x + ROW_CHUNK - 1) / ROW_CHUNK;
+    const int up = in && in->upsample2x, map = in && in->scale;
+    const size_t x_plane = up ? (size_t)(s->H / 2) * (s->W / 2) : (size_t)s->H * s->W; /* floats per plane of x */
     #pragma omp parallel for schedule(static) collapse(2)
     for (int c = 0; c < s->C; c++)
         for (int task = 0; task < nr * chunks; task++) {
@@ -209,8 +211,6 @@ static void wino_inputs(const wino_shape *s, const float *x, const conv_input *i
             int ntx = s->tiles_x - tx0 < ROW_CHUNK ? s->tiles_x - tx0 : ROW_CHUNK;
             size_t k0 = (size_t)(task / chunks) * s->tiles_x + tx0;
             const size_t bc = (size_t)b * s->C + c; /* item b's channel c */
-            const int up = in && in->upsample2x, map = in && in->scale;
-            const size_t x_plane = up ? (size_t)(s->H / 2) * (s->W / 2) : (size_t)s->H * s->W;
             const plane_reader r = {x + bc * x_plane, up, map, map && in->silu, map ? in->scale[bc] : 1.0f,
                                     map ? in->shift[bc] : 0.0f};
             wino_input_row(&r, s->H, s->W, 4 * ty - 1, tx0, ntx, V + (size_t)c * s->block + k0, plane);
