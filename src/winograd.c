@@ -22,8 +22,14 @@
 #endif
 #include <string.h>
 
-#define BLOCK_FLOATS ((size_t)8 << 20)     /* transformed inputs per tile block: 32 MB */
-#define U_CHUNK_FLOATS ((size_t)8 << 20)    /* transformed weights per output chunk: 32 MB */
+/* Buffer sizes, measured on the UNet's and the VAE's shapes (2-core Zen 5): large enough that most layers
+ * transform every input tile and every weight once (64 MB each), but transformed weights in 32 MB chunks when a
+ * block has few tiles (the 16x16 latent level): each weight is then used by few tiles and the smaller chunk stays
+ * in cache between its transform and its GEMMs. */
+#define BLOCK_FLOATS ((size_t)16 << 20)          /* transformed inputs per tile block */
+#define U_CHUNK_FLOATS ((size_t)16 << 20)        /* transformed weights per output chunk */
+#define U_CHUNK_FLOATS_FEW_TILES ((size_t)8 << 20) /* the same for blocks of under FEW_TILES tiles */
+#define FEW_TILES 128
 
 /* Tiles are 4x4 output blocks; tile rows of all batch items are numbered item · tiles_y + ty, and
  * a block is `block_rows` whole tile rows (`block` tiles, tile k = row offset · tiles_x + tx). */
@@ -40,9 +46,9 @@ static wino_shape wino_shape_of(int B, int C, int O, int H, int W) {
     return s;
 }
 
-/* Output channels per chunk so that U[36, chunk, C] stays within U_CHUNK_FLOATS (multiple of 16). */
-static int wino_out_chunk(int C, int O) {
-    size_t fit = U_CHUNK_FLOATS / ((size_t)36 * C);
+/* Output channels per chunk so that U[36, chunk, C] stays within its bound for blocks of `block` tiles (multiple of 16). */
+static int wino_out_chunk(int C, int O, int block) {
+    size_t fit = (block < FEW_TILES ? U_CHUNK_FLOATS_FEW_TILES : U_CHUNK_FLOATS) / ((size_t)36 * C);
     int chunks = (int)(((size_t)O + fit - 1) / (fit ? fit : 1));
     if (chunks < 1) chunks = 1;
     int ob = (O + chunks - 1) / chunks;
@@ -59,7 +65,7 @@ int conv_uses_winograd(const conv_desc *d, int H, int W, int B) {
 
 size_t conv_winograd_work_size(const conv_desc *d, int B, int H, int W) {
     const wino_shape s = wino_shape_of(B, d->in_ch, d->out_ch, H, W);
-    size_t ob = (size_t)wino_out_chunk(s.C, s.O);
+    size_t ob = (size_t)wino_out_chunk(s.C, s.O, s.block);
     return (size_t)36 * (ob * s.C + (size_t)s.block * (s.C + ob)) + (size_t)27 * s.C * kernels_threads(); /* U, V, M, weight temp */
 }
 
@@ -235,7 +241,7 @@ static void wino_outputs(const wino_shape *s, const float *M, int o0, int n, int
 void conv2d_winograd(const conv_desc *d, const float *x, const conv_input *in, int B, int H, int W, const float *w,
                      const float *b, float *y, float *work) {
     const wino_shape s = wino_shape_of(B, d->in_ch, d->out_ch, H, W);
-    const int ob = wino_out_chunk(s.C, s.O);
+    const int ob = wino_out_chunk(s.C, s.O, s.block);
     float *U = work;                                   /* [36, ob, C] */
     float *V = U + (size_t)36 * ob * s.C;             /* [36, C, block] */
     float *M = V + (size_t)36 * s.C * s.block;        /* [36, ob, block] */

@@ -148,8 +148,9 @@ static void test_conv_winograd(void) {
     struct { int B, C, O, H, W; } cases[] = {
         {3, 5, 7, 13, 10},     /* odd everything, partial tiles on both edges */
         {2, 32, 8, 50, 300},   /* 75 tiles per row, four tile blocks */
-        {1, 2048, 120, 8, 300}, /* two output chunks x two tile blocks, blocks outside */
-        {2, 2048, 120, 240, 3}, /* two output chunks x two tile blocks, chunks outside */
+        /* at winograd.c's buffer sizes: */
+        {2, 4096, 64, 240, 3},  /* two output chunks x two tile blocks, blocks outside */
+        {1, 8192, 64, 240, 3},  /* two output chunks x two tile blocks, chunks outside */
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         const int B = cases[c].B, C = cases[c].C, O = cases[c].O, H = cases[c].H, W = cases[c].W;
