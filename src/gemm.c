@@ -87,25 +87,24 @@ GEMM_BF16_TARGET static void pack_row_pairs(const float *src, int ld, int rows, 
     }
 }
 
-/* Bp[q][p][j] = pair (B[k0 + 2p, q·NR + j], B[k0 + 2p + 1, q·NR + j]) for the columns [0, nc) of
- * B[K, ld] (zero past nc and past K). */
-GEMM_BF16_TARGET static void pack_col_pairs(const float *B, int ld, int K, int k0, int kc, int nc, uint32_t *Bp) {
-    const int kp = (kc + 1) / 2, panels = (nc + NR - 1) / NR;
+/* Bp[p][j] = pair (B[k0 + 2p, j], B[k0 + 2p + 1, j]) for the columns [0, cols) of B[K, ld] (zero past cols,
+ * cols <= NR, and past K): one panel. */
+GEMM_BF16_TARGET static void pack_col_pairs(const float *B, int ld, int K, int k0, int kc, int cols, uint32_t *Bp) {
+    const int kp = (kc + 1) / 2;
     /* word j of the result takes halves j and 16 + j of [bf16(r0[0..15]), bf16(r1[0..15])] */
     const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
                                                 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    for (int q = 0; q < panels; q++)
-        for (int p = 0; p < kp; p++) {
-            const int k = k0 + 2 * p;
-            const float *r0 = B + (size_t)k * ld, *r1 = r0 + ld;
-            uint32_t *d = Bp + ((size_t)q * kp + p) * NR;
-            for (int v = 0; v < NV; v++) {
-                const int n = q * NR + 16 * v;
-                const __mmask16 m = first_lanes(nc - n), m1 = k + 1 < K ? m : 0;
-                __m512i both = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, r1 + n), _mm512_maskz_loadu_ps(m, r0 + n));
-                _mm512_store_si512(d + 16 * v, _mm512_permutexvar_epi16(interleave, both)); /* r0[j], r1[j] pairs */
-            }
+    for (int p = 0; p < kp; p++) {
+        const int k = k0 + 2 * p;
+        const float *r0 = B + (size_t)k * ld, *r1 = r0 + ld;
+        uint32_t *d = Bp + (size_t)p * NR;
+        for (int v = 0; v < NV; v++) {
+            const int n = 16 * v;
+            const __mmask16 m = first_lanes(cols - n), m1 = k + 1 < K ? m : 0;
+            __m512i both = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, r1 + n), _mm512_maskz_loadu_ps(m, r0 + n));
+            _mm512_store_si512(d + 16 * v, _mm512_permutexvar_epi16(interleave, both)); /* r0[j], r1[j] pairs */
         }
+    }
 }
 
 /* C[rows, cols] = alpha·(a·b) + beta·C for one tile (rows <= MR, cols <= NR): a = MR rows of bf16 pairs
@@ -139,34 +138,53 @@ GEMM_BF16_TARGET static void micro_kernel(int kp, const uint32_t *const a[MR], c
         }
 }
 
-/* C = alpha·A·op(B) + beta·C with A given as bf16 rows Ab[M][(K + 1) / 2] (rows_to_bf16_pairs). */
+/* K is cut into equal even blocks of at most KC_MAX: the block length. */
+static int k_block(int K) {
+    const int k_blocks = (K + KC_MAX - 1) / KC_MAX;
+    return ((K + k_blocks - 1) / k_blocks + 1) / 2 * 2;
+}
+
+/* Panel q of the NC x KC block of op(B) at columns n0 and depth k0 (nc columns, kc deep): Bp[kp][NR]. */
+GEMM_BF16_TARGET static void pack_b_panel(int trans_b, const float *B, int ldb, int K, int n0, int nc, int k0, int kc,
+                                          int q, uint32_t *Bp) {
+    const int cols = nc - q * NR < NR ? nc - q * NR : NR;
+    if (trans_b) pack_row_pairs(B + (size_t)(n0 + q * NR) * ldb, ldb, cols, NR, k0, kc, Bp, NR);
+    else pack_col_pairs(B + n0 + q * NR, ldb, K, k0, kc, cols, Bp);
+}
+
+/* C[M, n0 .. n0 + nc) = alpha·(A·Bblock) + beta·C over the k block at k0 (kc deep): A as bf16 rows Ab[M][k_pairs],
+ * the block packed as panels Bp[panels][kp][NR]. */
+GEMM_BF16_TARGET static void multiply_block(int M, int nc, int k_pairs, int k0, int kc, float alpha, const uint32_t *Ab,
+                                            const uint32_t *Bp, float beta, float *C, int ldc) {
+    const int kp = (kc + 1) / 2, panels = (nc + NR - 1) / NR;
+    for (int m0 = 0; m0 < M; m0 += MC)
+        for (int q = 0; q < panels; q++)
+            for (int i = m0; i < M && i < m0 + MC; i += MR) {
+                const int rows = M - i < MR ? M - i : MR;
+                const uint32_t *a[MR];
+                for (int r = 0; r < MR; r++) a[r] = Ab + (size_t)(i + (r < rows ? r : 0)) * k_pairs + k0 / 2;
+                micro_kernel(kp, a, Bp + (size_t)q * kp * NR, C + (size_t)i * ldc + q * NR, ldc, rows,
+                             nc - q * NR < NR ? nc - q * NR : NR, alpha, beta);
+            }
+}
+
+/* C = alpha·A·op(B) + beta·C with A given as bf16 rows Ab[M][(K + 1) / 2] (rows_to_bf16_pairs), and op(B) either
+ * packed block by block here (Bpacked NULL) or given whole (gemm_bf16_pack_b). */
 GEMM_BF16_TARGET static int gemm_bf16(int trans_b, int M, int N, int K, float alpha, const uint32_t *Ab, const float *B,
-                                 int ldb, float beta, float *C, int ldc) {
-    const int k_pairs = (K + 1) / 2;
-    const int k_blocks = (K + KC_MAX - 1) / KC_MAX, KC = ((K + k_blocks - 1) / k_blocks + 1) / 2 * 2; /* equal, even */
-    uint32_t *Bp = aligned_alloc(64, (size_t)NC * (KC / 2) * 4);               /* [NC/NR][kp][NR] */
-    if (!Bp) return -1;
+                                 int ldb, const uint32_t *Bpacked, float beta, float *C, int ldc) {
+    const int k_pairs = (K + 1) / 2, KC = k_block(K), k_blocks = (K + KC - 1) / KC;
+    uint32_t *Bp = NULL; /* [NC/NR][kp][NR]: the current block, when not given */
+    if (!Bpacked && !(Bp = aligned_alloc(64, (size_t)NC * (KC / 2) * 4))) return -1;
     for (int n0 = 0; n0 < N; n0 += NC) {
         const int nc = N - n0 < NC ? N - n0 : NC, panels = (nc + NR - 1) / NR;
         for (int k0 = 0; k0 < K; k0 += KC) {
             const int kc = K - k0 < KC ? K - k0 : KC, kp = (kc + 1) / 2;
-            const float beta_k = k0 == 0 ? beta : 1.0f; /* later k blocks add to C */
-            if (trans_b)
-                for (int q = 0; q < panels; q++) {
-                    const int cols = nc - q * NR < NR ? nc - q * NR : NR;
-                    pack_row_pairs(B + (size_t)(n0 + q * NR) * ldb, ldb, cols, NR, k0, kc, Bp + (size_t)q * kp * NR, NR);
-                }
+            const uint32_t *block = Bp;
+            if (Bpacked) block = Bpacked + ((size_t)(n0 / NC) * k_blocks + k0 / KC) * NC * (KC / 2);
             else
-                pack_col_pairs(B + n0, ldb, K, k0, kc, nc, Bp);
-            for (int m0 = 0; m0 < M; m0 += MC)
-                for (int q = 0; q < panels; q++)
-                    for (int i = m0; i < M && i < m0 + MC; i += MR) {
-                        const int rows = M - i < MR ? M - i : MR;
-                        const uint32_t *a[MR];
-                        for (int r = 0; r < MR; r++) a[r] = Ab + (size_t)(i + (r < rows ? r : 0)) * k_pairs + k0 / 2;
-                        micro_kernel(kp, a, Bp + (size_t)q * kp * NR, C + (size_t)i * ldc + n0 + q * NR, ldc, rows,
-                                     nc - q * NR < NR ? nc - q * NR : NR, alpha, beta_k);
-                    }
+                for (int q = 0; q < panels; q++) pack_b_panel(trans_b, B, ldb, K, n0, nc, k0, kc, q, Bp + (size_t)q * kp * NR);
+            multiply_block(M, nc, k_pairs, k0, kc, alpha, Ab, block, k0 == 0 ? beta : 1.0f /* later k blocks add to C */,
+                           C + n0, ldc);
         }
     }
     free(Bp);
@@ -189,12 +207,55 @@ void gemm_1t_bf16a(int trans_b, int M, int N, int K, float alpha, const float *A
     if (M <= 0 || N <= 0) return;
     gemm_count(2.0 * M * N * K);
 #if GEMM_HAVE_BF16
-    if (K > 0 && gemm_bf16(trans_b, M, N, K, alpha, Ab, B, ldb, beta, C, ldc) == 0) return;
+    if (K > 0 && gemm_bf16(trans_b, M, N, K, alpha, Ab, B, ldb, NULL, beta, C, ldc) == 0) return;
 #else
     (void)Ab;
 #endif
     cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta,
                 C, ldc);
+}
+
+/* Packed op(B): blocks (n block j, k block l) at ((j · k_blocks) + l) · NC · KC/2 words, each panels [kp][NR]. */
+int gemm_bf16_b_panels(int N, int K) {
+#if GEMM_HAVE_BF16
+    const int KC = k_block(K);
+    return (N + NC - 1) / NC * ((K + KC - 1) / KC) * (NC / NR);
+#else
+    (void)N; (void)K;
+    return 0;
+#endif
+}
+
+size_t gemm_bf16_b_bytes(int N, int K) {
+#if GEMM_HAVE_BF16
+    return (size_t)gemm_bf16_b_panels(N, K) / (NC / NR) * NC * (k_block(K) / 2) * 4;
+#else
+    (void)N; (void)K;
+    return 0;
+#endif
+}
+
+void gemm_bf16_pack_b(int trans_b, int N, int K, const float *B, int ldb, int panel, void *dst) {
+#if GEMM_HAVE_BF16
+    const int KC = k_block(K), k_blocks = (K + KC - 1) / KC, per_block = NC / NR;
+    const int block = panel / per_block, q = panel % per_block, j = block / k_blocks, l = block % k_blocks;
+    const int n0 = j * NC, nc = N - n0 < NC ? N - n0 : NC, k0 = l * KC, kc = K - k0 < KC ? K - k0 : KC;
+    if (q * NR >= nc) return; /* past the last block's columns */
+    pack_b_panel(trans_b, B, ldb, K, n0, nc, k0, kc, q, (uint32_t *)dst + (size_t)block * NC * (KC / 2) + (size_t)q * ((kc + 1) / 2) * NR);
+#else
+    (void)trans_b; (void)N; (void)K; (void)B; (void)ldb; (void)panel; (void)dst;
+#endif
+}
+
+void gemm_1t_bf16ab(int M, int N, int K, float alpha, const void *Ab, const void *Bp, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    gemm_count(2.0 * M * N * K);
+#if GEMM_HAVE_BF16
+    if (K > 0) gemm_bf16(0, M, N, K, alpha, Ab, NULL, 0, Bp, beta, C, ldc);
+    else
+#endif
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t)i * ldc + j];
 }
 
 void gemm_1t(gemm_precision prec, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
@@ -206,7 +267,7 @@ void gemm_1t(gemm_precision prec, int trans_b, int M, int N, int K, float alpha,
         uint32_t *Ab = malloc(gemm_bf16_rows_bytes(M, K)); /* [M][K/2] */
         if (Ab) {
             rows_to_bf16_pairs(A, lda, M, K, Ab);
-            int rc = gemm_bf16(trans_b, M, N, K, alpha, Ab, B, ldb, beta, C, ldc);
+            int rc = gemm_bf16(trans_b, M, N, K, alpha, Ab, B, ldb, NULL, beta, C, ldc);
             free(Ab);
             if (rc == 0) return;
         }

@@ -40,6 +40,17 @@ void gemm_bf16_rows(const float *A, int lda, int M, int K, void *dst);
 void gemm_1t_bf16a(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const void *Ab,
                    const float *B, int ldb, float beta, float *C, int ldc);
 
+/* op(B) (as in gemm_1t, N columns, K deep) in the packed bfloat16 form the kernel reads, for a B shared by several
+ * products (the row panels of one product): gemm_bf16_b_bytes of memory, filled by calling gemm_bf16_pack_b for
+ * every panel < gemm_bf16_b_panels (in any order, on any threads). */
+int gemm_bf16_b_panels(int N, int K);
+size_t gemm_bf16_b_bytes(int N, int K);
+void gemm_bf16_pack_b(int trans_b, int N, int K, const float *B, int ldb, int panel, void *dst);
+
+/* gemm_1t(GEMM_BF16, ...) with both operands converted: Ab = gemm_bf16_rows(A), Bp = gemm_bf16_pack_b(B) for
+ * this N and K. Same sums as gemm_1t_bf16a. The CPU must have AVX512-BF16. */
+void gemm_1t_bf16ab(int M, int N, int K, float alpha, const void *Ab, const void *Bp, float beta, float *C, int ldc);
+
 /* Multiply-add FLOPs (2·M·N·K per product) that the matrix products have run since the program started, all
  * threads together: gemm_1t and gemm_1t_bf16a count themselves, fused kernels call gemm_count. For the
  * benchmark's floor (the step's executed products at the sgemm peak). */

@@ -142,39 +142,58 @@ int kernels_bf16(void) { return g_bf16; }
 #define GEMM_PANELS 4     /* large products are cut into this many panels, whatever the thread count */
 #define GEMM_MIN_PANEL 32 /* ... each at least this wide (a multiple of 16) */
 
-/* The bf16 copy of A that a product's panels share, kept between the products of this application thread (a
- * fresh buffer per product was mapped and page-faulted anew each time: ~43K faults per SD 1.5 step) until
- * kernels_release_scratch. */
-static _Thread_local struct {
-    uint32_t *rows; /* [M][(K + 1) / 2] of the current product */
+/* The bf16 copies of A and of B that a product's panels share, kept between the products of this application
+ * thread (a fresh buffer per product was mapped and page-faulted anew each time: ~43K faults per SD 1.5 step)
+ * until kernels_release_scratch. */
+typedef struct {
+    uint32_t *words;
     size_t bytes;
-} g_bf16_a;
+} bf16_scratch;
+static _Thread_local bf16_scratch g_bf16_a; /* [M][(K + 1) / 2]: A's rows (gemm_bf16_rows) */
+static _Thread_local bf16_scratch g_bf16_b; /* op(B) packed whole (gemm_bf16_pack_b) */
 
 void kernels_release_scratch(void) {
-    free(g_bf16_a.rows);
-    g_bf16_a.rows = NULL;
-    g_bf16_a.bytes = 0;
+    free(g_bf16_a.words);
+    free(g_bf16_b.words);
+    g_bf16_a = g_bf16_b = (bf16_scratch){0};
+}
+
+/* At least `bytes` of s, or NULL. */
+static uint32_t *bf16_scratch_get(bf16_scratch *s, size_t bytes) {
+    if (bytes > s->bytes) {
+        free(s->words);
+        *s = (bf16_scratch){0};
+        if (!(s->words = aligned_alloc(64, (bytes + 63) / 64 * 64))) return NULL;
+        s->bytes = bytes;
+    }
+    return s->words;
 }
 
 /* A[M, K] in bf16 rows for all panels at once (kernels' threads), or NULL (no memory: the panels convert A). */
 static uint32_t *bf16_rows_shared(const float *A, int lda, int M, int K) {
-    const size_t bytes = gemm_bf16_rows_bytes(M, K);
-    if (bytes > g_bf16_a.bytes) {
-        kernels_release_scratch();
-        if (!(g_bf16_a.rows = malloc(bytes))) return NULL;
-        g_bf16_a.bytes = bytes;
-    }
-    uint32_t *Ab = g_bf16_a.rows;
+    uint32_t *Ab = bf16_scratch_get(&g_bf16_a, gemm_bf16_rows_bytes(M, K));
+    if (!Ab) return NULL;
     #pragma omp parallel for schedule(static) num_threads(g_threads)
     for (int r0 = 0; r0 < M; r0 += 16)
         gemm_bf16_rows(A + (size_t)r0 * lda, lda, M - r0 < 16 ? M - r0 : 16, K, Ab + (size_t)r0 * ((K + 1) / 2));
     return Ab;
 }
 
-/* One panel: A given as floats and, when not NULL, as bf16 rows. */
+/* op(B) packed once for row panels that all read the whole of it (kernels' threads), or NULL (each packs its own). */
+static uint32_t *bf16_b_shared(int trans_b, int N, int K, const float *B, int ldb) {
+    uint32_t *Bp = bf16_scratch_get(&g_bf16_b, gemm_bf16_b_bytes(N, K));
+    if (!Bp) return NULL;
+    const int panels = gemm_bf16_b_panels(N, K);
+    #pragma omp parallel for schedule(static) num_threads(g_threads)
+    for (int q = 0; q < panels; q++) gemm_bf16_pack_b(trans_b, N, K, B, ldb, q, Bp);
+    return Bp;
+}
+
+/* One panel: A given as floats and, when not NULL, as bf16 rows; B likewise, packed whole when Bp is not NULL. */
 static void gemm_panel(gemm_precision prec, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-                       const uint32_t *Ab, const float *B, int ldb, float beta, float *C, int ldc) {
-    if (Ab) gemm_1t_bf16a(trans_b, M, N, K, alpha, A, lda, Ab, B, ldb, beta, C, ldc);
+                       const uint32_t *Ab, const float *B, int ldb, const uint32_t *Bp, float beta, float *C, int ldc) {
+    if (Ab && Bp) gemm_1t_bf16ab(M, N, K, alpha, Ab, Bp, beta, C, ldc);
+    else if (Ab) gemm_1t_bf16a(trans_b, M, N, K, alpha, A, lda, Ab, B, ldb, beta, C, ldc);
     else gemm_1t(prec, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
@@ -182,7 +201,7 @@ static void gemm_panel(gemm_precision prec, int trans_b, int M, int N, int K, fl
  * Large products are split into column (or row) panels, one single-threaded product each (gemm.h), shared
  * out over the one thread pool. The panels depend only on the shape, never on the thread count, so every
  * product (and its summation order, which OpenBLAS kernels vary with the call's width) is the same
- * at any thread count. In bfloat16, A is converted once for all panels. */
+ * at any thread count. In bfloat16, A is converted once for all panels, and so is B when every panel reads all of it. */
 static void gemm(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                  float beta, float *C, int ldc) {
     const gemm_precision prec = g_bf16 ? GEMM_BF16 : GEMM_F32; /* read here: the pool's threads have their own */
@@ -194,15 +213,17 @@ static void gemm(int trans_b, int M, int N, int K, float alpha, const float *A, 
     int len = split_n ? N : M, chunk = ((len + GEMM_PANELS - 1) / GEMM_PANELS + 15) / 16 * 16;
     if (chunk < GEMM_MIN_PANEL) chunk = GEMM_MIN_PANEL;
     uint32_t *Ab = prec == GEMM_BF16 ? bf16_rows_shared(A, lda, M, K) : NULL;
+    uint32_t *Bp = Ab && !split_n ? bf16_b_shared(trans_b, N, K, B, ldb) : NULL;
     const size_t ab_row = (size_t)(K + 1) / 2; /* words per row of Ab */
     #pragma omp parallel for schedule(static) num_threads(g_threads)
     for (int p0 = 0; p0 < len; p0 += chunk) {
         int w = len - p0 < chunk ? len - p0 : chunk;
         if (split_n)
-            gemm_panel(prec, trans_b, M, w, K, alpha, A, lda, Ab, trans_b ? B + (size_t)p0 * ldb : B + p0, ldb, beta, C + p0, ldc);
+            gemm_panel(prec, trans_b, M, w, K, alpha, A, lda, Ab, trans_b ? B + (size_t)p0 * ldb : B + p0, ldb, NULL, beta,
+                       C + p0, ldc);
         else
             gemm_panel(prec, trans_b, w, N, K, alpha, A + (size_t)p0 * lda, lda, Ab ? Ab + (size_t)p0 * ab_row : NULL, B,
-                       ldb, beta, C + (size_t)p0 * ldc, ldc);
+                       ldb, Bp, beta, C + (size_t)p0 * ldc, ldc);
     }
 }
 

@@ -293,7 +293,31 @@ static void test_layers_bf16(void) {
                 if (!(e <= worst)) worst = e;
             }
         CHECK(worst < 1e-6, "bf16 linear: error %.3g of the terms' magnitude", worst);
-        free(x); free(w); free(b); free(y);
+        /* the panels (rows of x) share one packed Wᵀ: the same sums as one product */
+        float *y1 = malloc((size_t)n * out * 4);
+        for (int i = 0; i < n; i++) memcpy(y1 + (size_t)i * out, b, (size_t)out * 4);
+        gemm_1t(GEMM_BF16, 1, n, out, in, 1.0f, x, in, w, in, 1.0f, y1, out);
+        CHECK(max_abs_diff(y, y1, (size_t)n * out) == 0, "bf16 linear in panels differs from one product by %.3g",
+              max_abs_diff(y, y1, (size_t)n * out));
+        free(x); free(w); free(b); free(y); free(y1);
+    }
+    { /* matmul in row panels sharing a packed B[K, N] of several column and depth blocks (N > 512, K > 384) */
+        const int M = 1000, N = 600, K = 800;
+        float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)K * N * 4), *C = malloc((size_t)M * N * 4),
+              *C1 = malloc((size_t)M * N * 4);
+        fill(A, (size_t)M * K); fill(B, (size_t)K * N);
+        matmul(A, B, C, M, N, K, 0.5f, 0.0f);
+        gemm_1t(GEMM_BF16, 0, M, N, K, 0.5f, A, K, B, N, 0.0f, C1, N);
+        double bf16_vs_f32 = 0;
+        for (int j = 0; j < N; j += 37) { /* row 0 against float32 sums: bf16 really ran */
+            double f = 0, l1 = 0;
+            for (int k = 0; k < K; k++) f += (double)A[k] * B[(size_t)k * N + j], l1 += fabs((double)A[k] * B[(size_t)k * N + j]);
+            if (fabs(C[j] - 0.5 * f) / (0.5 * l1) > bf16_vs_f32) bf16_vs_f32 = fabs(C[j] - 0.5 * f) / (0.5 * l1);
+        }
+        CHECK(max_abs_diff(C, C1, (size_t)M * N) == 0 && bf16_vs_f32 > 1e-4,
+              "bf16 matmul in panels: differs from one product by %.3g (from float32 by %.3g)", max_abs_diff(C, C1, (size_t)M * N),
+              bf16_vs_f32);
+        free(A); free(B); free(C); free(C1);
     }
     struct { int B, C, O, H, W, stride; } convs[] = {{2, 40, 24, 30, 26, 1}, {1, 17, 9, 9, 6, 2}, {2, 64, 32, 6, 6, 1}};
     for (size_t c = 0; c < sizeof convs / sizeof *convs; c++) {
