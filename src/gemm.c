@@ -138,9 +138,9 @@ GEMM_BF16_TARGET static void micro_kernel(int kp, const uint32_t *const a[MR], c
         }
 }
 
-/* K is cut into equal even blocks of at most KC_MAX: the block length. */
+/* K is cut into equal even blocks of at most KC_MAX: the block length (K > 0). */
 static int k_block(int K) {
-    const int k_blocks = (K + KC_MAX - 1) / KC_MAX;
+    const int k_blocks = K > 0 ? (K + KC_MAX - 1) / KC_MAX : 1;
     return ((K + k_blocks - 1) / k_blocks + 1) / 2 * 2;
 }
 
@@ -241,21 +241,21 @@ void gemm_bf16_pack_b(int trans_b, int N, int K, const float *B, int ldb, int pa
     const int block = panel / per_block, q = panel % per_block, j = block / k_blocks, l = block % k_blocks;
     const int n0 = j * NC, nc = N - n0 < NC ? N - n0 : NC, k0 = l * KC, kc = K - k0 < KC ? K - k0 : KC;
     if (q * NR >= nc) return; /* past the last block's columns */
-    pack_b_panel(trans_b, B, ldb, K, n0, nc, k0, kc, q, (uint32_t *)dst + (size_t)block * NC * (KC / 2) + (size_t)q * ((kc + 1) / 2) * NR);
+    uint32_t *panel_dst = (uint32_t *)dst + (size_t)block * NC * (KC / 2) + (size_t)q * ((kc + 1) / 2) * NR;
+    pack_b_panel(trans_b, B, ldb, K, n0, nc, k0, kc, q, panel_dst);
 #else
     (void)trans_b; (void)N; (void)K; (void)B; (void)ldb; (void)panel; (void)dst;
 #endif
 }
 
 void gemm_1t_bf16ab(int M, int N, int K, float alpha, const void *Ab, const void *Bp, float beta, float *C, int ldc) {
-    if (M <= 0 || N <= 0) return;
+    if (M <= 0 || N <= 0 || K <= 0) return; /* gemm_bf16_pack_b's blocks need K > 0 (kernels.c asks with large K only) */
     gemm_count(2.0 * M * N * K);
 #if GEMM_HAVE_BF16
-    if (K > 0) gemm_bf16(0, M, N, K, alpha, Ab, NULL, 0, Bp, beta, C, ldc);
-    else
+    gemm_bf16(0, M, N, K, alpha, Ab, NULL, 0, Bp, beta, C, ldc);
+#else
+    (void)alpha; (void)Ab; (void)Bp; (void)beta; (void)C; (void)ldc;
 #endif
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t)i * ldc + j];
 }
 
 void gemm_1t(gemm_precision prec, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,

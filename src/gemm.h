@@ -48,7 +48,7 @@ size_t gemm_bf16_b_bytes(int N, int K);
 void gemm_bf16_pack_b(int trans_b, int N, int K, const float *B, int ldb, int panel, void *dst);
 
 /* gemm_1t(GEMM_BF16, ...) with both operands converted: Ab = gemm_bf16_rows(A), Bp = gemm_bf16_pack_b(B) for
- * this N and K. Same sums as gemm_1t_bf16a. The CPU must have AVX512-BF16. */
+ * this N and K (K > 0). Same sums as gemm_1t_bf16a. The CPU must have AVX512-BF16. */
 void gemm_1t_bf16ab(int M, int N, int K, float alpha, const void *Ab, const void *Bp, float beta, float *C, int ldc);
 
 /* Multiply-add FLOPs (2·M·N·K per product) that the matrix products have run since the program started, all
