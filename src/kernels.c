@@ -491,11 +491,20 @@ void upsample_nearest(const float *x, int C, int H, int W, float *y, int OH, int
 
 void upsample_nearest2x(const float *x, int C, int H, int W, float *y) { upsample_nearest(x, C, H, W, y, 2 * H, 2 * W); }
 
+/* In 16 x 16 tiles turned around in a local buffer, so that every line of x is read once and every line of y
+ * written once, whole: writing y element by element across a tile's rows kept 16-32 lines of one cache set
+ * alive (rows a power of two apart) and ran at 1.5 GB/s for [4096, 320]. */
 void transpose(const float *x, int rows, int cols, float *y) {
-    enum { B = 32 };
+    enum { T = 16 };
     #pragma omp parallel for schedule(static) if ((size_t)rows * cols > 65536)
-    for (int r0 = 0; r0 < rows; r0 += B)
-        for (int c0 = 0; c0 < cols; c0 += B)
-            for (int r = r0; r < r0 + B && r < rows; r++)
-                for (int c = c0; c < c0 + B && c < cols; c++) y[(size_t)c * rows + r] = x[(size_t)r * cols + c];
+    for (int r0 = 0; r0 < rows; r0 += T) {
+        const int nr = rows - r0 < T ? rows - r0 : T;
+        for (int c0 = 0; c0 < cols; c0 += T) {
+            const int nc = cols - c0 < T ? cols - c0 : T;
+            float tile[T][T]; /* tile[c][r] = x[r0 + r, c0 + c] */
+            for (int r = 0; r < nr; r++)
+                for (int c = 0; c < nc; c++) tile[c][r] = x[(size_t)(r0 + r) * cols + c0 + c];
+            for (int c = 0; c < nc; c++) memcpy(y + (size_t)(c0 + c) * rows + r0, tile[c], (size_t)nr * sizeof(float));
+        }
+    }
 }

@@ -473,6 +473,18 @@ static void test_elementwise(void) {
     float t_in[6] = {1, 2, 3, 4, 5, 6}, t_out[6];
     transpose(t_in, 2, 3, t_out);
     CHECK(t_out[1] == 4 && t_out[2] == 2 && t_out[5] == 6, "transpose");
+    const int shapes[][2] = {{37, 19}, {16, 48}, {333, 517} /* threaded, partial tiles both ways */, {4096, 320}};
+    for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
+        const int rows = shapes[c][0], cols = shapes[c][1];
+        float *x = malloc((size_t)rows * cols * 4), *y = malloc((size_t)rows * cols * 4);
+        for (size_t i = 0; i < (size_t)rows * cols; i++) x[i] = (float)i;
+        transpose(x, rows, cols, y);
+        size_t wrong = 0;
+        for (int r = 0; r < rows; r++)
+            for (int k = 0; k < cols; k++) wrong += y[(size_t)k * rows + r] != x[(size_t)r * cols + k];
+        CHECK(wrong == 0, "transpose %dx%d: %zu values misplaced", rows, cols, wrong);
+        free(x); free(y);
+    }
 }
 
 static void test_arena(void) {
