@@ -138,11 +138,18 @@ GEMM_BF16_TARGET static void micro_kernel(int kp, const uint32_t *const a[MR], c
         }
 }
 
-/* K is cut into equal even blocks of at most KC_MAX: the block length (K > 0). */
+/* K is cut into equal even blocks of at most KC_MAX: the block length (2 for K <= 0, which has no blocks). */
 static int k_block(int K) {
-    const int k_blocks = K > 0 ? (K + KC_MAX - 1) / KC_MAX : 1;
+    if (K <= 0) return 2;
+    const int k_blocks = (K + KC_MAX - 1) / KC_MAX;
     return ((K + k_blocks - 1) / k_blocks + 1) / 2 * 2;
 }
+
+/* Packed op(B) whole (gemm_bf16_pack_b): NC x KC blocks, n block j and k block l at index j · k_blocks + l, each
+ * NC · KC/2 words (panels [kp][NR], the last ones of a narrow block unused). */
+static int b_k_blocks(int K) { return (K + k_block(K) - 1) / k_block(K); }
+static int b_blocks(int N, int K) { return (N + NC - 1) / NC * b_k_blocks(K); }
+static size_t b_block_offset(int K, int block) { return (size_t)block * NC * (k_block(K) / 2); }
 
 /* Panel q of the NC x KC block of op(B) at columns n0 and depth k0 (nc columns, kc deep): Bp[kp][NR]. */
 GEMM_BF16_TARGET static void pack_b_panel(int trans_b, const float *B, int ldb, int K, int n0, int nc, int k0, int kc,
@@ -172,7 +179,7 @@ GEMM_BF16_TARGET static void multiply_block(int M, int nc, int k_pairs, int k0, 
  * packed block by block here (Bpacked NULL) or given whole (gemm_bf16_pack_b). */
 GEMM_BF16_TARGET static int gemm_bf16(int trans_b, int M, int N, int K, float alpha, const uint32_t *Ab, const float *B,
                                  int ldb, const uint32_t *Bpacked, float beta, float *C, int ldc) {
-    const int k_pairs = (K + 1) / 2, KC = k_block(K), k_blocks = (K + KC - 1) / KC;
+    const int k_pairs = (K + 1) / 2, KC = k_block(K), k_blocks = b_k_blocks(K);
     uint32_t *Bp = NULL; /* [NC/NR][kp][NR]: the current block, when not given */
     if (!Bpacked && !(Bp = aligned_alloc(64, (size_t)NC * (KC / 2) * 4))) return -1;
     for (int n0 = 0; n0 < N; n0 += NC) {
@@ -180,7 +187,7 @@ GEMM_BF16_TARGET static int gemm_bf16(int trans_b, int M, int N, int K, float al
         for (int k0 = 0; k0 < K; k0 += KC) {
             const int kc = K - k0 < KC ? K - k0 : KC, kp = (kc + 1) / 2;
             const uint32_t *block = Bp;
-            if (Bpacked) block = Bpacked + ((size_t)(n0 / NC) * k_blocks + k0 / KC) * NC * (KC / 2);
+            if (Bpacked) block = Bpacked + b_block_offset(K, n0 / NC * k_blocks + k0 / KC);
             else
                 for (int q = 0; q < panels; q++) pack_b_panel(trans_b, B, ldb, K, n0, nc, k0, kc, q, Bp + (size_t)q * kp * NR);
             multiply_block(M, nc, k_pairs, k0, kc, alpha, Ab, block, k0 == 0 ? beta : 1.0f /* later k blocks add to C */,
@@ -215,11 +222,9 @@ void gemm_1t_bf16a(int trans_b, int M, int N, int K, float alpha, const float *A
                 C, ldc);
 }
 
-/* Packed op(B): blocks (n block j, k block l) at ((j · k_blocks) + l) · NC · KC/2 words, each panels [kp][NR]. */
 int gemm_bf16_b_panels(int N, int K) {
 #if GEMM_HAVE_BF16
-    const int KC = k_block(K);
-    return (N + NC - 1) / NC * ((K + KC - 1) / KC) * (NC / NR);
+    return b_blocks(N, K) * (NC / NR);
 #else
     (void)N; (void)K;
     return 0;
@@ -228,7 +233,7 @@ int gemm_bf16_b_panels(int N, int K) {
 
 size_t gemm_bf16_b_bytes(int N, int K) {
 #if GEMM_HAVE_BF16
-    return (size_t)gemm_bf16_b_panels(N, K) / (NC / NR) * NC * (k_block(K) / 2) * 4;
+    return b_block_offset(K, b_blocks(N, K)) * 4;
 #else
     (void)N; (void)K;
     return 0;
@@ -237,11 +242,11 @@ size_t gemm_bf16_b_bytes(int N, int K) {
 
 void gemm_bf16_pack_b(int trans_b, int N, int K, const float *B, int ldb, int panel, void *dst) {
 #if GEMM_HAVE_BF16
-    const int KC = k_block(K), k_blocks = (K + KC - 1) / KC, per_block = NC / NR;
+    const int KC = k_block(K), k_blocks = b_k_blocks(K), per_block = NC / NR;
     const int block = panel / per_block, q = panel % per_block, j = block / k_blocks, l = block % k_blocks;
     const int n0 = j * NC, nc = N - n0 < NC ? N - n0 : NC, k0 = l * KC, kc = K - k0 < KC ? K - k0 : KC;
     if (q * NR >= nc) return; /* past the last block's columns */
-    uint32_t *panel_dst = (uint32_t *)dst + (size_t)block * NC * (KC / 2) + (size_t)q * ((kc + 1) / 2) * NR;
+    uint32_t *panel_dst = (uint32_t *)dst + b_block_offset(K, block) + (size_t)q * ((kc + 1) / 2) * NR;
     pack_b_panel(trans_b, B, ldb, K, n0, nc, k0, kc, q, panel_dst);
 #else
     (void)trans_b; (void)N; (void)K; (void)B; (void)ldb; (void)panel; (void)dst;
@@ -249,7 +254,7 @@ void gemm_bf16_pack_b(int trans_b, int N, int K, const float *B, int ldb, int pa
 }
 
 void gemm_1t_bf16ab(int M, int N, int K, float alpha, const void *Ab, const void *Bp, float beta, float *C, int ldc) {
-    if (M <= 0 || N <= 0 || K <= 0) return; /* gemm_bf16_pack_b's blocks need K > 0 (kernels.c asks with large K only) */
+    if (M <= 0 || N <= 0 || K <= 0) return; /* K > 0: kernels.c shares B only for large products */
     gemm_count(2.0 * M * N * K);
 #if GEMM_HAVE_BF16
     gemm_bf16(0, M, N, K, alpha, Ab, NULL, 0, Bp, beta, C, ldc);
