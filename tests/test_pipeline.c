@@ -10,7 +10,7 @@
 #include <cJSON.h>
 #include <stb_image.h>
 
-static char tmpdir[] = "/tmp/sd-test-pipe-XXXXXX";
+static char tmpdir[256] = "/tmp/sd-test-pipe-XXXXXX";
 
 /* One fixture set: its folder under tests/fixtures, and how many end-to-end cases it holds. */
 typedef struct {
@@ -98,8 +98,8 @@ static void run_case(const suite *su, const char *name, const cJSON *c, const st
     char model[1024], out[512], latent[512], steps[16], guidance[32], seed[32], width[16], height[16], eta[32];
     char init[1024], mask[1024], strength[32];
     model_path(su, name, c, model, sizeof model);
-    snprintf(out, sizeof out, "%s/%s.png", tmpdir, name);
-    snprintf(latent, sizeof latent, "%s/%s.safetensors", tmpdir, name);
+    snprintf(out, sizeof out, "%s/%s%s.png", tmpdir, su->bf16 ? "bf16." : "", name);
+    snprintf(latent, sizeof latent, "%s/%s%s.safetensors", tmpdir, su->bf16 ? "bf16." : "", name);
     snprintf(steps, sizeof steps, "%d", json_int(c, "steps"));
     snprintf(guidance, sizeof guidance, "%.17g", cJSON_GetObjectItem(c, "guidance")->valuedouble);
     snprintf(seed, sizeof seed, "%d", json_int(c, "seed"));
@@ -218,7 +218,9 @@ static int suite_selected(const suite *su, const char *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (!mkdtemp(tmpdir)) return 2;
+    const char *keep = getenv("SD_TEST_KEEP"); /* a directory to write the outputs into and leave (checksums across changes) */
+    if (keep && snprintf(tmpdir, sizeof tmpdir, "%s", keep) >= (int)sizeof tmpdir) return 2;
+    if (!keep && !mkdtemp(tmpdir)) return 2;
     static char converted[600];
     snprintf(converted, sizeof converted, "%s/converted.safetensors", tmpdir);
     const suite suites[] = {
@@ -239,6 +241,6 @@ int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "") || !strcmp(argv[1], "formats")) convert_ckpt(converted);
     for (size_t i = 0; i < sizeof suites / sizeof *suites; i++)
         if (argc < 2 || suite_selected(&suites[i], argv[1])) run_suite(&suites[i]);
-    remove_test_dir(tmpdir);
+    if (!keep) remove_test_dir(tmpdir);
     return test_finish();
 }
