@@ -3,10 +3,10 @@
  * table maps every UNet module to diffusers and back; the malicious .ckpt is refused naming its global, with
  * nothing run; broken archives and unsupported opcodes are refused; sd-convert round-trips. */
 #define _GNU_SOURCE
-#include "ckpt.h"
-#include "formats.h"
-#include "model.h"
-#include "naming.h"
+#include "io/ckpt.h"
+#include "io/formats.h"
+#include "model/model.h"
+#include "io/naming.h"
 #include "test_util.h"
 
 static char tmpdir[] = "/tmp/sd-test-formats-XXXXXX";

@@ -2,11 +2,11 @@
  * images in [-1, 1] (exact; the Lanczos-resized odd size within one 8-bit level), binarised masks (exact;
  * the resized odd mask on >= 99.5 % of pixels), masked images, the VAE encoding of the init images
  * (<= 1e-3) and the 9-channel inpainting UNet (<= 1e-3). */
-#include "image.h"
-#include "model.h"
+#include "io/image.h"
+#include "model/model.h"
 #include "test_util.h"
-#include "unet.h"
-#include "vae.h"
+#include "nets/unet.h"
+#include "nets/vae.h"
 
 static st_file ex;
 

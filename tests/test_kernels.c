@@ -1,9 +1,9 @@
 /* test_kernels.c - each kernel against a naive reference implementation, on odd sizes
  * (non-square, channels not a multiple of the vector width, 1x1 spatial, strides, asymmetric padding). */
-#include "gemm.h"
-#include "kernels.h"
-#include "model.h"
-#include "vecmath.h"
+#include "nn/gemm.h"
+#include "nn/kernels.h"
+#include "model/model.h"
+#include "nn/vecmath.h"
 #include "test_util.h"
 
 static uint32_t lcg = 12345;

@@ -1,11 +1,11 @@
 /* test_lora.c - LoRA (sd1-lora fixtures): the name table maps each of lora_kohya's 216 modules onto the
  * single-file tensor diffusers' conversion gives (lora_kohya_names.json); with lora_kohya merged at 1.0 the
  * text encoder (1e-4) and the UNet (1e-3) match the references; bad LoRA files are refused naming the tensor. */
-#include "lora.h"
-#include "model.h"
+#include "model/lora.h"
+#include "model/model.h"
 #include "test_util.h"
-#include "text_encoder.h"
-#include "unet.h"
+#include "nets/text_encoder.h"
+#include "nets/unet.h"
 
 #include <cJSON.h>
 

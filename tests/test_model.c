@@ -1,7 +1,7 @@
 #define _GNU_SOURCE
 /* test_model.c - the safetensors reader and model detection on the tiny fixtures, and every
  * malformed-file case through the library (the CLI cases are in test_cli.c). */
-#include "model.h"
+#include "model/model.h"
 #include "sd.h"
 #include "test_util.h"
 

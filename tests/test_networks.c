@@ -1,14 +1,14 @@
 /* test_networks.c - text encoder, UNet and VAE against the diffusers/transformers reference
  * outputs (expected.safetensors), with model_f32 and model_f16 (the f16 references are computed
  * from the float16-rounded weights). Tolerances are those of the fixture README. */
-#include "model.h"
+#include "model/model.h"
 #include "test_util.h"
 
 #include <cJSON.h>
-#include "text_encoder.h"
-#include "tokenizer.h"
-#include "unet.h"
-#include "vae.h"
+#include "nets/text_encoder.h"
+#include "text/tokenizer.h"
+#include "nets/unet.h"
+#include "nets/vae.h"
 
 typedef struct {
     sd_model m;

@@ -2,9 +2,9 @@
  * 1e-12), the chunks' token ids (exact) and multipliers (1e-7), and the conditioning tensors of the prompt
  * and the negative prompt (<= 1e-4), for every text case and every pipe case; plus the parser's own
  * documented examples. */
-#include "conditioner.h"
-#include "model.h"
-#include "prompt.h"
+#include "text/conditioner.h"
+#include "model/model.h"
+#include "text/prompt.h"
 #include "sd.h"
 #include "test_util.h"
 

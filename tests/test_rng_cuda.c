@@ -5,7 +5,7 @@
  * bit for bit, so a few values in ten thousand miss 1e-6 (worst seen 1.3e-6). This test checks
  * what is claimed in the README: the Philox stream, element order, offsets and transform are
  * torch's (>= 99.9 % of values within 1e-6, all within 2e-6). It does not claim the 1e-6 bound. */
-#include "rng.h"
+#include "sampling/rng.h"
 #include "test_util.h"
 
 int main(void) {

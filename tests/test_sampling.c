@@ -1,8 +1,8 @@
 /* test_sampling.c - random streams against torch (rng.safetensors) and every sampler's
  * timesteps / sigmas / init_noise_sigma against diffusers (scheduler_tables.json). */
-#include "rng.h"
-#include "sampler.h"
-#include "schedule.h"
+#include "sampling/rng.h"
+#include "sampling/sampler.h"
+#include "sampling/schedule.h"
 #include "test_util.h"
 
 #include <cJSON.h>

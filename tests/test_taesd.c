@@ -1,7 +1,7 @@
 /* test_taesd.c - TAESD against diffusers' AutoencoderTiny (taesd fixtures): decode and encode of the square
  * and the tall inputs within 1e-3, with the F32 file and the F16 file (against the f16. references), and with
  * the original separate decoder / encoder files (F16). */
-#include "taesd.h"
+#include "nets/taesd.h"
 #include "test_util.h"
 
 static void check(const char *label, const float *got, const float *want, size_t n) {

@@ -1,7 +1,7 @@
 /* test_tokenizer.c - CLIP tokenizer against transformers' ids for the 16 fixture prompts,
  * speed on a 100 kB prompt, and invalid UTF-8. */
 #include "test_util.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <cJSON.h>
 #include <time.h>

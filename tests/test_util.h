@@ -3,7 +3,7 @@
 #ifndef SD_TEST_UTIL_H
 #define SD_TEST_UTIL_H
 
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 #include <cJSON.h>
 

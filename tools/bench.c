@@ -6,8 +6,8 @@
  *            [--taesd FILE] [--precision f32|bf16]
  */
 #include "blas_env.h"
-#include "kernels.h"
-#include "model.h"
+#include "nn/kernels.h"
+#include "model/model.h"
 #include "sd.h"
 
 #include <cblas.h>

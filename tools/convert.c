@@ -8,7 +8,7 @@
  * __metadata__, over what the input carried. The output is written to a temporary file beside it and renamed
  * (never a partial file); an existing output is refused unless --force. Exit status: 0, 1 write failure,
  * 2 bad input. */
-#include "model.h"
+#include "model/model.h"
 
 #include <cJSON.h>
 #include <errno.h>

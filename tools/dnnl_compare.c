@@ -7,7 +7,7 @@
  *   OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ./dnnl_compare
  */
 #include <oneapi/dnnl/dnnl.h>
-#include "gemm.h"
+#include "nn/gemm.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>

@@ -9,8 +9,8 @@
  *       a random kohya-format LoRA of that rank for MODEL: every layer inside the UNet's attention blocks
  *       and every text-encoder matrix (what kohya's trainer targets by default), float16, alpha = rank / 2.
  */
-#include "lora.h"
-#include "model.h"
+#include "model/lora.h"
+#include "model/model.h"
 
 #include <cJSON.h>
 #include <math.h>

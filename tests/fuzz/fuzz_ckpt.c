@@ -1,7 +1,7 @@
 /* fuzz_ckpt.c - libFuzzer harness for the .ckpt reader (zip directory + restricted pickle machine): any input
  * is refused or gives a table whose tensors lie inside the input. Build with -DSD_FUZZ=ON (clang) or replay a
  * corpus with the gcc-built fuzz_ckpt_replay. */
-#include "ckpt.h"
+#include "io/ckpt.h"
 
 #include <stdint.h>
 #include <string.h>

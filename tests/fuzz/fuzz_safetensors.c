@@ -1,8 +1,8 @@
 /* fuzz_safetensors.c - libFuzzer harness for the safetensors reader and the weight lookups on
  * what it accepts. Build with -DSD_FUZZ=ON (clang) or replay a corpus with the gcc-built
  * fuzz_safetensors_replay. */
-#include "model.h"
-#include "safetensors.h"
+#include "model/model.h"
+#include "io/safetensors.h"
 
 #include <stdint.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 /* fuzz_tokenizer.c - libFuzzer harness for the CLIP tokenizer and the prompt parser + chunker: any bytes as
  * a prompt, raw, padded, and parsed with AUTOMATIC1111's syntax into 77-token chunks. */
-#include "conditioner.h"
-#include "prompt.h"
-#include "tokenizer.h"
+#include "text/conditioner.h"
+#include "text/prompt.h"
+#include "text/tokenizer.h"
 
 #include <stdint.h>
 #include <stdlib.h>

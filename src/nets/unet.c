@@ -1,0 +1,446 @@
+/* unet.c - see unet.h. Follows the LDM openaimodel.py / attention.py structure. */
+#include "nets/unet.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UNET_GROUPS 32
+#define UNET_RES_EPS 1e-5f  /* ResBlock GroupNorm */
+#define UNET_ATTN_EPS 1e-6f /* SpatialTransformer GroupNorm */
+#define UNET_LN_EPS 1e-5f   /* BasicTransformerBlock LayerNorm */
+#define UNET_MAX_BLOCKS 64
+
+/* ---------------- loading ---------------- */
+
+/* ResBlock at prefix (ends with '.'): in_layers = GN, SiLU, conv; emb_layers = SiLU, linear;
+ * out_layers = GN, SiLU, dropout, conv; skip_connection = 1x1 conv when channels change. */
+static void load_resblock(wloader *L, resnet_block *r, int in_ch, int time_dim) {
+    const st_tensor *conv = wl_find(L, "in_layers.2.weight");
+    if (!conv || conv->ndim != 4) { wl_fail(L, "missing tensor '%sin_layers.2.weight'", L->prefix); return; }
+    int out_ch = (int)conv->shape[0];
+    r->in_ch = in_ch;
+    r->out_ch = out_ch;
+    r->groups = UNET_GROUPS;
+    r->eps = UNET_RES_EPS;
+    r->norm1_w = wl_vec(L, "in_layers.0.weight", in_ch);
+    r->norm1_b = wl_vec(L, "in_layers.0.bias", in_ch);
+    r->conv1 = conv_layer_load(L, "in_layers.2", in_ch, out_ch, 3, 1, 1);
+    r->emb_w = wl_mat(L, "emb_layers.1.weight", out_ch, time_dim);
+    r->emb_b = wl_vec(L, "emb_layers.1.bias", out_ch);
+    r->norm2_w = wl_vec(L, "out_layers.0.weight", out_ch);
+    r->norm2_b = wl_vec(L, "out_layers.0.bias", out_ch);
+    r->conv2 = conv_layer_load(L, "out_layers.3", out_ch, out_ch, 3, 1, 1);
+    if (in_ch != out_ch) r->skip = conv_layer_load(L, "skip_connection", in_ch, out_ch, 1, 1, 0);
+    else memset(&r->skip, 0, sizeof r->skip);
+    if (in_ch % UNET_GROUPS || out_ch % UNET_GROUPS)
+        wl_fail(L, "ResBlock %s has %d/%d channels, not divisible into %d groups", L->prefix, in_ch, out_ch, UNET_GROUPS);
+}
+
+/* proj_in / proj_out are 1x1 convs (SD 1.x) or linears (SD 2.x): both are [out, in] matrices. */
+static weight load_proj(wloader *L, const char *name, int out, int in) {
+    const st_tensor *t = wl_find(L, name);
+    if (t && t->ndim == 4) return wl_conv(L, name, out, in, 1, 1);
+    return wl_mat(L, name, out, in);
+}
+
+static void load_transformer_block(wloader *L, transformer_block *b, int inner, int ctx_dim, int ff) {
+    b->norm1_w = wl_vec(L, "norm1.weight", inner);
+    b->norm1_b = wl_vec(L, "norm1.bias", inner);
+    b->q1 = wl_mat(L, "attn1.to_q.weight", inner, inner);
+    b->k1 = wl_mat(L, "attn1.to_k.weight", inner, inner);
+    b->v1 = wl_mat(L, "attn1.to_v.weight", inner, inner);
+    b->o1_w = wl_mat(L, "attn1.to_out.0.weight", inner, inner);
+    b->o1_b = wl_vec(L, "attn1.to_out.0.bias", inner);
+    b->norm2_w = wl_vec(L, "norm2.weight", inner);
+    b->norm2_b = wl_vec(L, "norm2.bias", inner);
+    b->q2 = wl_mat(L, "attn2.to_q.weight", inner, inner);
+    b->k2 = wl_mat(L, "attn2.to_k.weight", inner, ctx_dim);
+    b->v2 = wl_mat(L, "attn2.to_v.weight", inner, ctx_dim);
+    b->o2_w = wl_mat(L, "attn2.to_out.0.weight", inner, inner);
+    b->o2_b = wl_vec(L, "attn2.to_out.0.bias", inner);
+    b->norm3_w = wl_vec(L, "norm3.weight", inner);
+    b->norm3_b = wl_vec(L, "norm3.bias", inner);
+    b->ff1_w = wl_mat(L, "ff.net.0.proj.weight", 2 * ff, inner);
+    b->ff1_b = wl_vec(L, "ff.net.0.proj.bias", 2 * ff);
+    b->ff2_w = wl_mat(L, "ff.net.2.weight", inner, ff);
+    b->ff2_b = wl_vec(L, "ff.net.2.bias", inner);
+}
+
+/* SpatialTransformer at prefix (ends with '.'). */
+static void load_transformer(wloader *L, spatial_transformer *st, int ch, const unet_config *c) {
+    const st_tensor *pin = wl_find(L, "proj_in.weight"), *ff = wl_find(L, "transformer_blocks.0.ff.net.2.weight");
+    if (!pin || !ff || ff->ndim != 2) { wl_fail(L, "missing tensor '%sproj_in.weight' or its feed-forward", L->prefix); return; }
+    int inner = (int)pin->shape[0];
+    st->ch = ch;
+    st->ff_inner = (int)ff->shape[1];
+    st->head_dim = c->head_dim > 0 ? c->head_dim : inner / c->heads;
+    st->heads = c->head_dim > 0 ? inner / c->head_dim : c->heads;
+    if (st->heads * st->head_dim != inner) { wl_fail(L, "%s: width %d does not split into heads", L->prefix, inner); return; }
+    st->norm_w = wl_vec(L, "norm.weight", ch);
+    st->norm_b = wl_vec(L, "norm.bias", ch);
+    st->proj_in_w = load_proj(L, "proj_in.weight", inner, ch);
+    st->proj_in_b = wl_vec(L, "proj_in.bias", inner);
+    st->proj_out_w = load_proj(L, "proj_out.weight", ch, inner);
+    st->proj_out_b = wl_vec(L, "proj_out.bias", ch);
+    st->depth = 0;
+    while (st->depth < 64) {
+        char n[64];
+        snprintf(n, sizeof n, "transformer_blocks.%d.norm1.weight", st->depth);
+        if (!wl_has(L, n)) break;
+        st->depth++;
+    }
+    st->blocks = calloc((size_t)st->depth + 1, sizeof *st->blocks);
+    if (!st->blocks) { wl_fail(L, "out of memory"); return; }
+    char base[200];
+    snprintf(base, sizeof base, "%s", L->prefix);
+    for (int i = 0; i < st->depth; i++) {
+        wl_prefix(L, "%stransformer_blocks.%d.", base, i);
+        load_transformer_block(L, &st->blocks[i], inner, c->ctx_dim, st->ff_inner);
+    }
+    wl_prefix(L, "%s", base);
+}
+
+static int block_exists(wloader *L, const char *kind, int i) {
+    char n[64];
+    snprintf(n, sizeof n, "%s.%d.0.", kind, i);
+    size_t len = strlen(L->prefix), nl = strlen(n);
+    const st_file *f = &L->m->file;
+    for (int k = 0; k < f->n_tensors; k++) /* any tensor under "<prefix><kind>.<i>.0." */
+        if (strncmp(f->tensors[k].name, L->prefix, len) == 0 && strncmp(f->tensors[k].name + len, n, nl) == 0) return 1;
+    return 0;
+}
+
+static void load_input_block(wloader *L, unet_block *b, int i, int ch, const unet_config *c) {
+    b->in_ch = ch;
+    wl_prefix(L, UNET_PREFIX "input_blocks.%d.", i);
+    if (wl_has(L, "0.op.weight")) {
+        b->has_down = 1;
+        b->sample = conv_layer_load(L, "0.op", ch, ch, 3, 2, 1);
+        b->out_ch = ch;
+        return;
+    }
+    b->has_res = 1;
+    wl_prefix(L, UNET_PREFIX "input_blocks.%d.0.", i);
+    load_resblock(L, &b->res, ch, c->time_dim);
+    b->out_ch = b->res.out_ch;
+    wl_prefix(L, UNET_PREFIX "input_blocks.%d.1.", i);
+    if (wl_has(L, "proj_in.weight")) { b->has_attn = 1; load_transformer(L, &b->attn, b->out_ch, c); }
+}
+
+static void load_output_block(wloader *L, unet_block *b, int i, int in_ch, const unet_config *c) {
+    b->in_ch = in_ch;
+    b->has_res = 1;
+    wl_prefix(L, UNET_PREFIX "output_blocks.%d.0.", i);
+    load_resblock(L, &b->res, in_ch, c->time_dim);
+    b->out_ch = b->res.out_ch;
+    wl_prefix(L, UNET_PREFIX "output_blocks.%d.1.", i);
+    if (wl_has(L, "proj_in.weight")) { b->has_attn = 1; load_transformer(L, &b->attn, b->out_ch, c); }
+    for (int j = 1; j <= 2; j++) {
+        wl_prefix(L, UNET_PREFIX "output_blocks.%d.%d.", i, j);
+        if (wl_has(L, "conv.weight")) { b->has_up = 1; b->sample = conv_layer_load(L, "conv", b->out_ch, b->out_ch, 3, 1, 1); }
+    }
+}
+
+static int read_config(wloader *L, unet_config *c, const sd_model *m) {
+    wl_prefix(L, UNET_PREFIX);
+    const st_tensor *cin = wl_find(L, "input_blocks.0.0.weight"), *t0 = wl_find(L, "time_embed.0.weight");
+    const st_tensor *out = wl_find(L, "out.2.weight");
+    if (!cin || cin->ndim != 4) { wl_fail(L, "missing or malformed tensor '" UNET_PREFIX "input_blocks.0.0.weight'"); return -1; }
+    if (!t0 || t0->ndim != 2) { wl_fail(L, "missing or malformed tensor '" UNET_PREFIX "time_embed.0.weight'"); return -1; }
+    if (!out || out->ndim != 4) { wl_fail(L, "missing or malformed tensor '" UNET_PREFIX "out.2.weight'"); return -1; }
+    c->model_ch = (int)cin->shape[0];
+    c->in_ch = (int)cin->shape[1];
+    c->time_dim = (int)t0->shape[0];
+    c->out_ch = (int)out->shape[0];
+    c->heads = m->d.unet_heads;
+    c->head_dim = m->d.unet_head_dim;
+    c->ctx_dim = 0;
+    const st_file *f = &m->file;
+    for (int k = 0; k < f->n_tensors && !c->ctx_dim; k++) { /* context width from any cross-attention key */
+        const char *n = f->tensors[k].name, *key = "attn2.to_k.weight";
+        size_t len = strlen(n), klen = strlen(key);
+        if (strncmp(n, UNET_PREFIX, strlen(UNET_PREFIX)) == 0 && len > klen && strcmp(n + len - klen, key) == 0 &&
+            f->tensors[k].ndim == 2)
+            c->ctx_dim = (int)f->tensors[k].shape[1];
+    }
+    while (c->n_input < UNET_MAX_BLOCKS && block_exists(L, "input_blocks", c->n_input)) c->n_input++;
+    while (c->n_output < UNET_MAX_BLOCKS && block_exists(L, "output_blocks", c->n_output)) c->n_output++;
+    if (c->n_input < 2 || c->n_output < 1) { wl_fail(L, "UNet has no input/output blocks"); return -1; }
+    if (c->model_ch % 2) { wl_fail(L, "UNet width %d is odd", c->model_ch); return -1; }
+    return 0;
+}
+
+int unet_load(unet *u, sd_model *m, char *err, size_t errlen) {
+    memset(u, 0, sizeof *u);
+    wloader L = {m, err, errlen, 0, ""};
+    unet_config *c = &u->c;
+    if (read_config(&L, c, m) != 0) return -1;
+    wl_prefix(&L, UNET_PREFIX);
+    u->conv_in = conv_layer_load(&L, "input_blocks.0.0", c->in_ch, c->model_ch, 3, 1, 1);
+    u->time1_w = wl_mat(&L, "time_embed.0.weight", c->time_dim, c->model_ch);
+    u->time1_b = wl_vec(&L, "time_embed.0.bias", c->time_dim);
+    u->time2_w = wl_mat(&L, "time_embed.2.weight", c->time_dim, c->time_dim);
+    u->time2_b = wl_vec(&L, "time_embed.2.bias", c->time_dim);
+    u->input = calloc((size_t)c->n_input, sizeof *u->input);
+    u->output = calloc((size_t)c->n_output, sizeof *u->output);
+    if (!u->input || !u->output) { wl_fail(&L, "out of memory"); return -1; }
+    int skips[UNET_MAX_BLOCKS], n_skips = 0, ch = c->model_ch;
+    skips[n_skips++] = ch;
+    for (int i = 1; i < c->n_input && !L.failed; i++) {
+        load_input_block(&L, &u->input[i], i, ch, c);
+        ch = u->input[i].out_ch;
+        skips[n_skips++] = ch;
+    }
+    wl_prefix(&L, UNET_PREFIX "middle_block.0.");
+    u->mid_res1.has_res = 1;
+    load_resblock(&L, &u->mid_res1.res, ch, c->time_dim);
+    wl_prefix(&L, UNET_PREFIX "middle_block.1.");
+    u->mid_attn.has_attn = 1;
+    load_transformer(&L, &u->mid_attn.attn, ch, c);
+    wl_prefix(&L, UNET_PREFIX "middle_block.2.");
+    u->mid_res2.has_res = 1;
+    load_resblock(&L, &u->mid_res2.res, ch, c->time_dim);
+    if (c->n_output != n_skips && !L.failed) wl_fail(&L, "UNet has %d output blocks for %d skip connections", c->n_output, n_skips);
+    for (int i = 0; i < c->n_output && !L.failed; i++) {
+        load_output_block(&L, &u->output[i], i, ch + skips[--n_skips], c);
+        ch = u->output[i].out_ch;
+    }
+    wl_prefix(&L, UNET_PREFIX);
+    u->out_norm_w = wl_vec(&L, "out.0.weight", ch);
+    u->out_norm_b = wl_vec(&L, "out.0.bias", ch);
+    u->conv_out = conv_layer_load(&L, "out.2", ch, c->out_ch, 3, 1, 1);
+    if (c->ctx_dim == 0 && !L.failed) wl_fail(&L, "UNet has no cross-attention (attn2.to_k) weights");
+    return L.failed ? -1 : 0;
+}
+
+static void free_block(unet_block *b) { free(b->attn.blocks); }
+
+void unet_free(unet *u) {
+    for (int i = 0; u->input && i < u->c.n_input; i++) free_block(&u->input[i]);
+    for (int i = 0; u->output && i < u->c.n_output; i++) free_block(&u->output[i]);
+    free_block(&u->mid_attn);
+    free(u->input);
+    free(u->output);
+    memset(u, 0, sizeof *u);
+}
+
+/* ---------------- forward ---------------- */
+
+void timestep_embedding(float t, int dim, float *out) {
+    int half = dim / 2;
+    for (int i = 0; i < half; i++) {
+        float freq = expf(-logf(10000.0f) * (float)i / (float)half);
+        out[i] = cosf(t * freq);
+        out[half + i] = sinf(t * freq);
+    }
+}
+
+/* y[B·N, inner] = multi-head attention of x[B·N, inner] over ctx[B·M, ctx_dim]; ctx = NULL: self-attention. */
+static void attention_layer(const spatial_transformer *st, const weight *wq, const weight *wk, const weight *wv,
+                            const weight *wo, const weight *bo, const float *x, int B, int N, const float *ctx, int M,
+                            int ctx_dim, float *y, arena *a, float *scratch) {
+    const int inner = st->heads * st->head_dim;
+    const float *kv_src = ctx ? ctx : x;
+    const int kv_dim = ctx ? ctx_dim : inner, kv_len = ctx ? M : N;
+    arena_mark mark = arena_get_mark(a);
+    float *q = arena_alloc(a, (size_t)B * N * inner);       /* [B·N, inner] */
+    float *k = arena_alloc(a, (size_t)B * kv_len * inner);  /* [B·M, inner] */
+    float *v = arena_alloc(a, (size_t)B * kv_len * inner);  /* [B·M, inner] */
+    float *o = arena_alloc(a, (size_t)B * N * inner);       /* [B·N, inner] */
+    float *work = arena_alloc(a, attention_work_size(N, kv_len, st->heads, st->head_dim));
+    if (a->failed) return;
+    linear(x, B * N, inner, weight_f32(wq, scratch), NULL, inner, q);
+    linear(kv_src, B * kv_len, kv_dim, weight_f32(wk, scratch), NULL, inner, k);
+    linear(kv_src, B * kv_len, kv_dim, weight_f32(wv, scratch), NULL, inner, v);
+    for (int b = 0; b < B; b++)
+        attention(q + (size_t)b * N * inner, inner, k + (size_t)b * kv_len * inner, inner, v + (size_t)b * kv_len * inner,
+                  inner, N, kv_len, st->heads, st->head_dim, 0, o + (size_t)b * N * inner, work);
+    linear(o, B * N, inner, weight_f32(wo, scratch), bo->f32, inner, y);
+    arena_reset(a, mark);
+}
+
+/* BasicTransformerBlock: h += attn1(LN1 h); h += attn2(LN2 h, ctx); h += ff(LN3 h). h[B·N, inner]. */
+static void transformer_block_forward(const spatial_transformer *st, const transformer_block *tb, float *h, int B, int N,
+                                      const float *ctx, int M, int ctx_dim, arena *a, float *scratch) {
+    const int inner = st->heads * st->head_dim, ff = st->ff_inner;
+    const size_t n = (size_t)B * N;
+    arena_mark mark = arena_get_mark(a);
+    float *t = arena_alloc(a, n * inner);  /* [B·N, inner] normalised */
+    float *u = arena_alloc(a, n * inner);  /* [B·N, inner] sub-layer output */
+    if (a->failed) return;
+    layer_norm(h, (int)n, inner, UNET_LN_EPS, tb->norm1_w.f32, tb->norm1_b.f32, t);
+    attention_layer(st, &tb->q1, &tb->k1, &tb->v1, &tb->o1_w, &tb->o1_b, t, B, N, NULL, 0, 0, u, a, scratch);
+    add_inplace(h, u, n * inner);
+    layer_norm(h, (int)n, inner, UNET_LN_EPS, tb->norm2_w.f32, tb->norm2_b.f32, t);
+    attention_layer(st, &tb->q2, &tb->k2, &tb->v2, &tb->o2_w, &tb->o2_b, t, B, N, ctx, M, ctx_dim, u, a, scratch);
+    add_inplace(h, u, n * inner);
+    layer_norm(h, (int)n, inner, UNET_LN_EPS, tb->norm3_w.f32, tb->norm3_b.f32, t);
+    float *p = arena_alloc(a, n * 2 * ff);  /* [B·N, 2·ff] GEGLU projection */
+    float *g = arena_alloc(a, n * ff);      /* [B·N, ff] */
+    if (a->failed) return;
+    linear(t, (int)n, inner, weight_f32(&tb->ff1_w, scratch), tb->ff1_b.f32, 2 * ff, p);
+    geglu(p, (int)n, ff, g);
+    linear(g, (int)n, ff, weight_f32(&tb->ff2_w, scratch), tb->ff2_b.f32, inner, u);
+    add_inplace(h, u, n * inner);
+    arena_reset(a, mark);
+}
+
+/* SpatialTransformer, in place on x[B, C, H, W]: x += proj_out(blocks(proj_in(GN(x)))). */
+static void spatial_transformer_forward(const spatial_transformer *st, float *x, int B, int H, int W, const float *ctx,
+                                        int M, int ctx_dim, arena *a, float *scratch) {
+    const int C = st->ch, N = H * W, inner = st->heads * st->head_dim;
+    arena_mark mark = arena_get_mark(a);
+    float *norm = arena_alloc(a, (size_t)C * N);      /* [C, N] one batch item */
+    float *tok = arena_alloc(a, (size_t)B * N * C);   /* [B·N, C] */
+    float *h = arena_alloc(a, (size_t)B * N * inner); /* [B·N, inner] */
+    if (a->failed) return;
+    for (int b = 0; b < B; b++) {
+        group_norm(x + (size_t)b * C * N, C, N, UNET_GROUPS, UNET_ATTN_EPS, st->norm_w.f32, st->norm_b.f32, 0, norm);
+        transpose(norm, C, N, tok + (size_t)b * N * C);
+    }
+    linear(tok, B * N, C, weight_f32(&st->proj_in_w, scratch), st->proj_in_b.f32, inner, h);
+    for (int i = 0; i < st->depth; i++)
+        transformer_block_forward(st, &st->blocks[i], h, B, N, ctx, M, ctx_dim, a, scratch);
+    linear(h, B * N, inner, weight_f32(&st->proj_out_w, scratch), st->proj_out_b.f32, C, tok);
+    for (int b = 0; b < B; b++) {
+        transpose(tok + (size_t)b * N * C, N, C, norm);
+        add_inplace(x + (size_t)b * C * N, norm, (size_t)C * N);
+    }
+    arena_reset(a, mark);
+}
+
+/* Largest activation (floats) a block sequence needs at latent size h x w, for the ping-pong buffers. */
+static size_t max_activation(const unet *u, int B, int h, int w) {
+    size_t best = (size_t)u->c.model_ch * h * w;
+    int H = h, W = w;
+    for (int i = 1; i < u->c.n_input; i++) {
+        if (u->input[i].has_down) { H = (H + 1) / 2; W = (W + 1) / 2; }
+        size_t s = (size_t)u->input[i].out_ch * H * W;
+        if (s > best) best = s;
+    }
+    for (int i = 0; i < u->c.n_output; i++) {
+        const unet_block *b = &u->output[i];
+        size_t s = (size_t)b->in_ch * H * W;
+        if (s > best) best = s;
+        if (b->has_up) { H *= 2; W *= 2; s = (size_t)b->out_ch * H * W; if (s > best) best = s; }
+    }
+    return best * B;
+}
+
+/* What every block of one UNet evaluation shares. */
+typedef struct {
+    const float *emb;   /* [B, time_dim] */
+    const float *ctx;   /* [B, ctx_len, ctx_dim] */
+    int ctx_len, B;
+    arena *a;
+    float *scratch;
+} unet_pass;
+
+/* One block: optional ResBlock (x -> y), transformer (in place), down/up sampling. The upsampling goes to
+ * up_h x up_w, the size of the skip connection that comes next (2x, unless a side was odd on the way down:
+ * diffusers' upsample_size). Returns the output buffer; *H, *W become its size. */
+static float *run_block(const unet *u, const unet_block *blk, float *x, float *y, float *spare, const unet_pass *ps,
+                        int *H, int *W, int up_h, int up_w) {
+    const int B = ps->B;
+    float *cur = x;
+    if (blk->has_res) {
+        resnet_block_forward(&blk->res, cur, ps->emb, u->c.time_dim, B, *H, *W, y, ps->a, ps->scratch);
+        cur = y;
+    }
+    if (blk->has_attn) spatial_transformer_forward(&blk->attn, cur, B, *H, *W, ps->ctx, ps->ctx_len, u->c.ctx_dim, ps->a, ps->scratch);
+    if (blk->has_down) {
+        float *dst = cur == y ? spare : y;
+        conv_layer_forward(&blk->sample, cur, B, *H, *W, dst, ps->a, ps->scratch);
+        *H = (*H + 1) / 2; *W = (*W + 1) / 2;
+        cur = dst;
+    }
+    if (blk->has_up) {
+        float *other = cur == y ? spare : y; /* a buffer that is not cur */
+        if (up_h == 2 * *H && up_w == 2 * *W) { /* the convolution reads cur upsampled */
+            conv_layer_forward_up2(&blk->sample, cur, B, *H, *W, other, ps->a, ps->scratch);
+            cur = other;
+        } else { /* an odd side on the way down (diffusers' upsample_size): upsample into other, convolve back */
+            const size_t in_size = (size_t)blk->out_ch * *H * *W, out_size = (size_t)blk->out_ch * up_h * up_w;
+            for (int b = 0; b < B; b++)
+                upsample_nearest(cur + b * in_size, blk->out_ch, *H, *W, other + b * out_size, up_h, up_w);
+            conv_layer_forward(&blk->sample, other, B, up_h, up_w, cur, ps->a, ps->scratch);
+        }
+        *H = up_h; *W = up_w;
+    }
+    return cur;
+}
+
+/* cat[b] = [x[b] (cx channels); s[b] (cs channels)] for every batch item. */
+static void concat_channels(const float *x, int cx, const float *s, int cs, int B, size_t HW, float *cat) {
+    for (int b = 0; b < B; b++) {
+        memcpy(cat + (size_t)b * (cx + cs) * HW, x + (size_t)b * cx * HW, (size_t)cx * HW * sizeof(float));
+        memcpy(cat + ((size_t)b * (cx + cs) + cx) * HW, s + (size_t)b * cs * HW, (size_t)cs * HW * sizeof(float));
+    }
+}
+
+static void time_embed(const unet *u, const float *t, int B, float *emb, arena *a, float *scratch) {
+    const int mc = u->c.model_ch, td = u->c.time_dim;
+    arena_mark mark = arena_get_mark(a);
+    float *sin_emb = arena_alloc(a, (size_t)B * mc);  /* [B, model_ch] */
+    float *hid = arena_alloc(a, (size_t)B * td);      /* [B, time_dim] */
+    if (a->failed) return;
+    for (int b = 0; b < B; b++) timestep_embedding(t[b], mc, sin_emb + (size_t)b * mc);
+    linear(sin_emb, B, mc, weight_f32(&u->time1_w, scratch), u->time1_b.f32, td, hid);
+    silu_inplace(hid, (size_t)B * td);
+    linear(hid, B, td, weight_f32(&u->time2_w, scratch), u->time2_b.f32, td, emb);
+    arena_reset(a, mark);
+}
+
+int unet_forward(const unet *u, const float *x, const float *t, const float *ctx, int ctx_len, int B, int h, int w,
+                 float *out, arena *a, float *scratch) {
+    const unet_config *c = &u->c;
+    arena_mark mark = arena_get_mark(a);
+    size_t big = max_activation(u, B, h, w);
+    float *emb = arena_alloc(a, (size_t)B * c->time_dim);  /* [B, time_dim] */
+    float *pp[3] = {arena_alloc(a, big), arena_alloc(a, big), arena_alloc(a, big)}; /* ping-pong activations */
+    float *skip[UNET_MAX_BLOCKS];  /* skip[i]: [B, ch_i, H_i, W_i] output of input block i */
+    int skip_ch[UNET_MAX_BLOCKS], skip_h[UNET_MAX_BLOCKS], skip_w[UNET_MAX_BLOCKS];
+    if (a->failed) return -1;
+    time_embed(u, t, B, emb, a, scratch);
+    const unet_pass ps = {emb, ctx, ctx_len, B, a, scratch};
+    int H = h, W = w;
+    skip[0] = arena_alloc(a, (size_t)B * c->model_ch * H * W);
+    if (!skip[0]) return -1;
+    conv_layer_forward(&u->conv_in, x, B, H, W, skip[0], a, scratch);
+    skip_ch[0] = c->model_ch;
+    skip_h[0] = H;
+    skip_w[0] = W;
+    for (int i = 1; i < c->n_input; i++) {
+        const unet_block *blk = &u->input[i];
+        float *cur = run_block(u, blk, skip[i - 1], pp[0], pp[1], &ps, &H, &W, 0, 0);
+        skip[i] = arena_alloc(a, (size_t)B * blk->out_ch * H * W);
+        if (!skip[i]) return -1;
+        memcpy(skip[i], cur, (size_t)B * blk->out_ch * H * W * sizeof(float));
+        skip_ch[i] = blk->out_ch;
+        skip_h[i] = H;
+        skip_w[i] = W;
+    }
+    float *cur = run_block(u, &u->mid_res1, skip[c->n_input - 1], pp[0], pp[1], &ps, &H, &W, 0, 0);
+    cur = run_block(u, &u->mid_attn, cur, pp[0], pp[1], &ps, &H, &W, 0, 0);
+    cur = run_block(u, &u->mid_res2, cur, pp[1], pp[2], &ps, &H, &W, 0, 0);
+    int ch = u->mid_res2.res.out_ch, n_skip = c->n_input;
+    for (int i = 0; i < c->n_output; i++) {
+        const unet_block *blk = &u->output[i];
+        int s = --n_skip;
+        if (skip_h[s] != H || skip_w[s] != W) return -1; /* cannot happen: every upsampling targets the next skip */
+        float *cat = cur == pp[0] ? pp[1] : pp[0];
+        float *others[2];
+        int k = 0;
+        for (int j = 0; j < 3; j++) if (pp[j] != cat) others[k++] = pp[j];
+        concat_channels(cur, ch, skip[s], skip_ch[s], B, (size_t)H * W, cat);
+        int next = s > 0 ? s - 1 : 0;
+        cur = run_block(u, blk, cat, others[0], others[1], &ps, &H, &W, skip_h[next], skip_w[next]);
+        ch = blk->out_ch;
+    }
+    const norm_spec norm_out = {&u->out_norm_w, &u->out_norm_b, UNET_GROUPS, UNET_RES_EPS, 1};
+    conv_layer_forward_normed(&u->conv_out, &norm_out, cur, B, H, W, out, a, scratch);
+    int failed = a->failed;
+    arena_reset(a, mark);
+    return failed ? -1 : 0;
+}

@@ -1,0 +1,357 @@
+/* sd.c - the library's context: loading a checkpoint, describing it, parameters, status strings.
+ * The generation pipeline is in pipeline.c. */
+#include "pipeline/context.h"
+#include "nn/gemm.h"
+#include "model/lora.h"
+#include "text/prompt.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <stb_image.h>
+
+#define MIN_SIZE 64
+#define MAX_SIZE 4096
+#define STR2(x) #x
+#define STR(x) STR2(x)
+
+const char *sd_version(void) { return STR(SD_VERSION_MAJOR) "." STR(SD_VERSION_MINOR) "." STR(SD_VERSION_PATCH); }
+
+const char *sd_status_str(sd_status s) {
+    switch (s) {
+    case SD_OK: return "ok";
+    case SD_ERR_ARG: return "invalid argument";
+    case SD_ERR_IO: return "input/output error";
+    case SD_ERR_FORMAT: return "invalid file format";
+    case SD_ERR_MODEL: return "unusable model";
+    case SD_ERR_NOMEM: return "out of memory";
+    case SD_ERR_CANCELLED: return "cancelled";
+    default: return "runtime error";
+    }
+}
+
+double sd_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void sd_release_stage(sd_ctx *c, const char *prefix) {
+    if (!c->keep_weights) model_release(&c->model, prefix);
+    arena_free(&c->arena);
+    arena_init(&c->arena);
+    kernels_release_scratch();
+}
+
+/* ---------------- loading ---------------- */
+
+/* SD 2.x files carry no prediction type. AUTOMATIC1111's rule (sd_models_config.py,
+ * is_using_v_parameterization_for_sd2): run the UNet once on x = 0.5 (1x4x8x8), t = 999, a 0.5 context of
+ * two tokens; mean(out − x) < −1 means v-prediction (768 models), otherwise epsilon (512 base, Turbo). */
+static sd_status detect_prediction(sd_ctx *c, char *err) {
+    model_desc *d = &c->model.d;
+    const int h = 8, w = 8, in = c->un.c.in_ch, out_ch = c->un.c.out_ch, D = c->un.c.ctx_dim;
+    float *x = malloc((size_t)in * h * w * sizeof(float)), *y = malloc((size_t)out_ch * h * w * sizeof(float));
+    float *ctx = malloc((size_t)2 * D * sizeof(float)), t = 999.0f;
+    int rc = -1;
+    if (x && y && ctx) {
+        for (int i = 0; i < in * h * w; i++) x[i] = 0.5f;
+        for (int i = 0; i < 2 * D; i++) ctx[i] = 0.5f;
+        rc = unet_forward(&c->un, x, &t, ctx, 2, 1, h, w, y, &c->arena, c->scratch);
+    }
+    if (rc == 0) {
+        double mean = 0;
+        for (int i = 0; i < out_ch * h * w; i++) mean += y[i] - 0.5;
+        d->prediction = mean / (out_ch * h * w) < -1.0 ? PRED_V : PRED_EPSILON;
+    }
+    free(x); free(y); free(ctx);
+    sd_release_stage(c, UNET_PREFIX);
+    if (rc != 0) { snprintf(err, SD_ERR_LEN, "out of memory detecting the prediction type"); return SD_ERR_NOMEM; }
+    return SD_OK;
+}
+
+/* The description's facts that need the loaded networks. */
+static sd_status complete_description(sd_ctx *c, const char *path, char *err) {
+    model_desc *d = &c->model.d;
+    if (c->te.c.hidden != c->un.c.ctx_dim) {
+        snprintf(err, SD_ERR_LEN, "%s: text encoder width %d does not match the UNet's context width %d", path,
+                 c->te.c.hidden, c->un.c.ctx_dim);
+        return SD_ERR_MODEL;
+    }
+    if (c->un.c.out_ch != d->latent_ch) {
+        snprintf(err, SD_ERR_LEN, "%s: tensor '" UNET_PREFIX "out.2.weight' gives %d channels, the VAE's latent has %d", path,
+                 c->un.c.out_ch, d->latent_ch);
+        return SD_ERR_MODEL;
+    }
+    /* SD 2.x uses OpenCLIP ViT-H/14's penultimate layer: 23 of its 24. Files that were saved without the
+     * unused 24th block (23 present) use all of them; other sizes: all but the last present. */
+    if (d->text == TEXT_OPENCLIP && c->te.c.hidden == 1024 && c->te.c.layers == 23) d->text_skip = 0;
+    if (d->prediction == PRED_UNKNOWN) {
+        sd_status st = detect_prediction(c, err);
+        if (st != SD_OK) return st;
+    }
+    d->default_size = d->family == FAMILY_SD2 && d->prediction == PRED_V ? 768 : 512;
+    return SD_OK;
+}
+
+int sd_bf16_supported(void) { return gemm_bf16_supported(); }
+
+void sd_load_params_default(sd_load_params *p) {
+    memset(p, 0, sizeof *p);
+}
+
+/* The LoRA set for the requested files, hung on the model so that the weight loader merges the deltas. */
+static sd_status open_loras(sd_ctx *c, const sd_load_params *p, char *err) {
+    if (p->n_loras <= 0) return SD_OK;
+    if (!(c->model.lora = lora_set_create(&c->model))) { snprintf(err, SD_ERR_LEN, "out of memory for the LoRA table"); return SD_ERR_NOMEM; }
+    for (int i = 0; i < p->n_loras; i++) {
+        const sd_lora *l = &p->loras[i];
+        if (!l->path || !isfinite(l->multiplier)) { snprintf(err, SD_ERR_LEN, "lora %d: no path or a non-finite multiplier", i + 1); return SD_ERR_ARG; }
+        if (lora_set_add(c->model.lora, l->path, l->multiplier, p->log, p->verbose, err, SD_ERR_LEN) != 0) return SD_ERR_MODEL;
+    }
+    return SD_OK;
+}
+
+/* TAESD in place of the VAE: its latent must be the model's. */
+static sd_status load_taesd(sd_ctx *c, const char *path, char *err) {
+    if (!(c->tae = calloc(1, sizeof *c->tae))) { snprintf(err, SD_ERR_LEN, "out of memory"); return SD_ERR_NOMEM; }
+    if (taesd_load(c->tae, path, err, SD_ERR_LEN) != 0) { free(c->tae); c->tae = NULL; return SD_ERR_MODEL; }
+    if (!c->tae->has_decoder || c->tae->latent_ch != c->model.d.latent_ch) {
+        snprintf(err, SD_ERR_LEN, "%s: %s", path, !c->tae->has_decoder ? "a TAESD encoder only; images need its decoder"
+                                                                      : "its latent channels differ from the model's");
+        return SD_ERR_MODEL;
+    }
+    return SD_OK;
+}
+
+sd_status sd_load_with(sd_ctx **out, const sd_load_params *p, char err[SD_ERR_LEN]) {
+    *out = NULL;
+    sd_ctx *c = calloc(1, sizeof *c);
+    if (!c) { snprintf(err, SD_ERR_LEN, "out of memory"); return SD_ERR_NOMEM; }
+    const char *path = p->model_path ? p->model_path : "";
+    kernels_set_threads(p->n_threads);
+    c->n_threads = kernels_threads();
+    c->keep_weights = p->keep_weights && !p->low_memory;
+    c->low_memory = p->low_memory;
+    c->bf16 = p->precision == SD_PRECISION_BF16 && sd_bf16_supported();
+    arena_init(&c->arena);
+    schedule_init(&c->sched);
+    int rc = model_open_with_vae(&c->model, path, p->vae_path, err, SD_ERR_LEN);
+    if (rc != 0) { free(c); return rc == -1 ? SD_ERR_IO : rc == -2 ? SD_ERR_FORMAT : SD_ERR_MODEL; }
+    sd_status st = open_loras(c, p, err);
+    if (st == SD_OK && (text_encoder_load(&c->te, &c->model, err, SD_ERR_LEN) != 0 || unet_load(&c->un, &c->model, err, SD_ERR_LEN) != 0 ||
+                        vae_load(&c->va, &c->model, err, SD_ERR_LEN) != 0))
+        st = SD_ERR_MODEL;
+    if (st == SD_OK && c->model.lora) lora_set_report(c->model.lora, p->log);
+    lora_set_free(c->model.lora); /* merged: the adapters are not needed any more */
+    c->model.lora = NULL;
+    if (st == SD_OK && p->taesd_path) st = load_taesd(c, p->taesd_path, err);
+    if (st == SD_OK && !(c->tok = tokenizer_create(err, SD_ERR_LEN))) st = SD_ERR_RUNTIME;
+    int64_t half = c->tae && taesd_max_half(c->tae) > c->model.max_half_matrix ? taesd_max_half(c->tae) : c->model.max_half_matrix;
+    if (st == SD_OK && half > 0 && !(c->scratch = malloc((size_t)half * sizeof(float)))) {
+        snprintf(err, SD_ERR_LEN, "out of memory for the weight conversion buffer");
+        st = SD_ERR_NOMEM;
+    }
+    if (st == SD_OK) st = complete_description(c, path, err);
+    if (st != SD_OK) { sd_free(c); return st; }
+    *out = c;
+    return SD_OK;
+}
+
+sd_status sd_load(sd_ctx **out, const char *path, int n_threads, char err[SD_ERR_LEN]) {
+    sd_load_params p;
+    sd_load_params_default(&p);
+    p.model_path = path;
+    p.n_threads = n_threads;
+    return sd_load_with(out, &p, err);
+}
+
+void sd_free(sd_ctx *c) {
+    if (!c) return;
+    text_encoder_free(&c->te);
+    unet_free(&c->un);
+    vae_free(&c->va);
+    if (c->tae) taesd_free(c->tae);
+    free(c->tae);
+    tokenizer_free(c->tok);
+    cond_cache_free(&c->prompts);
+    arena_free(&c->arena);
+    free(c->scratch);
+    model_close(&c->model);
+    free(c);
+}
+
+/* ---------------- description ---------------- */
+
+void sd_get_model_info(const sd_ctx *c, sd_model_info *info) {
+    const model_desc *d = &c->model.d;
+    info->family = d->family == FAMILY_SD1 ? "SD 1.x" : "SD 2.x";
+    info->text_encoder = d->text == TEXT_CLIP ? "CLIP ViT-L/14 (transformers naming)" : "OpenCLIP ViT-H/14 (open_clip naming)";
+    info->prediction = d->prediction == PRED_V ? SD_PREDICTION_V : SD_PREDICTION_EPSILON;
+    info->default_width = info->default_height = d->default_size;
+    info->unet_in_channels = d->unet_in_ch;
+    info->latent_channels = d->latent_ch;
+}
+
+static void print_dtypes(const sd_model *m, const char *prefix, FILE *f) {
+    int counts[ST_DTYPE_COUNT] = {0};
+    size_t len = strlen(prefix);
+    for (int i = 0; i < m->file.n_tensors; i++)
+        if (strncmp(m->file.tensors[i].name, prefix, len) == 0) counts[m->file.tensors[i].dtype]++;
+    const char *sep = "";
+    for (int d = 0; d < ST_DTYPE_COUNT; d++)
+        if (counts[d]) { fprintf(f, "%s%s x%d", sep, st_dtype_name((st_dtype)d), counts[d]); sep = ", "; }
+    fprintf(f, "\n");
+}
+
+/* Where the prediction type came from, for --info. */
+static const char *prediction_source(const sd_model *m) {
+    if (st_meta_get(&m->file, "sd.prediction")) return "metadata sd.prediction";
+    return m->d.family == FAMILY_SD1 ? "SD 1.x default" : "UNet test as AUTOMATIC1111 (mean(unet(0.5) - 0.5) < -1: v)";
+}
+
+void sd_print_info(const sd_ctx *c, FILE *f) {
+    const sd_model *m = &c->model;
+    const model_desc *d = &m->d;
+    const unet_config *u = &c->un.c;
+    sd_model_info mi;
+    sd_get_model_info(c, &mi);
+    fprintf(f, "file:          %s\n", m->file.path);
+    fprintf(f, "format:        %s\n", formats_describe(m->format));
+    fprintf(f, "family:        %s%s\n", mi.family, d->unet_in_ch != d->latent_ch ? " (inpainting UNet)" : "");
+    fprintf(f, "text encoder:  %s, output after %d of its %d layers%s\n", mi.text_encoder, c->te.c.layers - d->text_skip,
+            c->te.c.layers, d->family == FAMILY_SD2 ? " (SD 2.x: the penultimate layer of ViT-H/14's 24)" : "");
+    fprintf(f, "prediction:    %s (%s)\n", d->prediction == PRED_V ? "v_prediction" : "epsilon", prediction_source(m));
+    fprintf(f, "default size:  %dx%d\n", mi.default_width, mi.default_height);
+    fprintf(f, "tensors:       %d\n", m->file.n_tensors);
+    fprintf(f, "text encoder:  %lld parameters; hidden %d, layers %d, heads %d, mlp %d, vocab %d; dtypes ",
+            (long long)model_param_count(m, "cond_stage_model."), c->te.c.hidden, c->te.c.layers, c->te.c.heads,
+            c->te.c.mlp, c->te.c.vocab);
+    print_dtypes(m, "cond_stage_model.", f);
+    fprintf(f, "unet:          %lld parameters; channels %d, in %d, time %d, context %d, heads %s%d, blocks %d in / %d out; dtypes ",
+            (long long)model_param_count(m, UNET_PREFIX), u->model_ch, u->in_ch, u->time_dim, u->ctx_dim,
+            u->head_dim ? "of width " : "", u->head_dim ? u->head_dim : u->heads, u->n_input, u->n_output);
+    print_dtypes(m, UNET_PREFIX, f);
+    fprintf(f, "vae:           %lld parameters; latent channels %d, levels %d, encoder %s; dtypes ",
+            (long long)model_param_count(m, VAE_PREFIX), c->va.z_ch, c->va.dec.n_levels, c->va.has_encoder ? "yes" : "no");
+    print_dtypes(m, VAE_PREFIX, f);
+    fprintf(f, "metadata:      %d keys\n", m->file.n_meta);
+    for (int i = 0; i < m->file.n_meta; i++) fprintf(f, "  %s = %s\n", m->file.meta[i].key, m->file.meta[i].value);
+}
+
+void sd_get_timings(const sd_ctx *c, sd_timings *t) { *t = c->timings; }
+
+/* ---------------- parameters ---------------- */
+
+void sd_gen_params_default(sd_gen_params *p) {
+    memset(p, 0, sizeof *p);
+    p->prompt = "";
+    p->negative_prompt = "";
+    p->steps = 20;
+    p->cfg_scale = 7.5f;
+    p->seed = 42;
+    p->sampler = SD_SAMPLER_LMS;
+    p->strength = 0.75;
+}
+
+static sd_status check_size(const char *what, int v, char *err) {
+    if (v == 0) return SD_OK; /* the default */
+    if (v < MIN_SIZE || v > MAX_SIZE || v % 8) {
+        snprintf(err, SD_ERR_LEN, "%s: %d is not a multiple of 8 in %d..%d", what, v, MIN_SIZE, MAX_SIZE);
+        return SD_ERR_ARG;
+    }
+    return SD_OK;
+}
+
+static sd_status check_pixels(const char *what, const sd_pixels *px, char *err) {
+    if (!px) return SD_OK;
+    if (!px->data || px->width < 1 || px->height < 1 || px->channels < 1 || px->channels > 4) {
+        snprintf(err, SD_ERR_LEN, "%s: not a valid image", what);
+        return SD_ERR_ARG;
+    }
+    if (px->width < 8 || px->height < 8 || px->width > MAX_SIZE || px->height > MAX_SIZE) {
+        snprintf(err, SD_ERR_LEN, "%s: %dx%d is outside %dx%d..%dx%d pixels", what, px->width, px->height, 8, 8, MAX_SIZE, MAX_SIZE);
+        return SD_ERR_ARG;
+    }
+    return SD_OK;
+}
+
+sd_status sd_gen_params_check(const sd_gen_params *p, char err[SD_ERR_LEN]) {
+    sd_status st;
+    if (!p->prompt) { snprintf(err, SD_ERR_LEN, "prompt: missing"); return SD_ERR_ARG; }
+    if ((st = check_size("width", p->width, err)) != SD_OK || (st = check_size("height", p->height, err)) != SD_OK) return st;
+    if (p->steps < 1 || p->steps > 1000) { snprintf(err, SD_ERR_LEN, "steps: %d is outside 1..1000", p->steps); return SD_ERR_ARG; }
+    if (!(p->cfg_scale >= 0) || !isfinite(p->cfg_scale)) { snprintf(err, SD_ERR_LEN, "cfg-scale: %g must be a number >= 0", p->cfg_scale); return SD_ERR_ARG; }
+    if (!(p->eta >= 0) || !isfinite(p->eta)) { snprintf(err, SD_ERR_LEN, "eta: %g must be a number >= 0", p->eta); return SD_ERR_ARG; }
+    if (!sd_sampler_get_info(p->sampler)) { snprintf(err, SD_ERR_LEN, "sampling-method: unknown sampler %d", (int)p->sampler); return SD_ERR_ARG; }
+    if ((unsigned)p->schedule > SD_SCHEDULE_KARRAS || (unsigned)p->spacing > SD_SPACING_TRAILING ||
+        (unsigned)p->rng > SD_RNG_CUDA || (unsigned)p->prediction > SD_PREDICTION_V)
+        { snprintf(err, SD_ERR_LEN, "invalid scheduler, spacing, rng or prediction value"); return SD_ERR_ARG; }
+    if (p->init_image && !(p->strength > 0.0 && p->strength <= 1.0))
+        { snprintf(err, SD_ERR_LEN, "strength: %g is outside (0, 1]", p->strength); return SD_ERR_ARG; }
+    if (p->clip_skip < 0 || p->clip_skip > 100) { snprintf(err, SD_ERR_LEN, "clip-skip: %d is outside 1..100", p->clip_skip); return SD_ERR_ARG; }
+    if (p->mask && !p->init_image) { snprintf(err, SD_ERR_LEN, "mask: needs an init image (-i)"); return SD_ERR_ARG; }
+    if ((st = check_pixels("init image", p->init_image, err)) != SD_OK || (st = check_pixels("mask", p->mask, err)) != SD_OK) return st;
+    return SD_OK;
+}
+
+/* ---------------- pixels ---------------- */
+
+sd_status sd_pixels_read(const char *path, sd_pixels *out, char err[SD_ERR_LEN]) {
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "rb");
+    if (!f) { snprintf(err, SD_ERR_LEN, "%s: cannot open: %s", path, strerror(errno)); return SD_ERR_IO; }
+    int w, h, ch;
+    uint8_t *data = stbi_load_from_file(f, &w, &h, &ch, 0);
+    fclose(f);
+    if (!data) { snprintf(err, SD_ERR_LEN, "%s: not a readable PNG, JPEG or BMP image (%s)", path, stbi_failure_reason()); return SD_ERR_FORMAT; }
+    out->width = w;
+    out->height = h;
+    out->channels = ch;
+    out->data = data;
+    return SD_OK;
+}
+
+void sd_pixels_free(sd_pixels *p) {
+    stbi_image_free((void *)p->data);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---------------- LoRA tags in prompts ---------------- */
+
+int sd_prompt_lora_tags(const char *prompt, sd_lora_tag *tags, int max_tags, char err[SD_ERR_LEN]) {
+    const char *kind, *args;
+    size_t kl, al, tl;
+    int n = 0;
+    for (const char *s = prompt, *tag; (tag = prompt_next_tag(s, &kind, &kl, &args, &al, &tl)); s = tag + tl) {
+        if (!((kl == 4 && !strncmp(kind, "lora", 4)) || (kl == 4 && !strncmp(kind, "lyco", 4)))) continue;
+        const char *colon = memchr(args, ':', al);
+        size_t name_len = colon ? (size_t)(colon - args) : al;
+        double mult = 1.0;
+        if (colon) {
+            char num[64], *end;
+            size_t nl = al - name_len - 1;
+            snprintf(num, sizeof num, "%.*s", (int)(nl < sizeof num ? nl : sizeof num - 1), colon + 1);
+            mult = strtod(num, &end);
+            if (nl == 0 || nl >= sizeof num || *end || end == num || !isfinite(mult)) {
+                snprintf(err, SD_ERR_LEN, "prompt: %.*s: '%.*s' is not a multiplier (write <lora:NAME:0.8>)", (int)tl, tag,
+                         (int)(nl > 60 ? 60 : nl), colon + 1);
+                return -1;
+            }
+        }
+        if (name_len == 0 || name_len >= sizeof tags->name || memchr(args, '/', name_len)) {
+            snprintf(err, SD_ERR_LEN, "prompt: %.*s: the LoRA name must be a file name without '/' (1..255 bytes)", (int)(tl > 300 ? 300 : tl), tag);
+            return -1;
+        }
+        if (n < max_tags) {
+            memcpy(tags[n].name, args, name_len);
+            tags[n].name[name_len] = 0;
+            tags[n].multiplier = (float)mult;
+        }
+        n++;
+    }
+    return n;
+}
