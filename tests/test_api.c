@@ -1,7 +1,10 @@
-/* test_api.c - the library as a caller sees it: the version, and contexts that own their thread count:
- * two contexts with different thread counts, used in turn, give the same bytes as one context alone. */
+/* test_api.c - the library as a caller sees it: the version, and contexts that own their settings: two contexts
+ * with different thread counts, precisions and memory modes, used in turn in one thread or at the same time from two
+ * threads, give the same bytes as each context alone. */
 #include "sd.h"
 #include "test_util.h"
+
+#include <pthread.h>
 
 static sd_status generate(sd_ctx *ctx, sd_image *img) {
     char err[SD_ERR_LEN];
@@ -19,6 +22,65 @@ static sd_status generate(sd_ctx *ctx, sd_image *img) {
 static int same_image(const sd_image *a, const sd_image *b) {
     return a->width == b->width && a->height == b->height && !memcmp(a->rgb, b->rgb, (size_t)a->width * a->height * 3) &&
            !memcmp(a->latent, b->latent, (size_t)a->latent_channels * (a->width / 8) * (a->height / 8) * sizeof(float));
+}
+
+/* A context with these settings (threads, bf16, low memory). */
+static sd_ctx *load(const char *model, int threads, int bf16, int low_memory) {
+    char err[SD_ERR_LEN];
+    sd_load_params lp;
+    sd_load_params_default(&lp);
+    lp.model_path = model;
+    lp.n_threads = threads;
+    lp.precision = bf16 ? SD_PRECISION_BF16 : SD_PRECISION_F32;
+    lp.low_memory = low_memory;
+    sd_ctx *ctx = NULL;
+    CHECK(sd_load_with(&ctx, &lp, err) == SD_OK, "load (%d threads, bf16 %d, low memory %d): %s", threads, bf16, low_memory, err);
+    return ctx;
+}
+
+typedef struct {
+    sd_ctx *ctx;
+    sd_image img;
+    sd_status st;
+} job;
+
+static void *run_job(void *arg) {
+    job *j = arg;
+    j->st = generate(j->ctx, &j->img);
+    return NULL;
+}
+
+/* A float32 context and a bfloat16 low-memory one: alone, then in turn, then at the same time. */
+static void test_settings_apart(const char *model) {
+    sd_ctx *f = load(model, 2, 0, 0), *b = load(model, 1, 1, 1);
+    sd_image ref_f, ref_b;
+    if (!f || !b || generate(f, &ref_f) != SD_OK) return;
+    sd_free(f);
+    if (generate(b, &ref_b) != SD_OK) return;
+    sd_free(b);
+    CHECK(sd_bf16_supported() ? !same_image(&ref_f, &ref_b) : same_image(&ref_f, &ref_b),
+          "bf16 changes the bytes exactly where the CPU has AVX512-BF16");
+    f = load(model, 2, 0, 0);
+    b = load(model, 1, 1, 1);
+    job jf = {f, {0}, SD_ERR_RUNTIME}, jb = {b, {0}, SD_ERR_RUNTIME};
+    run_job(&jb); /* in turn, the bf16 one first */
+    run_job(&jf);
+    CHECK(jf.st == SD_OK && jb.st == SD_OK && same_image(&jf.img, &ref_f) && same_image(&jb.img, &ref_b),
+          "two contexts used in turn give each one's own bytes");
+    sd_image_free(&jf.img);
+    sd_image_free(&jb.img);
+    pthread_t tf, tb; /* at the same time, from two threads */
+    CHECK(pthread_create(&tf, NULL, run_job, &jf) == 0 && pthread_create(&tb, NULL, run_job, &jb) == 0, "threads");
+    pthread_join(tf, NULL);
+    pthread_join(tb, NULL);
+    CHECK(jf.st == SD_OK && jb.st == SD_OK && same_image(&jf.img, &ref_f) && same_image(&jb.img, &ref_b),
+          "two contexts running at the same time give each one's own bytes");
+    sd_image_free(&jf.img);
+    sd_image_free(&jb.img);
+    sd_image_free(&ref_f);
+    sd_image_free(&ref_b);
+    sd_free(f);
+    sd_free(b);
 }
 
 int main(void) {
@@ -49,5 +111,6 @@ int main(void) {
     CHECK(!strcmp(mi.family, "SD 1.x") && mi.prediction == SD_PREDICTION_EPSILON && mi.default_width == 512 &&
           mi.unet_in_channels == 4 && mi.latent_channels == 4, "model info of sd1-tiny");
     sd_free(one);
+    test_settings_apart(model);
     return test_finish();
 }

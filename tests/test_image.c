@@ -55,7 +55,7 @@ static void test_masked(const float *init, const float *mask, const char *mask_n
     CHECK(d <= 1e-7, "%s: max abs error %.3g", key, d);
 }
 
-static void test_encode(const vae *va, const char *name, const float *image, int W, int H, arena *a, float *scratch) {
+static void test_encode(compute *cc, const vae *va, const char *name, const float *image, int W, int H) {
     char key[128];
     size_t n;
     snprintf(key, sizeof key, "input.%s.mean", name);
@@ -63,7 +63,7 @@ static void test_encode(const vae *va, const char *name, const float *image, int
     snprintf(key, sizeof key, "input.%s.logvar", name);
     const float *want_logvar = fixture_f32(&ex, key, NULL);
     float *mean = malloc(n * sizeof(float)), *logvar = malloc(n * sizeof(float));
-    CHECK(vae_encode(va, image, 1, H, W, mean, logvar, a, scratch) == 0, "%s: encode", name);
+    CHECK(vae_encode(cc, va, image, 1, H, W, mean, logvar) == SD_OK, "%s: encode", name);
     double dm = max_abs_diff(mean, want_mean, n), dl = max_abs_diff(logvar, want_logvar, n);
     printf("input.%-16s mean/logvar max abs error %.3g / %.3g\n", name, dm, dl);
     CHECK(dm <= 1e-3 && dl <= 1e-3, "input.%s: mean %.3g, logvar %.3g (limit 1e-3)", name, dm, dl);
@@ -75,30 +75,32 @@ static void test_encode(const vae *va, const char *name, const float *image, int
 static int open_model(const char *name, sd_model *m, char *err, size_t errlen) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", SD_FIXTURES, name);
-    return model_open(m, path, err, errlen);
+    return model_open(m, path, NULL, err, errlen);
 }
 
 static void test_unet9(void) {
     char err[512] = "";
     sd_model m;
     unet un;
-    arena a;
-    arena_init(&a);
-    int ok = open_model("sd1-img2img/model_inpaint_f32.safetensors", &m, err, sizeof err) == 0 && unet_load(&un, &m, err, sizeof err) == 0;
+    compute cc;
+    compute_init(&cc, 0, 0, 0);
+    int ok = open_model("sd1-img2img/model_inpaint_f32.safetensors", &m, err, sizeof err) == SD_OK &&
+             unet_load(&un, &m.store, &m.d, err, sizeof err) == SD_OK;
     CHECK(ok && m.d.unet_in_ch == 9 && m.d.latent_ch == 4, "9-channel model: %s", err);
     if (!ok) return;
     size_t n;
     const float *x = fixture_f32(&ex, "unet9.t500.x", NULL), *ctx = fixture_f32(&ex, "unet9.t500.ctx", NULL);
     const float *want = fixture_f32(&ex, "unet9.t500.out", &n), *tt = fixture_f32(&ex, "unet9.t500.t", NULL);
     float *out = malloc(n * sizeof(float)), t[2] = {tt[0], tt[1]};
-    CHECK(unet_forward(&un, x, t, ctx, 77, 2, 16, 16, out, &a, NULL) == 0, "unet9 forward");
+    const unet_input in = {x, t, ctx, 77, NULL, NULL, 2, 16, 16};
+    CHECK(unet_forward(&cc, &un, &in, out) == SD_OK, "unet9 forward");
     double d = max_abs_diff(out, want, n);
     printf("%-22s max abs error %.3g\n", "unet9.t500.out", d);
     CHECK(d <= 1e-3, "unet9.t500.out: max abs error %.3g (limit 1e-3)", d);
     free(out);
     unet_free(&un);
     model_close(&m);
-    arena_free(&a);
+    compute_free(&cc);
 }
 
 int main(void) {
@@ -117,17 +119,17 @@ int main(void) {
     char err[512] = "";
     sd_model m;
     vae va;
-    arena a;
-    arena_init(&a);
-    if (open_model("model_f32.safetensors", &m, err, sizeof err) == 0 && vae_load(&va, &m, err, sizeof err) == 0) {
-        test_encode(&va, "init", init, 128, 128, &a, NULL);
-        test_encode(&va, "init_wide", wide, 192, 128, &a, NULL);
+    compute cc;
+    compute_init(&cc, 0, 0, 0);
+    if (open_model("model_f32.safetensors", &m, err, sizeof err) == SD_OK && vae_load(&va, &m.store, err, sizeof err) == SD_OK) {
+        test_encode(&cc, &va, "init", init, 128, 128);
+        test_encode(&cc, &va, "init_wide", wide, 192, 128);
         vae_free(&va);
         model_close(&m);
     } else {
         CHECK(0, "load sd1-tiny: %s", err);
     }
-    arena_free(&a);
+    compute_free(&cc);
     test_unet9();
     free(init); free(wide); free(mask); free(scratch_img);
     st_close(&ex);

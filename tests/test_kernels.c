@@ -4,6 +4,9 @@
 #include "nn/kernels.h"
 #include "model/model.h"
 #include "nn/vecmath.h"
+
+static compute cc_f32, cc_bf16; /* float32 products, and bfloat16 ones where the CPU has them */
+static compute *g_cc = &cc_f32;  /* the context the kernels under test run in */
 #include "test_util.h"
 
 static uint32_t lcg = 12345;
@@ -51,7 +54,7 @@ static void test_conv(void) {
             float *x = malloc(B * nx * 4), *w = malloc(nw * 4), *b = malloc(d->out_ch * 4), *y = malloc(B * ny * 4), *r = malloc(B * ny * 4);
             float *work = malloc((conv_work_size(d, B, H, W) + 1) * 4);
             fill(x, B * nx); fill(w, nw); fill(b, d->out_ch);
-            conv2d(d, x, B, H, W, w, b, y, work);
+            conv2d(g_cc, d, x, B, H, W, w, b, y, work);
             for (int i = 0; i < B; i++) naive_conv(d, x + i * nx, H, W, w, b, r + i * ny);
             double e = max_abs_diff(y, r, B * ny);
             CHECK(e < 1e-4, "conv case %zu, batch %d: max abs error %.3g", c, B, e);
@@ -84,11 +87,11 @@ static void check_conv_input(const conv_desc *d, const conv_input *in, const flo
                              int W, const float *w, const float *bias, const char *what, int variant) {
     const size_t n_in = (size_t)B * d->in_ch * H * W, n_out = (size_t)B * d->out_ch * H * W;
     float *written = malloc(n_in * 4), *y_ref = malloc(n_out * 4), *y = malloc(n_out * 4);
-    float *work = malloc(conv_winograd_work_size(d, B, H, W) * 4);
-    conv_input_apply(in, x, B, d->in_ch, H, W, written);
+    float *work = malloc(conv_winograd_work_size(g_cc, d, B, H, W) * 4);
+    conv_input_apply(g_cc, in, x, B, d->in_ch, H, W, written);
     CHECK(max_abs_diff(written, want, n_in) == 0, "conv_input_apply differs from %s (%d)", what, variant);
-    conv2d_winograd(d, want, NULL, B, H, W, w, bias, y_ref, work);
-    conv2d_winograd(d, x, in, B, H, W, w, bias, y, work);
+    conv2d_winograd(g_cc, d, want, NULL, B, H, W, w, bias, y_ref, work);
+    conv2d_winograd(g_cc, d, x, in, B, H, W, w, bias, y, work);
     CHECK(max_abs_diff(y, y_ref, n_out) == 0, "winograd through %s (%d) differs by %.3g", what, variant,
           max_abs_diff(y, y_ref, n_out));
     free(written); free(y_ref); free(y); free(work);
@@ -107,8 +110,8 @@ static void test_conv_winograd_map(void) {
     for (size_t i = nx; i < B * nx; i++) x[i] = 3.0f * x[i] + 1.0f; /* item 1: other statistics */
     for (int silu = 0; silu <= 1; silu++) {
         for (int b = 0; b < B; b++) {
-            group_norm(x + b * nx, C, H * W, G, 1e-6f, gamma, beta, silu, normed + b * nx);
-            group_norm_coeffs(x + b * nx, C, H * W, G, 1e-6f, gamma, beta, scale + b * C, shift + b * C);
+            group_norm(g_cc, x + b * nx, C, H * W, G, 1e-6f, gamma, beta, silu, normed + b * nx);
+            group_norm_coeffs(g_cc, x + b * nx, C, H * W, G, 1e-6f, gamma, beta, scale + b * C, shift + b * C);
         }
         const conv_input in = {scale, shift, silu, 0};
         check_conv_input(&d, &in, x, normed, B, H, W, w, bias, "group_norm with silu", silu);
@@ -128,7 +131,7 @@ static void test_conv_winograd_upsample(void) {
     CHECK(conv_uses_winograd(&d, H, W, B), "the upsampling case runs through Winograd");
     for (int mapped = 0; mapped <= 1; mapped++) {
         for (int b = 0; b < B; b++) {
-            upsample_nearest2x(x + b * nx, C, h, w, up + b * nu);
+            upsample_nearest2x(g_cc, x + b * nx, C, h, w, up + b * nu);
             for (int c = 0; mapped && c < C; c++) /* the map on the upsampled tensor, as group_norm would write it */
                 for (size_t i = 0; i < (size_t)H * W; i++) {
                     float *v = up + b * nu + (size_t)c * H * W + i;
@@ -157,9 +160,9 @@ static void test_conv_winograd(void) {
         conv_desc d = {C, O, 3, 3, 1, 1, 1, 1, 1};
         size_t nx = (size_t)C * H * W, ny = (size_t)O * H * W, nw = (size_t)O * C * 9;
         float *x = malloc(B * nx * 4), *w = malloc(nw * 4), *b = malloc(O * 4), *y = malloc(B * ny * 4);
-        float *work = malloc(conv_winograd_work_size(&d, B, H, W) * 4);
+        float *work = malloc(conv_winograd_work_size(g_cc, &d, B, H, W) * 4);
         fill(x, B * nx); fill(w, nw); fill(b, O);
-        conv2d_winograd(&d, x, NULL, B, H, W, w, b, y, work);
+        conv2d_winograd(g_cc, &d, x, NULL, B, H, W, w, b, y, work);
         size_t step = B * ny / 20000 + 1; /* step and ny share no factor for these sizes: samples cover all channels */
         double worst = 0; /* largest error relative to the magnitude of the summed terms */
         for (size_t i = 0; i < B * ny; i += step) {
@@ -211,9 +214,9 @@ static void test_attention(void) {
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         int n = cases[c].n, m = cases[c].m, H = cases[c].heads, dh = cases[c].dh, D = H * dh;
         float *Q = malloc((size_t)n * D * 4), *K = malloc((size_t)m * D * 4), *V = malloc((size_t)m * D * 4);
-        float *o = malloc((size_t)n * D * 4), *r = malloc((size_t)n * D * 4), *work = malloc(attention_work_size(n, m, H, dh) * 4);
+        float *o = malloc((size_t)n * D * 4), *r = malloc((size_t)n * D * 4), *work = malloc(attention_work_size(g_cc, n, m, H, dh) * 4);
         fill(Q, (size_t)n * D); fill(K, (size_t)m * D); fill(V, (size_t)m * D);
-        attention(Q, D, K, D, V, D, n, m, H, dh, cases[c].causal, o, work);
+        attention(g_cc, Q, D, K, D, V, D, n, m, H, dh, cases[c].causal, o, work);
         naive_attention(Q, K, V, n, m, H, dh, cases[c].causal, r);
         double e = max_abs_diff(o, r, (size_t)n * D);
         CHECK(e < 1e-5, "attention case %zu: max abs error %.3g", c, e);
@@ -271,15 +274,16 @@ static void test_gemm_bf16(void) {
     }
 }
 
-/* The layers in bfloat16 (kernels_set_bf16): linear (shared A conversion), im2col and Winograd convolutions and
+/* The layers in a bfloat16 compute context: linear (shared A conversion), im2col and Winograd convolutions and
  * the fused attention, against the float64 references, within the error bf16 inputs allow. */
 static void test_layers_bf16(void) {
-    if (!kernels_set_bf16(1)) { CHECK(!gemm_bf16_supported(), "kernels_set_bf16 refused on a bf16 CPU"); return; }
+    g_cc = &cc_bf16;
+    CHECK(cc_bf16.bf16 == 1, "a bf16 compute context uses bfloat16 on a bf16 CPU");
     { /* linear, large enough for the threaded panels: y[n, out] = x · Wᵀ + b */
         const int n = 700, in = 333, out = 260;
         float *x = malloc((size_t)n * in * 4), *w = malloc((size_t)out * in * 4), *b = malloc(out * 4), *y = malloc((size_t)n * out * 4);
         fill(x, (size_t)n * in); fill(w, (size_t)out * in); fill(b, out);
-        linear(x, n, in, w, b, out, y);
+        linear(g_cc, x, n, in, w, b, out, y);
         double worst = 0;
         for (int i = 0; i < n; i += 7)
             for (int o = 0; o < out; o++) {
@@ -306,7 +310,7 @@ static void test_layers_bf16(void) {
         float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)K * N * 4), *C = malloc((size_t)M * N * 4),
               *C1 = malloc((size_t)M * N * 4);
         fill(A, (size_t)M * K); fill(B, (size_t)K * N);
-        matmul(A, B, C, M, N, K, 0.5f, 0.0f);
+        matmul(g_cc, A, B, C, M, N, K, 0.5f, 0.0f);
         gemm_1t(GEMM_BF16, 0, M, N, K, 0.5f, A, K, B, N, 0.0f, C1, N);
         double bf16_vs_f32 = 0;
         for (int j = 0; j < N; j += 37) { /* row 0 against float32 sums: bf16 really ran */
@@ -327,10 +331,10 @@ static void test_layers_bf16(void) {
         const int wino = conv_uses_winograd(&d, H, W, B);
         size_t nx = (size_t)C * H * W, ny = (size_t)O * Ho * Wo;
         float *x = malloc(B * nx * 4), *w = malloc((size_t)O * C * 9 * 4), *b = malloc(O * 4), *y = malloc(B * ny * 4);
-        float *work = malloc((wino ? conv_winograd_work_size(&d, B, H, W) : conv_work_size(&d, B, H, W) + 1) * 4);
+        float *work = malloc((wino ? conv_winograd_work_size(g_cc, &d, B, H, W) : conv_work_size(&d, B, H, W) + 1) * 4);
         fill(x, B * nx); fill(w, (size_t)O * C * 9); fill(b, O);
-        if (wino) conv2d_winograd(&d, x, NULL, B, H, W, w, b, y, work);
-        else conv2d(&d, x, B, H, W, w, b, y, work);
+        if (wino) conv2d_winograd(g_cc, &d, x, NULL, B, H, W, w, b, y, work);
+        else conv2d(g_cc, &d, x, B, H, W, w, b, y, work);
         double worst = 0;
         for (int item = 0; item < B; item++)
             for (int o = 0; o < O; o++)
@@ -358,47 +362,47 @@ static void test_layers_bf16(void) {
                                             * first block partial (130 rows), then full with its second partial (146) */
         const int m = 160, H = 3, dh = 40, D = H * dh;
         float *Q = malloc((size_t)n * D * 4), *K = malloc((size_t)m * D * 4), *V = malloc((size_t)m * D * 4);
-        float *o = malloc((size_t)n * D * 4), *r = malloc((size_t)n * D * 4), *work = malloc(attention_work_size(n, m, H, dh) * 4);
+        float *o = malloc((size_t)n * D * 4), *r = malloc((size_t)n * D * 4), *work = malloc(attention_work_size(g_cc, n, m, H, dh) * 4);
         fill(Q, (size_t)n * D); fill(K, (size_t)m * D); fill(V, (size_t)m * D);
-        attention(Q, D, K, D, V, D, n, m, H, dh, 0, o, work);
+        attention(g_cc, Q, D, K, D, V, D, n, m, H, dh, 0, o, work);
         naive_attention(Q, K, V, n, m, H, dh, 0, r);
         double e = max_abs_diff(o, r, (size_t)n * D);
         CHECK(e < 1e-2 && e > 1e-5, "bf16 attention, %d rows: max abs error %.3g (outputs are averages of values in [-1, 1])",
               n, e);
         free(Q); free(K); free(V); free(o); free(r); free(work);
     }
-    kernels_set_bf16(0);
+    g_cc = &cc_f32;
 }
 
-/* gemm_flops() counts 2·M·N·K per product as it runs: a linear layer (cut into panels), Winograd's 36 products
+/* g_cc->flops counts 2·M·N·K per product as it runs: a linear layer (cut into panels), Winograd's 36 products
  * per tile (72·O·C per 4x4 output tile), attention (fused and BLAS paths: 4·n·m·dh per head). */
 static void test_flop_count(void) {
     const int n = 300, in = 200, out = 150;
     float *x = malloc((size_t)n * in * 4), *W = malloc((size_t)out * in * 4), *y = malloc((size_t)n * out * 4);
     fill(x, (size_t)n * in); fill(W, (size_t)out * in);
-    double f0 = gemm_flops();
-    linear(x, n, in, W, NULL, out, y);
-    CHECK(gemm_flops() - f0 == 2.0 * n * out * in, "linear counted %.0f FLOPs, expected %.0f", gemm_flops() - f0, 2.0 * n * out * in);
+    double f0 = g_cc->flops;
+    linear(g_cc, x, n, in, W, NULL, out, y);
+    CHECK(g_cc->flops - f0 == 2.0 * n * out * in, "linear counted %.0f FLOPs, expected %.0f", g_cc->flops - f0, 2.0 * n * out * in);
     free(x); free(W); free(y);
 
     const int B = 3, C = 5, O = 7, H = 13, Wd = 10; /* 4 x 3 tiles of 4x4 per image */
     conv_desc d = {C, O, 3, 3, 1, 1, 1, 1, 1};
     float *cx = calloc((size_t)B * C * H * Wd, 4), *cw = calloc((size_t)O * C * 9, 4), *cy = malloc((size_t)B * O * H * Wd * 4);
-    float *work = malloc(conv_winograd_work_size(&d, B, H, Wd) * 4);
-    f0 = gemm_flops();
-    conv2d_winograd(&d, cx, NULL, B, H, Wd, cw, NULL, cy, work);
-    CHECK(gemm_flops() - f0 == 72.0 * O * C * B * 4 * 3, "Winograd counted %.0f FLOPs, expected %.0f", gemm_flops() - f0, 72.0 * O * C * B * 12);
+    float *work = malloc(conv_winograd_work_size(g_cc, &d, B, H, Wd) * 4);
+    f0 = g_cc->flops;
+    conv2d_winograd(g_cc, &d, cx, NULL, B, H, Wd, cw, NULL, cy, work);
+    CHECK(g_cc->flops - f0 == 72.0 * O * C * B * 4 * 3, "Winograd counted %.0f FLOPs, expected %.0f", g_cc->flops - f0, 72.0 * O * C * B * 12);
     free(cx); free(cw); free(cy); free(work);
 
     struct { int n, m, heads, dh; } att[] = {{130, 128, 3, 40}, {37, 11, 3, 5}}; /* fused, BLAS */
     for (int c = 0; c < 2; c++) {
         const int an = att[c].n, am = att[c].m, ah = att[c].heads, adh = att[c].dh, D = ah * adh;
         float *Q = calloc((size_t)an * D, 4), *K = calloc((size_t)am * D, 4), *V = calloc((size_t)am * D, 4);
-        float *o = malloc((size_t)an * D * 4), *aw = malloc(attention_work_size(an, am, ah, adh) * 4);
-        f0 = gemm_flops();
-        attention(Q, D, K, D, V, D, an, am, ah, adh, 0, o, aw);
+        float *o = malloc((size_t)an * D * 4), *aw = malloc(attention_work_size(g_cc, an, am, ah, adh) * 4);
+        f0 = g_cc->flops;
+        attention(g_cc, Q, D, K, D, V, D, an, am, ah, adh, 0, o, aw);
         const double want = 4.0 * an * am * adh * ah;
-        CHECK(gemm_flops() - f0 == want, "attention case %d counted %.0f FLOPs, expected %.0f", c, gemm_flops() - f0, want);
+        CHECK(g_cc->flops - f0 == want, "attention case %d counted %.0f FLOPs, expected %.0f", c, g_cc->flops - f0, want);
         free(Q); free(K); free(V); free(o); free(aw);
     }
 }
@@ -408,7 +412,7 @@ static void test_norms(void) {
     float x[12 * 21], y[12 * 21], g[12], b[12];
     fill(x, C * HW); fill(g, C); fill(b, C);
     for (int silu = 0; silu < 2; silu++) {
-        group_norm(x, C, HW, G, 1e-5f, g, b, silu, y);
+        group_norm(g_cc, x, C, HW, G, 1e-5f, g, b, silu, y);
         double e = 0;
         for (int gi = 0; gi < G; gi++) {
             double mean = 0, var = 0;
@@ -429,7 +433,7 @@ static void test_norms(void) {
     const int rows = 5, d = 19;
     float lx[5 * 19], ly[5 * 19], lg[19], lb[19];
     fill(lx, rows * d); fill(lg, d); fill(lb, d);
-    layer_norm(lx, rows, d, 1e-5f, lg, lb, ly);
+    layer_norm(g_cc, lx, rows, d, 1e-5f, lg, lb, ly);
     double e = 0;
     for (int r = 0; r < rows; r++) {
         double mean = 0, var = 0;
@@ -446,18 +450,18 @@ static void test_elementwise(void) {
     float x[6] = {-3, -1, 0, 0.5f, 2, 7}, y[3];
     float s[6];
     memcpy(s, x, sizeof s);
-    silu_inplace(s, 6);
+    silu_inplace(g_cc, s, 6);
     CHECK(fabsf(s[4] - 2.0f / (1.0f + expf(-2.0f))) < 1e-6f && s[2] == 0.0f, "silu");
     float q[6];
     memcpy(q, x, sizeof q);
-    quick_gelu_inplace(q, 6);
+    quick_gelu_inplace(g_cc, q, 6);
     CHECK(fabsf(q[4] - 2.0f / (1.0f + expf(-3.404f))) < 1e-6f, "quick_gelu");
-    geglu(x, 1, 3, y); /* a = [-3, -1, 0], g = [0.5, 2, 7] */
+    geglu(g_cc, x, 1, 3, y); /* a = [-3, -1, 0], g = [0.5, 2, 7] */
     CHECK(fabsf(y[0] - (-3.0f * 0.5f * 0.5f * (1 + erff(0.5f / sqrtf(2))))) < 1e-6f && y[2] == 0.0f, "geglu");
     float e = 0; /* exp and erf approximations over the range the networks use */
     for (float v = -9.0f; v <= 9.0f; v += 0.01f) {
         float g_in[2] = {1.0f, v}, g_out;
-        geglu(g_in, 1, 1, &g_out);
+        geglu(g_cc, g_in, 1, 1, &g_out);
         e = fmaxf(e, fabsf(g_out - 0.5f * v * (1 + erff(v / sqrtf(2)))));
     }
     CHECK(e < 1e-6f, "gelu max abs error %.3g", e);
@@ -468,17 +472,17 @@ static void test_elementwise(void) {
     softmax_row(sm, 4);
     CHECK(fabsf(sm[3] - expf(4) / (expf(1) + expf(2) + expf(3) + expf(4))) < 1e-6f, "softmax");
     float up_in[2 * 1 * 3] = {1, 2, 3, 4, 5, 6}, up[2 * 2 * 6];
-    upsample_nearest2x(up_in, 2, 1, 3, up);
+    upsample_nearest2x(g_cc, up_in, 2, 1, 3, up);
     CHECK(up[0] == 1 && up[1] == 1 && up[6] == 1 && up[11] == 3 && up[12] == 4 && up[23] == 6, "upsample");
     float t_in[6] = {1, 2, 3, 4, 5, 6}, t_out[6];
-    transpose(t_in, 2, 3, t_out);
+    transpose(g_cc, t_in, 2, 3, t_out);
     CHECK(t_out[1] == 4 && t_out[2] == 2 && t_out[5] == 6, "transpose");
     const int shapes[][2] = {{37, 19}, {16, 48}, {333, 517} /* threaded, partial tiles both ways */, {4096, 320}};
     for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
         const int rows = shapes[c][0], cols = shapes[c][1];
         float *x = malloc((size_t)rows * cols * 4), *y = malloc((size_t)rows * cols * 4);
         for (size_t i = 0; i < (size_t)rows * cols; i++) x[i] = (float)i;
-        transpose(x, rows, cols, y);
+        transpose(g_cc, x, rows, cols, y);
         size_t wrong = 0;
         for (int r = 0; r < rows; r++)
             for (int k = 0; k < cols; k++) wrong += y[(size_t)k * rows + r] != x[(size_t)r * cols + k];
@@ -502,19 +506,31 @@ static void test_arena(void) {
     arena_free(&a);
 }
 
-int main(void) {
-    kernels_set_threads(2);
-    test_conv();
-    test_conv_winograd();
-    test_conv_winograd_map();
-    test_conv_winograd_upsample();
-    test_attention();
-    test_gemm_bf16();
-    test_layers_bf16();
-    test_flop_count();
-    test_norms();
-    test_elementwise();
-    test_arena();
-    kernels_release_scratch();
+/* `test_kernels` checks the float32 kernels; `test_kernels bf16` the bfloat16 ones, and exits with 77 (ctest's
+ * skip) on a CPU without AVX512-BF16, where they would compute float32 and check nothing of their own. */
+int main(int argc, char **argv) {
+    const int bf16 = argc > 1 && !strcmp(argv[1], "bf16");
+    if (bf16 && !gemm_bf16_supported()) {
+        printf("skipped: this CPU has no AVX512-BF16\n");
+        return TEST_SKIPPED;
+    }
+    compute_init(&cc_f32, 2, 0, 0);
+    compute_init(&cc_bf16, 2, 1, 0);
+    if (bf16) {
+        test_gemm_bf16();
+        test_layers_bf16();
+    } else {
+        test_conv();
+        test_conv_winograd();
+        test_conv_winograd_map();
+        test_conv_winograd_upsample();
+        test_attention();
+        test_flop_count();
+        test_norms();
+        test_elementwise();
+        test_arena();
+    }
+    compute_free(&cc_f32);
+    compute_free(&cc_bf16);
     return test_finish();
 }

@@ -14,7 +14,7 @@ static char tmpdir[] = "/tmp/sd-test-lora-XXXXXX";
 static void open_model(sd_model *m, const char *file) {
     char path[1024], err[512] = "";
     snprintf(path, sizeof path, "%s/%s", SD_FIXTURES, file);
-    CHECK(model_open(m, path, err, sizeof err) == 0, "open %s: %s", file, err);
+    CHECK(model_open(m, path, NULL, err, sizeof err) == SD_OK, "open %s: %s", file, err);
 }
 
 static void lora_path(char *out, size_t len, const char *file) { snprintf(out, len, "%s/sd1-lora/%s", SD_FIXTURES, file); }
@@ -23,7 +23,7 @@ static void lora_path(char *out, size_t len, const char *file) { snprintf(out, l
 static void test_name_table(void) {
     sd_model m;
     open_model(&m, "model_f32.safetensors");
-    lora_set *s = lora_set_create(&m);
+    lora_set *s = lora_set_create(&m.store, &m.d);
     char path[1024];
     lora_path(path, sizeof path, "lora_kohya_names.json");
     char *text = read_text_file(path);
@@ -46,7 +46,7 @@ static void test_name_table(void) {
 static void test_openclip_rows(void) {
     sd_model m;
     open_model(&m, "sd2-tiny/model_f32.safetensors");
-    lora_set *s = lora_set_create(&m);
+    lora_set *s = lora_set_create(&m.store, &m.d);
     static const char *const qkv[3] = {"q", "k", "v"};
     for (int i = 0; i < 3; i++) {
         char key[200];
@@ -68,27 +68,30 @@ static void test_merged_networks(void) {
     open_model(&m, "model_f32.safetensors");
     char path[1024], err[512] = "";
     lora_path(path, sizeof path, "lora_kohya.safetensors");
-    m.lora = lora_set_create(&m);
-    CHECK(lora_set_add(m.lora, path, 1.0f, NULL, 0, err, sizeof err) == 0, "add lora_kohya: %s", err);
+    m.store.lora = lora_set_create(&m.store, &m.d);
+    CHECK(lora_set_add(m.store.lora, path, 1.0f, NULL, 0, err, sizeof err) == 0, "add lora_kohya: %s", err);
     text_encoder te;
     unet un;
-    int ok = text_encoder_load(&te, &m, err, sizeof err) == 0 && unet_load(&un, &m, err, sizeof err) == 0;
+    int ok = text_encoder_load(&te, &m.store, &m.d.text[0], err, sizeof err) == SD_OK &&
+             unet_load(&un, &m.store, &m.d, err, sizeof err) == SD_OK;
     CHECK(ok, "load with the LoRA: %s", err);
-    lora_set_free(m.lora);
-    m.lora = NULL;
+    lora_set_free(m.store.lora);
+    m.store.lora = NULL;
     if (!ok) { model_close(&m); return; }
     st_file ex;
     open_fixture(&ex, "sd1-lora/expected.safetensors");
-    arena a;
-    arena_init(&a);
-    float *scratch = malloc((size_t)(m.max_half_matrix + 1) * sizeof(float));
+    compute cc;
+    compute_init(&cc, 0, 0, 0);
+    compute_reserve_scratch(&cc, (size_t)m.store.max_half_matrix + 1);
 
     const st_tensor *ids_t = st_find(&ex, "text.dog.ids");
     int ids[77]; /* stored as float32 */
     for (int i = 0; i < 77; i++) ids[i] = (int)((const float *)ids_t->data)[i];
     float hidden[77 * 32];
     size_t n;
-    CHECK(text_encoder_forward(&te, ids, te.c.layers, hidden, &a, scratch) == 0, "text forward");
+    const text_input in = {ids, NULL};
+    const text_output to = {te.c.layers, 1, hidden, NULL};
+    CHECK(text_encoder_forward(&cc, &te, &in, &to) == SD_OK, "text forward");
     const float *want = fixture_f32(&ex, "text.dog.hidden", &n);
     double d = max_abs_diff(hidden, want, n);
     printf("lora text.dog.hidden  max abs error %.3g\n", d);
@@ -100,13 +103,13 @@ static void test_merged_networks(void) {
     float t = tt->dtype == ST_F32 ? ((const float *)tt->data)[0] : (float)((const int64_t *)tt->data)[0], ts[2] = {t, t};
     want = fixture_f32(&ex, "unet.t500.out", &nout);
     float *out = malloc(nout * sizeof(float));
-    CHECK(unet_forward(&un, x, ts, ctx, 77, 2, 16, 16, out, &a, scratch) == 0, "unet forward");
+    const unet_input ui = {x, ts, ctx, 77, NULL, NULL, 2, 16, 16};
+    CHECK(unet_forward(&cc, &un, &ui, out) == SD_OK, "unet forward");
     d = max_abs_diff(out, want, nout);
     printf("lora unet.t500.out    max abs error %.3g (max |ref| %.3g)\n", d, max_abs(want, nout));
     CHECK(nx == nout && d <= 1e-3, "unet.t500 with the LoRA: max abs error %.3g (limit 1e-3)", d);
     free(out);
-    free(scratch);
-    arena_free(&a);
+    compute_free(&cc);
     st_close(&ex);
     text_encoder_free(&te);
     unet_free(&un);
@@ -117,7 +120,7 @@ static void test_merged_networks(void) {
 static void expect_refused(const char *model_file, const char *lora_file, const char *want) {
     sd_model m;
     open_model(&m, model_file);
-    lora_set *s = lora_set_create(&m);
+    lora_set *s = lora_set_create(&m.store, &m.d);
     char err[512] = "";
     int rc = lora_set_add(s, lora_file, 1.0f, NULL, 0, err, sizeof err);
     CHECK(rc != 0 && strstr(err, want), "%s on %s: want '%s', got %d '%s'", lora_file, model_file, want, rc, err);

@@ -5,6 +5,8 @@
 #include "sd.h"
 #include "test_util.h"
 
+#include <cJSON.h>
+
 #include <unistd.h>
 
 static void test_tiny_f32(void) {
@@ -12,20 +14,20 @@ static void test_tiny_f32(void) {
     char err[512] = "";
     char path[1024];
     snprintf(path, sizeof path, "%s/model_f32.safetensors", SD_FIXTURES);
-    CHECK(model_open(&m, path, err, sizeof err) == 0, "open f32: %s", err);
-    CHECK(m.file.n_tensors == 985, "985 tensors, got %d", m.file.n_tensors);
+    CHECK(model_open(&m, path, NULL, err, sizeof err) == SD_OK, "open f32: %s", err);
+    CHECK(m.store.file.n_tensors == 985, "985 tensors, got %d", m.store.file.n_tensors);
     CHECK(m.d.family == FAMILY_SD1, "family SD1");
-    CHECK(m.d.text_heads == 4 && m.d.unet_heads == 8 && m.d.prediction == PRED_EPSILON, "metadata heads/prediction");
-    CHECK(!strcmp(st_meta_get(&m.file, "format"), "pt"), "metadata format=pt");
-    const st_tensor *t = st_find(&m.file, "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight");
+    CHECK(m.d.text[0].heads == 4 && m.d.unet_heads == 8 && m.d.prediction == PRED_EPSILON, "metadata heads/prediction");
+    CHECK(!strcmp(st_meta_get(&m.store.file, "format"), "pt"), "metadata format=pt");
+    const st_tensor *t = st_find(&m.store.file, "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight");
     CHECK(t && t->dtype == ST_F32 && t->ndim == 2 && t->shape[0] == 32 && t->shape[1] == 32, "attn2.to_k shape");
-    t = st_find(&m.file, "model_ema.num_updates");
+    t = st_find(&m.store.file, "model_ema.num_updates");
     CHECK(t && t->dtype == ST_I32 && t->ndim == 0 && t->numel == 1, "0-dim I32 tensor");
-    t = st_find(&m.file, "cond_stage_model.transformer.text_model.embeddings.position_ids");
+    t = st_find(&m.store.file, "cond_stage_model.transformer.text_model.embeddings.position_ids");
     CHECK(t && t->dtype == ST_I64 && t->shape[1] == 77 && ((const int64_t *)t->data)[76] == 76, "I64 position_ids");
-    t = st_find(&m.file, "alphas_cumprod");
+    t = st_find(&m.store.file, "alphas_cumprod");
     CHECK(t && t->numel == 1000 && fabsf(((const float *)t->data)[0] - 0.99915f) < 1e-6f, "alphas_cumprod[0]");
-    CHECK(model_param_count(&m, "cond_stage_model.") > 49408 * 32, "text params");
+    CHECK(store_param_count(&m.store, "cond_stage_model.") > 49408 * 32, "text params");
     model_close(&m);
 }
 
@@ -35,11 +37,11 @@ static void test_tiny_f16(void) {
     char err[512] = "", p16[1024], p32[1024];
     snprintf(p16, sizeof p16, "%s/model_f16.safetensors", SD_FIXTURES);
     snprintf(p32, sizeof p32, "%s/model_f32.safetensors", SD_FIXTURES);
-    CHECK(model_open(&m16, p16, err, sizeof err) == 0, "open f16: %s", err);
-    CHECK(model_open(&m32, p32, err, sizeof err) == 0, "open f32: %s", err);
-    CHECK(m16.file.n_tensors == 985, "f16: 985 tensors");
+    CHECK(model_open(&m16, p16, NULL, err, sizeof err) == SD_OK, "open f16: %s", err);
+    CHECK(model_open(&m32, p32, NULL, err, sizeof err) == SD_OK, "open f32: %s", err);
+    CHECK(m16.store.file.n_tensors == 985, "f16: 985 tensors");
     const char *name = "model.diffusion_model.input_blocks.0.0.weight";
-    const st_tensor *a = st_find(&m16.file, name), *b = st_find(&m32.file, name);
+    const st_tensor *a = st_find(&m16.store.file, name), *b = st_find(&m32.store.file, name);
     CHECK(a && a->dtype == ST_F16 && b && a->numel == b->numel, "f16 conv_in");
     int exact = 1;
     for (int64_t i = 0; a && b && i < a->numel; i++) {
@@ -110,7 +112,7 @@ static void test_bad_files(void) {
     sd_model m;
     char err[512] = "";
     const char *llm = write_st("llm", "{\"model.layers.0.self_attn.q_proj.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
-    CHECK(model_open(&m, llm, err, sizeof err) == -3 && strstr(err, "not a Stable Diffusion checkpoint"), "llm: %s", err);
+    CHECK(model_open(&m, llm, NULL, err, sizeof err) == SD_ERR_MODEL && strstr(err, "not a Stable Diffusion checkpoint"), "llm: %s", err);
 }
 
 /* A copy of the tiny model with one tensor renamed or reshaped in its header. */
@@ -156,6 +158,83 @@ static void test_bad_models(void) {
     if (st == SD_OK) sd_free(ctx);
 }
 
+/* A copy of fixture src without the metadata keys not in `keep` (NULL-terminated), and with every value of the F32
+ * tensor `bias` (if not NULL) set to bias_value: the header is rewritten, the data section is the same. */
+static const char *without_metadata(const char *src, const char *name, const char *const *keep, const char *bias,
+                                    float bias_value) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", SD_FIXTURES, src);
+    char *raw = NULL;
+    FILE *f = fopen(path, "rb");
+    long size = f && !fseek(f, 0, SEEK_END) ? ftell(f) : -1;
+    if (size > 8 && (raw = malloc((size_t)size)) && !fseek(f, 0, SEEK_SET) && fread(raw, 1, (size_t)size, f) != (size_t)size) size = -1;
+    if (f) fclose(f);
+    if (size <= 8 || !raw) exit(2);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = (hl << 8) | (unsigned char)raw[i];
+    cJSON *h = cJSON_ParseWithLength(raw + 8, (size_t)hl), *meta = cJSON_GetObjectItem(h, "__metadata__");
+    for (cJSON *m = meta ? meta->child : NULL, *next; m; m = next) {
+        next = m->next;
+        int kept = 0;
+        for (int k = 0; keep && keep[k]; k++) kept |= !strcmp(keep[k], m->string);
+        if (!kept) cJSON_DeleteItemFromObject(meta, m->string);
+    }
+    char *data = raw + 8 + hl;
+    const cJSON *b = bias ? cJSON_GetObjectItem(h, bias) : NULL;
+    if (b) {
+        int64_t begin = (int64_t)cJSON_GetArrayItem(cJSON_GetObjectItem(b, "data_offsets"), 0)->valuedouble;
+        int64_t end = (int64_t)cJSON_GetArrayItem(cJSON_GetObjectItem(b, "data_offsets"), 1)->valuedouble;
+        for (int64_t o = begin; o < end; o += 4) memcpy(data + o, &bias_value, 4);
+    }
+    char *text = cJSON_PrintUnformatted(h);
+    size_t tl = strlen(text), padded = (tl + 7) / 8 * 8, data_len = (size_t)size - 8 - hl;
+    char *out = malloc(8 + padded + data_len);
+    for (int i = 0; i < 8; i++) out[i] = (char)((uint64_t)padded >> (8 * i));
+    memcpy(out + 8, text, tl);
+    memset(out + 8 + tl, ' ', padded - tl);
+    memcpy(out + 8 + padded, data, data_len);
+    const char *p = write_file(name, out, 8 + padded + data_len);
+    free(out);
+    free(text);
+    cJSON_Delete(h);
+    free(raw);
+    return p;
+}
+
+/* What a file without metadata gets: the families' default head counts, and for SD 2.x the prediction type from
+ * AUTOMATIC1111's UNet test (out.2's bias pushed far below or above zero decides it either way). */
+static void test_defaults_without_metadata(void) {
+    sd_model m;
+    char err[SD_ERR_LEN] = "";
+    const char *sd1 = without_metadata("model_f32.safetensors", "sd1_nometa.safetensors", NULL, NULL, 0);
+    CHECK(model_open(&m, sd1, NULL, err, sizeof err) == SD_OK && m.store.file.n_meta == 0, "open sd1 without metadata: %s", err);
+    CHECK(m.d.text[0].heads == 12 && m.d.unet_heads == 8 && m.d.unet_head_dim == 0 && m.d.prediction == PRED_EPSILON &&
+              m.d.default_size == 512, "SD 1.x defaults: text heads %d, UNet heads %d / width %d", m.d.text[0].heads,
+          m.d.unet_heads, m.d.unet_head_dim);
+    model_close(&m);
+    const char *sd2 = without_metadata("sd2-tiny/model_f32.safetensors", "sd2_nometa.safetensors", NULL, NULL, 0);
+    CHECK(model_open(&m, sd2, NULL, err, sizeof err) == SD_OK, "open sd2 without metadata: %s", err);
+    CHECK(m.d.text[0].heads == 1 && m.d.unet_head_dim == 64 && m.d.prediction == PRED_UNKNOWN,
+          "SD 2.x defaults: text heads %d (width 32 < 64), UNet heads of %d, prediction left to the UNet test", m.d.text[0].heads,
+          m.d.unet_head_dim);
+    model_close(&m);
+    static const char *const heads[] = {"sd.text.heads", "sd.unet.head_dim", NULL}; /* the tiny sizes' heads */
+    static const struct { float bias; sd_prediction want; int size; } cases[] = {{-100.0f, SD_PREDICTION_V, 768},
+                                                                                  {100.0f, SD_PREDICTION_EPSILON, 512}};
+    for (int c = 0; c < 2; c++) {
+        const char *p = without_metadata("sd2-tiny/model_f32.safetensors", c ? "sd2_eps.safetensors" : "sd2_v.safetensors", heads,
+                                         "model.diffusion_model.out.2.bias", cases[c].bias);
+        sd_ctx *ctx = NULL;
+        sd_model_info mi;
+        CHECK(sd_load(&ctx, p, 1, err) == SD_OK, "load %s: %s", p, err);
+        if (!ctx) continue;
+        sd_get_model_info(ctx, &mi);
+        CHECK(mi.prediction == cases[c].want && mi.default_width == cases[c].size,
+              "UNet test with out.2 bias %g: prediction %d, default size %d", cases[c].bias, (int)mi.prediction, mi.default_width);
+        sd_free(ctx);
+    }
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/sd-test-model-XXXXXX");
     if (!mkdtemp(tmpdir)) return 2;
@@ -164,6 +243,7 @@ int main(void) {
     test_load_context();
     test_bad_files();
     test_bad_models();
+    test_defaults_without_metadata();
     remove_test_dir(tmpdir);
     return test_finish();
 }

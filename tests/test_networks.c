@@ -15,19 +15,20 @@ typedef struct {
     text_encoder te;
     unet un;
     vae va;
-    arena a;
-    float *scratch;
+    compute cc;
 } net;
 
 static int net_load(net *n, const char *file) {
     char path[1024], err[512] = "";
     snprintf(path, sizeof path, "%s/%s", SD_FIXTURES, file);
     memset(n, 0, sizeof *n);
-    int ok = model_open(&n->m, path, err, sizeof err) == 0 && text_encoder_load(&n->te, &n->m, err, sizeof err) == 0 &&
-             unet_load(&n->un, &n->m, err, sizeof err) == 0 && vae_load(&n->va, &n->m, err, sizeof err) == 0;
+    int ok = model_open(&n->m, path, NULL, err, sizeof err) == SD_OK &&
+             text_encoder_load(&n->te, &n->m.store, &n->m.d.text[0], err, sizeof err) == SD_OK &&
+             unet_load(&n->un, &n->m.store, &n->m.d, err, sizeof err) == SD_OK &&
+             vae_load(&n->va, &n->m.store, err, sizeof err) == SD_OK;
     CHECK(ok, "load %s: %s", file, err);
-    arena_init(&n->a);
-    n->scratch = malloc((size_t)(n->m.max_half_matrix + 1) * sizeof(float));
+    compute_init(&n->cc, 0, 0, 0);
+    compute_reserve_scratch(&n->cc, (size_t)n->m.store.max_half_matrix + 1);
     return ok;
 }
 
@@ -35,8 +36,7 @@ static void net_free(net *n) {
     text_encoder_free(&n->te);
     unet_free(&n->un);
     vae_free(&n->va);
-    arena_free(&n->a);
-    free(n->scratch);
+    compute_free(&n->cc);
     model_close(&n->m);
 }
 
@@ -60,12 +60,13 @@ static void test_text(net *n, const st_file *ex, const char *ref_prefix, tokeniz
         snprintf(name, sizeof name, "text.%s", names[c]);
         const char *prompt = case_prompt(cases, name);
         if (prompt) {
-            CHECK(tokenizer_encode_padded(tok, prompt, mine, 77, n->m.d.pad_id, err, sizeof err) == 0 &&
+            CHECK(tokenizer_encode_padded(tok, prompt, mine, 77, n->m.d.text[0].pad_id, err, sizeof err) == 0 &&
                   !memcmp(ids, mine, sizeof ids), "%s%s: token ids differ from the reference", ref_prefix, name);
         }
         float hidden[77 * 32];
-        CHECK(n->te.c.hidden == 32 && text_encoder_forward(&n->te, ids, n->te.c.layers - n->m.d.text_skip, hidden, &n->a, n->scratch) == 0,
-              "text forward");
+        const text_input in = {ids, NULL};
+        const text_output out = {n->te.c.layers - n->m.d.text[0].skip, 1, hidden, NULL};
+        CHECK(n->te.c.hidden == 32 && text_encoder_forward(&n->cc, &n->te, &in, &out) == SD_OK, "text forward");
         snprintf(name, sizeof name, "%stext.%s.hidden", ref_prefix, names[c]);
         size_t cnt;
         const float *want = fixture_f32(ex, name, &cnt);
@@ -91,7 +92,8 @@ static void test_unet(net *n, const st_file *ex, const char *ref_prefix) {
         snprintf(name, sizeof name, "%sunet.%s.out", ref_prefix, cases[c]);
         const float *want = fixture_f32(ex, name, &nout);
         float *out = malloc(nout * sizeof(float));
-        CHECK(unet_forward(&n->un, x, ts, ctx, 77, 2, 16, 16, out, &n->a, n->scratch) == 0, "unet forward");
+        const unet_input in = {x, ts, ctx, 77, NULL, NULL, 2, 16, 16};
+        CHECK(unet_forward(&n->cc, &n->un, &in, out) == SD_OK, "unet forward");
         double d = max_abs_diff(out, want, nout);
         printf("%-28s max abs error %.3g (max |ref| %.3g)\n", name, d, max_abs(want, nout));
         CHECK(nx == 2 * 4 * 16 * 16 && d <= 1e-3, "%s: max abs error %.3g (limit 1e-3)", name, d);
@@ -106,7 +108,7 @@ static void test_vae(net *n, const st_file *ex, const char *ref_prefix) {
     snprintf(name, sizeof name, "%svae.decode.image", ref_prefix);
     const float *want = fixture_f32(ex, name, &nimg);
     float *img = malloc(nimg * sizeof(float));
-    CHECK(vae_decode(&n->va, z, 1, 16, 16, img, &n->a, n->scratch) == 0, "vae decode");
+    CHECK(vae_decode(&n->cc, &n->va, z, 1, 16, 16, img) == SD_OK, "vae decode");
     double d = max_abs_diff(img, want, nimg);
     printf("%-28s max abs error %.3g\n", name, d);
     CHECK(nimg == 3 * 128 * 128 && d <= 2e-3, "%s: max abs error %.3g (limit 2e-3)", name, d);
@@ -119,7 +121,7 @@ static void test_vae(net *n, const st_file *ex, const char *ref_prefix) {
     snprintf(name, sizeof name, "%svae.encode.logvar", ref_prefix);
     const float *want_logvar = fixture_f32(ex, name, NULL);
     float *mean = malloc(nmean * sizeof(float)), *logvar = malloc(nmean * sizeof(float));
-    CHECK(vae_encode(&n->va, image, 1, 128, 128, mean, logvar, &n->a, n->scratch) == 0, "vae encode");
+    CHECK(vae_encode(&n->cc, &n->va, image, 1, 128, 128, mean, logvar) == SD_OK, "vae encode");
     double dm = max_abs_diff(mean, want_mean, nmean), dl = max_abs_diff(logvar, want_logvar, nmean);
     printf("%svae.encode mean/logvar     max abs error %.3g / %.3g\n", ref_prefix, dm, dl);
     CHECK(nmean == 4 * 16 * 16 && dm <= 1e-3 && dl <= 1e-3, "%svae.encode: mean %.3g, logvar %.3g (limit 1e-3)", ref_prefix, dm, dl);
@@ -169,7 +171,7 @@ static void test_vae_tiling(void) {
         const float *want = fixture_f32(&ex, key, &nimg);
         float *img = malloc(nimg * sizeof(float));
         CHECK(nz == (size_t)4 * dec[c].h * dec[c].w && nimg == (size_t)3 * 64 * dec[c].h * dec[c].w, "%s: sizes", dec[c].name);
-        CHECK(vae_decode_tiled(&n.va, z, dec[c].h, dec[c].w, 64, img, &n.a, n.scratch) == 0, "%s: tiled decode", dec[c].name);
+        CHECK(vae_decode_tiled(&n.cc, &n.va, z, dec[c].h, dec[c].w, 64, img) == SD_OK, "%s: tiled decode", dec[c].name);
         double d = max_abs_diff(img, want, nimg);
         printf("%-28s max abs error %.3g\n", dec[c].name, d);
         CHECK(d <= 2e-3, "%s: max abs error %.3g (limit 2e-3)", dec[c].name, d);
@@ -179,7 +181,7 @@ static void test_vae_tiling(void) {
     const float *image = fixture_f32(&ex, "tiled_encode.image", &nimg);
     const float *want_mean = fixture_f32(&ex, "tiled_encode.mean", &nm), *want_logvar = fixture_f32(&ex, "tiled_encode.logvar", NULL);
     float *mean = malloc(nm * sizeof(float)), *logvar = malloc(nm * sizeof(float));
-    CHECK(vae_encode_tiled(&n.va, image, 192, 320, 64, mean, logvar, &n.a, n.scratch) == 0, "tiled encode");
+    CHECK(vae_encode_tiled(&n.cc, &n.va, image, 192, 320, 64, mean, logvar) == SD_OK, "tiled encode");
     double dm = max_abs_diff(mean, want_mean, nm), dl = max_abs_diff(logvar, want_logvar, nm);
     printf("tiled_encode mean/logvar     max abs error %.3g / %.3g\n", dm, dl);
     CHECK(nm == 4 * 24 * 40 && dm <= 1e-3 && dl <= 1e-3, "tiled encode: mean %.3g, logvar %.3g (limit 1e-3)", dm, dl);

@@ -52,7 +52,7 @@ static void check_conditioning(const char *name, const char *text, const char *k
     conditioning cd;
     size_t nc;
     const float *want = fixture_f32(&ex, cond_key, &nc);
-    CHECK(conditioner_encode(&cond, text, clip_skip, "prompt", &cd, err, sizeof err) == 0, "%s: encode: %s", name, err);
+    CHECK(conditioner_encode(&cond, text, clip_skip, "prompt", &cd, err, sizeof err) == SD_OK, "%s: encode: %s", name, err);
     double d = cd.ctx && (size_t)cd.len * cd.width == nc ? max_abs_diff(cd.ctx, want, nc) : INFINITY;
     printf("%-28s %d chunk(s), conditioning max abs error %.3g\n", cond_key, n, d);
     CHECK(d <= 1e-4, "%s: conditioning max abs error %.3g (limit 1e-4)", cond_key, d);
@@ -106,14 +106,15 @@ int main(void) {
     tok = tokenizer_create(err, sizeof err);
     sd_model m;
     text_encoder te;
-    arena a;
-    arena_init(&a);
+    compute cc;
+    compute_init(&cc, 0, 0, 0);
     snprintf(path, sizeof path, "%s/model_f32.safetensors", SD_FIXTURES);
-    if (model_open(&m, path, err, sizeof err) != 0 || text_encoder_load(&te, &m, err, sizeof err) != 0) {
+    if (model_open(&m, path, NULL, err, sizeof err) != SD_OK ||
+        text_encoder_load(&te, &m.store, &m.d.text[0], err, sizeof err) != SD_OK) {
         CHECK(0, "load: %s", err);
         return test_finish();
     }
-    cond = (conditioner){tok, &te, &m.d, &a, NULL};
+    cond = (conditioner){tok, &te, &m.d, &cc};
     test_documented_examples();
     test_extra_network_tags();
     cJSON *cases = fixture_json("sd1-prompts/cases.json");
@@ -142,7 +143,7 @@ int main(void) {
     cJSON_Delete(cases);
     text_encoder_free(&te);
     model_close(&m);
-    arena_free(&a);
+    compute_free(&cc);
     tokenizer_free(tok);
     st_close(&ex);
     return test_finish();

@@ -20,10 +20,10 @@ static void run_cases(const char *dec, const char *enc, const char *ref) {
     CHECK(taesd_load(&te, path, err, sizeof err) == 0 && te.has_encoder, "load %s: %s", enc, err);
     st_file ex;
     open_fixture(&ex, "taesd/expected.safetensors");
-    arena a;
-    arena_init(&a);
+    compute cc;
+    compute_init(&cc, 0, 0, 0);
     int64_t half = taesd_max_half(&td) > taesd_max_half(&te) ? taesd_max_half(&td) : taesd_max_half(&te);
-    float *scratch = malloc((size_t)(half + 1) * sizeof(float));
+    compute_reserve_scratch(&cc, (size_t)half + 1);
     static const struct { const char *name; int h, w; } cases[] = {{"decode", 16, 16}, {"decode_tall", 24, 16}};
     for (int c = 0; c < 2; c++) {
         size_t nz, ni;
@@ -32,7 +32,7 @@ static void run_cases(const char *dec, const char *enc, const char *ref) {
         snprintf(key, sizeof key, "%s%s.image", ref, cases[c].name);
         const float *want = fixture_f32(&ex, key, &ni);
         float *img = malloc(ni * sizeof(float));
-        CHECK(ni == (size_t)3 * 64 * cases[c].h * cases[c].w && taesd_decode(&td, z, cases[c].h, cases[c].w, img, &a, scratch) == 0,
+        CHECK(ni == (size_t)3 * 64 * cases[c].h * cases[c].w && taesd_decode(&cc, &td, z, cases[c].h, cases[c].w, img) == SD_OK,
               "%s: decode", key);
         char label[160];
         snprintf(label, sizeof label, "%s (%s)", key, dec);
@@ -44,13 +44,12 @@ static void run_cases(const char *dec, const char *enc, const char *ref) {
         snprintf(key, sizeof key, "%s%s.latent", ref, enc_name);
         want = fixture_f32(&ex, key, &nz);
         float *lat = malloc(nz * sizeof(float));
-        CHECK(taesd_encode(&te, image, 8 * cases[c].h, 8 * cases[c].w, lat, &a, scratch) == 0, "%s: encode", key);
+        CHECK(taesd_encode(&cc, &te, image, 8 * cases[c].h, 8 * cases[c].w, lat) == SD_OK, "%s: encode", key);
         snprintf(label, sizeof label, "%s (%s)", key, enc);
         check(label, lat, want, nz);
         free(lat);
     }
-    free(scratch);
-    arena_free(&a);
+    compute_free(&cc);
     st_close(&ex);
     taesd_free(&td);
     taesd_free(&te);

@@ -6,8 +6,8 @@
  *            [--taesd FILE] [--precision f32|bf16]
  */
 #include "blas_env.h"
+#include "model/desc.h"
 #include "nn/kernels.h"
-#include "model/model.h"
 #include "sd.h"
 
 #include <cblas.h>
@@ -25,11 +25,11 @@
 
 /* Whether the checkpoint has SD 1.5's shapes, so that flops.json applies to it. */
 static int is_sd15(const char *path) {
-    sd_model m;
+    tensor_store s;
     char err[256];
-    if (model_open(&m, path, err, sizeof err) != 0) return 0;
-    int yes = model_param_count(&m, UNET_PREFIX) == SD15_UNET_PARAMS;
-    model_close(&m);
+    if (store_open(&s, path, NULL, err, sizeof err) != SD_OK) return 0;
+    int yes = store_param_count(&s, UNET_PREFIX) == SD15_UNET_PARAMS;
+    store_close(&s);
     return yes;
 }
 
@@ -50,20 +50,32 @@ static double now_s(void) {
 static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
 static double median(double *v, int n) { qsort(v, (size_t)n, sizeof *v, cmp); return v[n / 2]; }
 
-static double sgemm_peak(void) {
+/* The sgemm peak on `threads` threads (< 1: all). */
+static double sgemm_peak(int threads) {
     const int n = 2048;
+    compute cc;
+    compute_init(&cc, threads, 0, 0); /* OpenBLAS's float32 product */
     float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
     for (int i = 0; i < n * n; i++) { a[i] = (float)(i % 7) * 0.1f; b[i] = (float)(i % 5) * 0.1f; }
     double best = 0;
-    kernels_set_bf16(0); /* OpenBLAS's float32 product */
     for (int r = 0; r < 4; r++) {
         double t0 = now_s();
-        matmul(a, b, c, n, n, n, 1.0f, 0.0f); /* the same threaded GEMM path the networks use */
+        matmul(&cc, a, b, c, n, n, n, 1.0f, 0.0f); /* the same threaded GEMM path the networks use */
         double g = 2.0 * n * n * n / (now_s() - t0) / 1e9;
         if (r > 0 && g > best) best = g; /* first run warms up */
     }
     free(a); free(b); free(c);
+    compute_free(&cc);
     return best;
+}
+
+/* The thread count a context asked for `threads` runs with. */
+static int threads_used(int threads) {
+    compute cc;
+    compute_init(&cc, threads, 0, 0);
+    int n = cc.threads;
+    compute_free(&cc);
+    return n;
 }
 
 /* What one benchmark measures: the options, and the medians it found. */
@@ -95,7 +107,7 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); return st == SD_ERR_NOMEM || st == SD_ERR_RUNTIME ? 1 : 2; }
     /* the peak: the best of measurements before and after every run (a noisy neighbour during one of them
      * would otherwise lower the floor and flatter the step / floor ratio) */
-    double peak = sgemm_peak();
+    double peak = sgemm_peak(o->threads);
     double text[50], step[50], decode[50], total[50], step_flops = 0;
     size_t rss = 0;
     int bf16 = 0;
@@ -125,11 +137,11 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
         step_flops = t.step_gemm_flops;
         bf16 = t.bf16;
         fprintf(stderr, "run %d: text %.3f s, step %.3f s, decode %.3f s, total %.1f s\n", r + 1, text[r], step[r], decode[r], total[r]);
-        const double again = sgemm_peak();
+        const double again = sgemm_peak(o->threads);
         if (again > peak) peak = again;
     }
     printf("sgemm 2048^3 peak:      %.1f GFLOP/s (OpenBLAS %s kernels, %d threads; best of %d measurements around the runs)\n",
-           peak, openblas_get_corename(), kernels_threads(), o->runs + 1);
+           peak, openblas_get_corename(), threads_used(o->threads), o->runs + 1);
     printf("load:                   %.3f s%s\n", load_s, o->n_loras ? " (LoRAs merged)" : "");
     double scale = (double)o->width * o->height / (512.0 * 512.0);
     double mt = median(text, o->runs), ms = median(step, o->runs), md = median(decode, o->runs), mtot = median(total, o->runs);
@@ -150,7 +162,7 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     printf("whole image (%d steps): %.1f s\n", o->steps, mtot);
     printf("peak RSS:               %.2f GB\n", (double)rss / 1e9);
     printf("(%dx%d, medians of %d run%s, %d threads, %s products)\n", o->width, o->height, o->runs, o->runs > 1 ? "s" : "",
-           kernels_threads(), bf16 ? "bfloat16" : "float32");
+           threads_used(o->threads), bf16 ? "bfloat16" : "float32");
     sd_free(ctx);
     res->step = ms;
     res->decode = md;

@@ -41,7 +41,7 @@ static int write_tensor(FILE *out, const st_tensor *t, st_dtype to) {
     int rc = f && b ? 0 : -1;
     for (int64_t i = 0; i < t->numel && !rc; i += chunk) {
         int64_t n = t->numel - i < chunk ? t->numel - i : chunk;
-        weight_rows_f32(&w, i, n, f);
+        weight_rows_f32(&w, i, n, f, 1);
         for (int64_t k = 0; k < n; k++) {
             uint16_t h = to == ST_F16 ? float_to_half(f[k]) : float_to_bf16(f[k]);
             if (to == ST_F32) memcpy(b + 4 * k, &f[k], 4);
@@ -164,9 +164,9 @@ int main(int argc, char **argv) {
         return error(2, "%s: is the input%s", outp, "");
     sd_model m;
     char err[1024];
-    if (model_open_with_vae(&m, in, vae, err, sizeof err) != 0) return error(2, "%s%s", err, "");
-    fprintf(stderr, "sd-convert: read %s (%s, %d tensors)\n", in, formats_describe(m.format), m.file.n_tensors);
-    int rc = write_checkpoint(&m.file, type, meta, n_meta, outp);
+    if (model_open(&m, in, vae, err, sizeof err) != SD_OK) return error(2, "%s%s", err, "");
+    fprintf(stderr, "sd-convert: read %s (%s, %d tensors)\n", in, formats_describe(m.store.format), m.store.file.n_tensors);
+    int rc = write_checkpoint(&m.store.file, type, meta, n_meta, outp);
     model_close(&m);
     return rc;
 }

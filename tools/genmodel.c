@@ -55,8 +55,8 @@ static float value_for(const char *name, const int64_t *dims, int ndim, int64_t 
 static cJSON *lora_manifest(const char *model_path, int rank) {
     sd_model m;
     char err[512];
-    if (model_open(&m, model_path, err, sizeof err) != 0) { fprintf(stderr, "sd-genmodel: error: %s\n", err); return NULL; }
-    lora_set *s = lora_set_create(&m);
+    if (model_open(&m, model_path, NULL, err, sizeof err) != SD_OK) { fprintf(stderr, "sd-genmodel: error: %s\n", err); return NULL; }
+    lora_set *s = lora_set_create(&m.store, &m.d);
     cJSON *tensors = cJSON_CreateArray();
     const char *key;
     const st_tensor *t;

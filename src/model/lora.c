@@ -58,25 +58,26 @@ static int add_target(lora_set *s, const char *root, const char *path, const st_
 }
 
 /* Resnets per UNet level: input_blocks.(L+1).0.op is the first downsampler. */
-static int unet_levels_resnets(const sd_model *m) {
+static int unet_levels_resnets(const tensor_store *st) {
     char name[128];
     for (int n = 1; n < 16; n++) {
         snprintf(name, sizeof name, UNET_PREFIX "input_blocks.%d.0.op.weight", n);
-        if (st_find(&m->file, name)) return n - 1;
+        if (store_find(st, name)) return n - 1;
     }
     return 2;
 }
 
-/* A text-encoder tensor's transformers module path(s): CLIP names are transformers' already; OpenCLIP's fused
- * attention in_proj [3C, C] is q_proj, k_proj, v_proj as row ranges. */
-static int add_text_targets(lora_set *s, const sd_model *m, const st_tensor *t) {
+/* A text-encoder tensor's transformers module path(s) under the root ("te", or "te1" / "te2" for a model with two
+ * encoders): CLIP names are transformers' already; OpenCLIP's fused attention in_proj [3C, C] is q_proj, k_proj,
+ * v_proj as row ranges. */
+static int add_text_targets(lora_set *s, const text_encoder_desc *e, const char *root, const st_tensor *t) {
     const char *name = t->name;
-    size_t plen = strlen(m->d.text_prefix), nlen = strlen(name);
-    if (m->d.text == TEXT_CLIP) {
+    size_t plen = strlen(e->prefix), nlen = strlen(name);
+    if (e->naming == TEXT_CLIP) {
         if (nlen < 7 || strcmp(name + nlen - 7, ".weight")) return 0;
         char path[256];
         snprintf(path, sizeof path, "text_model.%.*s", (int)(nlen - plen - 7), name + plen);
-        return add_target(s, "te", path, t, 0, (int)t->shape[0]);
+        return add_target(s, root, path, t, 0, (int)t->shape[0]);
     }
     int layer;
     char rest[128], path[256];
@@ -88,27 +89,33 @@ static int add_text_targets(lora_set *s, const sd_model *m, const st_tensor *t) 
         int C = (int)(t->shape[0] / 3);
         for (int i = 0; i < 3; i++) {
             snprintf(path, sizeof path, "text_model.encoder.layers.%d.self_attn.%s", layer, qkv[i]);
-            if (add_target(s, "te", path, t, i * C, C) != 0) return -1;
+            if (add_target(s, root, path, t, i * C, C) != 0) return -1;
         }
         return 0;
     }
     for (size_t i = 0; i < sizeof map / sizeof *map; i++)
         if (!strcmp(rest, map[i][0])) {
             snprintf(path, sizeof path, "text_model.encoder.layers.%d.%s", layer, map[i][1]);
-            return add_target(s, "te", path, t, 0, (int)t->shape[0]);
+            return add_target(s, root, path, t, 0, (int)t->shape[0]);
         }
     return 0;
 }
 
 static int compare_targets(const void *a, const void *b) { return strcmp(((const target *)a)->key, ((const target *)b)->key); }
 
-lora_set *lora_set_create(const sd_model *m) {
+/* The root of encoder i's modules: "te" when the model has one encoder, else "te1", "te2" (kohya's names). */
+static void text_root(const model_desc *d, int i, char *root, size_t len) {
+    if (d->n_text == 1) snprintf(root, len, "te");
+    else snprintf(root, len, "te%d", i + 1);
+}
+
+lora_set *lora_set_create(const tensor_store *st, const model_desc *d) {
     lora_set *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    const int L = unet_levels_resnets(m);
+    const int L = unet_levels_resnets(st);
     const size_t ulen = strlen(UNET_PREFIX);
-    for (int i = 0; i < m->file.n_tensors; i++) {
-        const st_tensor *t = &m->file.tensors[i];
+    for (int i = 0; i < st->file.n_tensors; i++) {
+        const st_tensor *t = &st->file.tensors[i];
         size_t nlen = strlen(t->name);
         int rc = 0;
         if (t->ndim != 2 && t->ndim != 4) continue; /* only matrices and convolutions carry LoRAs */
@@ -116,8 +123,13 @@ lora_set *lora_set_create(const sd_model *m) {
             char orig[256], path[256];
             snprintf(orig, sizeof orig, "%.*s", (int)(nlen - ulen - 7), t->name + ulen);
             if (naming_unet_to_diffusers(orig, L, path, sizeof path) == 0) rc = add_target(s, "unet", path, t, 0, (int)t->shape[0]);
-        } else if (!strncmp(t->name, m->d.text_prefix, strlen(m->d.text_prefix))) {
-            rc = add_text_targets(s, m, t);
+        } else {
+            for (int e = 0; e < d->n_text && rc == 0; e++) {
+                char root[8];
+                text_root(d, e, root, sizeof root);
+                if (!strncmp(t->name, d->text[e].prefix, strlen(d->text[e].prefix)))
+                    rc = add_text_targets(s, &d->text[e], root, t);
+            }
         }
         if (rc != 0) { lora_set_free(s); return NULL; }
     }
@@ -186,7 +198,7 @@ int lora_set_target_at(const lora_set *s, int i, const char **key, const st_tens
 static float scalar_value(const st_tensor *t) {
     float v = 0;
     weight w = {.half = t->data, .dtype = t->dtype, .numel = 1};
-    weight_rows_f32(&w, 0, 1, &v);
+    weight_rows_f32(&w, 0, 1, &v, 1);
     return v;
 }
 
@@ -325,7 +337,7 @@ int lora_set_targets(const lora_set *s, const st_tensor *t) {
 static float *tensor_f32(const st_tensor *t) {
     float *f = malloc((size_t)t->numel * sizeof(float));
     weight w = {.half = t->data, .dtype = t->dtype, .numel = t->numel};
-    if (f) weight_rows_f32(&w, 0, t->numel, f);
+    if (f) weight_rows_f32(&w, 0, t->numel, f, 1);
     return f;
 }
 

@@ -13,14 +13,15 @@
 #ifndef SD_LORA_H
 #define SD_LORA_H
 
-#include "model/model.h"
+#include "model/desc.h"
+#include "model/store.h"
 
 #include <stdio.h>
 
 typedef struct lora_set lora_set;
 
-/* The name table of a model's LoRA targets. NULL without memory. */
-lora_set *lora_set_create(const sd_model *m);
+/* The name table of the LoRA targets of the checkpoint in s, described by d. NULL without memory. */
+lora_set *lora_set_create(const tensor_store *s, const model_desc *d);
 void lora_set_free(lora_set *s);
 
 /* Reads one LoRA file with a multiplier and maps its modules. Unmatched modules are counted (and listed on

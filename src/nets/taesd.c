@@ -48,10 +48,11 @@ static void load_coder(wloader *L, taesd_coder *c, int decoder, int offset, int 
     c->out = load_conv(L, (decoder ? 18 : 14) + offset, TAESD_CH, decoder ? 3 : latent_ch, 1, 1);
 }
 
-int taesd_load(taesd *t, const char *path, char *err, size_t errlen) {
+sd_status taesd_load(taesd *t, const char *path, char *err, size_t errlen) {
     memset(t, 0, sizeof *t);
-    if (st_open(&t->file.file, path, err, errlen) != 0) return -1;
-    const st_file *f = &t->file.file;
+    sd_status st = store_open(&t->store, path, NULL, err, errlen);
+    if (st != SD_OK) return st;
+    const st_file *f = &t->store.file;
     const st_tensor *d = st_find(f, "decoder.layers.0.weight"), *e = st_find(f, "encoder.layers.0.weight");
     const char *dp = "decoder.layers.", *ep = "encoder.layers.";
     int doff = 0;
@@ -63,19 +64,30 @@ int taesd_load(taesd *t, const char *path, char *err, size_t errlen) {
     if (!d && !e) {
         snprintf(err, errlen, "%s: not a TAESD file (no decoder.layers.0.weight / encoder.layers.0.weight)", path);
         taesd_free(t);
-        return -1;
+        return SD_ERR_MODEL;
     }
     t->latent_ch = d ? (int)d->shape[1] : 4; /* an encoder-only file: SD 1.x's 4 (the last conv's shape is checked) */
-    wloader L = {&t->file, err, errlen, 0, ""};
-    if (d) { wl_prefix(&L, "%s", dp); load_coder(&L, &t->dec, 1, doff, t->latent_ch); t->has_decoder = 1; }
-    if (e) { wl_prefix(&L, "%s", ep); load_coder(&L, &t->enc, 0, 0, t->latent_ch); t->has_encoder = 1; }
-    if (L.failed) { taesd_free(t); return -1; }
-    return 0;
+    wloader L = {&t->store, err, errlen, 0, ""};
+    if (d) {
+        wl_prefix(&L, "%s", dp);
+        load_coder(&L, &t->dec, 1, doff, t->latent_ch);
+        t->has_decoder = 1;
+    }
+    if (e) {
+        wl_prefix(&L, "%s", ep);
+        load_coder(&L, &t->enc, 0, 0, t->latent_ch);
+        t->has_encoder = 1;
+    }
+    if (L.failed) {
+        taesd_free(t);
+        return SD_ERR_MODEL;
+    }
+    return SD_OK;
 }
 
-void taesd_free(taesd *t) { model_close(&t->file); }
+void taesd_free(taesd *t) { store_close(&t->store); }
 
-int64_t taesd_max_half(const taesd *t) { return t->file.max_half_matrix; }
+int64_t taesd_max_half(const taesd *t) { return t->store.max_half_matrix; }
 
 /* ---------------- forward ---------------- */
 
@@ -84,64 +96,67 @@ static void relu(float *x, size_t n) {
 }
 
 /* x[64, H, W] = relu(conv4(relu(conv2(relu(conv0(x))))) + x), with t1, t2 as temporaries. */
-static void block_forward(const taesd_block *b, float *x, int H, int W, float *t1, float *t2, arena *a, float *scratch) {
+static void block_forward(compute *cc, const taesd_block *b, float *x, int H, int W, float *t1, float *t2) {
     const size_t n = (size_t)TAESD_CH * H * W;
-    conv_layer_forward(&b->c0, x, 1, H, W, t1, a, scratch);
+    conv_layer_forward(cc, &b->c0, x, 1, H, W, t1);
     relu(t1, n);
-    conv_layer_forward(&b->c2, t1, 1, H, W, t2, a, scratch);
+    conv_layer_forward(cc, &b->c2, t1, 1, H, W, t2);
     relu(t2, n);
-    conv_layer_forward(&b->c4, t2, 1, H, W, t1, a, scratch);
+    conv_layer_forward(cc, &b->c4, t2, 1, H, W, t1);
     for (size_t i = 0; i < n; i++) x[i] = t1[i] + x[i] > 0 ? t1[i] + x[i] : 0;
 }
 
-int taesd_decode(const taesd *t, const float *z, int h, int w, float *image, arena *a, float *scratch) {
-    if (!t->has_decoder) return -1;
+sd_status taesd_decode(compute *cc, const taesd *t, const float *z, int h, int w, float *image) {
+    if (!t->has_decoder) return SD_ERR_MODEL;
     const taesd_coder *c = &t->dec;
-    arena_mark mark = arena_get_mark(a);
+    if (compute_stopped(cc)) return cc->status;
+    arena_mark mark = compute_mark(cc);
     const size_t big = (size_t)TAESD_CH * 64 * h * w; /* 64 channels at the output size */
-    float *x = arena_alloc(a, big), *t1 = arena_alloc(a, big), *t2 = arena_alloc(a, big);
-    float *zc = arena_alloc(a, (size_t)t->latent_ch * h * w);
-    if (a->failed) return -1;
+    float *x = compute_alloc(cc, big), *t1 = compute_alloc(cc, big), *t2 = compute_alloc(cc, big);
+    float *zc = compute_alloc(cc, (size_t)t->latent_ch * h * w); /* [latent, h, w] */
+    if (!x || !t1 || !t2 || !zc) return cc->status;
     for (size_t i = 0; i < (size_t)t->latent_ch * h * w; i++) zc[i] = tanhf(z[i] / 3.0f) * 3.0f; /* the Clamp module */
-    conv_layer_forward(&c->in, zc, 1, h, w, x, a, scratch);
+    conv_layer_forward(cc, &c->in, zc, 1, h, w, x);
     relu(x, (size_t)TAESD_CH * h * w);
     int H = h, W = w, k = 0;
-    for (int s = 0; s < 4; s++) {
-        for (int i = 0; i < dec_per_stage[s]; i++, k++) block_forward(&c->blocks[k], x, H, W, t1, t2, a, scratch);
+    for (int s = 0; s < 4 && !compute_stopped(cc); s++) {
+        for (int i = 0; i < dec_per_stage[s]; i++, k++) block_forward(cc, &c->blocks[k], x, H, W, t1, t2);
         if (s == 3) break;
-        conv_layer_forward_up2(&c->scale[s], x, 1, H, W, t1, a, scratch); /* nearest 2x, then conv */
+        conv_layer_forward_up2(cc, &c->scale[s], x, 1, H, W, t1); /* nearest 2x, then conv */
         H *= 2;
         W *= 2;
-        float *t = x; x = t1; t1 = t;
+        float *tmp = x;
+        x = t1;
+        t1 = tmp;
     }
-    conv_layer_forward(&c->out, x, 1, H, W, image, a, scratch);
+    conv_layer_forward(cc, &c->out, x, 1, H, W, image);
     for (size_t i = 0; i < (size_t)3 * H * W; i++) image[i] = image[i] * 2.0f - 1.0f; /* [0, 1] → [-1, 1] */
-    int failed = a->failed;
-    arena_reset(a, mark);
-    return failed ? -1 : 0;
+    compute_reset(cc, mark);
+    return compute_stopped(cc) ? cc->status : SD_OK;
 }
 
-int taesd_encode(const taesd *t, const float *image, int H, int W, float *latent, arena *a, float *scratch) {
-    if (!t->has_encoder) return -1;
+sd_status taesd_encode(compute *cc, const taesd *t, const float *image, int H, int W, float *latent) {
+    if (!t->has_encoder) return SD_ERR_MODEL;
     const taesd_coder *c = &t->enc;
-    arena_mark mark = arena_get_mark(a);
+    if (compute_stopped(cc)) return cc->status;
+    arena_mark mark = compute_mark(cc);
     const size_t big = (size_t)TAESD_CH * H * W;
-    float *x = arena_alloc(a, big), *t1 = arena_alloc(a, big), *t2 = arena_alloc(a, big), *in = arena_alloc(a, (size_t)3 * H * W);
-    if (a->failed) return -1;
+    float *x = compute_alloc(cc, big), *t1 = compute_alloc(cc, big), *t2 = compute_alloc(cc, big);
+    float *in = compute_alloc(cc, (size_t)3 * H * W); /* [3, H, W] */
+    if (!x || !t1 || !t2 || !in) return cc->status;
     for (size_t i = 0; i < (size_t)3 * H * W; i++) in[i] = (image[i] + 1.0f) / 2.0f; /* [-1, 1] → [0, 1] */
-    conv_layer_forward(&c->in, in, 1, H, W, x, a, scratch);
+    conv_layer_forward(cc, &c->in, in, 1, H, W, x);
     int k = 0;
-    for (int s = 0; s < 4; s++) {
+    for (int s = 0; s < 4 && !compute_stopped(cc); s++) {
         if (s > 0) { /* stride-2 convolution: ceil(H / 2) */
-            conv_layer_forward(&c->scale[s - 1], x, 1, H, W, t1, a, scratch);
+            conv_layer_forward(cc, &c->scale[s - 1], x, 1, H, W, t1);
             H = conv_out_size(H, 3, 2, 1, 1);
             W = conv_out_size(W, 3, 2, 1, 1);
             memcpy(x, t1, (size_t)TAESD_CH * H * W * sizeof(float));
         }
-        for (int i = 0; i < enc_per_stage[s]; i++, k++) block_forward(&c->blocks[k], x, H, W, t1, t2, a, scratch);
+        for (int i = 0; i < enc_per_stage[s]; i++, k++) block_forward(cc, &c->blocks[k], x, H, W, t1, t2);
     }
-    conv_layer_forward(&c->out, x, 1, H, W, latent, a, scratch);
-    int failed = a->failed;
-    arena_reset(a, mark);
-    return failed ? -1 : 0;
+    conv_layer_forward(cc, &c->out, x, 1, H, W, latent);
+    compute_reset(cc, mark);
+    return compute_stopped(cc) ? cc->status : SD_OK;
 }

@@ -24,20 +24,20 @@ typedef struct {
 } taesd_coder;
 
 typedef struct {
-    sd_model file;          /* the TAESD file's tensors (weights stay in its mapping) */
+    tensor_store store;     /* the TAESD file's tensors (weights stay in its mapping) */
     int has_decoder, has_encoder;
     int latent_ch;
     taesd_coder dec, enc;
 } taesd;
 
-/* Loads path; at least a decoder or an encoder must be there. Returns 0, or -1 with err set. */
-int taesd_load(taesd *t, const char *path, char *err, size_t errlen);
+/* Loads path; at least a decoder or an encoder must be there. Returns SD_OK, or a failure with err set. */
+sd_status taesd_load(taesd *t, const char *path, char *err, size_t errlen);
 void taesd_free(taesd *t);
 
 /* image[3, 8h, 8w] in diffusers' [-1, 1] convention (unclamped) from latent[4, h, w]. */
-int taesd_decode(const taesd *t, const float *z, int h, int w, float *image, arena *a, float *scratch);
+sd_status taesd_decode(compute *cc, const taesd *t, const float *z, int h, int w, float *image);
 /* latent[4, H/8, W/8] from image[3, H, W] in [-1, 1]. */
-int taesd_encode(const taesd *t, const float *image, int H, int W, float *latent, arena *a, float *scratch);
+sd_status taesd_encode(compute *cc, const taesd *t, const float *image, int H, int W, float *latent);
 
 /* Largest F16/BF16 matrix of the file, in elements (scratch the caller provides). */
 int64_t taesd_max_half(const taesd *t);

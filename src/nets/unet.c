@@ -105,15 +105,15 @@ static int block_exists(wloader *L, const char *kind, int i) {
     char n[64];
     snprintf(n, sizeof n, "%s.%d.0.", kind, i);
     size_t len = strlen(L->prefix), nl = strlen(n);
-    const st_file *f = &L->m->file;
+    const st_file *f = &L->s->file;
     for (int k = 0; k < f->n_tensors; k++) /* any tensor under "<prefix><kind>.<i>.0." */
         if (strncmp(f->tensors[k].name, L->prefix, len) == 0 && strncmp(f->tensors[k].name + len, n, nl) == 0) return 1;
     return 0;
 }
 
-static void load_input_block(wloader *L, unet_block *b, int i, int ch, const unet_config *c) {
+static void load_input_block(wloader *L, const char *root, unet_block *b, int i, int ch, const unet_config *c) {
     b->in_ch = ch;
-    wl_prefix(L, UNET_PREFIX "input_blocks.%d.", i);
+    wl_prefix(L, "%sinput_blocks.%d.", root, i);
     if (wl_has(L, "0.op.weight")) {
         b->has_down = 1;
         b->sample = conv_layer_load(L, "0.op", ch, ch, 3, 2, 1);
@@ -121,28 +121,28 @@ static void load_input_block(wloader *L, unet_block *b, int i, int ch, const une
         return;
     }
     b->has_res = 1;
-    wl_prefix(L, UNET_PREFIX "input_blocks.%d.0.", i);
+    wl_prefix(L, "%sinput_blocks.%d.0.", root, i);
     load_resblock(L, &b->res, ch, c->time_dim);
     b->out_ch = b->res.out_ch;
-    wl_prefix(L, UNET_PREFIX "input_blocks.%d.1.", i);
+    wl_prefix(L, "%sinput_blocks.%d.1.", root, i);
     if (wl_has(L, "proj_in.weight")) { b->has_attn = 1; load_transformer(L, &b->attn, b->out_ch, c); }
 }
 
-static void load_output_block(wloader *L, unet_block *b, int i, int in_ch, const unet_config *c) {
+static void load_output_block(wloader *L, const char *root, unet_block *b, int i, int in_ch, const unet_config *c) {
     b->in_ch = in_ch;
     b->has_res = 1;
-    wl_prefix(L, UNET_PREFIX "output_blocks.%d.0.", i);
+    wl_prefix(L, "%soutput_blocks.%d.0.", root, i);
     load_resblock(L, &b->res, in_ch, c->time_dim);
     b->out_ch = b->res.out_ch;
-    wl_prefix(L, UNET_PREFIX "output_blocks.%d.1.", i);
+    wl_prefix(L, "%soutput_blocks.%d.1.", root, i);
     if (wl_has(L, "proj_in.weight")) { b->has_attn = 1; load_transformer(L, &b->attn, b->out_ch, c); }
     for (int j = 1; j <= 2; j++) {
-        wl_prefix(L, UNET_PREFIX "output_blocks.%d.%d.", i, j);
+        wl_prefix(L, "%soutput_blocks.%d.%d.", root, i, j);
         if (wl_has(L, "conv.weight")) { b->has_up = 1; b->sample = conv_layer_load(L, "conv", b->out_ch, b->out_ch, 3, 1, 1); }
     }
 }
 
-static int read_config(wloader *L, unet_config *c, const sd_model *m) {
+static int read_config(wloader *L, unet_config *c, const model_desc *d) {
     wl_prefix(L, UNET_PREFIX);
     const st_tensor *cin = wl_find(L, "input_blocks.0.0.weight"), *t0 = wl_find(L, "time_embed.0.weight");
     const st_tensor *out = wl_find(L, "out.2.weight");
@@ -153,10 +153,12 @@ static int read_config(wloader *L, unet_config *c, const sd_model *m) {
     c->in_ch = (int)cin->shape[1];
     c->time_dim = (int)t0->shape[0];
     c->out_ch = (int)out->shape[0];
-    c->heads = m->d.unet_heads;
-    c->head_dim = m->d.unet_head_dim;
+    c->heads = d->unet_heads;
+    c->head_dim = d->unet_head_dim;
     c->ctx_dim = 0;
-    const st_file *f = &m->file;
+    const st_tensor *label = wl_find(L, "label_emb.0.0.weight");
+    c->added_dim = label && label->ndim == 2 ? (int)label->shape[1] : 0;
+    const st_file *f = &L->s->file;
     for (int k = 0; k < f->n_tensors && !c->ctx_dim; k++) { /* context width from any cross-attention key */
         const char *n = f->tensors[k].name, *key = "attn2.to_k.weight";
         size_t len = strlen(n), klen = strlen(key);
@@ -171,24 +173,33 @@ static int read_config(wloader *L, unet_config *c, const sd_model *m) {
     return 0;
 }
 
-int unet_load(unet *u, sd_model *m, char *err, size_t errlen) {
+sd_status unet_load(unet *u, tensor_store *s, const model_desc *d, char *err, size_t errlen) {
     memset(u, 0, sizeof *u);
-    wloader L = {m, err, errlen, 0, ""};
+    wloader L = {s, err, errlen, 0, ""};
     unet_config *c = &u->c;
-    if (read_config(&L, c, m) != 0) return -1;
+    if (read_config(&L, c, d) != 0) return SD_ERR_MODEL;
     wl_prefix(&L, UNET_PREFIX);
     u->conv_in = conv_layer_load(&L, "input_blocks.0.0", c->in_ch, c->model_ch, 3, 1, 1);
     u->time1_w = wl_mat(&L, "time_embed.0.weight", c->time_dim, c->model_ch);
     u->time1_b = wl_vec(&L, "time_embed.0.bias", c->time_dim);
     u->time2_w = wl_mat(&L, "time_embed.2.weight", c->time_dim, c->time_dim);
     u->time2_b = wl_vec(&L, "time_embed.2.bias", c->time_dim);
+    if (c->added_dim) {
+        u->label1_w = wl_mat(&L, "label_emb.0.0.weight", c->time_dim, c->added_dim);
+        u->label1_b = wl_vec(&L, "label_emb.0.0.bias", c->time_dim);
+        u->label2_w = wl_mat(&L, "label_emb.0.2.weight", c->time_dim, c->time_dim);
+        u->label2_b = wl_vec(&L, "label_emb.0.2.bias", c->time_dim);
+    }
     u->input = calloc((size_t)c->n_input, sizeof *u->input);
     u->output = calloc((size_t)c->n_output, sizeof *u->output);
-    if (!u->input || !u->output) { wl_fail(&L, "out of memory"); return -1; }
+    if (!u->input || !u->output) {
+        snprintf(err, errlen, "out of memory loading the UNet");
+        return SD_ERR_NOMEM;
+    }
     int skips[UNET_MAX_BLOCKS], n_skips = 0, ch = c->model_ch;
     skips[n_skips++] = ch;
     for (int i = 1; i < c->n_input && !L.failed; i++) {
-        load_input_block(&L, &u->input[i], i, ch, c);
+        load_input_block(&L, UNET_PREFIX, &u->input[i], i, ch, c);
         ch = u->input[i].out_ch;
         skips[n_skips++] = ch;
     }
@@ -201,9 +212,10 @@ int unet_load(unet *u, sd_model *m, char *err, size_t errlen) {
     wl_prefix(&L, UNET_PREFIX "middle_block.2.");
     u->mid_res2.has_res = 1;
     load_resblock(&L, &u->mid_res2.res, ch, c->time_dim);
-    if (c->n_output != n_skips && !L.failed) wl_fail(&L, "UNet has %d output blocks for %d skip connections", c->n_output, n_skips);
+    if (c->n_output != n_skips && !L.failed)
+        wl_fail(&L, "UNet has %d output blocks for %d skip connections", c->n_output, n_skips);
     for (int i = 0; i < c->n_output && !L.failed; i++) {
-        load_output_block(&L, &u->output[i], i, ch + skips[--n_skips], c);
+        load_output_block(&L, UNET_PREFIX, &u->output[i], i, ch + skips[--n_skips], c);
         ch = u->output[i].out_ch;
     }
     wl_prefix(&L, UNET_PREFIX);
@@ -211,7 +223,7 @@ int unet_load(unet *u, sd_model *m, char *err, size_t errlen) {
     u->out_norm_b = wl_vec(&L, "out.0.bias", ch);
     u->conv_out = conv_layer_load(&L, "out.2", ch, c->out_ch, 3, 1, 1);
     if (c->ctx_dim == 0 && !L.failed) wl_fail(&L, "UNet has no cross-attention (attn2.to_k) weights");
-    return L.failed ? -1 : 0;
+    return L.failed ? SD_ERR_MODEL : SD_OK;
 }
 
 static void free_block(unet_block *b) { free(b->attn.blocks); }
@@ -236,78 +248,94 @@ void timestep_embedding(float t, int dim, float *out) {
     }
 }
 
+void unet_added_vector(const float *pooled, int pooled_width, const float *ids, int n_ids, int time_id_dim, float *added) {
+    memcpy(added, pooled, (size_t)pooled_width * sizeof(float));
+    for (int i = 0; i < n_ids; i++) timestep_embedding(ids[i], time_id_dim, added + pooled_width + (size_t)i * time_id_dim);
+}
+
+/* What every block of one UNet evaluation shares. */
+typedef struct {
+    compute *cc;
+    const float *emb;   /* [B, time_dim] */
+    const float *ctx;   /* [B, ctx_len, ctx_dim] */
+    int ctx_len, B;
+} unet_pass;
+
 /* y[B·N, inner] = multi-head attention of x[B·N, inner] over ctx[B·M, ctx_dim]; ctx = NULL: self-attention. */
-static void attention_layer(const spatial_transformer *st, const weight *wq, const weight *wk, const weight *wv,
-                            const weight *wo, const weight *bo, const float *x, int B, int N, const float *ctx, int M,
-                            int ctx_dim, float *y, arena *a, float *scratch) {
+static void attention_layer(compute *cc, const spatial_transformer *st, const weight *wq, const weight *wk,
+                            const weight *wv, const weight *wo, const weight *bo, const float *x, int B, int N,
+                            const float *ctx, int M, int ctx_dim, float *y) {
     const int inner = st->heads * st->head_dim;
     const float *kv_src = ctx ? ctx : x;
     const int kv_dim = ctx ? ctx_dim : inner, kv_len = ctx ? M : N;
-    arena_mark mark = arena_get_mark(a);
-    float *q = arena_alloc(a, (size_t)B * N * inner);       /* [B·N, inner] */
-    float *k = arena_alloc(a, (size_t)B * kv_len * inner);  /* [B·M, inner] */
-    float *v = arena_alloc(a, (size_t)B * kv_len * inner);  /* [B·M, inner] */
-    float *o = arena_alloc(a, (size_t)B * N * inner);       /* [B·N, inner] */
-    float *work = arena_alloc(a, attention_work_size(N, kv_len, st->heads, st->head_dim));
-    if (a->failed) return;
-    linear(x, B * N, inner, weight_f32(wq, scratch), NULL, inner, q);
-    linear(kv_src, B * kv_len, kv_dim, weight_f32(wk, scratch), NULL, inner, k);
-    linear(kv_src, B * kv_len, kv_dim, weight_f32(wv, scratch), NULL, inner, v);
-    for (int b = 0; b < B; b++)
-        attention(q + (size_t)b * N * inner, inner, k + (size_t)b * kv_len * inner, inner, v + (size_t)b * kv_len * inner,
-                  inner, N, kv_len, st->heads, st->head_dim, 0, o + (size_t)b * N * inner, work);
-    linear(o, B * N, inner, weight_f32(wo, scratch), bo->f32, inner, y);
-    arena_reset(a, mark);
+    arena_mark mark = compute_mark(cc);
+    float *q = compute_alloc(cc, (size_t)B * N * inner);      /* [B·N, inner] */
+    float *k = compute_alloc(cc, (size_t)B * kv_len * inner); /* [B·M, inner] */
+    float *v = compute_alloc(cc, (size_t)B * kv_len * inner); /* [B·M, inner] */
+    float *o = compute_alloc(cc, (size_t)B * N * inner);      /* [B·N, inner] */
+    float *work = compute_alloc(cc, attention_work_size(cc, N, kv_len, st->heads, st->head_dim));
+    if (!q || !k || !v || !o || !work) return;
+    linear(cc, x, B * N, inner, compute_weight(cc, wq), NULL, inner, q);
+    linear(cc, kv_src, B * kv_len, kv_dim, compute_weight(cc, wk), NULL, inner, k);
+    linear(cc, kv_src, B * kv_len, kv_dim, compute_weight(cc, wv), NULL, inner, v);
+    for (int b = 0; b < B && !compute_stopped(cc); b++)
+        attention(cc, q + (size_t)b * N * inner, inner, k + (size_t)b * kv_len * inner, inner,
+                  v + (size_t)b * kv_len * inner, inner, N, kv_len, st->heads, st->head_dim, 0, o + (size_t)b * N * inner,
+                  work);
+    linear(cc, o, B * N, inner, compute_weight(cc, wo), bo->f32, inner, y);
+    compute_reset(cc, mark);
 }
 
 /* BasicTransformerBlock: h += attn1(LN1 h); h += attn2(LN2 h, ctx); h += ff(LN3 h). h[B·N, inner]. */
-static void transformer_block_forward(const spatial_transformer *st, const transformer_block *tb, float *h, int B, int N,
-                                      const float *ctx, int M, int ctx_dim, arena *a, float *scratch) {
-    const int inner = st->heads * st->head_dim, ff = st->ff_inner;
+static void transformer_block_forward(const unet_pass *ps, const spatial_transformer *st, const transformer_block *tb,
+                                      float *h, int N, int ctx_dim) {
+    compute *cc = ps->cc;
+    const int inner = st->heads * st->head_dim, ff = st->ff_inner, B = ps->B;
     const size_t n = (size_t)B * N;
-    arena_mark mark = arena_get_mark(a);
-    float *t = arena_alloc(a, n * inner);  /* [B·N, inner] normalised */
-    float *u = arena_alloc(a, n * inner);  /* [B·N, inner] sub-layer output */
-    if (a->failed) return;
-    layer_norm(h, (int)n, inner, UNET_LN_EPS, tb->norm1_w.f32, tb->norm1_b.f32, t);
-    attention_layer(st, &tb->q1, &tb->k1, &tb->v1, &tb->o1_w, &tb->o1_b, t, B, N, NULL, 0, 0, u, a, scratch);
-    add_inplace(h, u, n * inner);
-    layer_norm(h, (int)n, inner, UNET_LN_EPS, tb->norm2_w.f32, tb->norm2_b.f32, t);
-    attention_layer(st, &tb->q2, &tb->k2, &tb->v2, &tb->o2_w, &tb->o2_b, t, B, N, ctx, M, ctx_dim, u, a, scratch);
-    add_inplace(h, u, n * inner);
-    layer_norm(h, (int)n, inner, UNET_LN_EPS, tb->norm3_w.f32, tb->norm3_b.f32, t);
-    float *p = arena_alloc(a, n * 2 * ff);  /* [B·N, 2·ff] GEGLU projection */
-    float *g = arena_alloc(a, n * ff);      /* [B·N, ff] */
-    if (a->failed) return;
-    linear(t, (int)n, inner, weight_f32(&tb->ff1_w, scratch), tb->ff1_b.f32, 2 * ff, p);
-    geglu(p, (int)n, ff, g);
-    linear(g, (int)n, ff, weight_f32(&tb->ff2_w, scratch), tb->ff2_b.f32, inner, u);
-    add_inplace(h, u, n * inner);
-    arena_reset(a, mark);
+    if (compute_stopped(cc)) return;
+    arena_mark mark = compute_mark(cc);
+    float *t = compute_alloc(cc, n * inner); /* [B·N, inner] normalised */
+    float *u = compute_alloc(cc, n * inner); /* [B·N, inner] sub-layer output */
+    if (!t || !u) return;
+    layer_norm(cc, h, (int)n, inner, UNET_LN_EPS, tb->norm1_w.f32, tb->norm1_b.f32, t);
+    attention_layer(cc, st, &tb->q1, &tb->k1, &tb->v1, &tb->o1_w, &tb->o1_b, t, B, N, NULL, 0, 0, u);
+    add_inplace(cc, h, u, n * inner);
+    layer_norm(cc, h, (int)n, inner, UNET_LN_EPS, tb->norm2_w.f32, tb->norm2_b.f32, t);
+    attention_layer(cc, st, &tb->q2, &tb->k2, &tb->v2, &tb->o2_w, &tb->o2_b, t, B, N, ps->ctx, ps->ctx_len, ctx_dim, u);
+    add_inplace(cc, h, u, n * inner);
+    layer_norm(cc, h, (int)n, inner, UNET_LN_EPS, tb->norm3_w.f32, tb->norm3_b.f32, t);
+    float *p = compute_alloc(cc, n * 2 * ff); /* [B·N, 2·ff] GEGLU projection */
+    float *g = compute_alloc(cc, n * ff);     /* [B·N, ff] */
+    if (!p || !g) return;
+    linear(cc, t, (int)n, inner, compute_weight(cc, &tb->ff1_w), tb->ff1_b.f32, 2 * ff, p);
+    geglu(cc, p, (int)n, ff, g);
+    linear(cc, g, (int)n, ff, compute_weight(cc, &tb->ff2_w), tb->ff2_b.f32, inner, u);
+    add_inplace(cc, h, u, n * inner);
+    compute_reset(cc, mark);
 }
 
 /* SpatialTransformer, in place on x[B, C, H, W]: x += proj_out(blocks(proj_in(GN(x)))). */
-static void spatial_transformer_forward(const spatial_transformer *st, float *x, int B, int H, int W, const float *ctx,
-                                        int M, int ctx_dim, arena *a, float *scratch) {
-    const int C = st->ch, N = H * W, inner = st->heads * st->head_dim;
-    arena_mark mark = arena_get_mark(a);
-    float *norm = arena_alloc(a, (size_t)C * N);      /* [C, N] one batch item */
-    float *tok = arena_alloc(a, (size_t)B * N * C);   /* [B·N, C] */
-    float *h = arena_alloc(a, (size_t)B * N * inner); /* [B·N, inner] */
-    if (a->failed) return;
+static void spatial_transformer_forward(const unet_pass *ps, const spatial_transformer *st, float *x, int H, int W,
+                                        int ctx_dim) {
+    compute *cc = ps->cc;
+    const int C = st->ch, N = H * W, inner = st->heads * st->head_dim, B = ps->B;
+    arena_mark mark = compute_mark(cc);
+    float *norm = compute_alloc(cc, (size_t)C * N);      /* [C, N] one batch item */
+    float *tok = compute_alloc(cc, (size_t)B * N * C);   /* [B·N, C] */
+    float *h = compute_alloc(cc, (size_t)B * N * inner); /* [B·N, inner] */
+    if (!norm || !tok || !h) return;
     for (int b = 0; b < B; b++) {
-        group_norm(x + (size_t)b * C * N, C, N, UNET_GROUPS, UNET_ATTN_EPS, st->norm_w.f32, st->norm_b.f32, 0, norm);
-        transpose(norm, C, N, tok + (size_t)b * N * C);
+        group_norm(cc, x + (size_t)b * C * N, C, N, UNET_GROUPS, UNET_ATTN_EPS, st->norm_w.f32, st->norm_b.f32, 0, norm);
+        transpose(cc, norm, C, N, tok + (size_t)b * N * C);
     }
-    linear(tok, B * N, C, weight_f32(&st->proj_in_w, scratch), st->proj_in_b.f32, inner, h);
-    for (int i = 0; i < st->depth; i++)
-        transformer_block_forward(st, &st->blocks[i], h, B, N, ctx, M, ctx_dim, a, scratch);
-    linear(h, B * N, inner, weight_f32(&st->proj_out_w, scratch), st->proj_out_b.f32, C, tok);
+    linear(cc, tok, B * N, C, compute_weight(cc, &st->proj_in_w), st->proj_in_b.f32, inner, h);
+    for (int i = 0; i < st->depth; i++) transformer_block_forward(ps, st, &st->blocks[i], h, N, ctx_dim);
+    linear(cc, h, B * N, inner, compute_weight(cc, &st->proj_out_w), st->proj_out_b.f32, C, tok);
     for (int b = 0; b < B; b++) {
-        transpose(tok + (size_t)b * N * C, N, C, norm);
-        add_inplace(x + (size_t)b * C * N, norm, (size_t)C * N);
+        transpose(cc, tok + (size_t)b * N * C, N, C, norm);
+        add_inplace(cc, x + (size_t)b * C * N, norm, (size_t)C * N);
     }
-    arena_reset(a, mark);
+    compute_reset(cc, mark);
 }
 
 /* Largest activation (floats) a block sequence needs at latent size h x w, for the ping-pong buffers. */
@@ -315,7 +343,10 @@ static size_t max_activation(const unet *u, int B, int h, int w) {
     size_t best = (size_t)u->c.model_ch * h * w;
     int H = h, W = w;
     for (int i = 1; i < u->c.n_input; i++) {
-        if (u->input[i].has_down) { H = (H + 1) / 2; W = (W + 1) / 2; }
+        if (u->input[i].has_down) {
+            H = (H + 1) / 2;
+            W = (W + 1) / 2;
+        }
         size_t s = (size_t)u->input[i].out_ch * H * W;
         if (s > best) best = s;
     }
@@ -323,124 +354,144 @@ static size_t max_activation(const unet *u, int B, int h, int w) {
         const unet_block *b = &u->output[i];
         size_t s = (size_t)b->in_ch * H * W;
         if (s > best) best = s;
-        if (b->has_up) { H *= 2; W *= 2; s = (size_t)b->out_ch * H * W; if (s > best) best = s; }
+        if (b->has_up) {
+            H *= 2;
+            W *= 2;
+            s = (size_t)b->out_ch * H * W;
+            if (s > best) best = s;
+        }
     }
     return best * B;
 }
-
-/* What every block of one UNet evaluation shares. */
-typedef struct {
-    const float *emb;   /* [B, time_dim] */
-    const float *ctx;   /* [B, ctx_len, ctx_dim] */
-    int ctx_len, B;
-    arena *a;
-    float *scratch;
-} unet_pass;
 
 /* One block: optional ResBlock (x -> y), transformer (in place), down/up sampling. The upsampling goes to
  * up_h x up_w, the size of the skip connection that comes next (2x, unless a side was odd on the way down:
  * diffusers' upsample_size). Returns the output buffer; *H, *W become its size. */
 static float *run_block(const unet *u, const unet_block *blk, float *x, float *y, float *spare, const unet_pass *ps,
                         int *H, int *W, int up_h, int up_w) {
+    compute *cc = ps->cc;
     const int B = ps->B;
     float *cur = x;
+    if (compute_stopped(cc)) return cur;
     if (blk->has_res) {
-        resnet_block_forward(&blk->res, cur, ps->emb, u->c.time_dim, B, *H, *W, y, ps->a, ps->scratch);
+        resnet_block_forward(cc, &blk->res, cur, ps->emb, u->c.time_dim, B, *H, *W, y);
         cur = y;
     }
-    if (blk->has_attn) spatial_transformer_forward(&blk->attn, cur, B, *H, *W, ps->ctx, ps->ctx_len, u->c.ctx_dim, ps->a, ps->scratch);
+    if (blk->has_attn) spatial_transformer_forward(ps, &blk->attn, cur, *H, *W, u->c.ctx_dim);
     if (blk->has_down) {
         float *dst = cur == y ? spare : y;
-        conv_layer_forward(&blk->sample, cur, B, *H, *W, dst, ps->a, ps->scratch);
-        *H = (*H + 1) / 2; *W = (*W + 1) / 2;
+        conv_layer_forward(cc, &blk->sample, cur, B, *H, *W, dst);
+        *H = (*H + 1) / 2;
+        *W = (*W + 1) / 2;
         cur = dst;
     }
     if (blk->has_up) {
         float *other = cur == y ? spare : y; /* a buffer that is not cur */
         if (up_h == 2 * *H && up_w == 2 * *W) { /* the convolution reads cur upsampled */
-            conv_layer_forward_up2(&blk->sample, cur, B, *H, *W, other, ps->a, ps->scratch);
+            conv_layer_forward_up2(cc, &blk->sample, cur, B, *H, *W, other);
             cur = other;
         } else { /* an odd side on the way down (diffusers' upsample_size): upsample into other, convolve back */
             const size_t in_size = (size_t)blk->out_ch * *H * *W, out_size = (size_t)blk->out_ch * up_h * up_w;
             for (int b = 0; b < B; b++)
-                upsample_nearest(cur + b * in_size, blk->out_ch, *H, *W, other + b * out_size, up_h, up_w);
-            conv_layer_forward(&blk->sample, other, B, up_h, up_w, cur, ps->a, ps->scratch);
+                upsample_nearest(cc, cur + b * in_size, blk->out_ch, *H, *W, other + b * out_size, up_h, up_w);
+            conv_layer_forward(cc, &blk->sample, other, B, up_h, up_w, cur);
         }
-        *H = up_h; *W = up_w;
+        *H = up_h;
+        *W = up_w;
     }
     return cur;
 }
 
-/* cat[b] = [x[b] (cx channels); s[b] (cs channels)] for every batch item. */
-static void concat_channels(const float *x, int cx, const float *s, int cs, int B, size_t HW, float *cat) {
+/* cat[b] = [x[b] (cx channels); s[b] (+ r[b]) (cs channels)] for every batch item; r (a residual for the skip
+ * connection) may be NULL. */
+static void concat_channels(compute *cc, const float *x, int cx, const float *s, const float *r, int cs, int B, size_t HW,
+                            float *cat) {
     for (int b = 0; b < B; b++) {
+        float *skip = cat + ((size_t)b * (cx + cs) + cx) * HW;
         memcpy(cat + (size_t)b * (cx + cs) * HW, x + (size_t)b * cx * HW, (size_t)cx * HW * sizeof(float));
-        memcpy(cat + ((size_t)b * (cx + cs) + cx) * HW, s + (size_t)b * cs * HW, (size_t)cs * HW * sizeof(float));
+        memcpy(skip, s + (size_t)b * cs * HW, (size_t)cs * HW * sizeof(float));
+        if (r) add_inplace(cc, skip, r + (size_t)b * cs * HW, (size_t)cs * HW);
     }
 }
 
-static void time_embed(const unet *u, const float *t, int B, float *emb, arena *a, float *scratch) {
-    const int mc = u->c.model_ch, td = u->c.time_dim;
-    arena_mark mark = arena_get_mark(a);
-    float *sin_emb = arena_alloc(a, (size_t)B * mc);  /* [B, model_ch] */
-    float *hid = arena_alloc(a, (size_t)B * td);      /* [B, time_dim] */
-    if (a->failed) return;
+/* emb[B, time_dim] = time_embed(sinusoid(t)) (+ label_emb(added) when the UNet has added conditioning). */
+static void time_embed(compute *cc, const unet *u, const float *t, const float *added, int B, float *emb) {
+    const int mc = u->c.model_ch, td = u->c.time_dim, ad = u->c.added_dim;
+    arena_mark mark = compute_mark(cc);
+    float *sin_emb = compute_alloc(cc, (size_t)B * mc); /* [B, model_ch] */
+    float *hid = compute_alloc(cc, (size_t)B * td);     /* [B, time_dim] */
+    if (!sin_emb || !hid) return;
     for (int b = 0; b < B; b++) timestep_embedding(t[b], mc, sin_emb + (size_t)b * mc);
-    linear(sin_emb, B, mc, weight_f32(&u->time1_w, scratch), u->time1_b.f32, td, hid);
-    silu_inplace(hid, (size_t)B * td);
-    linear(hid, B, td, weight_f32(&u->time2_w, scratch), u->time2_b.f32, td, emb);
-    arena_reset(a, mark);
+    linear(cc, sin_emb, B, mc, compute_weight(cc, &u->time1_w), u->time1_b.f32, td, hid);
+    silu_inplace(cc, hid, (size_t)B * td);
+    linear(cc, hid, B, td, compute_weight(cc, &u->time2_w), u->time2_b.f32, td, emb);
+    if (ad && added) { /* emb += label_emb(added): linear, SiLU, linear (sgm's label_emb.0) */
+        float *lab = compute_alloc(cc, (size_t)B * td); /* [B, time_dim] */
+        if (!lab) return;
+        linear(cc, added, B, ad, compute_weight(cc, &u->label1_w), u->label1_b.f32, td, hid);
+        silu_inplace(cc, hid, (size_t)B * td);
+        linear(cc, hid, B, td, compute_weight(cc, &u->label2_w), u->label2_b.f32, td, lab);
+        add_inplace(cc, emb, lab, (size_t)B * td);
+    }
+    compute_reset(cc, mark);
 }
 
-int unet_forward(const unet *u, const float *x, const float *t, const float *ctx, int ctx_len, int B, int h, int w,
-                 float *out, arena *a, float *scratch) {
+/* The skip connections: what each input block leaves for its output block. */
+typedef struct {
+    float *x[UNET_MAX_BLOCKS]; /* [B, ch_i, H_i, W_i] */
+    int ch[UNET_MAX_BLOCKS], h[UNET_MAX_BLOCKS], w[UNET_MAX_BLOCKS];
+} unet_skips;
+
+/* Room for skip i: [B, ch, H, W]. */
+static float *new_skip(compute *cc, unet_skips *sk, int i, int ch, int H, int W, int B) {
+    sk->ch[i] = ch;
+    sk->h[i] = H;
+    sk->w[i] = W;
+    return sk->x[i] = compute_alloc(cc, (size_t)B * ch * H * W);
+}
+
+sd_status unet_forward(compute *cc, const unet *u, const unet_input *in, float *out) {
     const unet_config *c = &u->c;
-    arena_mark mark = arena_get_mark(a);
-    size_t big = max_activation(u, B, h, w);
-    float *emb = arena_alloc(a, (size_t)B * c->time_dim);  /* [B, time_dim] */
-    float *pp[3] = {arena_alloc(a, big), arena_alloc(a, big), arena_alloc(a, big)}; /* ping-pong activations */
-    float *skip[UNET_MAX_BLOCKS];  /* skip[i]: [B, ch_i, H_i, W_i] output of input block i */
-    int skip_ch[UNET_MAX_BLOCKS], skip_h[UNET_MAX_BLOCKS], skip_w[UNET_MAX_BLOCKS];
-    if (a->failed) return -1;
-    time_embed(u, t, B, emb, a, scratch);
-    const unet_pass ps = {emb, ctx, ctx_len, B, a, scratch};
-    int H = h, W = w;
-    skip[0] = arena_alloc(a, (size_t)B * c->model_ch * H * W);
-    if (!skip[0]) return -1;
-    conv_layer_forward(&u->conv_in, x, B, H, W, skip[0], a, scratch);
-    skip_ch[0] = c->model_ch;
-    skip_h[0] = H;
-    skip_w[0] = W;
-    for (int i = 1; i < c->n_input; i++) {
+    const int B = in->B;
+    if (compute_stopped(cc)) return cc->status;
+    arena_mark mark = compute_mark(cc);
+    size_t big = max_activation(u, B, in->h, in->w);
+    float *emb = compute_alloc(cc, (size_t)B * c->time_dim); /* [B, time_dim] */
+    float *pp[3] = {compute_alloc(cc, big), compute_alloc(cc, big), compute_alloc(cc, big)}; /* ping-pong */
+    unet_skips sk;
+    if (!emb || !pp[0] || !pp[1] || !pp[2]) return cc->status;
+    time_embed(cc, u, in->t, in->added, B, emb);
+    const unet_pass ps = {cc, emb, in->ctx, in->ctx_len, B};
+    int H = in->h, W = in->w;
+    if (!new_skip(cc, &sk, 0, c->model_ch, H, W, B)) return cc->status;
+    conv_layer_forward(cc, &u->conv_in, in->x, B, H, W, sk.x[0]);
+    for (int i = 1; i < c->n_input && !compute_stopped(cc); i++) {
         const unet_block *blk = &u->input[i];
-        float *cur = run_block(u, blk, skip[i - 1], pp[0], pp[1], &ps, &H, &W, 0, 0);
-        skip[i] = arena_alloc(a, (size_t)B * blk->out_ch * H * W);
-        if (!skip[i]) return -1;
-        memcpy(skip[i], cur, (size_t)B * blk->out_ch * H * W * sizeof(float));
-        skip_ch[i] = blk->out_ch;
-        skip_h[i] = H;
-        skip_w[i] = W;
+        float *cur = run_block(u, blk, sk.x[i - 1], pp[0], pp[1], &ps, &H, &W, 0, 0);
+        if (!new_skip(cc, &sk, i, blk->out_ch, H, W, B)) return cc->status;
+        memcpy(sk.x[i], cur, (size_t)B * blk->out_ch * H * W * sizeof(float));
     }
-    float *cur = run_block(u, &u->mid_res1, skip[c->n_input - 1], pp[0], pp[1], &ps, &H, &W, 0, 0);
+    if (compute_stopped(cc)) return cc->status;
+    float *cur = run_block(u, &u->mid_res1, sk.x[c->n_input - 1], pp[0], pp[1], &ps, &H, &W, 0, 0);
     cur = run_block(u, &u->mid_attn, cur, pp[0], pp[1], &ps, &H, &W, 0, 0);
     cur = run_block(u, &u->mid_res2, cur, pp[1], pp[2], &ps, &H, &W, 0, 0);
     int ch = u->mid_res2.res.out_ch, n_skip = c->n_input;
-    for (int i = 0; i < c->n_output; i++) {
+    if (in->residuals) add_inplace(cc, cur, in->residuals[c->n_input], (size_t)B * ch * H * W);
+    for (int i = 0; i < c->n_output && !compute_stopped(cc); i++) {
         const unet_block *blk = &u->output[i];
         int s = --n_skip;
-        if (skip_h[s] != H || skip_w[s] != W) return -1; /* cannot happen: every upsampling targets the next skip */
         float *cat = cur == pp[0] ? pp[1] : pp[0];
         float *others[2];
         int k = 0;
-        for (int j = 0; j < 3; j++) if (pp[j] != cat) others[k++] = pp[j];
-        concat_channels(cur, ch, skip[s], skip_ch[s], B, (size_t)H * W, cat);
+        for (int j = 0; j < 3; j++)
+            if (pp[j] != cat) others[k++] = pp[j];
+        concat_channels(cc, cur, ch, sk.x[s], in->residuals ? in->residuals[s] : NULL, sk.ch[s], B, (size_t)H * W, cat);
         int next = s > 0 ? s - 1 : 0;
-        cur = run_block(u, blk, cat, others[0], others[1], &ps, &H, &W, skip_h[next], skip_w[next]);
+        cur = run_block(u, blk, cat, others[0], others[1], &ps, &H, &W, sk.h[next], sk.w[next]);
         ch = blk->out_ch;
     }
     const norm_spec norm_out = {&u->out_norm_w, &u->out_norm_b, UNET_GROUPS, UNET_RES_EPS, 1};
-    conv_layer_forward_normed(&u->conv_out, &norm_out, cur, B, H, W, out, a, scratch);
-    int failed = a->failed;
-    arena_reset(a, mark);
-    return failed ? -1 : 0;
+    conv_layer_forward_normed(cc, &u->conv_out, &norm_out, cur, B, H, W, out);
+    compute_reset(cc, mark);
+    return compute_stopped(cc) ? cc->status : SD_OK;
 }

@@ -1,12 +1,15 @@
-/* unet.h - the SD 1.x UNet in the LDM layout (model.diffusion_model.*).
+/* unet.h - the UNet of every family in the LDM / SGM layout (model.diffusion_model.*).
  *
  * The block structure is read from the tensor names: input_blocks.i is conv_in (i = 0), a
- * ResBlock with an optional SpatialTransformer, or a stride-2 downsampling conv; the middle block
+ * ResBlock with an optional SpatialTransformer (of any depth), or a stride-2 downsampling conv; the middle block
  * is ResBlock, SpatialTransformer, ResBlock; output_blocks.i concatenate a skip and run a ResBlock,
- * an optional SpatialTransformer and an optional nearest-2x upsampling conv. */
+ * an optional SpatialTransformer and an optional nearest-2x upsampling conv. Optional inputs: an added
+ * conditioning vector (label_emb: SDXL's pooled text and size embeddings), added to the timestep embedding, and
+ * residuals added to the skip connections and the middle block's output (a ControlNet's). */
 #ifndef SD_UNET_H
 #define SD_UNET_H
 
+#include "model/desc.h"
 #include "nn/layers.h"
 
 typedef struct {
@@ -32,6 +35,7 @@ typedef struct {
 
 typedef struct {
     int in_ch, out_ch, model_ch, time_dim, ctx_dim, heads, head_dim;
+    int added_dim;              /* the added conditioning's width (label_emb.0.0's input), 0 without one */
     int n_input, n_output;
 } unet_config;
 
@@ -39,18 +43,35 @@ typedef struct {
     unet_config c;
     conv_layer conv_in;
     weight time1_w, time1_b, time2_w, time2_b;
+    weight label1_w, label1_b, label2_w, label2_b; /* label_emb.0.0 / .0.2: [time, added], [time, time] (or empty) */
     unet_block *input, *output; /* [n_input] (0 = conv_in, unused), [n_output] */
     unet_block mid_res1, mid_attn, mid_res2;
     weight out_norm_w, out_norm_b;
     conv_layer conv_out;
 } unet;
 
-int unet_load(unet *u, sd_model *m, char *err, size_t errlen);
+/* Loads the UNet under UNET_PREFIX; heads from the description. Returns SD_OK or SD_ERR_MODEL / SD_ERR_NOMEM. */
+sd_status unet_load(unet *u, tensor_store *s, const model_desc *d, char *err, size_t errlen);
 void unet_free(unet *u);
 
-/* out[B, out_ch, h, w] = unet(x[B, in_ch, h, w], t[B], ctx[B, ctx_len, ctx_dim]). h, w multiples of 8. */
-int unet_forward(const unet *u, const float *x, const float *t, const float *ctx, int ctx_len, int B, int h, int w,
-                 float *out, arena *a, float *scratch);
+/* One evaluation's inputs. */
+typedef struct {
+    const float *x;                 /* [B, in_ch, h, w] */
+    const float *t;                 /* [B] timesteps */
+    const float *ctx;               /* [B, ctx_len, ctx_dim] */
+    int ctx_len;
+    const float *added;             /* [B, added_dim], or NULL when the UNet has no added conditioning */
+    const float *const *residuals;  /* NULL, or [n_input + 1]: added to input block i's output (the skip connection)
+                                       and, last, to the middle block's output; each [B, ch, H, W] of that block */
+    int B, h, w;
+} unet_input;
+
+/* out[B, out_ch, h, w] = unet(in). Returns SD_OK, or the compute context's failure. */
+sd_status unet_forward(compute *cc, const unet *u, const unet_input *in, float *out);
+
+/* The added conditioning vector of one item: [pooled (pooled_width); time_id_dim-channel sinusoidal embeddings
+ * of each of n_ids size/crop ids], SDXL's (sgm ConcatTimestepEmbedderND). added[pooled_width + n_ids·time_id_dim]. */
+void unet_added_vector(const float *pooled, int pooled_width, const float *ids, int n_ids, int time_id_dim, float *added);
 
 /* Sinusoidal timestep embedding (DDPM / LDM): [cos(t·f_i), sin(t·f_i)], f_i = 10000^(-i/half). */
 void timestep_embedding(float t, int dim, float *out);

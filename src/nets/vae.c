@@ -10,14 +10,14 @@
 
 /* ---------------- loading ---------------- */
 
-static int count_prefixed(const sd_model *m, const char *fmt, int limit) {
+static int count_prefixed(const tensor_store *s, const char *fmt, int limit) {
     int n = 0;
     for (; n < limit; n++) {
         char name[200];
         snprintf(name, sizeof name, fmt, n);
         size_t len = strlen(name);
         int found = 0;
-        for (int k = 0; k < m->file.n_tensors && !found; k++) found = strncmp(m->file.tensors[k].name, name, len) == 0;
+        for (int k = 0; k < s->file.n_tensors && !found; k++) found = strncmp(s->file.tensors[k].name, name, len) == 0;
         if (!found) break;
     }
     return n;
@@ -78,7 +78,7 @@ static void load_mid(wloader *L, vae_coder *c, const char *coder, int ch) {
 static int load_level(wloader *L, vae_level *lv, const char *level, int ch, int is_decoder) {
     char fmt[160];
     snprintf(fmt, sizeof fmt, VAE_PREFIX "%s.block.%%d.", level);
-    lv->n_res = count_prefixed(L->m, fmt, 16);
+    lv->n_res = count_prefixed(L->s, fmt, 16);
     lv->res = calloc((size_t)lv->n_res + 1, sizeof *lv->res);
     if (!lv->res) { wl_fail(L, "out of memory"); return ch; }
     for (int j = 0; j < lv->n_res; j++) {
@@ -100,7 +100,7 @@ static int load_level(wloader *L, vae_level *lv, const char *level, int ch, int 
 
 static void load_decoder(wloader *L, vae *v) {
     vae_coder *d = &v->dec;
-    d->n_levels = count_prefixed(L->m, VAE_PREFIX "decoder.up.%d.", VAE_MAX_LEVELS);
+    d->n_levels = count_prefixed(L->s, VAE_PREFIX "decoder.up.%d.", VAE_MAX_LEVELS);
     wl_prefix(L, VAE_PREFIX "decoder.");
     const st_tensor *cin = wl_find(L, "conv_in.weight");
     if (!cin || cin->ndim != 4 || d->n_levels == 0) { wl_fail(L, "missing VAE decoder (decoder.conv_in / decoder.up.*)"); return; }
@@ -122,7 +122,7 @@ static void load_decoder(wloader *L, vae *v) {
 
 static void load_encoder(wloader *L, vae *v) {
     vae_coder *e = &v->enc;
-    e->n_levels = count_prefixed(L->m, VAE_PREFIX "encoder.down.%d.", VAE_MAX_LEVELS);
+    e->n_levels = count_prefixed(L->s, VAE_PREFIX "encoder.down.%d.", VAE_MAX_LEVELS);
     wl_prefix(L, VAE_PREFIX "encoder.");
     const st_tensor *cin = wl_find(L, "conv_in.weight");
     if (!cin || cin->ndim != 4 || e->n_levels == 0) { wl_fail(L, "missing VAE encoder (encoder.conv_in / encoder.down.*)"); return; }
@@ -142,11 +142,14 @@ static void load_encoder(wloader *L, vae *v) {
     e->conv_out = conv_layer_load(L, "conv_out", ch, 2 * v->z_ch, 3, 1, 1);
 }
 
-int vae_load(vae *v, sd_model *m, char *err, size_t errlen) {
+sd_status vae_load(vae *v, tensor_store *s, char *err, size_t errlen) {
     memset(v, 0, sizeof *v);
-    wloader L = {m, err, errlen, 0, VAE_PREFIX};
+    wloader L = {s, err, errlen, 0, VAE_PREFIX};
     const st_tensor *pq = wl_find(&L, "post_quant_conv.weight");
-    if (!pq || pq->ndim != 4) { wl_fail(&L, "missing or malformed tensor '" VAE_PREFIX "post_quant_conv.weight'"); return -1; }
+    if (!pq || pq->ndim != 4) {
+        wl_fail(&L, "missing or malformed tensor '" VAE_PREFIX "post_quant_conv.weight'");
+        return SD_ERR_MODEL;
+    }
     v->z_ch = (int)pq->shape[0];
     v->img_ch = 3;
     v->post_quant = conv_layer_load(&L, "post_quant_conv", v->z_ch, v->z_ch, 1, 1, 0);
@@ -157,7 +160,7 @@ int vae_load(vae *v, sd_model *m, char *err, size_t errlen) {
         v->quant = conv_layer_load(&L, "quant_conv", 2 * v->z_ch, 2 * v->z_ch, 1, 1, 0);
         load_encoder(&L, v);
     }
-    return L.failed ? -1 : 0;
+    return L.failed ? SD_ERR_MODEL : SD_OK;
 }
 
 static void free_coder(vae_coder *c) {
@@ -174,57 +177,65 @@ void vae_free(vae *v) {
 /* ---------------- forward ---------------- */
 
 /* Single-head self-attention over the pixels, in place on x[B, C, H, W] (LDM AttnBlock). */
-static void attention_forward(const vae_attention *at, float *x, int B, int HW, arena *a, float *scratch) {
+static void attention_forward(compute *cc, const vae_attention *at, float *x, int B, int HW) {
     const int C = at->ch;
-    arena_mark mark = arena_get_mark(a);
-    float *norm = arena_alloc(a, (size_t)C * HW);  /* [C, HW] */
-    float *tok = arena_alloc(a, (size_t)HW * C);   /* [HW, C] */
-    float *q = arena_alloc(a, (size_t)HW * C);     /* [HW, C] */
-    float *k = arena_alloc(a, (size_t)HW * C);     /* [HW, C] */
-    float *v = arena_alloc(a, (size_t)HW * C);     /* [HW, C] */
-    float *work = arena_alloc(a, attention_work_size(HW, HW, 1, C));
-    if (a->failed) return;
+    if (compute_stopped(cc)) return;
+    arena_mark mark = compute_mark(cc);
+    float *norm = compute_alloc(cc, (size_t)C * HW); /* [C, HW] */
+    float *tok = compute_alloc(cc, (size_t)HW * C);  /* [HW, C] */
+    float *q = compute_alloc(cc, (size_t)HW * C);    /* [HW, C] */
+    float *k = compute_alloc(cc, (size_t)HW * C);    /* [HW, C] */
+    float *v = compute_alloc(cc, (size_t)HW * C);    /* [HW, C] */
+    float *work = compute_alloc(cc, attention_work_size(cc, HW, HW, 1, C));
+    if (!norm || !tok || !q || !k || !v || !work) return;
     for (int b = 0; b < B; b++) {
         float *xb = x + (size_t)b * C * HW;
-        group_norm(xb, C, HW, VAE_GROUPS, VAE_EPS, at->norm_w.f32, at->norm_b.f32, 0, norm);
-        transpose(norm, C, HW, tok);
-        linear(tok, HW, C, weight_f32(&at->q_w, scratch), at->q_b.f32, C, q);
-        linear(tok, HW, C, weight_f32(&at->k_w, scratch), at->k_b.f32, C, k);
-        linear(tok, HW, C, weight_f32(&at->v_w, scratch), at->v_b.f32, C, v);
-        attention(q, C, k, C, v, C, HW, HW, 1, C, 0, tok, work);
-        linear(tok, HW, C, weight_f32(&at->proj_w, scratch), at->proj_b.f32, C, q);
-        transpose(q, HW, C, norm);
-        add_inplace(xb, norm, (size_t)C * HW);
+        group_norm(cc, xb, C, HW, VAE_GROUPS, VAE_EPS, at->norm_w.f32, at->norm_b.f32, 0, norm);
+        transpose(cc, norm, C, HW, tok);
+        linear(cc, tok, HW, C, compute_weight(cc, &at->q_w), at->q_b.f32, C, q);
+        linear(cc, tok, HW, C, compute_weight(cc, &at->k_w), at->k_b.f32, C, k);
+        linear(cc, tok, HW, C, compute_weight(cc, &at->v_w), at->v_b.f32, C, v);
+        attention(cc, q, C, k, C, v, C, HW, HW, 1, C, 0, tok, work);
+        linear(cc, tok, HW, C, compute_weight(cc, &at->proj_w), at->proj_b.f32, C, q);
+        transpose(cc, q, HW, C, norm);
+        add_inplace(cc, xb, norm, (size_t)C * HW);
     }
-    arena_reset(a, mark);
+    compute_reset(cc, mark);
 }
 
-static void mid_forward(const vae_coder *c, float **cur, float **other, int B, int H, int W, arena *a, float *scratch) {
-    resnet_block_forward(&c->mid1, *cur, NULL, 0, B, H, W, *other, a, scratch);
-    attention_forward(&c->attn, *other, B, H * W, a, scratch);
-    resnet_block_forward(&c->mid2, *other, NULL, 0, B, H, W, *cur, a, scratch);
+static void mid_forward(compute *cc, const vae_coder *c, float **cur, float **other, int B, int H, int W) {
+    resnet_block_forward(cc, &c->mid1, *cur, NULL, 0, B, H, W, *other);
+    attention_forward(cc, &c->attn, *other, B, H * W);
+    resnet_block_forward(cc, &c->mid2, *other, NULL, 0, B, H, W, *cur);
+}
+
+static void swap(float **a, float **b) {
+    float *t = *a;
+    *a = *b;
+    *b = t;
 }
 
 /* Runs the levels of a coder on *cur (ping-pong with *other); updates H, W and the channel count. */
-static void levels_forward(const vae_coder *c, int is_decoder, float **cur, float **other, int B, int *H, int *W,
-                           int *ch, arena *a, float *scratch) {
-    for (int i = 0; i < c->n_levels; i++) {
+static void levels_forward(compute *cc, const vae_coder *c, int is_decoder, float **cur, float **other, int B, int *H,
+                           int *W, int *ch) {
+    for (int i = 0; i < c->n_levels && !compute_stopped(cc); i++) {
         const vae_level *lv = &c->levels[i];
         for (int j = 0; j < lv->n_res; j++) {
-            resnet_block_forward(&lv->res[j], *cur, NULL, 0, B, *H, *W, *other, a, scratch);
-            float *t = *cur; *cur = *other; *other = t;
+            resnet_block_forward(cc, &lv->res[j], *cur, NULL, 0, B, *H, *W, *other);
+            swap(cur, other);
             *ch = lv->res[j].out_ch;
         }
         if (!lv->has_sample) continue;
         if (is_decoder) { /* nearest 2x, then conv */
-            conv_layer_forward_up2(&lv->sample, *cur, B, *H, *W, *other, a, scratch);
-            *H *= 2; *W *= 2;
-            float *t = *cur; *cur = *other; *other = t;
+            conv_layer_forward_up2(cc, &lv->sample, *cur, B, *H, *W, *other);
+            *H *= 2;
+            *W *= 2;
         } else {
-            conv_layer_forward(&lv->sample, *cur, B, *H, *W, *other, a, scratch);
-            *H = conv_out_size(*H, 3, 2, 0, 1); *W = conv_out_size(*W, 3, 2, 0, 1);
-            float *t = *cur; *cur = *other; *other = t;
+            conv_layer_forward(cc, &lv->sample, *cur, B, *H, *W, *other);
+            *H = conv_out_size(*H, 3, 2, 0, 1);
+            *W = conv_out_size(*W, 3, 2, 0, 1);
         }
+        swap(cur, other);
     }
 }
 
@@ -246,43 +257,43 @@ static size_t coder_max_activation(const vae_coder *c, int is_decoder, int ch, i
     return best;
 }
 
-int vae_decode(const vae *v, const float *z, int B, int h, int w, float *image, arena *a, float *scratch) {
+sd_status vae_decode(compute *cc, const vae *v, const float *z, int B, int h, int w, float *image) {
     const vae_coder *d = &v->dec;
-    arena_mark mark = arena_get_mark(a);
+    if (compute_stopped(cc)) return cc->status;
+    arena_mark mark = compute_mark(cc);
     int ch = d->conv_in.d.out_ch, H = h, W = w;
     size_t big = (size_t)B * coder_max_activation(d, 1, ch, h, w);
-    float *zq = arena_alloc(a, (size_t)B * v->z_ch * h * w);  /* [B, z, h, w] */
-    float *cur = arena_alloc(a, big), *other = arena_alloc(a, big);
-    if (a->failed) return -1;
-    conv_layer_forward(&v->post_quant, z, B, h, w, zq, a, scratch);
-    conv_layer_forward(&d->conv_in, zq, B, h, w, cur, a, scratch);
-    mid_forward(d, &cur, &other, B, H, W, a, scratch);
-    levels_forward(d, 1, &cur, &other, B, &H, &W, &ch, a, scratch);
+    float *zq = compute_alloc(cc, (size_t)B * v->z_ch * h * w); /* [B, z, h, w] */
+    float *cur = compute_alloc(cc, big), *other = compute_alloc(cc, big);
+    if (!zq || !cur || !other) return cc->status;
+    conv_layer_forward(cc, &v->post_quant, z, B, h, w, zq);
+    conv_layer_forward(cc, &d->conv_in, zq, B, h, w, cur);
+    mid_forward(cc, d, &cur, &other, B, H, W);
+    levels_forward(cc, d, 1, &cur, &other, B, &H, &W, &ch);
     const norm_spec norm_out = {&d->norm_out_w, &d->norm_out_b, VAE_GROUPS, VAE_EPS, 1};
-    conv_layer_forward_normed(&d->conv_out, &norm_out, cur, B, H, W, image, a, scratch);
-    int failed = a->failed;
-    arena_reset(a, mark);
-    return failed ? -1 : 0;
+    conv_layer_forward_normed(cc, &d->conv_out, &norm_out, cur, B, H, W, image);
+    compute_reset(cc, mark);
+    return compute_stopped(cc) ? cc->status : SD_OK;
 }
 
-int vae_encode_moments(const vae *v, const float *image, int B, int H, int W, float *moments, arena *a, float *scratch) {
-    if (!v->has_encoder) return -1;
+sd_status vae_encode_moments(compute *cc, const vae *v, const float *image, int B, int H, int W, float *moments) {
+    if (!v->has_encoder) return SD_ERR_MODEL;
     const vae_coder *e = &v->enc;
-    arena_mark mark = arena_get_mark(a);
+    if (compute_stopped(cc)) return cc->status;
+    arena_mark mark = compute_mark(cc);
     int ch = e->conv_in.d.out_ch;
     size_t big = (size_t)B * coder_max_activation(e, 0, ch, H, W);
-    float *cur = arena_alloc(a, big), *other = arena_alloc(a, big);
-    if (a->failed) return -1;
-    conv_layer_forward(&e->conv_in, image, B, H, W, cur, a, scratch);
-    levels_forward(e, 0, &cur, &other, B, &H, &W, &ch, a, scratch);
-    mid_forward(e, &cur, &other, B, H, W, a, scratch);
+    float *cur = compute_alloc(cc, big), *other = compute_alloc(cc, big);
+    if (!cur || !other) return cc->status;
+    conv_layer_forward(cc, &e->conv_in, image, B, H, W, cur);
+    levels_forward(cc, e, 0, &cur, &other, B, &H, &W, &ch);
+    mid_forward(cc, e, &cur, &other, B, H, W);
     const norm_spec norm_out = {&e->norm_out_w, &e->norm_out_b, VAE_GROUPS, VAE_EPS, 1};
-    conv_layer_forward_normed(&e->conv_out, &norm_out, cur, B, H, W, other, a, scratch);
-    float *t = cur; cur = other; other = t;
-    conv_layer_forward(&v->quant, cur, B, H, W, moments, a, scratch);
-    int failed = a->failed;
-    arena_reset(a, mark);
-    return failed ? -1 : 0;
+    conv_layer_forward_normed(cc, &e->conv_out, &norm_out, cur, B, H, W, other);
+    swap(&cur, &other);
+    conv_layer_forward(cc, &v->quant, cur, B, H, W, moments);
+    compute_reset(cc, mark);
+    return compute_stopped(cc) ? cc->status : SD_OK;
 }
 
 void vae_split_moments(const vae *v, const float *moments, int B, int h, int w, float *mean, float *logvar) {
@@ -296,13 +307,13 @@ void vae_split_moments(const vae *v, const float *moments, int B, int h, int w, 
     }
 }
 
-int vae_encode(const vae *v, const float *image, int B, int H, int W, float *mean, float *logvar, arena *a, float *scratch) {
-    arena_mark mark = arena_get_mark(a);
-    float *moments = arena_alloc(a, (size_t)B * 2 * v->z_ch * (H / 8) * (W / 8));
-    int rc = a->failed ? -1 : vae_encode_moments(v, image, B, H, W, moments, a, scratch);
-    if (rc == 0) vae_split_moments(v, moments, B, H / 8, W / 8, mean, logvar);
-    arena_reset(a, mark);
-    return rc;
+sd_status vae_encode(compute *cc, const vae *v, const float *image, int B, int H, int W, float *mean, float *logvar) {
+    arena_mark mark = compute_mark(cc);
+    float *moments = compute_alloc(cc, (size_t)B * 2 * v->z_ch * (H / 8) * (W / 8)); /* [B, 2·z, H/8, W/8] */
+    sd_status st = !moments ? cc->status : vae_encode_moments(cc, v, image, B, H, W, moments);
+    if (st == SD_OK) vae_split_moments(v, moments, B, H / 8, W / 8, mean, logvar);
+    compute_reset(cc, mark);
+    return st;
 }
 
 size_t vae_decode_memory(const vae *v, int h, int w) {

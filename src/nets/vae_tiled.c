@@ -43,14 +43,15 @@ static void blend_h(const tile *a, tile *b, int C, int e) {
 
 /* Runs `fn` on every input tile (in_tile × in_tile, stepping int(in_tile·3/4)), blends the outputs (scale `up`
  * output pixels per input pixel, C channels) and writes the [C, H·up, W·up] result. */
-typedef int (*tile_fn)(const void *ctx, const float *in, int h, int w, float *out);
+typedef sd_status (*tile_fn)(compute *cc, const vae *v, const float *in, int h, int w, float *out);
 
-static int run_tiled(const float *in, int Cin, int H, int W, int in_tile, double up, int C, tile_fn fn, const void *ctx, float *out) {
+static sd_status run_tiled(compute *cc, const vae *v, const float *in, int Cin, int H, int W, int in_tile, double up, int C,
+                           tile_fn fn, float *out) {
     const int step = (int)(in_tile * 0.75), out_tile = (int)(in_tile * up), e = (int)(out_tile * 0.25), keep = out_tile - e;
     const int rows = (H + step - 1) / step, cols = (W + step - 1) / step;
     tile *t = calloc((size_t)rows * cols, sizeof *t);
     float *crop = malloc((size_t)Cin * in_tile * in_tile * sizeof(float));
-    int rc = t && crop ? 0 : -1;
+    sd_status rc = t && crop ? SD_OK : SD_ERR_NOMEM;
     for (int r = 0; r < rows && !rc; r++)
         for (int c = 0; c < cols && !rc; c++) {
             const int i = r * step, j = c * step, th = H - i < in_tile ? H - i : in_tile, tw = W - j < in_tile ? W - j : in_tile;
@@ -61,7 +62,7 @@ static int run_tiled(const float *in, int Cin, int H, int W, int in_tile, double
             o->h = (int)(th * up);
             o->w = (int)(tw * up);
             o->data = malloc((size_t)C * o->h * o->w * sizeof(float));
-            rc = o->data ? fn(ctx, crop, th, tw, o->data) : -1;
+            rc = o->data ? fn(cc, v, crop, th, tw, o->data) : SD_ERR_NOMEM;
         }
     const int OH = (int)(H * up), OW = (int)(W * up);
     for (int r = 0, y0 = 0; r < rows && !rc; r++) {
@@ -86,34 +87,25 @@ static int run_tiled(const float *in, int Cin, int H, int W, int in_tile, double
     return rc;
 }
 
-typedef struct {
-    const vae *v;
-    arena *a;
-    float *scratch;
-} vae_call;
-
-static int decode_tile(const void *ctx, const float *z, int h, int w, float *image) {
-    const vae_call *k = ctx;
-    return vae_decode(k->v, z, 1, h, w, image, k->a, k->scratch);
+static sd_status decode_tile(compute *cc, const vae *v, const float *z, int h, int w, float *image) {
+    return vae_decode(cc, v, z, 1, h, w, image);
 }
 
-static int encode_tile(const void *ctx, const float *image, int H, int W, float *moments) {
-    const vae_call *k = ctx;
-    return vae_encode_moments(k->v, image, 1, H, W, moments, k->a, k->scratch);
+static sd_status encode_tile(compute *cc, const vae *v, const float *image, int H, int W, float *moments) {
+    return vae_encode_moments(cc, v, image, 1, H, W, moments);
 }
 
-int vae_decode_tiled(const vae *v, const float *z, int h, int w, int tile_px, float *image, arena *a, float *scratch) {
-    vae_call k = {v, a, scratch};
-    return run_tiled(z, v->z_ch, h, w, tile_px / 8, 8.0, v->img_ch, decode_tile, &k, image);
+sd_status vae_decode_tiled(compute *cc, const vae *v, const float *z, int h, int w, int tile_px, float *image) {
+    return run_tiled(cc, v, z, v->z_ch, h, w, tile_px / 8, 8.0, v->img_ch, decode_tile, image);
 }
 
-int vae_encode_tiled(const vae *v, const float *image, int H, int W, int tile_px, float *mean, float *logvar, arena *a,
-                     float *scratch) {
-    if (!v->has_encoder) return -1;
-    vae_call k = {v, a, scratch};
-    float *moments = malloc((size_t)2 * v->z_ch * (H / 8) * (W / 8) * sizeof(float));
-    int rc = moments ? run_tiled(image, v->img_ch, H, W, tile_px, 1.0 / 8, 2 * v->z_ch, encode_tile, &k, moments) : -1;
-    if (rc == 0) vae_split_moments(v, moments, 1, H / 8, W / 8, mean, logvar);
+sd_status vae_encode_tiled(compute *cc, const vae *v, const float *image, int H, int W, int tile_px, float *mean,
+                           float *logvar) {
+    if (!v->has_encoder) return SD_ERR_MODEL;
+    float *moments = malloc((size_t)2 * v->z_ch * (H / 8) * (W / 8) * sizeof(float)); /* [2·z, H/8, W/8] */
+    sd_status rc = moments ? run_tiled(cc, v, image, v->img_ch, H, W, tile_px, 1.0 / 8, 2 * v->z_ch, encode_tile, moments)
+                           : SD_ERR_NOMEM;
+    if (rc == SD_OK) vae_split_moments(v, moments, 1, H / 8, W / 8, mean, logvar);
     free(moments);
     return rc;
 }

@@ -3,7 +3,7 @@
  * 2022); the rest goes through OpenBLAS with bounded score blocks. */
 #include "nn/kernels.h"
 #include "nn/gemm.h"
-#include "model/model.h"
+#include "nn/weight.h"
 #include "nn/vecmath.h"
 
 #include <stdint.h>
@@ -41,8 +41,8 @@ static int attention_block_rows(int n, int m) {
     return r < (size_t)n ? (int)r : n;
 }
 
-size_t attention_work_size(int n, int m, int heads, int dh) {
-    size_t blas = (size_t)kernels_threads() * attention_block_rows(n, m) * (m + 1);
+size_t attention_work_size(compute *cc, int n, int m, int heads, int dh) {
+    size_t blas = (size_t)cc->threads * attention_block_rows(n, m) * (m + 1);
     size_t fused = (size_t)heads * (fa_padded_rows(n) + 2 * (size_t)m) * dh; /* Qᵀ blocks, packed keys and values */
     return blas > fused ? blas : fused;
 }
@@ -135,14 +135,14 @@ static int fa_usable(int m, int dh, int causal) { return !causal && dh <= 64 && 
 
 /* QT[h][block][dh, 16] (scaled, zero rows past n), KP[h][tile][dh, 16] and VP[h][m, dh], then one task per
  * (head, FA_BLOCKS blocks). */
-static void fa_attention(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
+static void fa_attention(compute *cc, const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
                          int heads, int dh, float *out, float *work) {
     const int tasks = (n + FA_BLOCKS * FA_LANES - 1) / (FA_BLOCKS * FA_LANES), blocks = FA_BLOCKS * tasks; /* per head */
     const int ldo = heads * dh;
     const float scale = 1.0f / sqrtf((float)dh);
     float *QT = work, *KP = work + (size_t)heads * blocks * dh * FA_LANES; /* [heads, blocks, dh, 16], [heads, m/16, dh, 16] */
     float *VP = KP + (size_t)heads * m * dh;                                /* [heads, m, dh] */
-    #pragma omp parallel for schedule(static) num_threads(kernels_threads())
+    #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int hb = 0; hb < heads * blocks; hb++) { /* (head, block) */
         const int h = hb / blocks, r0 = hb % blocks * FA_LANES;
         float *qt = QT + (size_t)hb * dh * FA_LANES;
@@ -150,7 +150,7 @@ static void fa_attention(const float *Q, int ldq, const float *K, int ldk, const
             for (int r = 0; r < FA_LANES; r++)
                 qt[d * FA_LANES + r] = r0 + r < n ? Q[(size_t)(r0 + r) * ldq + h * dh + d] * scale : 0.0f;
     }
-    #pragma omp parallel for schedule(static) num_threads(kernels_threads())
+    #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int ht = 0; ht < heads * (m / FA_LANES); ht++) { /* (head, key tile) */
         const int h = ht / (m / FA_LANES), j0 = ht % (m / FA_LANES) * FA_LANES;
         float *kp = KP + (size_t)ht * dh * FA_LANES;
@@ -159,7 +159,7 @@ static void fa_attention(const float *Q, int ldq, const float *K, int ldk, const
         for (int j = 0; j < FA_LANES; j++)
             memcpy(VP + ((size_t)h * m + j0 + j) * dh, V + (size_t)(j0 + j) * ldv + h * dh, (size_t)dh * sizeof(float));
     }
-    #pragma omp parallel for schedule(dynamic, 2) num_threads(kernels_threads())
+    #pragma omp parallel for schedule(dynamic, 2) num_threads(cc->threads)
     for (int task = 0; task < heads * tasks; task++) {
         const int h = task / tasks, b0 = task % tasks * FA_BLOCKS, r0 = b0 * FA_LANES;
         const int rows = n - r0 < FA_BLOCKS * FA_LANES ? n - r0 : FA_BLOCKS * FA_LANES;
@@ -273,7 +273,7 @@ GEMM_BF16_TARGET static void fa_task_bf16(const uint32_t *QT, const uint32_t *KB
 
 /* fa_attention in bfloat16: QT[h][block][dh/2, 16], KB[h][m, dh/2], VP[h][m/2, dh] packed once, then one task per
  * (head, FA_BLOCKS blocks). */
-static void fa_attention_bf16(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
+static void fa_attention_bf16(compute *cc, const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
                               int heads, int dh, float *out, float *work) {
     const int tasks = (n + FA_BLOCKS * FA_LANES - 1) / (FA_BLOCKS * FA_LANES), blocks = FA_BLOCKS * tasks; /* per head */
     const int ldo = heads * dh, dp = dh / 2;
@@ -281,7 +281,7 @@ static void fa_attention_bf16(const float *Q, int ldq, const float *K, int ldk, 
     uint32_t *QT = (uint32_t *)work;                             /* [heads, blocks, dh/2, 16] */
     uint32_t *KB = QT + (size_t)heads * blocks * dp * FA_LANES;  /* [heads, m, dh/2] */
     uint32_t *VP = KB + (size_t)heads * m * dp;                  /* [heads, m/2, dh] */
-    #pragma omp parallel for schedule(static) num_threads(kernels_threads())
+    #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int hb = 0; hb < heads * blocks; hb++) { /* (head, block) */
         const int h = hb / blocks, r0 = hb % blocks * FA_LANES;
         uint32_t *qt = QT + (size_t)hb * dp * FA_LANES;
@@ -291,7 +291,7 @@ static void fa_attention_bf16(const float *Q, int ldq, const float *K, int ldk, 
                 qt[p * FA_LANES + r] = r0 + r < n ? bf16_pair(q[0] * scale, q[1] * scale) : 0;
             }
     }
-    #pragma omp parallel for schedule(static) num_threads(kernels_threads())
+    #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int hk = 0; hk < heads * (m / 2); hk++) { /* (head, key pair) */
         const int h = hk / (m / 2), j = hk % (m / 2) * 2;
         uint32_t *kb = KB + ((size_t)h * m + j) * dp, *vp = VP + ((size_t)h * (m / 2) + j / 2) * dh;
@@ -303,7 +303,7 @@ static void fa_attention_bf16(const float *Q, int ldq, const float *K, int ldk, 
         const float *v0 = V + (size_t)j * ldv + h * dh, *v1 = v0 + ldv;
         for (int d = 0; d < dh; d++) vp[d] = bf16_pair(v0[d], v1[d]);
     }
-    #pragma omp parallel for schedule(dynamic, 2) num_threads(kernels_threads())
+    #pragma omp parallel for schedule(dynamic, 2) num_threads(cc->threads)
     for (int task = 0; task < heads * tasks; task++) {
         const int h = task / tasks, b0 = task % tasks * FA_BLOCKS, r0 = b0 * FA_LANES;
         const int rows = n - r0 < FA_BLOCKS * FA_LANES ? n - r0 : FA_BLOCKS * FA_LANES;
@@ -316,23 +316,24 @@ static void fa_attention_bf16(const float *Q, int ldq, const float *K, int ldk, 
 /* The fused kernel when it applies; otherwise each thread takes (head, query block) tasks with its
  * own score buffer and single-threaded GEMMs. There the softmax is left unnormalised
  * (P = exp(S - max)) and each output row is divided by its row sum after P·V: one pass less over P. */
-void attention(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
+void attention(compute *cc, const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
                int heads, int dh, int causal, float *out, float *work) {
     if (fa_usable(m, dh, causal)) {
-        gemm_count(4.0 * n * m * dh * heads); /* S = Q·Kᵀ and P·V */
+        compute_count(cc, 4.0 * n * m * dh * heads); /* S = Q·Kᵀ and P·V */
 #if GEMM_HAVE_BF16
-        if (kernels_bf16()) { /* set only on CPUs with AVX512-BF16 */
-            fa_attention_bf16(Q, ldq, K, ldk, V, ldv, n, m, heads, dh, out, work);
+        if (cc->bf16) { /* set only on CPUs with AVX512-BF16 */
+            fa_attention_bf16(cc, Q, ldq, K, ldk, V, ldv, n, m, heads, dh, out, work);
             return;
         }
 #endif
-        fa_attention(Q, ldq, K, ldk, V, ldv, n, m, heads, dh, out, work);
+        fa_attention(cc, Q, ldq, K, ldk, V, ldv, n, m, heads, dh, out, work);
         return;
     }
     const float scale = 1.0f / sqrtf((float)dh);
     const int R = attention_block_rows(n, m), blocks = (n + R - 1) / R, ldo = heads * dh;
-    const gemm_precision prec = kernels_bf16() ? GEMM_BF16 : GEMM_F32;
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(kernels_threads()) if (heads * blocks > 1)
+    const gemm_precision prec = cc->bf16 ? GEMM_BF16 : GEMM_F32;
+    compute_count(cc, 4.0 * n * m * dh * heads); /* S = Q·Kᵀ and P·V */
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(cc->threads) if (heads * blocks > 1)
     for (int task = 0; task < heads * blocks; task++) {
         const int h = task / blocks, r0 = (task % blocks) * R, rows = r0 + R <= n ? R : n - r0;
         float *S = work + (size_t)thread_index() * R * (m + 1); /* [rows, m] scores */

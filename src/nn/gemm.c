@@ -13,7 +13,6 @@
 #include "nn/gemm.h"
 
 #include <cblas.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +20,6 @@
 #if GEMM_HAVE_BF16
 #include <immintrin.h>
 #endif
-
-static _Atomic unsigned long long g_flops; /* gemm_flops(); relaxed adds, one per product */
-
-void gemm_count(double flops) { atomic_fetch_add_explicit(&g_flops, (unsigned long long)flops, memory_order_relaxed); }
-
-double gemm_flops(void) { return (double)atomic_load_explicit(&g_flops, memory_order_relaxed); }
 
 int gemm_bf16_supported(void) {
 #if GEMM_HAVE_BF16
@@ -212,7 +205,6 @@ void gemm_bf16_rows(const float *A, int lda, int M, int K, void *dst) {
 void gemm_1t_bf16a(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const void *Ab,
                    const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    gemm_count(2.0 * M * N * K);
 #if GEMM_HAVE_BF16
     if (K > 0 && gemm_bf16(trans_b, M, N, K, alpha, Ab, B, ldb, NULL, beta, C, ldc) == 0) return;
 #else
@@ -255,7 +247,6 @@ void gemm_bf16_pack_b(int trans_b, int N, int K, const float *B, int ldb, int pa
 
 void gemm_1t_bf16ab(int M, int N, int K, float alpha, const void *Ab, const void *Bp, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0 || K <= 0) return; /* K > 0: kernels.c shares B only for large products */
-    gemm_count(2.0 * M * N * K);
 #if GEMM_HAVE_BF16
     gemm_bf16(0, M, N, K, alpha, Ab, NULL, 0, Bp, beta, C, ldc);
 #else
@@ -266,7 +257,6 @@ void gemm_1t_bf16ab(int M, int N, int K, float alpha, const void *Ab, const void
 void gemm_1t(gemm_precision prec, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    gemm_count(2.0 * M * N * K);
 #if GEMM_HAVE_BF16
     if (prec == GEMM_BF16 && K > 0 && gemm_bf16_supported()) {
         uint32_t *Ab = malloc(gemm_bf16_rows_bytes(M, K)); /* [M][K/2] */

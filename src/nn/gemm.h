@@ -51,10 +51,4 @@ void gemm_bf16_pack_b(int trans_b, int N, int K, const float *B, int ldb, int pa
  * this N and K (K > 0). Same sums as gemm_1t_bf16a. The CPU must have AVX512-BF16. */
 void gemm_1t_bf16ab(int M, int N, int K, float alpha, const void *Ab, const void *Bp, float beta, float *C, int ldc);
 
-/* Multiply-add FLOPs (2·M·N·K per product) that the matrix products have run since the program started, all
- * threads together: gemm_1t and gemm_1t_bf16a count themselves, fused kernels call gemm_count. For the
- * benchmark's floor (the step's executed products at the sgemm peak). */
-void gemm_count(double flops);
-double gemm_flops(void);
-
 #endif

@@ -13,97 +13,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* ---------------- arena ---------------- */
-
-#define ARENA_BLOCK_MIN ((size_t)64 << 20) /* bytes */
-
-struct arena_block {
-    arena_block *next;
-    size_t size, offset; /* bytes */
-    unsigned char *data;
-};
-
-void arena_init(arena *a) { memset(a, 0, sizeof *a); }
-
-void arena_free(arena *a) {
-    for (arena_block *b = a->head, *n; b; b = n) { n = b->next; free(b->data); free(b); }
-    memset(a, 0, sizeof *a);
-}
-
-#define HUGE_PAGE ((size_t)2 << 20) /* bytes: an x86-64 transparent huge page */
-
-/* `bytes` rounded up to whole huge pages, aligned to one, and marked for transparent huge pages where the
- * kernel has them (its default "madvise" mode): the first touch of a block faults 512x fewer times. Every
- * stage starts in fresh blocks (sd_release_stage frees them), and page faults are dear on virtual machines:
- * on this project's VM, touching 512 MB fresh took 1.4-2.0 s with 4 KB pages, 0.05-0.4 s with huge pages;
- * TAESD's 512x512 decode went from 0.76 to 0.38 s, the VAE's from 7.3-8.6 to 4.1-5.6 s. */
-static unsigned char *block_memory(size_t *bytes) {
-    *bytes = (*bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-    unsigned char *p = aligned_alloc(HUGE_PAGE, *bytes);
-#ifdef MADV_HUGEPAGE
-    if (p) madvise(p, *bytes, MADV_HUGEPAGE); /* advice only: failure changes nothing */
-#endif
-    return p;
-}
-
-static arena_block *arena_new_block(size_t bytes) {
-    arena_block *b = calloc(1, sizeof *b);
-    if (!b) return NULL;
-    b->size = bytes < ARENA_BLOCK_MIN ? ARENA_BLOCK_MIN : bytes;
-    b->data = block_memory(&b->size);
-    if (!b->data) { free(b); return NULL; }
-    return b;
-}
-
-float *arena_alloc(arena *a, size_t n) {
-    size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
-    if (bytes == 0) bytes = 64;
-    if (!a->cur) {
-        if (!a->head && !(a->head = arena_new_block(bytes))) { a->failed = 1; return NULL; }
-        a->cur = a->head;
-        a->cur->offset = 0;
-    }
-    /* Move to the next block (reusing kept ones) until one has room. */
-    while (a->cur->size - a->cur->offset < bytes) {
-        arena_block *next = a->cur->next;
-        if (next && next->size < bytes) { /* too small for this request: drop it */
-            a->cur->next = next->next;
-            free(next->data);
-            free(next);
-            continue;
-        }
-        if (!next) {
-            if (!(next = arena_new_block(bytes))) { a->failed = 1; return NULL; }
-            a->cur->next = next;
-        }
-        a->cur = next;
-        a->cur->offset = 0;
-    }
-    float *p = (float *)(a->cur->data + a->cur->offset);
-    a->cur->offset += bytes;
-    a->used += bytes;
-    if (a->used > a->peak) a->peak = a->used;
-    return p;
-}
-
-float *arena_zalloc(arena *a, size_t n) {
-    float *p = arena_alloc(a, n);
-    if (p) memset(p, 0, n * sizeof(float));
-    return p;
-}
-
-arena_mark arena_get_mark(const arena *a) {
-    arena_mark m = {a->cur, a->cur ? a->cur->offset : 0, a->used};
-    return m;
-}
-
-void arena_reset(arena *a, arena_mark m) {
-    a->cur = m.block;
-    if (a->cur) a->cur->offset = m.offset;
-    a->used = m.used;
-}
-
-/* ---------------- threads ---------------- */
+/* ---------------- dense ---------------- */
 
 /* Nesting depth of OpenMP regions, active or not (a one-thread team counts too, so the answer does
  * not depend on the thread count). */
@@ -113,56 +23,15 @@ static int omp_in_parallel_region(void) { return omp_get_level() > 0; }
 static int omp_in_parallel_region(void) { return 0; }
 #endif
 
-static _Thread_local int g_threads = 1; /* per application thread: each context sets it for its calls */
-
-void kernels_set_threads(int n) {
-#ifdef _OPENMP
-    if (n < 1) n = omp_get_num_procs();
-    omp_set_num_threads(n);
-#else
-    if (n < 1) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
-#endif
-    g_threads = n;
-    openblas_set_num_threads(1); /* one thread pool: OpenMP splits the GEMMs (see gemm) */
-}
-
-int kernels_threads(void) { return g_threads; }
-
-static _Thread_local int g_bf16; /* per application thread, like g_threads */
-
-int kernels_set_bf16(int on) {
-    g_bf16 = on && gemm_bf16_supported();
-    return g_bf16;
-}
-
-int kernels_bf16(void) { return g_bf16; }
-
-/* ---------------- dense ---------------- */
 
 #define GEMM_PANELS 4     /* large products are cut into this many panels, whatever the thread count */
 #define GEMM_MIN_PANEL 32 /* ... each at least this wide (a multiple of 16) */
 
-/* The bf16 copies of A and of B that a product's panels share, kept between the products of this application
- * thread (a fresh buffer per product was mapped and page-faulted anew each time: ~43K faults per SD 1.5 step)
- * until kernels_release_scratch. */
-typedef struct {
-    uint32_t *words;
-    size_t bytes;
-} bf16_scratch;
-static _Thread_local bf16_scratch g_bf16_a; /* [M][(K + 1) / 2]: A's rows (gemm_bf16_rows) */
-static _Thread_local bf16_scratch g_bf16_b; /* op(B) packed whole (gemm_bf16_pack_b) */
-
-void kernels_release_scratch(void) {
-    free(g_bf16_a.words);
-    free(g_bf16_b.words);
-    g_bf16_a = g_bf16_b = (bf16_scratch){0};
-}
-
 /* At least `bytes` of s, or NULL. */
-static uint32_t *bf16_scratch_get(bf16_scratch *s, size_t bytes) {
+static uint32_t *bf16_scratch_get(bf16_buffer *s, size_t bytes) {
     if (bytes > s->bytes) {
         free(s->words);
-        *s = (bf16_scratch){0};
+        *s = (bf16_buffer){0};
         if (!(s->words = aligned_alloc(64, (bytes + 63) / 64 * 64))) return NULL;
         s->bytes = bytes;
     }
@@ -170,21 +39,21 @@ static uint32_t *bf16_scratch_get(bf16_scratch *s, size_t bytes) {
 }
 
 /* A[M, K] in bf16 rows for all panels at once (kernels' threads), or NULL (no memory: the panels convert A). */
-static uint32_t *bf16_rows_shared(const float *A, int lda, int M, int K) {
-    uint32_t *Ab = bf16_scratch_get(&g_bf16_a, gemm_bf16_rows_bytes(M, K));
+static uint32_t *bf16_rows_shared(compute *cc, const float *A, int lda, int M, int K) {
+    uint32_t *Ab = bf16_scratch_get(&cc->bf16_a, gemm_bf16_rows_bytes(M, K));
     if (!Ab) return NULL;
-    #pragma omp parallel for schedule(static) num_threads(g_threads)
+    #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int r0 = 0; r0 < M; r0 += 16)
         gemm_bf16_rows(A + (size_t)r0 * lda, lda, M - r0 < 16 ? M - r0 : 16, K, Ab + (size_t)r0 * ((K + 1) / 2));
     return Ab;
 }
 
 /* op(B) packed once for row panels that all read the whole of it (kernels' threads), or NULL (each packs its own). */
-static uint32_t *bf16_b_shared(int trans_b, int N, int K, const float *B, int ldb) {
-    uint32_t *Bp = bf16_scratch_get(&g_bf16_b, gemm_bf16_b_bytes(N, K));
+static uint32_t *bf16_b_shared(compute *cc, int trans_b, int N, int K, const float *B, int ldb) {
+    uint32_t *Bp = bf16_scratch_get(&cc->bf16_b, gemm_bf16_b_bytes(N, K));
     if (!Bp) return NULL;
     const int panels = gemm_bf16_b_panels(N, K);
-    #pragma omp parallel for schedule(static) num_threads(g_threads)
+    #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int q = 0; q < panels; q++) gemm_bf16_pack_b(trans_b, N, K, B, ldb, q, Bp);
     return Bp;
 }
@@ -202,9 +71,10 @@ static void gemm_panel(gemm_precision prec, int trans_b, int M, int N, int K, fl
  * out over the one thread pool. The panels depend only on the shape, never on the thread count, so every
  * product (and its summation order, which OpenBLAS kernels vary with the call's width) is the same
  * at any thread count. In bfloat16, A is converted once for all panels, and so is B when every panel reads all of it. */
-static void gemm(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
-                 float beta, float *C, int ldc) {
-    const gemm_precision prec = g_bf16 ? GEMM_BF16 : GEMM_F32; /* read here: the pool's threads have their own */
+static void gemm(compute *cc, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                 int ldb, float beta, float *C, int ldc) {
+    const gemm_precision prec = cc->bf16 ? GEMM_BF16 : GEMM_F32;
+    compute_count(cc, 2.0 * M * N * K);
     if ((double)M * N * K < 4e6 || omp_in_parallel_region()) {
         gemm_1t(prec, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
@@ -212,10 +82,10 @@ static void gemm(int trans_b, int M, int N, int K, float alpha, const float *A, 
     int split_n = N >= M;
     int len = split_n ? N : M, chunk = ((len + GEMM_PANELS - 1) / GEMM_PANELS + 15) / 16 * 16;
     if (chunk < GEMM_MIN_PANEL) chunk = GEMM_MIN_PANEL;
-    uint32_t *Ab = prec == GEMM_BF16 ? bf16_rows_shared(A, lda, M, K) : NULL;
-    uint32_t *Bp = Ab && !split_n ? bf16_b_shared(trans_b, N, K, B, ldb) : NULL;
+    uint32_t *Ab = prec == GEMM_BF16 ? bf16_rows_shared(cc, A, lda, M, K) : NULL;
+    uint32_t *Bp = Ab && !split_n ? bf16_b_shared(cc, trans_b, N, K, B, ldb) : NULL;
     const size_t ab_row = (size_t)(K + 1) / 2; /* words per row of Ab */
-    #pragma omp parallel for schedule(static) num_threads(g_threads)
+    #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int p0 = 0; p0 < len; p0 += chunk) {
         int w = len - p0 < chunk ? len - p0 : chunk;
         if (split_n)
@@ -227,16 +97,16 @@ static void gemm(int trans_b, int M, int N, int K, float alpha, const float *A, 
     }
 }
 
-void matmul(const float *A, const float *B, float *C, int M, int N, int K, float alpha, float beta) {
-    gemm(0, M, N, K, alpha, A, K, B, N, beta, C, N);
+void matmul(compute *cc, const float *A, const float *B, float *C, int M, int N, int K, float alpha, float beta) {
+    gemm(cc, 0, M, N, K, alpha, A, K, B, N, beta, C, N);
 }
 
-void linear(const float *x, int n, int in, const float *W, const float *b, int out, float *y) {
+void linear(compute *cc, const float *x, int n, int in, const float *W, const float *b, int out, float *y) {
     if (b) {
-        #pragma omp parallel for schedule(static) if ((size_t)n * out > 65536)
+        #pragma omp parallel for schedule(static) num_threads(cc->threads) if ((size_t)n * out > 65536)
         for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, (size_t)out * sizeof(float));
     }
-    gemm(1, n, out, in, 1.0f, x, in, W, in, b ? 1.0f : 0.0f, y, out);
+    gemm(cc, 1, n, out, in, 1.0f, x, in, W, in, b ? 1.0f : 0.0f, y, out);
 }
 
 /* ---------------- convolution ---------------- */
@@ -278,10 +148,10 @@ size_t conv_work_size(const conv_desc *d, int B, int H, int W) {
 
 /* col[(c·kh + ky)·kw + kx, p - p0] = x[c, oy·s - pt + ky, ox·s - pl + kx] (zero outside), p in [p0, p1);
  * rows of col are ld apart. */
-static void im2col_tile(const conv_desc *d, const float *x, int H, int W, int Wo, size_t p0, size_t p1, float *col,
+static void im2col_tile(compute *cc, const conv_desc *d, const float *x, int H, int W, int Wo, size_t p0, size_t p1, float *col,
                         size_t ld) {
     const int K = d->in_ch * d->kh * d->kw;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int k = 0; k < K; k++) {
         int c = k / (d->kh * d->kw), ky = (k / d->kw) % d->kh, kx = k % d->kw;
         const float *xc = x + (size_t)c * H * W;
@@ -294,8 +164,8 @@ static void im2col_tile(const conv_desc *d, const float *x, int H, int W, int Wo
     }
 }
 
-static void fill_bias(float *y, const float *b, int C, size_t P) {
-    #pragma omp parallel for schedule(static)
+static void fill_bias(compute *cc, float *y, const float *b, int C, size_t P) {
+    #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int c = 0; c < C; c++) {
         float v = b ? b[c] : 0.0f;
         float *yc = y + (size_t)c * P;
@@ -304,35 +174,35 @@ static void fill_bias(float *y, const float *b, int C, size_t P) {
 }
 
 /* One batch item: y[O, P] = W[O, K] · im2col(x) + b, in pixel tiles (a pointwise x is used as is). */
-static void conv2d_item(const conv_desc *d, const float *x, int H, int W, const float *w, const float *b, float *y,
+static void conv2d_item(compute *cc, const conv_desc *d, const float *x, int H, int W, const float *w, const float *b, float *y,
                         float *work) {
     const int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
     const size_t P = conv_out_pixels(d, H, W);
     const int K = d->in_ch * d->kh * d->kw;
-    fill_bias(y, b, d->out_ch, P);
+    fill_bias(cc, y, b, d->out_ch, P);
     if (conv_is_pointwise(d)) { /* y[O, P] += W[O, C] · x[C, P] */
-        gemm(0, d->out_ch, (int)P, K, 1.0f, w, K, x, (int)P, 1.0f, y, (int)P);
+        gemm(cc, 0, d->out_ch, (int)P, K, 1.0f, w, K, x, (int)P, 1.0f, y, (int)P);
         return;
     }
     size_t tile = conv_tile_pixels(d, H, W);
     for (size_t p0 = 0; p0 < P; p0 += tile) {
         size_t p1 = p0 + tile < P ? p0 + tile : P;
-        im2col_tile(d, x, H, W, Wo, p0, p1, work, p1 - p0);
+        im2col_tile(cc, d, x, H, W, Wo, p0, p1, work, p1 - p0);
         /* y[O, p0:p1] += W[O, K] · col[K, p1-p0] */
-        gemm(0, d->out_ch, (int)(p1 - p0), K, 1.0f, w, K, work, (int)(p1 - p0), 1.0f, y + p0, (int)P);
+        gemm(cc, 0, d->out_ch, (int)(p1 - p0), K, 1.0f, w, K, work, (int)(p1 - p0), 1.0f, y + p0, (int)P);
     }
 }
 
 /* The whole batch of small images: out[O, B·P] = W[O, K] · col[K, B·P], then y[b, o, p] = out[o, b·P + p] + b[o]. */
-static void conv2d_batch(const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b,
+static void conv2d_batch(compute *cc, const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b,
                          float *y, float *work) {
     const int Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
     const size_t P = conv_out_pixels(d, H, W), BP = (size_t)B * P;
     const int K = d->in_ch * d->kh * d->kw, O = d->out_ch;
     float *col = work, *out = work + (size_t)K * BP; /* [K, B·P], [O, B·P] */
-    for (int i = 0; i < B; i++) im2col_tile(d, x + (size_t)i * d->in_ch * H * W, H, W, Wo, 0, P, col + (size_t)i * P, BP);
-    gemm(0, O, (int)BP, K, 1.0f, w, K, col, (int)BP, 0.0f, out, (int)BP);
-    #pragma omp parallel for schedule(static) collapse(2)
+    for (int i = 0; i < B; i++) im2col_tile(cc, d, x + (size_t)i * d->in_ch * H * W, H, W, Wo, 0, P, col + (size_t)i * P, BP);
+    gemm(cc, 0, O, (int)BP, K, 1.0f, w, K, col, (int)BP, 0.0f, out, (int)BP);
+    #pragma omp parallel for schedule(static) num_threads(cc->threads) collapse(2)
     for (int i = 0; i < B; i++)
         for (int o = 0; o < O; o++) {
             const float *src = out + (size_t)o * BP + (size_t)i * P;
@@ -341,14 +211,14 @@ static void conv2d_batch(const conv_desc *d, const float *x, int B, int H, int W
         }
 }
 
-void conv2d(const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b, float *y, float *work) {
+void conv2d(compute *cc, const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b, float *y, float *work) {
     const size_t P = conv_out_pixels(d, H, W);
     if (conv_batches_items(B, P)) {
-        conv2d_batch(d, x, B, H, W, w, b, y, work);
+        conv2d_batch(cc, d, x, B, H, W, w, b, y, work);
         return;
     }
     for (int i = 0; i < B; i++)
-        conv2d_item(d, x + (size_t)i * d->in_ch * H * W, H, W, w, b, y + (size_t)i * d->out_ch * P, work);
+        conv2d_item(cc, d, x + (size_t)i * d->in_ch * H * W, H, W, w, b, y + (size_t)i * d->out_ch * P, work);
 }
 
 /* ---------------- normalisation ---------------- */
@@ -389,20 +259,20 @@ static void group_norm_group(const float *xg, size_t n, int cg, float eps, const
     }
 }
 
-void group_norm_coeffs(const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta,
+void group_norm_coeffs(compute *cc, const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta,
                        float *scale, float *shift) {
     const int cg = C / G;
     const size_t n = (size_t)cg * HW;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int g = 0; g < G; g++)
         group_norm_group(x + (size_t)g * n, n, cg, eps, gamma + g * cg, beta + g * cg, scale + g * cg, shift + g * cg);
 }
 
 /* y = x·s + t per channel (GroupNorm's map), then SiLU. */
-void group_norm(const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta, int silu, float *y) {
+void group_norm(compute *cc, const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta, int silu, float *y) {
     const int cg = C / G;
     const size_t n = (size_t)cg * HW;
-    #pragma omp parallel for schedule(static) firstprivate(x, y, gamma, beta, silu, HW, cg, n, eps)
+    #pragma omp parallel for schedule(static) num_threads(cc->threads) firstprivate(x, y, gamma, beta, silu, HW, cg, n, eps)
     for (int g = 0; g < G; g++) {
         float scale[cg], shift[cg]; /* cg <= C: a few hundred floats at most */
         group_norm_group(x + (size_t)g * n, n, cg, eps, gamma + g * cg, beta + g * cg, scale, shift);
@@ -412,8 +282,8 @@ void group_norm(const float *x, int C, int HW, int G, float eps, const float *ga
 }
 
 /* LayerNorm (Ba et al. 2016) over the last dimension. */
-void layer_norm(const float *x, int n, int d, float eps, const float *gamma, const float *beta, float *y) {
-    #pragma omp parallel for schedule(static) if ((size_t)n * d > 16384)
+void layer_norm(compute *cc, const float *x, int n, int d, float eps, const float *gamma, const float *beta, float *y) {
+    #pragma omp parallel for schedule(static) num_threads(cc->threads) if ((size_t)n * d > 16384)
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
         float *yi = y + (size_t)i * d;
@@ -424,16 +294,16 @@ void layer_norm(const float *x, int n, int d, float eps, const float *gamma, con
     }
 }
 
-void conv_input_apply(const conv_input *in, const float *x, int B, int C, int H, int W, float *y) {
+void conv_input_apply(compute *cc, const conv_input *in, const float *x, int B, int C, int H, int W, float *y) {
     const size_t HW = (size_t)H * W, xHW = in->upsample2x ? HW / 4 : HW; /* x's planes are [H/2, W/2] when upsampling */
     for (int b = 0; b < B; b++) {
         const float *xb = x + (size_t)b * C * xHW;
         float *yb = y + (size_t)b * C * HW;
         if (in->upsample2x) {
-            upsample_nearest2x(xb, C, H / 2, W / 2, yb);
+            upsample_nearest2x(cc, xb, C, H / 2, W / 2, yb);
             xb = yb; /* then mapped in place */
         }
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) num_threads(cc->threads)
         for (int c = 0; c < C; c++) {
             if (in->scale)
                 channel_map_row(xb + (size_t)c * HW, HW, in->scale[(size_t)b * C + c], in->shift[(size_t)b * C + c], in->silu,
@@ -446,27 +316,27 @@ void conv_input_apply(const conv_input *in, const float *x, int B, int C, int H,
 
 /* ---------------- element-wise ---------------- */
 
-void silu_inplace(float *x, size_t n) {
-    #pragma omp parallel for schedule(static) if (n > 65536) firstprivate(x)
+void silu_inplace(compute *cc, float *x, size_t n) {
+    #pragma omp parallel for schedule(static) num_threads(cc->threads) if (n > 65536) firstprivate(x)
     for (size_t i = 0; i < n; i++) x[i] = silu1(x[i]);
 }
 
-void quick_gelu_inplace(float *x, size_t n) {
-    #pragma omp parallel for schedule(static) if (n > 65536) firstprivate(x)
+void quick_gelu_inplace(compute *cc, float *x, size_t n) {
+    #pragma omp parallel for schedule(static) num_threads(cc->threads) if (n > 65536) firstprivate(x)
     for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + fast_expf(-1.702f * x[i]));
 }
 
 /* GELU (Hendrycks & Gimpel 2016), exact form: x/2 · (1 + erf(x/√2)). */
 static inline float gelu1(float x) { return 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f)); }
 
-void gelu_inplace(float *x, size_t n) {
-    #pragma omp parallel for schedule(static) if (n > 65536) firstprivate(x)
+void gelu_inplace(compute *cc, float *x, size_t n) {
+    #pragma omp parallel for schedule(static) num_threads(cc->threads) if (n > 65536) firstprivate(x)
     for (size_t i = 0; i < n; i++) x[i] = gelu1(x[i]);
 }
 
 /* GEGLU (Shazeer 2020): proj → [a, g], out = a · GELU(g), GELU(g) = g/2 · (1 + erf(g/√2)). */
-void geglu(const float *x, int n, int d, float *y) {
-    #pragma omp parallel for schedule(static) if ((size_t)n * d > 65536) firstprivate(x, y, d)
+void geglu(compute *cc, const float *x, int n, int d, float *y) {
+    #pragma omp parallel for schedule(static) num_threads(cc->threads) if ((size_t)n * d > 65536) firstprivate(x, y, d)
     for (int i = 0; i < n; i++) {
         const float *a = x + (size_t)i * 2 * d, *g = a + d;
         float *yi = y + (size_t)i * d;
@@ -474,13 +344,13 @@ void geglu(const float *x, int n, int d, float *y) {
     }
 }
 
-void add_inplace(float *y, const float *x, size_t n) {
-    #pragma omp parallel for schedule(static) if (n > 65536) firstprivate(x, y)
+void add_inplace(compute *cc, float *y, const float *x, size_t n) {
+    #pragma omp parallel for schedule(static) num_threads(cc->threads) if (n > 65536) firstprivate(x, y)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-void upsample_nearest(const float *x, int C, int H, int W, float *y, int OH, int OW) {
-    #pragma omp parallel for schedule(static)
+void upsample_nearest(compute *cc, const float *x, int C, int H, int W, float *y, int OH, int OW) {
+    #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int c = 0; c < C; c++)
         for (int i = 0; i < OH; i++) { /* torch 'nearest': output index i reads floor(i · in / out) */
             const float *xr = x + ((size_t)c * H + (int)((int64_t)i * H / OH)) * W;
@@ -489,14 +359,14 @@ void upsample_nearest(const float *x, int C, int H, int W, float *y, int OH, int
         }
 }
 
-void upsample_nearest2x(const float *x, int C, int H, int W, float *y) { upsample_nearest(x, C, H, W, y, 2 * H, 2 * W); }
+void upsample_nearest2x(compute *cc, const float *x, int C, int H, int W, float *y) { upsample_nearest(cc, x, C, H, W, y, 2 * H, 2 * W); }
 
 /* In 16 x 16 tiles turned around in a local buffer, so that every line of x is read once and every line of y
  * written once, whole: writing y element by element across a tile's rows kept 16-32 lines of one cache set
  * alive (rows a power of two apart) and ran at 1.5 GB/s for [4096, 320]. */
-void transpose(const float *x, int rows, int cols, float *y) {
+void transpose(compute *cc, const float *x, int rows, int cols, float *y) {
     enum { T = 16 };
-    #pragma omp parallel for schedule(static) if ((size_t)rows * cols > 65536)
+    #pragma omp parallel for schedule(static) num_threads(cc->threads) if ((size_t)rows * cols > 65536)
     for (int r0 = 0; r0 < rows; r0 += T) {
         const int nr = rows - r0 < T ? rows - r0 : T;
         for (int c0 = 0; c0 < cols; c0 += T) {

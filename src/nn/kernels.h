@@ -1,45 +1,20 @@
-/* kernels.h - the numeric building blocks: BLAS-backed linear/conv/attention, norms, activations,
- * and the activation arena. Tensors are plain float arrays; shapes are given in comments and
- * arguments. Images are [C, H, W] (one batch item), token sequences are [N, D] row-major.
- */
+/* kernels.h - the numeric building blocks: BLAS-backed linear/conv/attention, norms, activations. Tensors are
+ * plain float arrays; shapes are given in comments and arguments. Images are [C, H, W] (one batch item), token
+ * sequences are [N, D] row-major. Every kernel runs in a compute context (compute.h): its threads, its precision
+ * of the products, its FLOP counter. */
 #ifndef SD_KERNELS_H
 #define SD_KERNELS_H
+
+#include "nn/compute.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- arena: bump allocator for activations, reset to a mark instead of free ---- */
-typedef struct arena_block arena_block;
-typedef struct {
-    arena_block *head, *cur;
-    size_t peak, used;
-    int failed; /* an allocation failed: the caller reports SD_ERR_NOMEM */
-} arena;
-typedef struct { arena_block *block; size_t offset, used; } arena_mark;
-
-void arena_init(arena *a);
-void arena_free(arena *a);
-/* n floats, 64-byte aligned, uninitialised. NULL (and a->failed set) when memory runs out. */
-float *arena_alloc(arena *a, size_t n);
-float *arena_zalloc(arena *a, size_t n);
-arena_mark arena_get_mark(const arena *a);
-void arena_reset(arena *a, arena_mark m);
-
-/* ---- threads ---- */
-void kernels_set_threads(int n);
-int kernels_threads(void);
-/* bfloat16 products (gemm.h) for the GEMMs of this application thread's calls: on = 1 asks for them; returns
- * whether they are used (only on CPUs with AVX512-BF16). Norms, softmax and everything else stay float32. */
-int kernels_set_bf16(int on);
-int kernels_bf16(void);
-/* Gives back the scratch this application thread's products keep between calls (the bf16 copy of A). */
-void kernels_release_scratch(void);
-
 /* ---- dense layers ---- */
 /* y[n, out] = x[n, in] · W[out, in]^T + b[out] (b may be NULL). */
-void linear(const float *x, int n, int in, const float *W, const float *b, int out, float *y);
+void linear(compute *cc, const float *x, int n, int in, const float *W, const float *b, int out, float *y);
 /* C[M, N] = alpha · A[M, K] · B[K, N] + beta · C (row-major, leading dims = widths). */
-void matmul(const float *A, const float *B, float *C, int M, int N, int K, float alpha, float beta);
+void matmul(compute *cc, const float *A, const float *B, float *C, int M, int N, int K, float alpha, float beta);
 
 /* ---- convolution ---- */
 typedef struct {
@@ -50,24 +25,24 @@ typedef struct {
 /* Output size of a convolution along one axis. */
 int conv_out_size(int in, int k, int stride, int pad_a, int pad_b);
 /* y[B, out_ch, Ho, Wo] = conv(x[B, in_ch, H, W], W[out_ch, in_ch, kh, kw]) + b. `work` needs conv_work_size floats. */
-void conv2d(const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b, float *y, float *work);
+void conv2d(compute *cc, const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b, float *y, float *work);
 size_t conv_work_size(const conv_desc *d, int B, int H, int W);
 /* Whether a 3x3 stride-1 pad-1 convolution of B items at H x W goes through Winograd F(4x4, 3x3). */
 int conv_uses_winograd(const conv_desc *d, int H, int W, int B);
 /* The same convolution for a whole batch y[B, out, H, W] from x[B, in, H, W] and w[out, in, 3, 3]
  * (winograd.c), x read as `in` says when not NULL (conv_input: GroupNorm + SiLU, nearest 2x upsampling, without
- * writing them out); work needs conv_winograd_work_size floats (at the current thread count). */
+ * writing them out); work needs conv_winograd_work_size floats (at cc's thread count). */
 typedef struct conv_input conv_input;
-void conv2d_winograd(const conv_desc *d, const float *x, const conv_input *in, int B, int H, int W, const float *w,
+void conv2d_winograd(compute *cc, const conv_desc *d, const float *x, const conv_input *in, int B, int H, int W, const float *w,
                      const float *b, float *y, float *work);
-size_t conv_winograd_work_size(const conv_desc *d, int B, int H, int W);
+size_t conv_winograd_work_size(compute *cc, const conv_desc *d, int B, int H, int W);
 
 /* ---- normalisation ---- */
 /* GroupNorm over x[C, HW] with G groups; y may equal x; optional fused SiLU (PyTorch GroupNorm). */
-void group_norm(const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta, int silu, float *y);
+void group_norm(compute *cc, const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta, int silu, float *y);
 /* GroupNorm's per-channel map of x[C, HW] (y = x·scale[c] + shift[c], then SiLU, is group_norm), for consumers
  * that apply it as they read x (conv_input) instead of writing the normalised tensor. */
-void group_norm_coeffs(const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta,
+void group_norm_coeffs(compute *cc, const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta,
                        float *scale, float *shift);
 /* How conv2d_winograd reads its input x: as x nearest-upsampled 2x when upsample2x (x is then [B, C, H/2, W/2]
  * for an H x W convolution: torch's 'nearest', pixel (i, j) reads (i/2, j/2)), and through a per-channel affine
@@ -80,30 +55,30 @@ struct conv_input {
 };
 /* y[B, C, H, W] = x as `in` reads it (upsampled, mapped): what conv2d_winograd sees, written out for the
  * convolutions that cannot read through `in`. */
-void conv_input_apply(const conv_input *in, const float *x, int B, int C, int H, int W, float *y);
+void conv_input_apply(compute *cc, const conv_input *in, const float *x, int B, int C, int H, int W, float *y);
 /* LayerNorm over each row of x[n, d]; y may equal x. */
-void layer_norm(const float *x, int n, int d, float eps, const float *gamma, const float *beta, float *y);
+void layer_norm(compute *cc, const float *x, int n, int d, float eps, const float *gamma, const float *beta, float *y);
 
 /* ---- activations and element-wise ---- */
-void silu_inplace(float *x, size_t n);            /* x·sigmoid(x) */
-void quick_gelu_inplace(float *x, size_t n);      /* x·sigmoid(1.702x) (CLIP) */
-void gelu_inplace(float *x, size_t n);            /* x/2·(1 + erf(x/√2)) (OpenCLIP) */
+void silu_inplace(compute *cc, float *x, size_t n);            /* x·sigmoid(x) */
+void quick_gelu_inplace(compute *cc, float *x, size_t n);      /* x·sigmoid(1.702x) (CLIP) */
+void gelu_inplace(compute *cc, float *x, size_t n);            /* x/2·(1 + erf(x/√2)) (OpenCLIP) */
 /* y[n, d] = a · gelu(g) with [a | g] = x[n, 2d] (GEGLU, exact erf GELU). */
-void geglu(const float *x, int n, int d, float *y);
-void add_inplace(float *y, const float *x, size_t n);  /* y += x */
+void geglu(compute *cc, const float *x, int n, int d, float *y);
+void add_inplace(compute *cc, float *y, const float *x, size_t n);  /* y += x */
 /* [C, H, W] -> [C, 2H, 2W], nearest neighbour. */
-void upsample_nearest2x(const float *x, int C, int H, int W, float *y);
+void upsample_nearest2x(compute *cc, const float *x, int C, int H, int W, float *y);
 /* [C, H, W] -> [C, OH, OW], torch's F.interpolate(mode="nearest"): index i reads floor(i · in / out). */
-void upsample_nearest(const float *x, int C, int H, int W, float *y, int OH, int OW);
+void upsample_nearest(compute *cc, const float *x, int C, int H, int W, float *y, int OH, int OW);
 /* [C, N] <-> [N, C] */
-void transpose(const float *x, int rows, int cols, float *y);
+void transpose(compute *cc, const float *x, int rows, int cols, float *y);
 
 /* ---- attention (attention.c) ---- */
 /* out[n, heads·dh] = softmax(Q·Kᵀ/√dh (+ causal mask)) · V per head, with
  * Q[n, ldq], K[m, ldk], V[m, ldv] holding the heads side by side. Query rows are processed in
  * blocks so the scores stay bounded; `work` needs attention_work_size floats. */
-void attention(const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
+void attention(compute *cc, const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
                int heads, int dh, int causal, float *out, float *work);
-size_t attention_work_size(int n, int m, int heads, int dh);
+size_t attention_work_size(compute *cc, int n, int m, int heads, int dh);
 
 #endif

@@ -3,8 +3,8 @@
 #ifndef SD_LAYERS_H
 #define SD_LAYERS_H
 
+#include "model/store.h"
 #include "nn/kernels.h"
-#include "model/model.h"
 
 typedef struct {
     weight w, b;   /* [out, in, kh, kw], [out] */
@@ -14,7 +14,7 @@ typedef struct {
 /* Loads `name.weight` / `name.bias` as a k×k convolution with the given stride and padding. */
 conv_layer conv_layer_load(wloader *L, const char *name, int in_ch, int out_ch, int k, int stride, int pad);
 /* y[B, out, Ho, Wo] = conv(x[B, in, H, W]); the weight is converted once for the whole batch. */
-void conv_layer_forward(const conv_layer *cl, const float *x, int B, int H, int W, float *y, arena *a, float *scratch);
+void conv_layer_forward(compute *cc, const conv_layer *cl, const float *x, int B, int H, int W, float *y);
 
 /* GroupNorm with its affine weights, then SiLU when silu: the normalisation in front of a convolution. */
 typedef struct {
@@ -26,12 +26,12 @@ typedef struct {
 
 /* y = conv(norm(x)) without writing norm(x) out where the convolution can apply it as it reads x (Winograd:
  * conv_input); otherwise through a normalised temporary. Same values either way (the map is group_norm's). */
-void conv_layer_forward_normed(const conv_layer *cl, const norm_spec *norm, const float *x, int B, int H, int W, float *y,
-                               arena *a, float *scratch);
+void conv_layer_forward_normed(compute *cc, const conv_layer *cl, const norm_spec *norm, const float *x, int B, int H,
+                               int W, float *y);
 
 /* y[B, out, 2h, 2w] = conv(nearest 2x upsampling of x[B, in, h, w]), without writing the upsampled tensor out
  * where the convolution can read through it (Winograd: conv_input); otherwise through a temporary. */
-void conv_layer_forward_up2(const conv_layer *cl, const float *x, int B, int h, int w, float *y, arena *a, float *scratch);
+void conv_layer_forward_up2(compute *cc, const conv_layer *cl, const float *x, int B, int h, int w, float *y);
 
 typedef struct {
     int in_ch, out_ch, groups;
@@ -43,11 +43,11 @@ typedef struct {
 
 /* y[B, out, H, W] = skip(x) + conv2(SiLU(GN2(conv1(SiLU(GN1(x))) + emb_proj(SiLU(emb))))).
  * emb[B, emb_dim] may be NULL (VAE). */
-void resnet_block_forward(const resnet_block *r, const float *x, const float *emb, int emb_dim, int B, int H, int W,
-                          float *y, arena *a, float *scratch);
+void resnet_block_forward(compute *cc, const resnet_block *r, const float *x, const float *emb, int emb_dim, int B, int H,
+                          int W, float *y);
 
 /* y[B, C, H, W] = GroupNorm(x) (+ SiLU) per batch item. */
-void group_norm_batch(const float *x, int B, int C, int HW, int G, float eps, const weight *g, const weight *b,
-                      int silu, float *y);
+void group_norm_batch(compute *cc, const float *x, int B, int C, int HW, int G, float eps, const weight *g,
+                      const weight *b, int silu, float *y);
 
 #endif

@@ -63,10 +63,10 @@ int conv_uses_winograd(const conv_desc *d, int H, int W, int B) {
     return same3x3 && (size_t)B * ((H + 3) / 4) * ((W + 3) / 4) >= 32;
 }
 
-size_t conv_winograd_work_size(const conv_desc *d, int B, int H, int W) {
+size_t conv_winograd_work_size(compute *cc, const conv_desc *d, int B, int H, int W) {
     const wino_shape s = wino_shape_of(B, d->in_ch, d->out_ch, H, W);
     size_t ob = (size_t)wino_out_chunk(s.C, s.O, s.block);
-    return (size_t)36 * (ob * s.C + (size_t)s.block * (s.C + ob)) + (size_t)27 * s.C * kernels_threads(); /* U, V, M, weight temp */
+    return (size_t)36 * (ob * s.C + (size_t)s.block * (s.C + ob)) + (size_t)27 * s.C * cc->threads; /* U, V, M, weight temp */
 }
 
 /* out[k·os] = (G·a)[k], a[k·is] for k < 3, along one axis, for n lanes (vectorised over them):
@@ -86,9 +86,9 @@ static void wino_g_1d(const float *a, size_t is, float *out, size_t os, int n) {
 }
 
 /* U[p][o, c] = (G g Gᵀ)[p] for o in [o0, o0 + n), g = w[o0 + o, c] (3x3). */
-static void wino_weights(const float *w, int C, int o0, int n, float *U, float *tmp /* [threads, 27, C] */) {
+static void wino_weights(compute *cc, const float *w, int C, int o0, int n, float *U, float *tmp /* [threads, 27, C] */) {
     const size_t plane = (size_t)n * C; /* one p of U */
-    #pragma omp parallel for schedule(static) num_threads(kernels_threads()) /* one tmp slice per thread */
+    #pragma omp parallel for schedule(static) num_threads(cc->threads) /* one tmp slice per thread */
     for (int o = 0; o < n; o++) {
 #ifdef _OPENMP
         float *g = tmp + (size_t)omp_get_thread_num() * 27 * C; /* [3, 3, C]: tap-major copy of w[o0 + o] */
@@ -205,12 +205,12 @@ static void wino_output_row(const float *M, size_t plane, int tx0, int ntx, int 
 
 /* Tile rows [r0, r0 + nr) of the batch (row index = item · tiles_y + ty) into V[p][c, k], x read as `in` says
  * (NULL: as it is). */
-static void wino_inputs(const wino_shape *s, const float *x, const conv_input *in, int r0, int nr, float *V) {
+static void wino_inputs(compute *cc, const wino_shape *s, const float *x, const conv_input *in, int r0, int nr, float *V) {
     const size_t plane = (size_t)s->C * s->block;
     const int chunks = (s->tiles_x + ROW_CHUNK - 1) / ROW_CHUNK;
     const int up = in && in->upsample2x, map = in && in->scale;
     const size_t x_plane = up ? (size_t)(s->H / 2) * (s->W / 2) : (size_t)s->H * s->W; /* floats per plane of x */
-    #pragma omp parallel for schedule(static) collapse(2)
+    #pragma omp parallel for schedule(static) num_threads(cc->threads) collapse(2)
     for (int c = 0; c < s->C; c++)
         for (int task = 0; task < nr * chunks; task++) {
             int rr = r0 + task / chunks, b = rr / s->tiles_y, ty = rr % s->tiles_y, tx0 = task % chunks * ROW_CHUNK;
@@ -224,10 +224,10 @@ static void wino_inputs(const wino_shape *s, const float *x, const conv_input *i
 }
 
 /* Output channels [o0, o0 + n) of tile rows [r0, r0 + nr) from M[p][o, k]. */
-static void wino_outputs(const wino_shape *s, const float *M, int o0, int n, int r0, int nr, const float *bias, float *y) {
+static void wino_outputs(compute *cc, const wino_shape *s, const float *M, int o0, int n, int r0, int nr, const float *bias, float *y) {
     const size_t plane = (size_t)n * s->block;
     const int chunks = (s->tiles_x + ROW_CHUNK - 1) / ROW_CHUNK;
-    #pragma omp parallel for schedule(static) collapse(2)
+    #pragma omp parallel for schedule(static) num_threads(cc->threads) collapse(2)
     for (int o = 0; o < n; o++)
         for (int task = 0; task < nr * chunks; task++) {
             int rr = r0 + task / chunks, b = rr / s->tiles_y, ty = rr % s->tiles_y, tx0 = task % chunks * ROW_CHUNK;
@@ -238,7 +238,7 @@ static void wino_outputs(const wino_shape *s, const float *M, int o0, int n, int
         }
 }
 
-void conv2d_winograd(const conv_desc *d, const float *x, const conv_input *in, int B, int H, int W, const float *w,
+void conv2d_winograd(compute *cc, const conv_desc *d, const float *x, const conv_input *in, int B, int H, int W, const float *w,
                      const float *b, float *y, float *work) {
     const wino_shape s = wino_shape_of(B, d->in_ch, d->out_ch, H, W);
     const int ob = wino_out_chunk(s.C, s.O, s.block);
@@ -256,14 +256,15 @@ void conv2d_winograd(const conv_desc *d, const float *x, const conv_input *in, i
             const int o0 = ci * ob, n = s.O - o0 < ob ? s.O - o0 : ob;
             const int r0 = bi * s.block_rows, nr = s.rows - r0 < s.block_rows ? s.rows - r0 : s.block_rows;
             const int nt = nr * s.tiles_x;
-            if (ci != have_chunk) wino_weights(w, s.C, o0, n, U, g);
-            if (bi != have_block) wino_inputs(&s, x, in, r0, nr, V);
+            if (ci != have_chunk) wino_weights(cc, w, s.C, o0, n, U, g);
+            if (bi != have_block) wino_inputs(cc, &s, x, in, r0, nr, V);
             have_chunk = ci;
             have_block = bi;
-            #pragma omp parallel for schedule(static) num_threads(kernels_threads())
+            compute_count(cc, 72.0 * n * nt * s.C);
+            #pragma omp parallel for schedule(static) num_threads(cc->threads)
             for (int p = 0; p < 36; p++) /* M[p][n, nt] = U[p][n, C] · V[p][C, nt] */
                 gemm_1t(GEMM_F32, 0, n, nt, s.C, 1.0f, U + (size_t)p * n * s.C, s.C, V + (size_t)p * s.C * s.block, s.block,
                         0.0f, M + (size_t)p * n * s.block, s.block);
-            wino_outputs(&s, M, o0, n, r0, nr, b, y);
+            wino_outputs(cc, &s, M, o0, n, r0, nr, b, y);
         }
 }

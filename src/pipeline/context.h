@@ -4,31 +4,29 @@
 
 #include "sd.h"
 
-#include "text/conditioner.h"
-#include "nn/kernels.h"
 #include "model/model.h"
-#include "sampling/schedule.h"
-#include "nets/text_encoder.h"
-#include "text/tokenizer.h"
 #include "nets/taesd.h"
+#include "nets/text_encoder.h"
 #include "nets/unet.h"
 #include "nets/vae.h"
+#include "nn/compute.h"
+#include "sampling/schedule.h"
+#include "text/conditioner.h"
+#include "text/tokenizer.h"
 
 struct sd_ctx {
-    sd_model model;     /* the file and its description (model.d) */
+    sd_model model;     /* the checkpoint's tensors and what they are (model.d) */
     tokenizer *tok;
-    text_encoder te;
+    text_encoder te[MAX_TEXT_ENCODERS]; /* [model.d.n_text] */
     unet un;
     vae va;
     taesd *tae;         /* TAESD in place of the VAE, or NULL */
     noise_schedule sched;
-    arena arena;        /* activations of the stage that runs */
-    float *scratch;     /* [model.max_half_matrix] conversion buffer for F16/BF16 matrices */
-    int n_threads;
+    compute cc;         /* threads, precision, low memory, arena, scratch: every network runs in it */
     int keep_weights;   /* sd_load_params.keep_weights: stages keep their mapped pages (batches) */
     int low_memory;     /* sd_load_params.low_memory: weights' pages dropped after each use, small VAE tiles */
-    int bf16;           /* sd_load_params.precision is BF16 and the CPU has AVX512-BF16 */
     cond_cache prompts; /* encodings of the prompts used so far */
+    char text_names[160]; /* the encoders' names joined with " + " (sd_model_info.text_encoder) */
     sd_timings timings;
 };
 

@@ -2,25 +2,27 @@
  * in its start latent, the UNet's extra input channels and a per-step hook (diffusers'
  * StableDiffusionPipeline, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline):
  *
- *   context  = text encoder(prompt), text encoder(negative prompt)       (conditioner.c)
+ *   context  = text encoders(prompt), text encoders(negative prompt)     (conditioner.c)
+ *   added    = [pooled text; size embeddings]          models with added conditioning (SDXL)
  *   x        = noise · init_sigma                         txt2img, inpainting at strength 1
  *            = add_noise(vae_encode(image), noise, begin)  img2img, inpainting below strength 1
  *   for i in begin .. evals-1:
- *       eps = guided UNet(x · scale_i [| mask | masked-image latent], t_i, context)
+ *       eps = guided UNet(x · scale_i [| mask | masked-image latent], t_i, context, added)
  *       x   = sampler step(x, eps)
  *       x   = (1 − mask)·add_noise(image latent, noise, i+1) + mask·x   (4-channel inpainting)
  *   image    = vae_decode(x / scale)
+ * Every network runs in the context's compute context, which polls the caller's cancel callback between layers.
  */
 #include "pipeline/context.h"
 
-#include "text/conditioner.h"
-#include "nn/gemm.h"
 #include "io/image.h"
 #include "sampling/rng.h"
 #include "sampling/sampler.h"
+#include "text/conditioner.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +36,7 @@ typedef struct {
     int guided, v_pred;
     conditioning uncond, cond;
     float *pair;              /* [2, len, width]: uncond then cond, when one batched UNet pass serves both */
+    float *added;             /* [2, added_dim]: uncond's then cond's added conditioning, or NULL */
     float *image_latent;      /* [C, h, w] scaled latent of the init image, or NULL */
     float *noise;             /* [C, h, w] the start noise (the 4-channel inpainting blend reuses it) */
     float *mask;              /* [h, w] latent-resolution mask, 1 = repaint, or NULL */
@@ -51,24 +54,40 @@ static void generation_free(generation *g) {
     conditioning_free(&g->uncond);
     conditioning_free(&g->cond);
     free(g->pair);
+    free(g->added);
     free(g->image_latent);
     free(g->noise);
     free(g->mask);
     free(g->masked_latent);
 }
 
+/* Writes the message and returns st. */
+static sd_status fail(char *err, size_t errlen, sd_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+/* What stopped a network: out of memory, or the caller's cancel callback. */
+static sd_status stage_failure(const generation *g, sd_status st, const char *stage, char *err, size_t errlen) {
+    if (st == SD_ERR_CANCELLED) return fail(err, errlen, st, "cancelled in %s", stage);
+    return fail(err, errlen, st, "out of memory in %s at %dx%d", stage, g->W, g->H);
+}
+
 /* ---------------- memory ---------------- */
 
 /* Memory to plan with, in bytes: SD_MEMORY_LIMIT (a whole number of MB) when set, else MemAvailable from
  * /proc/meminfo (0 when unknown). Returns -1 with err set when SD_MEMORY_LIMIT is set but not a number. */
-static int available_memory(size_t *bytes, char *err) {
+static int available_memory(size_t *bytes, char *err, size_t errlen) {
     const char *limit = getenv("SD_MEMORY_LIMIT");
     if (limit) {
         char *end;
         errno = 0;
         unsigned long long mb = strtoull(limit, &end, 10);
         if (errno || end == limit || *end || limit[0] == '-' || mb == 0 || mb > (SIZE_MAX >> 20)) {
-            snprintf(err, SD_ERR_LEN, "SD_MEMORY_LIMIT: '%s' is not a positive whole number of megabytes", limit);
+            snprintf(err, errlen, "SD_MEMORY_LIMIT: '%s' is not a positive whole number of megabytes", limit);
             return -1;
         }
         *bytes = (size_t)mb << 20;
@@ -86,17 +105,16 @@ static int available_memory(size_t *bytes, char *err) {
     return 0;
 }
 
-#define VAE_TILE_PX 512     /* diffusers' tile_sample_min_size for SD 1.x / 2.x */
 #define LOW_MEMORY_TILE_PX 256 /* --low-memory: a quarter of the activations of a 512 tile */
 
 /* Whether the VAE runs in tiles, and their size (*tile_px, 0 = untiled): asked for (and the image is larger than a
  * tile), low-memory mode, or needed because the untiled decoder would not fit; sizes whose tiled decode cannot
  * fit either are refused, before any compute. */
-static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W, int *tile_px, char *err) {
+static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W, int *tile_px, char *err, size_t errlen) {
     size_t have, need;
-    if (available_memory(&have, err) != 0) return SD_ERR_ARG;
+    if (available_memory(&have, err, errlen) != 0) return SD_ERR_ARG;
     const char *what = "the VAE decoder";
-    const int tile = c->low_memory ? LOW_MEMORY_TILE_PX : VAE_TILE_PX;
+    const int tile = c->low_memory ? LOW_MEMORY_TILE_PX : c->model.d.vae_tile_px;
     *tile_px = 0;
     if (c->tae) { /* TAESD: three 64-channel activations at full size and a convolution's work */
         need = (size_t)4 * TAESD_CH * H * W * sizeof(float);
@@ -109,11 +127,9 @@ static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W,
             what = "the VAE decoder in tiles";
         }
     }
-    if (have && need > have) {
-        snprintf(err, SD_ERR_LEN, "size %dx%d needs about %.1f GB for %s but only %.1f GB of memory is available", W, H,
-                 (double)need / 1e9, what, (double)have / 1e9);
-        return SD_ERR_NOMEM;
-    }
+    if (have && need > have)
+        return fail(err, errlen, SD_ERR_NOMEM, "size %dx%d needs about %.1f GB for %s but only %.1f GB of memory is available",
+                    W, H, (double)need / 1e9, what, (double)have / 1e9);
     return SD_OK;
 }
 
@@ -121,108 +137,144 @@ static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W,
 
 /* Output size: -W/-H when given; else the init image's size rounded down to a multiple of 8 (diffusers);
  * else the model's default. */
-static sd_status resolve_size(const sd_ctx *c, const sd_gen_params *p, int *W, int *H, char *err) {
+static sd_status resolve_size(const sd_ctx *c, const sd_gen_params *p, int *W, int *H, char *err, size_t errlen) {
     const sd_pixels *im = p->init_image;
     *W = p->width ? p->width : im ? im->width - im->width % 8 : c->model.d.default_size;
     *H = p->height ? p->height : im ? im->height - im->height % 8 : c->model.d.default_size;
-    if (*W < 64 || *H < 64) {
-        snprintf(err, SD_ERR_LEN, "init image: %dx%d is smaller than 64x64 pixels", im->width, im->height);
-        return SD_ERR_ARG;
-    }
+    if (*W < 64 || *H < 64)
+        return fail(err, errlen, SD_ERR_ARG, "init image: %dx%d is smaller than 64x64 pixels", im->width, im->height);
     return SD_OK;
 }
 
 /* ---------------- conditioning ---------------- */
 
-static sd_status encode_prompts(sd_ctx *c, const sd_gen_params *p, generation *g, char *err) {
-    conditioner cd = {c->tok, &c->te, &c->model.d, &c->arena, c->scratch};
+/* Gives the text encoders' pages back: their stage is over. */
+static void release_text(sd_ctx *c) {
+    for (int i = 0; i < c->model.d.n_text; i++) sd_release_stage(c, c->model.d.text[i].prefix);
+}
+
+/* The negative prompt's conditioning: zeros shaped like the prompt's where the family says so (SDXL's
+ * force_zeros_for_empty_prompt), else the encoded text. */
+static sd_status encode_negative(sd_ctx *c, const conditioner *cd, const sd_gen_params *p, int skip, generation *g,
+                                 char *err, size_t errlen) {
+    const char *neg = p->negative_prompt ? p->negative_prompt : "";
+    if (c->model.d.zero_empty_negative && !neg[0]) {
+        if (conditioning_zeros(&g->cond, &g->uncond) == SD_OK) return SD_OK;
+        return fail(err, errlen, SD_ERR_NOMEM, "out of memory");
+    }
+    return conditioner_encode_cached(cd, &c->prompts, neg, skip, "negative prompt", &g->uncond, err, errlen);
+}
+
+/* The added conditioning of item b (0 uncond, 1 cond): pooled text and the size ids (H, W, 0, 0, H, W). */
+static void added_vector(const sd_ctx *c, const generation *g, const conditioning *cd, float *added) {
+    const model_desc *d = &c->model.d;
+    const float ids[6] = {(float)g->H, (float)g->W, 0.0f, 0.0f, (float)g->H, (float)g->W};
+    unet_added_vector(cd->pooled, d->pooled_width, ids, d->time_ids, d->time_id_dim, added);
+}
+
+static sd_status encode_prompts(sd_ctx *c, const sd_gen_params *p, generation *g, char *err, size_t errlen) {
+    const conditioner cd = {c->tok, c->te, &c->model.d, &c->cc};
     const int skip = p->clip_skip > 1 ? p->clip_skip : 1;
-    int rc = 0;
-    if (g->guided)
-        rc = conditioner_encode_cached(&cd, &c->prompts, p->negative_prompt ? p->negative_prompt : "", skip, "negative prompt", &g->uncond,
-                                       err, SD_ERR_LEN);
-    if (rc == 0) rc = conditioner_encode_cached(&cd, &c->prompts, p->prompt, skip, "prompt", &g->cond, err, SD_ERR_LEN);
-    sd_release_stage(c, c->model.d.text_prefix); /* the text encoder is done: give its pages back */
-    if (rc == 0 && g->guided && g->uncond.len == g->cond.len) { /* equal lengths: one batch [uncond; cond] */
+    sd_status st = conditioner_encode_cached(&cd, &c->prompts, p->prompt, skip, "prompt", &g->cond, err, errlen);
+    if (st == SD_OK && g->guided) st = encode_negative(c, &cd, p, skip, g, err, errlen);
+    release_text(c);
+    if (st != SD_OK) return st;
+    if (g->guided && g->uncond.len == g->cond.len) { /* equal lengths: one batch [uncond; cond] */
         const size_t len = (size_t)g->cond.len * g->cond.width;
-        if (!(g->pair = malloc(2 * len * sizeof(float)))) { snprintf(err, SD_ERR_LEN, "out of memory"); return SD_ERR_NOMEM; }
+        if (!(g->pair = malloc(2 * len * sizeof(float)))) return fail(err, errlen, SD_ERR_NOMEM, "out of memory");
         memcpy(g->pair, g->uncond.ctx, len * sizeof(float));
         memcpy(g->pair + len, g->cond.ctx, len * sizeof(float));
     }
-    return rc == 0 ? SD_OK : rc == -1 ? SD_ERR_ARG : SD_ERR_NOMEM;
+    const int A = c->un.c.added_dim;
+    if (A) {
+        if (!(g->added = malloc((size_t)2 * A * sizeof(float)))) return fail(err, errlen, SD_ERR_NOMEM, "out of memory");
+        added_vector(c, g, g->guided ? &g->uncond : &g->cond, g->added);
+        added_vector(c, g, &g->cond, g->added + A);
+    }
+    return SD_OK;
 }
 
 /* ---------------- start latent ---------------- */
 
 /* latent[C, h, w] = scale · (mean + exp(logvar/2)·draw − shift) of image[3, H, W], with the draw from rng
  * (diffusers: vae.encode(x).latent_dist.sample(generator) · scaling_factor). */
-static sd_status encode_image(sd_ctx *c, const generation *g, const float *image, sd_rng *rng, float *latent, char *err) {
+static sd_status encode_image(sd_ctx *c, const generation *g, const float *image, sd_rng *rng, float *latent, char *err,
+                              size_t errlen) {
     const model_desc *d = &c->model.d;
-    float *mean = malloc(g->n * sizeof(float)), *logvar = malloc(g->n * sizeof(float)); /* [C, h, w] each */
-    sd_status st = SD_OK;
     if (c->tae) { /* TAESD: the encoder's output is the latent (scaling factor 1, no sampling, no draw) */
-        free(mean);
-        free(logvar);
-        if (!c->tae->has_encoder) { snprintf(err, SD_ERR_LEN, "the TAESD file has no encoder; an init image needs one"); return SD_ERR_MODEL; }
-        if (taesd_encode(c->tae, image, g->H, g->W, latent, &c->arena, c->scratch) == 0) return SD_OK;
-        snprintf(err, SD_ERR_LEN, "out of memory in the TAESD encoder at %dx%d", g->W, g->H);
-        return SD_ERR_NOMEM;
+        if (!c->tae->has_encoder)
+            return fail(err, errlen, SD_ERR_MODEL, "the TAESD file has no encoder; an init image needs one");
+        sd_status st = taesd_encode(&c->cc, c->tae, image, g->H, g->W, latent);
+        return st == SD_OK ? st : stage_failure(g, st, "the TAESD encoder", err, errlen);
     }
-    int rc = !mean || !logvar ? -1
-             : g->vae_tiled ? vae_encode_tiled(&c->va, image, g->H, g->W, g->vae_tiled, mean, logvar, &c->arena, c->scratch)
-                            : vae_encode(&c->va, image, 1, g->H, g->W, mean, logvar, &c->arena, c->scratch);
-    if (rc != 0) {
-        snprintf(err, SD_ERR_LEN, "out of memory in the VAE encoder at %dx%d", g->W, g->H);
-        st = SD_ERR_NOMEM;
+    float *mean = malloc(g->n * sizeof(float)), *logvar = malloc(g->n * sizeof(float)); /* [C, h, w] each */
+    sd_status st = !mean || !logvar ? SD_ERR_NOMEM
+                   : g->vae_tiled ? vae_encode_tiled(&c->cc, &c->va, image, g->H, g->W, g->vae_tiled, mean, logvar)
+                                  : vae_encode(&c->cc, &c->va, image, 1, g->H, g->W, mean, logvar);
+    if (st != SD_OK) {
+        stage_failure(g, st, "the VAE encoder", err, errlen);
     } else {
         rng_randn(rng, latent, g->n);
-        for (size_t j = 0; j < g->n; j++) latent[j] = d->vae_scale * (mean[j] + expf(0.5f * logvar[j]) * latent[j] - d->vae_shift);
+        for (size_t j = 0; j < g->n; j++)
+            latent[j] = d->vae_scale * (mean[j] + expf(0.5f * logvar[j]) * latent[j] - d->vae_shift);
     }
     free(mean);
     free(logvar);
     return st;
 }
 
+/* image[3, H, W] (model input) and mask[H, W] (1 = repaint) of the init image and mask. */
+static sd_status load_images(const sd_gen_params *p, const generation *g, int inpaint, float *image, float *mask) {
+    const size_t P = (size_t)g->H * g->W;
+    if (p->init_image && image_to_model_input(p->init_image, g->W, g->H, image) != 0) return SD_ERR_NOMEM;
+    if (!p->init_image) memset(image, 0, 3 * P * sizeof(float)); /* mid grey */
+    if (inpaint && p->mask && image_binary_mask(p->mask, g->W, g->H, mask) != 0) return SD_ERR_NOMEM;
+    if (inpaint && !p->mask)
+        for (size_t i = 0; i < P; i++) mask[i] = 1.0f; /* repaint all */
+    return SD_OK;
+}
+
+/* The masked image's latent and the latent-resolution mask (inpainting). image[3, H, W] is masked in place. */
+static sd_status prepare_mask(sd_ctx *c, generation *g, float *image, const float *mask, sd_rng *rng, char *err,
+                              size_t errlen) {
+    const size_t P = (size_t)g->H * g->W;
+    for (int ch = 0; ch < 3; ch++) /* masked image = image · (mask < 0.5): repainted pixels become 0 (grey) */
+        for (size_t i = 0; i < P; i++) image[ch * P + i] *= mask[i] < 0.5f ? 1.0f : 0.0f;
+    g->masked_latent = malloc(g->n * sizeof(float));
+    g->mask = malloc((size_t)g->h * g->w * sizeof(float));
+    if (!g->masked_latent || !g->mask) return fail(err, errlen, SD_ERR_NOMEM, "out of memory preparing the init image");
+    sd_status st = encode_image(c, g, image, rng, g->masked_latent, err, errlen);
+    for (int i = 0; i < g->h; i++) /* nearest: latent cell (i, j) takes pixel (8i, 8j) */
+        for (int j = 0; j < g->w; j++) g->mask[i * g->w + j] = mask[(size_t)8 * i * g->W + 8 * j];
+    return st;
+}
+
 /* The init image (and masked image) as latents, the start noise and the latent mask, drawn in diffusers'
  * order: image sample, start noise, masked-image sample (inpainting), then the sampler's own noise. */
-static sd_status prepare_inputs(sd_ctx *c, const sd_gen_params *p, generation *g, sd_rng *rng, char *err) {
+static sd_status prepare_inputs(sd_ctx *c, const sd_gen_params *p, generation *g, sd_rng *rng, char *err,
+                                size_t errlen) {
     const model_desc *d = &c->model.d;
     const int inpaint9 = d->unet_in_ch != d->latent_ch, inpaint = p->mask || inpaint9;
     const size_t P = (size_t)g->H * g->W;
+    if (!(g->noise = malloc(g->n * sizeof(float)))) return fail(err, errlen, SD_ERR_NOMEM, "out of memory");
     if (!p->init_image && !inpaint9) { /* txt2img: only the start noise */
-        if (!(g->noise = malloc(g->n * sizeof(float)))) { snprintf(err, SD_ERR_LEN, "out of memory"); return SD_ERR_NOMEM; }
         rng_randn(rng, g->noise, g->n);
         return SD_OK;
     }
-    float *image = malloc(3 * P * sizeof(float)), *mask = malloc(P * sizeof(float)); /* [3, H, W], [H, W] */
-    g->noise = malloc(g->n * sizeof(float));
-    sd_status st = !image || !mask || !g->noise ? SD_ERR_NOMEM : SD_OK;
-    if (st == SD_OK && p->init_image && image_to_model_input(p->init_image, g->W, g->H, image) != 0) st = SD_ERR_NOMEM;
-    if (st == SD_OK && !p->init_image) memset(image, 0, 3 * P * sizeof(float)); /* mid grey */
-    if (st == SD_OK && inpaint && p->mask && image_binary_mask(p->mask, g->W, g->H, mask) != 0) st = SD_ERR_NOMEM;
-    if (st == SD_OK && inpaint && !p->mask) for (size_t i = 0; i < P; i++) mask[i] = 1.0f; /* repaint all */
-    if (st != SD_OK) { snprintf(err, SD_ERR_LEN, "out of memory preparing the init image"); goto done; }
-    if ((p->init_image || inpaint9) && !c->va.has_encoder) {
-        snprintf(err, SD_ERR_LEN, "%s: has no VAE encoder (" VAE_PREFIX "encoder.*), which img2img and inpainting need", c->model.file.path);
-        st = SD_ERR_MODEL;
-        goto done;
-    }
+    if ((p->init_image || inpaint9) && !c->va.has_encoder)
+        return fail(err, errlen, SD_ERR_MODEL, "%s: has no VAE encoder (" VAE_PREFIX "encoder.*), which img2img and "
+                    "inpainting need", c->model.store.file.path);
+    float *image = malloc(3 * P * sizeof(float)); /* [3, H, W] */
+    float *mask = malloc(P * sizeof(float));      /* [H, W] */
+    sd_status st = !image || !mask ? SD_ERR_NOMEM : load_images(p, g, inpaint, image, mask);
+    if (st != SD_OK) fail(err, errlen, st, "out of memory preparing the init image");
     /* diffusers encodes the init image unless a 9-channel inpainting run starts from pure noise */
-    if (p->init_image && (!inpaint9 || p->strength < 1.0)) {
-        if (!(g->image_latent = malloc(g->n * sizeof(float)))) { st = SD_ERR_NOMEM; goto done; }
-        if ((st = encode_image(c, g, image, rng, g->image_latent, err)) != SD_OK) goto done;
+    if (st == SD_OK && p->init_image && (!inpaint9 || p->strength < 1.0)) {
+        if (!(g->image_latent = malloc(g->n * sizeof(float)))) st = fail(err, errlen, SD_ERR_NOMEM, "out of memory");
+        else st = encode_image(c, g, image, rng, g->image_latent, err, errlen);
     }
-    rng_randn(rng, g->noise, g->n);
-    if (inpaint) {
-        for (int ch = 0; ch < 3; ch++) /* masked image = image · (mask < 0.5): repainted pixels become 0 (grey) */
-            for (size_t i = 0; i < P; i++) image[ch * P + i] *= mask[i] < 0.5f ? 1.0f : 0.0f;
-        if (!(g->masked_latent = malloc(g->n * sizeof(float))) || !(g->mask = malloc((size_t)g->h * g->w * sizeof(float)))) { st = SD_ERR_NOMEM; goto done; }
-        if ((st = encode_image(c, g, image, rng, g->masked_latent, err)) != SD_OK) goto done;
-        for (int i = 0; i < g->h; i++) /* nearest: latent cell (i, j) takes pixel (8i, 8j) */
-            for (int j = 0; j < g->w; j++) g->mask[i * g->w + j] = mask[(size_t)8 * i * g->W + 8 * j];
-    }
-done:
-    if (st == SD_ERR_NOMEM && !err[0]) snprintf(err, SD_ERR_LEN, "out of memory preparing the init image");
+    if (st == SD_OK) rng_randn(rng, g->noise, g->n);
+    if (st == SD_OK && inpaint) st = prepare_mask(c, g, image, mask, rng, err, errlen);
     free(image);
     free(mask);
     sd_release_stage(c, VAE_PREFIX "encoder.");
@@ -243,7 +295,7 @@ static void start_latent(const sd_gen_params *p, const generation *g, const samp
 
 /* in[B, in_ch, h, w]: the scaled latent, and for a 9-channel UNet the mask and the masked-image latent,
  * repeated for each batch item. */
-static void unet_input(const sd_ctx *c, const generation *g, const float *x, float scale, int B, float *in) {
+static void scaled_input(const sd_ctx *c, const generation *g, const float *x, float scale, int B, float *in) {
     const size_t hw = (size_t)g->h * g->w, per = (size_t)c->un.c.in_ch * hw;
     for (size_t j = 0; j < g->n; j++) in[j] = x[j] * scale;
     if (c->un.c.in_ch != g->C) {
@@ -255,25 +307,31 @@ static void unet_input(const sd_ctx *c, const generation *g, const float *x, flo
 
 /* out[k, C, h, w] = UNet outputs of evaluation i for each conditioning (as epsilon); one batched call when
  * the conditionings have the same length, else one call each. */
-static int run_unet(sd_ctx *c, const generation *g, const sampler *smp, int i, const float *x, float *in, float *out) {
+static sd_status run_unet(sd_ctx *c, const generation *g, const sampler *smp, int i, const float *x, float *in,
+                          float *out) {
     const conditioning *conds[2] = {g->guided ? &g->uncond : &g->cond, &g->cond};
-    const int k = g->guided ? 2 : 1, batched = g->pair != NULL;
+    const int k = g->guided ? 2 : 1, batched = g->pair != NULL, A = c->un.c.added_dim;
     const size_t per = (size_t)c->un.c.in_ch * g->h * g->w;
-    const float scale = sampler_input_scale(smp, i), t[2] = {(float)sampler_timestep(smp, i), (float)sampler_timestep(smp, i)};
-    unet_input(c, g, x, scale, batched ? 2 : 1, in);
+    const float scale = sampler_input_scale(smp, i);
+    const float t[2] = {(float)sampler_timestep(smp, i), (float)sampler_timestep(smp, i)};
+    scaled_input(c, g, x, scale, batched ? 2 : 1, in);
+    sd_status st = SD_OK;
     if (batched) {
-        if (unet_forward(&c->un, in, t, g->pair, g->cond.len, 2, g->h, g->w, out, &c->arena, c->scratch) != 0) return -1;
+        const unet_input ui = {in, t, g->pair, g->cond.len, g->added, NULL, 2, g->h, g->w};
+        st = unet_forward(&c->cc, &c->un, &ui, out);
     } else {
-        for (int b = 0; b < k; b++)
-            if (unet_forward(&c->un, in, t, conds[b]->ctx, conds[b]->len, 1, g->h, g->w, out + b * g->n, &c->arena, c->scratch) != 0)
-                return -1;
+        for (int b = 0; b < k && st == SD_OK; b++) {
+            const float *added = !g->added ? NULL : g->added + (size_t)(k == 2 ? b : 1) * A;
+            const unet_input ui = {in, t, conds[b]->ctx, conds[b]->len, added, NULL, 1, g->h, g->w};
+            st = unet_forward(&c->cc, &c->un, &ui, out + b * g->n);
+        }
     }
-    if (g->v_pred) { /* v -> epsilon: eps = sqrt(ᾱ)·v + sqrt(1-ᾱ)·x_in (Salimans & Ho 2022) */
+    if (st == SD_OK && g->v_pred) { /* v -> epsilon: eps = sqrt(ᾱ)·v + sqrt(1-ᾱ)·x_in (Salimans & Ho 2022) */
         float ab = sampler_alpha_bar(smp, i), ra = sqrtf(ab), rb = sqrtf(1.0f - ab);
         for (int b = 0; b < k; b++)
             for (size_t j = 0; j < g->n; j++) out[b * g->n + j] = ra * out[b * g->n + j] + rb * in[(batched ? b * per : 0) + j];
     }
-    return 0;
+    return st;
 }
 
 /* After step i, 4-channel inpainting resets the kept region to the init latent noised to the next level. */
@@ -292,29 +350,43 @@ static int compare_doubles(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static sd_status denoise(sd_ctx *c, const sd_gen_params *p, const generation *g, sampler *smp, sd_rng *rng, float *x, char *err) {
+/* eps[n] = the guided prediction from out[k, n] (classifier-free guidance, Ho & Salimans 2022: u + s·(c − u)). */
+static void guide(const generation *g, float cfg_scale, const float *out, float *eps) {
+    if (!g->guided) {
+        memcpy(eps, out, g->n * sizeof(float));
+        return;
+    }
+    for (size_t j = 0; j < g->n; j++) eps[j] = out[j] + cfg_scale * (out[g->n + j] - out[j]);
+}
+
+/* The median step time and the products' FLOPs per evaluation, into the timings. */
+static void record_steps(sd_ctx *c, double *times, int n, double flops) {
+    qsort(times, (size_t)n, sizeof(double), compare_doubles);
+    c->timings.step_median_s = times[n / 2];
+    c->timings.step_gemm_flops = flops / n;
+}
+
+static sd_status denoise(sd_ctx *c, const sd_gen_params *p, const generation *g, sampler *smp, sd_rng *rng, float *x,
+                         char *err, size_t errlen) {
     const int evals = sampler_evals(smp), begin = sampler_begin(smp);
     const size_t per = (size_t)c->un.c.in_ch * g->h * g->w;
-    float *in = malloc(2 * per * sizeof(float)), *out = malloc(2 * g->n * sizeof(float)), *eps = malloc(g->n * sizeof(float));
+    float *in = malloc(2 * per * sizeof(float));      /* [2, in_ch, h, w] */
+    float *out = malloc(2 * g->n * sizeof(float));    /* [2, C, h, w] */
+    float *eps = malloc(g->n * sizeof(float));        /* [C, h, w] */
     double *times = malloc((size_t)evals * sizeof(double));
-    sd_status st = SD_OK;
-    if (!in || !out || !eps || !times) {
-        st = SD_ERR_NOMEM;
-        snprintf(err, SD_ERR_LEN, "out of memory");
-        goto done;
-    }
-    const double flops0 = gemm_flops();
-    for (int i = begin; i < evals; i++) {
+    sd_status st = !in || !out || !eps || !times ? fail(err, errlen, SD_ERR_NOMEM, "out of memory") : SD_OK;
+    const double flops0 = c->cc.flops;
+    for (int i = begin; i < evals && st == SD_OK; i++) {
         double t0 = sd_now();
-        if (run_unet(c, g, smp, i, x, in, out) != 0) {
-            snprintf(err, SD_ERR_LEN, "out of memory in the UNet at %dx%d", g->W, g->H);
-            st = SD_ERR_NOMEM;
-            goto done;
+        if ((st = run_unet(c, g, smp, i, x, in, out)) == SD_ERR_CANCELLED) {
+            fail(err, errlen, st, "cancelled during step %d of %d", i - begin + 1, evals - begin);
+            break;
         }
-        if (g->guided) /* classifier-free guidance (Ho & Salimans 2022): eps_u + s·(eps_c - eps_u) */
-            for (size_t j = 0; j < g->n; j++) eps[j] = out[j] + p->cfg_scale * (out[g->n + j] - out[j]);
-        else
-            memcpy(eps, out, g->n * sizeof(float));
+        if (st != SD_OK) {
+            stage_failure(g, st, "the UNet", err, errlen);
+            break;
+        }
+        guide(g, p->cfg_scale, out, eps);
         sampler_step(smp, i, eps, x, rng);
         inpaint_blend(c, g, smp, i, x, eps);
         times[i - begin] = sd_now() - t0;
@@ -322,17 +394,14 @@ static sd_status denoise(sd_ctx *c, const sd_gen_params *p, const generation *g,
             sd_progress pr = {i - begin + 1, evals - begin, times[i - begin]};
             p->progress(&pr, p->progress_user);
         }
-        if (p->cancel && p->cancel(p->cancel_user)) {
-            st = SD_ERR_CANCELLED;
-            snprintf(err, SD_ERR_LEN, "cancelled after step %d of %d", i - begin + 1, evals - begin);
-            goto done;
-        }
+        if (p->cancel && p->cancel(p->cancel_user))
+            st = fail(err, errlen, SD_ERR_CANCELLED, "cancelled after step %d of %d", i - begin + 1, evals - begin);
     }
-    qsort(times, (size_t)(evals - begin), sizeof(double), compare_doubles);
-    c->timings.step_median_s = times[(evals - begin) / 2];
-    c->timings.step_gemm_flops = (gemm_flops() - flops0) / (evals - begin);
-done:
-    free(in); free(out); free(eps); free(times);
+    if (st == SD_OK) record_steps(c, times, evals - begin, c->cc.flops - flops0);
+    free(in);
+    free(out);
+    free(eps);
+    free(times);
     return st;
 }
 
@@ -349,21 +418,21 @@ static void to_rgb8(const float *image, int H, int W, uint8_t *rgb) {
         }
 }
 
-static sd_status decode(sd_ctx *c, const generation *g, const float *latent, sd_image *img, char *err) {
+static sd_status decode(sd_ctx *c, const generation *g, const float *latent, sd_image *img, char *err, size_t errlen) {
     const model_desc *d = &c->model.d;
     const size_t P = (size_t)g->H * g->W;
-    float *z = malloc(g->n * sizeof(float)), *image = malloc(3 * P * sizeof(float)); /* [C, h, w], [3, H, W] */
-    img->rgb = malloc(3 * P);
-    sd_status st = SD_OK;
-    if (!z || !image || !img->rgb) { st = SD_ERR_NOMEM; goto done; }
-    for (size_t j = 0; j < g->n; j++) z[j] = c->tae ? latent[j] : latent[j] / d->vae_scale + d->vae_shift; /* TAESD: as it is */
-    int rc = c->tae ? taesd_decode(c->tae, z, g->h, g->w, image, &c->arena, c->scratch)
-           : g->vae_tiled ? vae_decode_tiled(&c->va, z, g->h, g->w, g->vae_tiled, image, &c->arena, c->scratch)
-                          : vae_decode(&c->va, z, 1, g->h, g->w, image, &c->arena, c->scratch);
-    if (rc != 0) { st = SD_ERR_NOMEM; goto done; }
-    to_rgb8(image, g->H, g->W, img->rgb);
-done:
-    if (st != SD_OK) snprintf(err, SD_ERR_LEN, "out of memory in the VAE decoder at %dx%d", g->W, g->H);
+    float *z = malloc(g->n * sizeof(float));          /* [C, h, w] */
+    float *image = malloc(3 * P * sizeof(float));     /* [3, H, W] */
+    img->rgb = malloc(3 * P);                         /* [H, W, 3] */
+    sd_status st = !z || !image || !img->rgb ? SD_ERR_NOMEM : SD_OK;
+    for (size_t j = 0; st == SD_OK && j < g->n; j++) /* TAESD takes the latent as it is */
+        z[j] = c->tae ? latent[j] : latent[j] / d->vae_scale + d->vae_shift;
+    if (st == SD_OK)
+        st = c->tae ? taesd_decode(&c->cc, c->tae, z, g->h, g->w, image)
+           : g->vae_tiled ? vae_decode_tiled(&c->cc, &c->va, z, g->h, g->w, g->vae_tiled, image)
+                          : vae_decode(&c->cc, &c->va, z, 1, g->h, g->w, image);
+    if (st == SD_OK) to_rgb8(image, g->H, g->W, img->rgb);
+    else stage_failure(g, st, "the VAE decoder", err, errlen);
     free(z);
     free(image);
     return st;
@@ -375,76 +444,93 @@ static int v_prediction(const sd_ctx *c, const sd_gen_params *p) {
     return p->prediction == SD_PREDICTION_V || (p->prediction == SD_PREDICTION_DEFAULT && c->model.d.prediction == PRED_V);
 }
 
-sd_status sd_generate(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[SD_ERR_LEN]) {
-    memset(img, 0, sizeof *img);
-    memset(&c->timings, 0, sizeof c->timings);
-    err[0] = 0;
-    kernels_set_threads(c->n_threads);
-    kernels_set_bf16(c->bf16);
-    weight_set_drop_after_use(c->low_memory);
-    generation g = {0};
+/* The generation's sizes and switches, after the parameters are checked. */
+static sd_status plan(sd_ctx *c, const sd_gen_params *p, generation *g, char *err, size_t errlen) {
     sd_status st = sd_gen_params_check(p, err);
-    if (st == SD_OK) st = resolve_size(c, p, &g.W, &g.H, err);
-    if (st == SD_OK) st = plan_vae(c, p, g.H, g.W, &g.vae_tiled, err);
-    c->timings.vae_tiled = g.vae_tiled;
+    if (st == SD_OK) st = resolve_size(c, p, &g->W, &g->H, err, errlen);
+    if (st == SD_OK) st = plan_vae(c, p, g->H, g->W, &g->vae_tiled, err, errlen);
+    c->timings.vae_tiled = g->vae_tiled;
     c->timings.taesd = c->tae != NULL;
-    c->timings.bf16 = c->bf16;
-    if (st != SD_OK) return st;
-    g.h = g.H / 8;
-    g.w = g.W / 8;
-    g.C = c->model.d.latent_ch;
-    g.n = (size_t)g.C * g.h * g.w;
-    g.guided = p->cfg_scale > 1.0f;
-    g.v_pred = v_prediction(c, p);
-    float *latent = malloc(g.n * sizeof(float)); /* [C, h, w] */
-    sampler *smp = NULL;
-    if (!latent) { st = SD_ERR_NOMEM; snprintf(err, SD_ERR_LEN, "out of memory"); goto fail; }
-    sampler_opts so = {p->sampler, p->steps, p->spacing, p->schedule == SD_SCHEDULE_KARRAS, p->eta,
+    c->timings.bf16 = c->cc.bf16;
+    g->h = g->H / 8;
+    g->w = g->W / 8;
+    g->C = c->model.d.latent_ch;
+    g->n = (size_t)g->C * g->h * g->w;
+    g->guided = p->cfg_scale > 1.0f;
+    g->v_pred = v_prediction(c, p);
+    return st;
+}
+
+/* The sampler: the family's default spacing where the caller leaves it to the sampler. */
+static sampler *make_sampler(const sd_ctx *c, const sd_gen_params *p, const generation *g, char *err, size_t errlen) {
+    const sd_spacing spacing = p->spacing ? p->spacing : c->model.d.default_spacing;
+    sampler_opts so = {p->sampler, p->steps, spacing, p->schedule == SD_SCHEDULE_KARRAS, p->eta,
                        p->init_image ? p->strength : 1.0};
-    if (!(smp = sampler_create(&so, &c->sched, g.n, err, SD_ERR_LEN))) { st = SD_ERR_ARG; goto fail; }
+    return sampler_create(&so, &c->sched, g->n, err, errlen);
+}
+
+/* Text, start latent, the loop and the decoder, timing each stage. */
+static sd_status run_stages(sd_ctx *c, const sd_gen_params *p, generation *g, sampler *smp, float *latent,
+                            sd_image *img, char *err, size_t errlen) {
     double t0 = sd_now();
-    if ((st = encode_prompts(c, p, &g, err)) != SD_OK) goto fail;
+    sd_status st = encode_prompts(c, p, g, err, errlen);
+    if (st != SD_OK) return st;
     c->timings.text_s = sd_now() - t0;
     sd_rng rng;
     rng_init(&rng, p->rng == SD_RNG_CUDA ? RNG_CUDA : RNG_CPU, p->seed);
     t0 = sd_now();
-    if ((st = prepare_inputs(c, p, &g, &rng, err)) != SD_OK) goto fail;
+    if ((st = prepare_inputs(c, p, g, &rng, err, errlen)) != SD_OK) return st;
     c->timings.encode_s = sd_now() - t0;
-    start_latent(p, &g, smp, latent);
+    start_latent(p, g, smp, latent);
     t0 = sd_now();
-    st = denoise(c, p, &g, smp, &rng, latent, err);
+    st = denoise(c, p, g, smp, &rng, latent, err, errlen);
     sd_release_stage(c, UNET_PREFIX);
-    if (st != SD_OK) goto fail;
+    if (st != SD_OK) return st;
     c->timings.sampling_s = sd_now() - t0;
     t0 = sd_now();
-    st = decode(c, &g, latent, img, err);
+    st = decode(c, g, latent, img, err, errlen);
     sd_release_stage(c, VAE_PREFIX);
-    if (st != SD_OK) goto fail;
     c->timings.decode_s = sd_now() - t0;
+    return st;
+}
+
+sd_status sd_generate(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[SD_ERR_LEN]) {
+    memset(img, 0, sizeof *img);
+    memset(&c->timings, 0, sizeof c->timings);
+    err[0] = 0;
+    compute_begin(&c->cc, p->cancel, p->cancel_user);
+    generation g = {0};
+    sd_status st = plan(c, p, &g, err, SD_ERR_LEN);
+    if (st != SD_OK) return st;
+    float *latent = malloc(g.n * sizeof(float)); /* [C, h, w] */
+    sampler *smp = NULL;
+    if (!latent) st = fail(err, SD_ERR_LEN, SD_ERR_NOMEM, "out of memory");
+    else if (!(smp = make_sampler(c, p, &g, err, SD_ERR_LEN))) st = SD_ERR_ARG;
+    if (st == SD_OK) st = run_stages(c, p, &g, smp, latent, img, err, SD_ERR_LEN);
+    sampler_free(smp);
+    generation_free(&g);
+    compute_begin(&c->cc, NULL, NULL); /* the callback belongs to this call only */
+    if (st != SD_OK) {
+        free(latent);
+        free(img->rgb);
+        img->rgb = NULL;
+        return st;
+    }
     c->timings.peak_rss_bytes = peak_rss_bytes();
     img->width = g.W;
     img->height = g.H;
     img->latent = latent;
     img->latent_channels = g.C;
-    sampler_free(smp);
-    generation_free(&g);
     return SD_OK;
-fail:
-    sampler_free(smp);
-    generation_free(&g);
-    free(latent);
-    free(img->rgb);
-    img->rgb = NULL;
-    return st;
 }
 
 int sd_describe_prompt(const sd_ctx *c, const char *prompt, const char *what, FILE *f) {
-    conditioner cd = {c->tok, &c->te, &c->model.d, NULL, NULL};
+    const conditioner cd = {c->tok, c->te, &c->model.d, NULL};
     return conditioner_describe(&cd, prompt, what, f);
 }
 
 sd_status sd_check_prompt(const sd_ctx *c, const char *prompt, const char *what, char err[SD_ERR_LEN]) {
-    conditioner cd = {c->tok, &c->te, &c->model.d, NULL, NULL};
+    const conditioner cd = {c->tok, c->te, &c->model.d, NULL};
     prompt_chunk *chunks;
     int n, rc = conditioner_prepare(&cd, prompt, what, &chunks, &n, err, SD_ERR_LEN);
     free(chunks);
@@ -452,7 +538,9 @@ sd_status sd_check_prompt(const sd_ctx *c, const char *prompt, const char *what,
     return rc == 0 ? SD_OK : rc == -1 ? SD_ERR_ARG : SD_ERR_NOMEM;
 }
 
-sd_status sd_txt2img(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[SD_ERR_LEN]) { return sd_generate(c, p, img, err); }
+sd_status sd_txt2img(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[SD_ERR_LEN]) {
+    return sd_generate(c, p, img, err);
+}
 
 void sd_image_free(sd_image *img) {
     free(img->rgb);

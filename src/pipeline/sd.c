@@ -1,6 +1,7 @@
 /* sd.c - the library's context: loading a checkpoint, describing it, parameters, status strings.
  * The generation pipeline is in pipeline.c. */
 #include "pipeline/context.h"
+
 #include "nn/gemm.h"
 #include "model/lora.h"
 #include "text/prompt.h"
@@ -40,60 +41,74 @@ double sd_now(void) {
 }
 
 void sd_release_stage(sd_ctx *c, const char *prefix) {
-    if (!c->keep_weights) model_release(&c->model, prefix);
-    arena_free(&c->arena);
-    arena_init(&c->arena);
-    kernels_release_scratch();
+    if (!c->keep_weights) store_release(&c->model.store, prefix);
+    compute_end_stage(&c->cc);
 }
 
 /* ---------------- loading ---------------- */
 
 /* SD 2.x files carry no prediction type. AUTOMATIC1111's rule (sd_models_config.py,
  * is_using_v_parameterization_for_sd2): run the UNet once on x = 0.5 (1x4x8x8), t = 999, a 0.5 context of
- * two tokens; mean(out − x) < −1 means v-prediction (768 models), otherwise epsilon (512 base, Turbo). */
-static sd_status detect_prediction(sd_ctx *c, char *err) {
+ * two tokens; mean(out − x) < −1 means v-prediction (768 models), otherwise epsilon (512 base, Turbo). The test
+ * runs in float32 whatever the context's precision, so that the answer does not depend on it. */
+static sd_status detect_prediction(sd_ctx *c, char *err, size_t errlen) {
     model_desc *d = &c->model.d;
-    const int h = 8, w = 8, in = c->un.c.in_ch, out_ch = c->un.c.out_ch, D = c->un.c.ctx_dim;
-    float *x = malloc((size_t)in * h * w * sizeof(float)), *y = malloc((size_t)out_ch * h * w * sizeof(float));
-    float *ctx = malloc((size_t)2 * D * sizeof(float)), t = 999.0f;
-    int rc = -1;
-    if (x && y && ctx) {
+    const int h = 8, w = 8, in = c->un.c.in_ch, out_ch = c->un.c.out_ch, D = c->un.c.ctx_dim, A = c->un.c.added_dim;
+    float *x = malloc((size_t)in * h * w * sizeof(float));      /* [1, in, 8, 8] */
+    float *y = malloc((size_t)out_ch * h * w * sizeof(float));  /* [1, out, 8, 8] */
+    float *ctx = malloc((size_t)2 * D * sizeof(float));         /* [1, 2, D] */
+    float *added = calloc((size_t)A + 1, sizeof(float));        /* [1, A] */
+    const float t = 999.0f;
+    sd_status st = SD_ERR_NOMEM;
+    if (x && y && ctx && added) {
         for (int i = 0; i < in * h * w; i++) x[i] = 0.5f;
         for (int i = 0; i < 2 * D; i++) ctx[i] = 0.5f;
-        rc = unet_forward(&c->un, x, &t, ctx, 2, 1, h, w, y, &c->arena, c->scratch);
+        const int bf16 = c->cc.bf16;
+        c->cc.bf16 = 0;
+        compute_begin(&c->cc, NULL, NULL);
+        const unet_input ui = {x, &t, ctx, 2, A ? added : NULL, NULL, 1, h, w};
+        st = unet_forward(&c->cc, &c->un, &ui, y);
+        c->cc.bf16 = bf16;
     }
-    if (rc == 0) {
+    if (st == SD_OK) {
         double mean = 0;
         for (int i = 0; i < out_ch * h * w; i++) mean += y[i] - 0.5;
         d->prediction = mean / (out_ch * h * w) < -1.0 ? PRED_V : PRED_EPSILON;
     }
-    free(x); free(y); free(ctx);
+    free(x);
+    free(y);
+    free(ctx);
+    free(added);
     sd_release_stage(c, UNET_PREFIX);
-    if (rc != 0) { snprintf(err, SD_ERR_LEN, "out of memory detecting the prediction type"); return SD_ERR_NOMEM; }
-    return SD_OK;
+    if (st != SD_OK) snprintf(err, errlen, "out of memory detecting the prediction type");
+    return st;
 }
 
 /* The description's facts that need the loaded networks. */
-static sd_status complete_description(sd_ctx *c, const char *path, char *err) {
+static sd_status complete_description(sd_ctx *c, const char *path, char *err, size_t errlen) {
     model_desc *d = &c->model.d;
-    if (c->te.c.hidden != c->un.c.ctx_dim) {
-        snprintf(err, SD_ERR_LEN, "%s: text encoder width %d does not match the UNet's context width %d", path,
-                 c->te.c.hidden, c->un.c.ctx_dim);
+    if (d->context_width != c->un.c.ctx_dim) {
+        snprintf(err, errlen, "%s: text encoder width %d does not match the UNet's context width %d", path,
+                 d->context_width, c->un.c.ctx_dim);
         return SD_ERR_MODEL;
     }
     if (c->un.c.out_ch != d->latent_ch) {
-        snprintf(err, SD_ERR_LEN, "%s: tensor '" UNET_PREFIX "out.2.weight' gives %d channels, the VAE's latent has %d", path,
-                 c->un.c.out_ch, d->latent_ch);
+        snprintf(err, errlen, "%s: tensor '" UNET_PREFIX "out.2.weight' gives %d channels, the VAE's latent has %d",
+                 path, c->un.c.out_ch, d->latent_ch);
         return SD_ERR_MODEL;
     }
     /* SD 2.x uses OpenCLIP ViT-H/14's penultimate layer: 23 of its 24. Files that were saved without the
      * unused 24th block (23 present) use all of them; other sizes: all but the last present. */
-    if (d->text == TEXT_OPENCLIP && c->te.c.hidden == 1024 && c->te.c.layers == 23) d->text_skip = 0;
+    text_encoder_desc *t0 = &d->text[0];
+    if (d->family == FAMILY_SD2 && c->te[0].c.hidden == 1024 && c->te[0].c.layers == 23) t0->skip = 0;
     if (d->prediction == PRED_UNKNOWN) {
-        sd_status st = detect_prediction(c, err);
+        sd_status st = detect_prediction(c, err, errlen);
         if (st != SD_OK) return st;
     }
-    d->default_size = d->family == FAMILY_SD2 && d->prediction == PRED_V ? 768 : 512;
+    if (d->family == FAMILY_SD2 && d->prediction == PRED_V) d->default_size = 768;
+    size_t n = 0;
+    for (int i = 0; i < d->n_text; i++)
+        n += (size_t)snprintf(c->text_names + n, sizeof c->text_names - n, "%s%s", i ? " + " : "", d->text[i].name);
     return SD_OK;
 }
 
@@ -103,60 +118,92 @@ void sd_load_params_default(sd_load_params *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* The LoRA set for the requested files, hung on the model so that the weight loader merges the deltas. */
-static sd_status open_loras(sd_ctx *c, const sd_load_params *p, char *err) {
+/* The LoRA set for the requested files, hung on the store so that the weight loader merges the deltas. */
+static sd_status open_loras(sd_ctx *c, const sd_load_params *p, char *err, size_t errlen) {
     if (p->n_loras <= 0) return SD_OK;
-    if (!(c->model.lora = lora_set_create(&c->model))) { snprintf(err, SD_ERR_LEN, "out of memory for the LoRA table"); return SD_ERR_NOMEM; }
+    if (!(c->model.store.lora = lora_set_create(&c->model.store, &c->model.d))) {
+        snprintf(err, errlen, "out of memory for the LoRA table");
+        return SD_ERR_NOMEM;
+    }
     for (int i = 0; i < p->n_loras; i++) {
         const sd_lora *l = &p->loras[i];
-        if (!l->path || !isfinite(l->multiplier)) { snprintf(err, SD_ERR_LEN, "lora %d: no path or a non-finite multiplier", i + 1); return SD_ERR_ARG; }
-        if (lora_set_add(c->model.lora, l->path, l->multiplier, p->log, p->verbose, err, SD_ERR_LEN) != 0) return SD_ERR_MODEL;
+        if (!l->path || !isfinite(l->multiplier)) {
+            snprintf(err, errlen, "lora %d: no path or a non-finite multiplier", i + 1);
+            return SD_ERR_ARG;
+        }
+        if (lora_set_add(c->model.store.lora, l->path, l->multiplier, p->log, p->verbose, err, errlen) != 0)
+            return SD_ERR_MODEL;
     }
     return SD_OK;
 }
 
 /* TAESD in place of the VAE: its latent must be the model's. */
-static sd_status load_taesd(sd_ctx *c, const char *path, char *err) {
-    if (!(c->tae = calloc(1, sizeof *c->tae))) { snprintf(err, SD_ERR_LEN, "out of memory"); return SD_ERR_NOMEM; }
-    if (taesd_load(c->tae, path, err, SD_ERR_LEN) != 0) { free(c->tae); c->tae = NULL; return SD_ERR_MODEL; }
+static sd_status load_taesd(sd_ctx *c, const char *path, char *err, size_t errlen) {
+    if (!(c->tae = calloc(1, sizeof *c->tae))) {
+        snprintf(err, errlen, "out of memory");
+        return SD_ERR_NOMEM;
+    }
+    sd_status st = taesd_load(c->tae, path, err, errlen);
+    if (st != SD_OK) {
+        free(c->tae);
+        c->tae = NULL;
+        return st == SD_ERR_NOMEM ? st : SD_ERR_MODEL;
+    }
     if (!c->tae->has_decoder || c->tae->latent_ch != c->model.d.latent_ch) {
-        snprintf(err, SD_ERR_LEN, "%s: %s", path, !c->tae->has_decoder ? "a TAESD encoder only; images need its decoder"
-                                                                      : "its latent channels differ from the model's");
+        snprintf(err, errlen, "%s: %s", path,
+                 !c->tae->has_decoder ? "a TAESD encoder only; images need its decoder"
+                                      : "its latent channels differ from the model's");
         return SD_ERR_MODEL;
     }
     return SD_OK;
 }
 
+/* The networks of the checkpoint: every text encoder, the UNet, the VAE (LoRAs merge as they load). */
+static sd_status load_networks(sd_ctx *c, char *err, size_t errlen) {
+    sd_model *m = &c->model;
+    sd_status st = SD_OK;
+    for (int i = 0; i < m->d.n_text && st == SD_OK; i++) st = text_encoder_load(&c->te[i], &m->store, &m->d.text[i], err, errlen);
+    if (st == SD_OK) st = unet_load(&c->un, &m->store, &m->d, err, errlen);
+    if (st == SD_OK) st = vae_load(&c->va, &m->store, err, errlen);
+    return st;
+}
+
 sd_status sd_load_with(sd_ctx **out, const sd_load_params *p, char err[SD_ERR_LEN]) {
     *out = NULL;
     sd_ctx *c = calloc(1, sizeof *c);
-    if (!c) { snprintf(err, SD_ERR_LEN, "out of memory"); return SD_ERR_NOMEM; }
+    if (!c) {
+        snprintf(err, SD_ERR_LEN, "out of memory");
+        return SD_ERR_NOMEM;
+    }
     const char *path = p->model_path ? p->model_path : "";
-    kernels_set_threads(p->n_threads);
-    c->n_threads = kernels_threads();
+    compute_init(&c->cc, p->n_threads, p->precision == SD_PRECISION_BF16, p->low_memory);
     c->keep_weights = p->keep_weights && !p->low_memory;
     c->low_memory = p->low_memory;
-    c->bf16 = p->precision == SD_PRECISION_BF16 && sd_bf16_supported();
-    arena_init(&c->arena);
     schedule_init(&c->sched);
-    int rc = model_open_with_vae(&c->model, path, p->vae_path, err, SD_ERR_LEN);
-    if (rc != 0) { free(c); return rc == -1 ? SD_ERR_IO : rc == -2 ? SD_ERR_FORMAT : SD_ERR_MODEL; }
-    sd_status st = open_loras(c, p, err);
-    if (st == SD_OK && (text_encoder_load(&c->te, &c->model, err, SD_ERR_LEN) != 0 || unet_load(&c->un, &c->model, err, SD_ERR_LEN) != 0 ||
-                        vae_load(&c->va, &c->model, err, SD_ERR_LEN) != 0))
-        st = SD_ERR_MODEL;
-    if (st == SD_OK && c->model.lora) lora_set_report(c->model.lora, p->log);
-    lora_set_free(c->model.lora); /* merged: the adapters are not needed any more */
-    c->model.lora = NULL;
-    if (st == SD_OK && p->taesd_path) st = load_taesd(c, p->taesd_path, err);
+    sd_status st = model_open(&c->model, path, p->vae_path, err, SD_ERR_LEN);
+    if (st != SD_OK) {
+        compute_free(&c->cc);
+        free(c);
+        return st;
+    }
+    st = open_loras(c, p, err, SD_ERR_LEN);
+    if (st == SD_OK) st = load_networks(c, err, SD_ERR_LEN);
+    if (st == SD_OK && c->model.store.lora) lora_set_report(c->model.store.lora, p->log);
+    lora_set_free(c->model.store.lora); /* merged: the adapters are not needed any more */
+    c->model.store.lora = NULL;
+    if (st == SD_OK && p->taesd_path) st = load_taesd(c, p->taesd_path, err, SD_ERR_LEN);
     if (st == SD_OK && !(c->tok = tokenizer_create(err, SD_ERR_LEN))) st = SD_ERR_RUNTIME;
-    int64_t half = c->tae && taesd_max_half(c->tae) > c->model.max_half_matrix ? taesd_max_half(c->tae) : c->model.max_half_matrix;
-    if (st == SD_OK && half > 0 && !(c->scratch = malloc((size_t)half * sizeof(float)))) {
+    int64_t half = c->model.store.max_half_matrix;
+    if (c->tae && taesd_max_half(c->tae) > half) half = taesd_max_half(c->tae);
+    if (st == SD_OK && compute_reserve_scratch(&c->cc, (size_t)half) != SD_OK) {
         snprintf(err, SD_ERR_LEN, "out of memory for the weight conversion buffer");
         st = SD_ERR_NOMEM;
     }
-    if (st == SD_OK) st = complete_description(c, path, err);
-    if (st != SD_OK) { sd_free(c); return st; }
+    if (st == SD_OK) st = complete_description(c, path, err, SD_ERR_LEN);
+    if (st != SD_OK) {
+        sd_free(c);
+        return st;
+    }
     *out = c;
     return SD_OK;
 }
@@ -171,15 +218,14 @@ sd_status sd_load(sd_ctx **out, const char *path, int n_threads, char err[SD_ERR
 
 void sd_free(sd_ctx *c) {
     if (!c) return;
-    text_encoder_free(&c->te);
+    for (int i = 0; i < MAX_TEXT_ENCODERS; i++) text_encoder_free(&c->te[i]);
     unet_free(&c->un);
     vae_free(&c->va);
     if (c->tae) taesd_free(c->tae);
     free(c->tae);
     tokenizer_free(c->tok);
     cond_cache_free(&c->prompts);
-    arena_free(&c->arena);
-    free(c->scratch);
+    compute_free(&c->cc);
     model_close(&c->model);
     free(c);
 }
@@ -188,58 +234,81 @@ void sd_free(sd_ctx *c) {
 
 void sd_get_model_info(const sd_ctx *c, sd_model_info *info) {
     const model_desc *d = &c->model.d;
-    info->family = d->family == FAMILY_SD1 ? "SD 1.x" : "SD 2.x";
-    info->text_encoder = d->text == TEXT_CLIP ? "CLIP ViT-L/14 (transformers naming)" : "OpenCLIP ViT-H/14 (open_clip naming)";
+    info->family = d->family_name;
+    info->text_encoder = c->text_names;
     info->prediction = d->prediction == PRED_V ? SD_PREDICTION_V : SD_PREDICTION_EPSILON;
     info->default_width = info->default_height = d->default_size;
     info->unet_in_channels = d->unet_in_ch;
     info->latent_channels = d->latent_ch;
 }
 
-static void print_dtypes(const sd_model *m, const char *prefix, FILE *f) {
+static void print_dtypes(const tensor_store *s, const char *prefix, FILE *f) {
     int counts[ST_DTYPE_COUNT] = {0};
     size_t len = strlen(prefix);
-    for (int i = 0; i < m->file.n_tensors; i++)
-        if (strncmp(m->file.tensors[i].name, prefix, len) == 0) counts[m->file.tensors[i].dtype]++;
+    for (int i = 0; i < s->file.n_tensors; i++)
+        if (strncmp(s->file.tensors[i].name, prefix, len) == 0) counts[s->file.tensors[i].dtype]++;
     const char *sep = "";
     for (int d = 0; d < ST_DTYPE_COUNT; d++)
-        if (counts[d]) { fprintf(f, "%s%s x%d", sep, st_dtype_name((st_dtype)d), counts[d]); sep = ", "; }
+        if (counts[d]) {
+            fprintf(f, "%s%s x%d", sep, st_dtype_name((st_dtype)d), counts[d]);
+            sep = ", ";
+        }
     fprintf(f, "\n");
 }
 
 /* Where the prediction type came from, for --info. */
 static const char *prediction_source(const sd_model *m) {
-    if (st_meta_get(&m->file, "sd.prediction")) return "metadata sd.prediction";
-    return m->d.family == FAMILY_SD1 ? "SD 1.x default" : "UNet test as AUTOMATIC1111 (mean(unet(0.5) - 0.5) < -1: v)";
+    if (st_meta_get(&m->store.file, "sd.prediction")) return "metadata sd.prediction";
+    if (m->d.family == FAMILY_SD2) return "UNet test as AUTOMATIC1111 (mean(unet(0.5) - 0.5) < -1: v)";
+    return "the family's default";
+}
+
+/* One line per text encoder: which output the UNet takes, then sizes and dtypes. */
+static void print_encoders(const sd_ctx *c, FILE *f) {
+    const model_desc *d = &c->model.d;
+    for (int i = 0; i < d->n_text; i++) {
+        const text_encoder_desc *e = &d->text[i];
+        const text_config *tc = &c->te[i].c;
+        fprintf(f, "text encoder%s %s, output after %d of its %d layers%s%s%s\n", d->n_text > 1 ? (i ? " 2:" : " 1:") : ": ",
+                e->name, tc->layers - e->skip, tc->layers, e->final_norm ? "" : " (no final LayerNorm)",
+                e->pooled ? ", pooled output through text_projection" : "",
+                d->family == FAMILY_SD2 ? " (SD 2.x: the penultimate layer of ViT-H/14's 24)" : "");
+    }
+    for (int i = 0; i < d->n_text; i++) {
+        const text_config *tc = &c->te[i].c;
+        fprintf(f, "text encoder%s %lld parameters; hidden %d, layers %d, heads %d, mlp %d, vocab %d; dtypes ",
+                d->n_text > 1 ? (i ? " 2:" : " 1:") : ": ", (long long)store_param_count(&c->model.store, d->text[i].prefix),
+                tc->hidden, tc->layers, tc->heads, tc->mlp, tc->vocab);
+        print_dtypes(&c->model.store, d->text[i].prefix, f);
+    }
 }
 
 void sd_print_info(const sd_ctx *c, FILE *f) {
     const sd_model *m = &c->model;
     const model_desc *d = &m->d;
     const unet_config *u = &c->un.c;
-    sd_model_info mi;
-    sd_get_model_info(c, &mi);
-    fprintf(f, "file:          %s\n", m->file.path);
-    fprintf(f, "format:        %s\n", formats_describe(m->format));
-    fprintf(f, "family:        %s%s\n", mi.family, d->unet_in_ch != d->latent_ch ? " (inpainting UNet)" : "");
-    fprintf(f, "text encoder:  %s, output after %d of its %d layers%s\n", mi.text_encoder, c->te.c.layers - d->text_skip,
-            c->te.c.layers, d->family == FAMILY_SD2 ? " (SD 2.x: the penultimate layer of ViT-H/14's 24)" : "");
+    fprintf(f, "file:          %s\n", m->store.file.path);
+    fprintf(f, "format:        %s\n", formats_describe(m->store.format));
+    fprintf(f, "family:        %s%s\n", d->family_name, d->unet_in_ch != d->latent_ch ? " (inpainting UNet)" : "");
     fprintf(f, "prediction:    %s (%s)\n", d->prediction == PRED_V ? "v_prediction" : "epsilon", prediction_source(m));
-    fprintf(f, "default size:  %dx%d\n", mi.default_width, mi.default_height);
-    fprintf(f, "tensors:       %d\n", m->file.n_tensors);
-    fprintf(f, "text encoder:  %lld parameters; hidden %d, layers %d, heads %d, mlp %d, vocab %d; dtypes ",
-            (long long)model_param_count(m, "cond_stage_model."), c->te.c.hidden, c->te.c.layers, c->te.c.heads,
-            c->te.c.mlp, c->te.c.vocab);
-    print_dtypes(m, "cond_stage_model.", f);
+    fprintf(f, "default size:  %dx%d\n", d->default_size, d->default_size);
+    fprintf(f, "tensors:       %d\n", m->store.file.n_tensors);
+    print_encoders(c, f);
+    fprintf(f, "conditioning:  context %d per token", d->context_width);
+    if (u->added_dim) fprintf(f, ", added vector %d (pooled %d + %d size ids x %d)", u->added_dim, d->pooled_width, d->time_ids,
+                              d->time_id_dim);
+    fprintf(f, "\n");
     fprintf(f, "unet:          %lld parameters; channels %d, in %d, time %d, context %d, heads %s%d, blocks %d in / %d out; dtypes ",
-            (long long)model_param_count(m, UNET_PREFIX), u->model_ch, u->in_ch, u->time_dim, u->ctx_dim,
+            (long long)store_param_count(&m->store, UNET_PREFIX), u->model_ch, u->in_ch, u->time_dim, u->ctx_dim,
             u->head_dim ? "of width " : "", u->head_dim ? u->head_dim : u->heads, u->n_input, u->n_output);
-    print_dtypes(m, UNET_PREFIX, f);
-    fprintf(f, "vae:           %lld parameters; latent channels %d, levels %d, encoder %s; dtypes ",
-            (long long)model_param_count(m, VAE_PREFIX), c->va.z_ch, c->va.dec.n_levels, c->va.has_encoder ? "yes" : "no");
-    print_dtypes(m, VAE_PREFIX, f);
-    fprintf(f, "metadata:      %d keys\n", m->file.n_meta);
-    for (int i = 0; i < m->file.n_meta; i++) fprintf(f, "  %s = %s\n", m->file.meta[i].key, m->file.meta[i].value);
+    print_dtypes(&m->store, UNET_PREFIX, f);
+    fprintf(f, "vae:           %lld parameters; latent channels %d (scale %g), levels %d, encoder %s; dtypes ",
+            (long long)store_param_count(&m->store, VAE_PREFIX), c->va.z_ch, d->vae_scale, c->va.dec.n_levels,
+            c->va.has_encoder ? "yes" : "no");
+    print_dtypes(&m->store, VAE_PREFIX, f);
+    fprintf(f, "metadata:      %d keys\n", m->store.file.n_meta);
+    for (int i = 0; i < m->store.file.n_meta; i++)
+        fprintf(f, "  %s = %s\n", m->store.file.meta[i].key, m->store.file.meta[i].value);
 }
 
 void sd_get_timings(const sd_ctx *c, sd_timings *t) { *t = c->timings; }

@@ -24,6 +24,7 @@ static int next_chunk(chunker *k) {
         k->cap = cap;
     }
     prompt_chunk *c = &k->chunks[k->n++];
+    c->tokens = k->len;
     c->ids[0] = CLIP_BOS;
     c->weights[0] = 1.0f;
     for (int i = 0; i < CHUNK_TOKENS + 1; i++) {
@@ -109,76 +110,135 @@ int conditioner_prepare(const conditioner *c, const char *text, const char *what
     *chunks = NULL;
     *n = 0;
     int rc = conditioner_parse(c->tok, text, &pp, terr, sizeof terr);
-    if (rc == 0) rc = conditioner_chunks(c->tok, &pp, c->d->pad_id, chunks, n, terr, sizeof terr);
+    if (rc == 0) rc = conditioner_chunks(c->tok, &pp, c->d->text[0].pad_id, chunks, n, terr, sizeof terr);
     prompt_parse_free(&pp);
     if (rc == -1) snprintf(err, errlen, "%s: %s", what, strchr(terr, ':') ? strchr(terr, ':') + 2 : terr);
     return rc;
 }
 
-int conditioner_encode(const conditioner *c, const char *text, int clip_skip, const char *what, conditioning *out,
-                       char *err, size_t errlen) {
+/* The chunk's ids with the encoder's padding after the first EOS. ids[77]. */
+static void chunk_ids(const prompt_chunk *k, int pad_id, int *ids) {
+    memcpy(ids, k->ids, sizeof k->ids);
+    for (int i = k->tokens + 2; i < CLIP_CONTEXT; i++) ids[i] = pad_id;
+}
+
+/* Layers of encoder e the context takes with this clip skip (< 1: none left). */
+static int context_layers(const conditioner *c, int e, int clip_skip) {
+    return c->te[e].c.layers - c->d->text[e].skip - (clip_skip - 1);
+}
+
+/* z[77, width_e] (rows ld floats apart in ctx) = encoder e's output for chunk k, weighted; pooled when not NULL. */
+static sd_status encode_chunk(const conditioner *c, int e, const prompt_chunk *k, int clip_skip, float *ctx, int ld,
+                              float *pooled) {
+    const text_encoder *te = &c->te[e];
+    const int w = te->c.hidden;
+    int ids[CLIP_CONTEXT];
+    chunk_ids(k, c->d->text[e].pad_id, ids);
+    const text_input in = {ids, NULL};
+    float *z = ld == w ? ctx : malloc((size_t)CLIP_CONTEXT * w * sizeof(float)); /* [77, w] */
+    if (!z) return SD_ERR_NOMEM;
+    const text_output out = {context_layers(c, e, clip_skip), c->d->text[e].final_norm, z, pooled};
+    sd_status st = text_encoder_forward(c->cc, te, &in, &out);
+    if (st == SD_OK) apply_weights(z, k->weights, w);
+    if (z != ctx) {
+        for (int i = 0; st == SD_OK && i < CLIP_CONTEXT; i++) memcpy(ctx + (size_t)i * ld, z + (size_t)i * w, (size_t)w * sizeof(float));
+        free(z);
+    }
+    return st;
+}
+
+/* The pooled output's width: that of the encoder that has one (0: none). */
+static int pooled_width(const conditioner *c) {
+    for (int e = 0; e < c->d->n_text; e++)
+        if (c->d->text[e].pooled) return c->te[e].c.projection;
+    return 0;
+}
+
+sd_status conditioner_encode(const conditioner *c, const char *text, int clip_skip, const char *what, conditioning *out,
+                             char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    const int width = c->te->c.hidden, layers = c->te->c.layers - c->d->text_skip - (clip_skip - 1);
-    if (clip_skip < 1 || layers < 1) {
+    if (clip_skip < 1 || context_layers(c, 0, clip_skip) < 1) {
         snprintf(err, errlen, "clip-skip: %d leaves no text-encoder layer (the model uses %d)", clip_skip,
-                 c->te->c.layers - c->d->text_skip);
-        return -1;
+                 c->te[0].c.layers - c->d->text[0].skip);
+        return SD_ERR_ARG;
     }
     prompt_chunk *chunks = NULL;
     int n = 0;
     int rc = conditioner_prepare(c, text, what, &chunks, &n, err, errlen);
-    if (rc != 0) return rc;
+    if (rc != 0) return rc == -1 ? SD_ERR_ARG : SD_ERR_NOMEM;
     out->len = CLIP_CONTEXT * n;
-    out->width = width;
-    out->ctx = malloc((size_t)out->len * width * sizeof(float)); /* [77·n, width] */
-    for (int i = 0; i < n && out->ctx && rc == 0; i++) {
-        float *z = out->ctx + (size_t)i * CLIP_CONTEXT * width;
-        if (text_encoder_forward(c->te, chunks[i].ids, layers, z, c->a, c->scratch) != 0) rc = -2;
-        else apply_weights(z, chunks[i].weights, width);
-    }
+    out->width = c->d->context_width;
+    out->pooled_width = pooled_width(c);
+    out->ctx = malloc((size_t)out->len * out->width * sizeof(float)); /* [77·n, width] */
+    out->pooled = out->pooled_width ? malloc((size_t)out->pooled_width * sizeof(float)) : NULL; /* [pooled_width] */
+    sd_status st = !out->ctx || (out->pooled_width && !out->pooled) ? SD_ERR_NOMEM : SD_OK;
+    for (int i = 0; i < n && st == SD_OK; i++)
+        for (int e = 0, col = 0; e < c->d->n_text && st == SD_OK; col += c->te[e++].c.hidden) {
+            float *z = out->ctx + (size_t)i * CLIP_CONTEXT * out->width + col;
+            st = encode_chunk(c, e, &chunks[i], clip_skip, z, out->width, i == 0 && c->d->text[e].pooled ? out->pooled : NULL);
+        }
     free(chunks);
-    if (!out->ctx || rc != 0) {
+    if (st != SD_OK) {
         conditioning_free(out);
-        snprintf(err, errlen, "out of memory in the text encoder");
-        return -2;
+        snprintf(err, errlen, "%s", st == SD_ERR_CANCELLED ? "cancelled in the text encoder" : "out of memory in the text encoder");
     }
-    return 0;
+    return st;
+}
+
+sd_status conditioning_zeros(const conditioning *like, conditioning *out) {
+    *out = *like;
+    out->ctx = calloc((size_t)like->len * like->width, sizeof(float));
+    out->pooled = like->pooled ? calloc((size_t)like->pooled_width, sizeof(float)) : NULL;
+    if (out->ctx && (!like->pooled || out->pooled)) return SD_OK;
+    conditioning_free(out);
+    return SD_ERR_NOMEM;
 }
 
 void conditioning_free(conditioning *cd) {
     free(cd->ctx);
+    free(cd->pooled);
     memset(cd, 0, sizeof *cd);
 }
 
 /* A malloc'd copy of cd (ctx NULL without memory). */
 static conditioning copy_conditioning(const conditioning *cd) {
     conditioning out = *cd;
-    size_t bytes = (size_t)cd->len * cd->width * sizeof(float);
+    size_t bytes = (size_t)cd->len * cd->width * sizeof(float), pooled = (size_t)cd->pooled_width * sizeof(float);
+    out.pooled = cd->pooled ? malloc(pooled) : NULL;
+    if (out.pooled) memcpy(out.pooled, cd->pooled, pooled);
     if ((out.ctx = malloc(bytes))) memcpy(out.ctx, cd->ctx, bytes);
+    if (cd->pooled && !out.pooled) {
+        free(out.ctx);
+        out.ctx = NULL;
+    }
     return out;
 }
 
-int conditioner_encode_cached(const conditioner *c, cond_cache *cache, const char *text, int clip_skip, const char *what,
-                              conditioning *out, char *err, size_t errlen) {
+sd_status conditioner_encode_cached(const conditioner *c, cond_cache *cache, const char *text, int clip_skip,
+                                    const char *what, conditioning *out, char *err, size_t errlen) {
     for (int i = 0; i < cache->n; i++)
         if (cache->clip_skip[i] == clip_skip && !strcmp(cache->text[i], text)) {
             *out = copy_conditioning(&cache->cd[i]);
-            if (out->ctx) return 0;
+            if (out->ctx) return SD_OK;
             snprintf(err, errlen, "out of memory");
-            return -2;
+            return SD_ERR_NOMEM;
         }
-    int rc = conditioner_encode(c, text, clip_skip, what, out, err, errlen);
-    if (rc != 0) return rc;
+    sd_status st = conditioner_encode(c, text, clip_skip, what, out, err, errlen);
+    if (st != SD_OK) return st;
     char *copy = strdup(text);
     conditioning kept = copy_conditioning(out);
-    if (!copy || !kept.ctx) { free(copy); free(kept.ctx); return 0; } /* not kept: the next use encodes again */
+    if (!copy || !kept.ctx) { /* not kept: the next use encodes again */
+        free(copy);
+        conditioning_free(&kept);
+        return SD_OK;
+    }
     int slot = cache->n < COND_CACHE_SIZE ? cache->n++ : cache->next++ % COND_CACHE_SIZE;
     free(cache->text[slot]);
     conditioning_free(&cache->cd[slot]);
     cache->text[slot] = copy;
     cache->clip_skip[slot] = clip_skip;
     cache->cd[slot] = kept;
-    return 0;
+    return SD_OK;
 }
 
 void cond_cache_free(cond_cache *cache) {
@@ -192,7 +252,7 @@ int conditioner_describe(const conditioner *c, const char *text, const char *wha
     int n = 0;
     char err[256];
     if (conditioner_parse(c->tok, text, &pp, err, sizeof err) != 0) return -1;
-    int rc = conditioner_chunks(c->tok, &pp, c->d->pad_id, &chunks, &n, err, sizeof err);
+    int rc = conditioner_chunks(c->tok, &pp, c->d->text[0].pad_id, &chunks, &n, err, sizeof err);
     if (rc == 0 && f) {
         fprintf(f, "sd: %s: %d chunk%s of 75 tokens;", what, n, n == 1 ? "" : "s");
         for (int i = 0; i < pp.n; i++) {

@@ -1,14 +1,16 @@
 /* conditioner.h - prompt text -> the UNet's conditioning, as AUTOMATIC1111 builds it (emphasis "Original",
  * comma back-tracking 20): parse the prompt's syntax (prompt.c), tokenize each span, place the tokens
  * into chunks of 75 (BREAK and comma back-tracking), frame each chunk as BOS + 75 + EOS with padding,
- * encode each chunk with the family's layer choice (SD 2.x: penultimate layer) and clip skip, scale each
- * token's vector by its weight and restore the chunk's mean, and concatenate the chunks.
+ * encode each chunk with every text encoder of the model (each with its own padding, layer choice and clip skip,
+ * as the description says), scale each token's vector by its weight and restore the chunk's mean per encoder,
+ * put the encoders' outputs side by side per token, and concatenate the chunks. An encoder with a pooled output
+ * gives it for the first chunk (AUTOMATIC1111's rule).
  * A plain prompt (no syntax, <= 75 tokens) gives exactly diffusers' encoding. */
 #ifndef SD_CONDITIONER_H
 #define SD_CONDITIONER_H
 
-#include "nn/kernels.h"
-#include "model/model.h"
+#include "model/desc.h"
+#include "nn/compute.h"
 #include "text/prompt.h"
 #include "nets/text_encoder.h"
 #include "text/tokenizer.h"
@@ -21,22 +23,24 @@
 
 typedef struct {
     const tokenizer *tok;
-    const text_encoder *te;
+    const text_encoder *te; /* [d->n_text] */
     const model_desc *d;
-    arena *a;
-    float *scratch;
+    compute *cc;            /* NULL where nothing is encoded (checks, descriptions) */
 } conditioner;
 
 /* One chunk as the text encoder takes it. */
 typedef struct {
-    int ids[CLIP_CONTEXT];
+    int ids[CLIP_CONTEXT];       /* BOS, the tokens, EOS, then the padding id given to conditioner_chunks */
     float weights[CLIP_CONTEXT]; /* per-token multipliers (1 for BOS, EOS, padding) */
+    int tokens;                  /* the prompt's tokens in it (positions 1..tokens) */
 } prompt_chunk;
 
-/* A prompt's conditioning: ctx[len, width], len = 77 · chunks. */
+/* A prompt's conditioning: ctx[len, width], len = 77 · chunks; pooled[pooled_width] or NULL. */
 typedef struct {
     float *ctx;
     int len, width;
+    float *pooled;
+    int pooled_width;
 } conditioning;
 
 /* Checks that text is UTF-8 (the syntax works on characters: removing a backslash must not make invalid
@@ -54,9 +58,12 @@ int conditioner_prepare(const conditioner *c, const char *text, const char *what
                         size_t errlen);
 
 /* Encodes `text` (named `what` in messages: "prompt", "negative prompt"). clip_skip >= 1 (1 = the family's
- * default layer). Returns 0, or -1 with err set (bad text: SD_ERR_ARG) or -2 (no memory). */
-int conditioner_encode(const conditioner *c, const char *text, int clip_skip, const char *what, conditioning *out,
-                       char *err, size_t errlen);
+ * default layer). Returns SD_OK, or SD_ERR_ARG with err set (bad text, clip skip past the first layer), or the compute
+ * context's failure (SD_ERR_NOMEM, SD_ERR_CANCELLED). */
+sd_status conditioner_encode(const conditioner *c, const char *text, int clip_skip, const char *what, conditioning *out,
+                             char *err, size_t errlen);
+/* The conditioning of nothing: zeros shaped like `like` (SDXL's empty negative prompt). */
+sd_status conditioning_zeros(const conditioning *like, conditioning *out);
 void conditioning_free(conditioning *cd);
 
 /* Encodings already made, by (text, clip skip): a batch of jobs encodes each distinct prompt once. The entries
@@ -70,8 +77,8 @@ typedef struct {
 } cond_cache;
 
 /* conditioner_encode through the cache: a hit copies the stored encoding into *out. */
-int conditioner_encode_cached(const conditioner *c, cond_cache *cache, const char *text, int clip_skip, const char *what,
-                              conditioning *out, char *err, size_t errlen);
+sd_status conditioner_encode_cached(const conditioner *c, cond_cache *cache, const char *text, int clip_skip,
+                                    const char *what, conditioning *out, char *err, size_t errlen);
 void cond_cache_free(cond_cache *cache);
 
 /* Writes what the parser and the chunker made of `text` (spans with weights, chunks with token counts) to f
