@@ -20,7 +20,8 @@ static sd_status generate(sd_ctx *ctx, sd_image *img) {
 }
 
 static int same_image(const sd_image *a, const sd_image *b) {
-    return a->width == b->width && a->height == b->height && !memcmp(a->rgb, b->rgb, (size_t)a->width * a->height * 3) &&
+    return a->width == b->width && a->height == b->height &&
+           !memcmp(a->rgb, b->rgb, (size_t)a->width * a->height * 3) &&
            !memcmp(a->latent, b->latent, (size_t)a->latent_channels * (a->width / 8) * (a->height / 8) * sizeof(float));
 }
 
@@ -34,7 +35,8 @@ static sd_ctx *load(const char *model, int threads, int bf16, int low_memory) {
     lp.precision = bf16 ? SD_PRECISION_BF16 : SD_PRECISION_F32;
     lp.low_memory = low_memory;
     sd_ctx *ctx = NULL;
-    CHECK(sd_load_with(&ctx, &lp, err) == SD_OK, "load (%d threads, bf16 %d, low memory %d): %s", threads, bf16, low_memory, err);
+    CHECK(sd_load_with(&ctx, &lp, err) == SD_OK, "load (%d threads, bf16 %d, low memory %d): %s", threads, bf16,
+          low_memory, err);
     return ctx;
 }
 
@@ -109,7 +111,8 @@ int main(void) {
     CHECK(sd_load(&one, model, 0, err) == SD_OK, "load: %s", err);
     sd_get_model_info(one, &mi);
     CHECK(!strcmp(mi.family, "SD 1.x") && mi.prediction == SD_PREDICTION_EPSILON && mi.default_width == 512 &&
-          mi.unet_in_channels == 4 && mi.latent_channels == 4, "model info of sd1-tiny");
+              mi.unet_in_channels == 4 && mi.latent_channels == 4,
+          "model info of sd1-tiny");
     sd_free(one);
     test_settings_apart(model);
     return test_finish();

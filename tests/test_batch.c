@@ -30,7 +30,10 @@ static unsigned char *read_bytes(const char *path, size_t *n) {
     *n = (size_t)ftell(f);
     fseek(f, 0, SEEK_SET);
     unsigned char *b = malloc(*n + 1);
-    if (b && fread(b, 1, *n, f) != *n) { free(b); b = NULL; }
+    if (b && fread(b, 1, *n, f) != *n) {
+        free(b);
+        b = NULL;
+    }
     fclose(f);
     return b;
 }
@@ -44,7 +47,10 @@ static int same_bytes(const char *a, const char *b) {
     return same;
 }
 
-static int exists(const char *p) { struct stat sb; return stat(p, &sb) == 0; }
+static int exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
 
 static int files_in(const char *dir) {
     DIR *d = opendir(dir);
@@ -73,52 +79,62 @@ static void run_ok(const char *what, const char *const *args) {
 /* A prompt file with mixed samplers, sizes, negative prompts and seeds: each PNG equals the separate run's. */
 static void test_prompt_file(void) {
     const char *jobs = in_dir("jobs.txt");
-    write_text(jobs, "# mixed jobs\n"
-                     "a red cat\n"
-                     "\n"
-                     "--prompt \"a dog, \\\"wet\\\"\" -n 'blurry, dark' --seed 5 --steps 3 --cfg-scale 6 --sampling-method euler_a -W 64 -H 96 -o "
-                     "BATCH/dog_{seed}.png\n"
-                     "-p 'a (house:1.3) on a hill' --sampling-method dpm++2m --scheduler karras -W 96 -H 64 -s 11 -b 2\n"
-                     "-p 'a tree' --sampling-method heun -n 'ugly' --cfg-scale 1 -o BATCH/tree.png\n");
+    write_text(jobs,
+               "# mixed jobs\n"
+               "a red cat\n"
+               "\n"
+               "--prompt \"a dog, \\\"wet\\\"\" -n 'blurry, dark' --seed 5 --steps 3 --cfg-scale 6 --sampling-method "
+               "euler_a -W 64 -H 96 -o "
+               "BATCH/dog_{seed}.png\n"
+               "-p 'a (house:1.3) on a hill' --sampling-method dpm++2m --scheduler karras -W 96 -H 64 -s 11 -b 2\n"
+               "-p 'a tree' --sampling-method heun -n 'ugly' --cfg-scale 1 -o BATCH/tree.png\n");
     char text[1024];
     size_t n = 0;
     unsigned char *raw = read_bytes(jobs, &n);
     char *fixed = malloc(n + 512), *o = fixed; /* BATCH -> the test directory */
     for (size_t i = 0; i < n; i++) {
-        if (!strncmp((char *)raw + i, "BATCH", 5)) { o += sprintf(o, "%s", tmpdir); i += 4; }
-        else *o++ = (char)raw[i];
+        if (!strncmp((char *)raw + i, "BATCH", 5)) {
+            o += sprintf(o, "%s", tmpdir);
+            i += 4;
+        } else
+            *o++ = (char)raw[i];
     }
     *o = 0;
     write_text(jobs, fixed);
     free(raw);
     free(fixed);
     const char *out = in_dir("p.png");
-    run_ok("prompt file", ARGS("-m", model, "--prompt-file", jobs, "-W", "64", "-H", "64", "--steps", "2", "-s", "7", "-o", out));
+    run_ok("prompt file",
+           ARGS("-m", model, "--prompt-file", jobs, "-W", "64", "-H", "64", "--steps", "2", "-s", "7", "-o", out));
     struct {
         const char *png;
         const char *const *args;
     } separate[] = {
-        {"p.png", ARGS("-m", model, "-p", "a red cat", "-W", "64", "-H", "64", "--steps", "2", "-s", "7", "-o", in_dir("s1.png"))},
-        {"dog_5.png", ARGS("-m", model, "-p", "a dog, \"wet\"", "-n", "blurry, dark", "--seed", "5", "--steps", "3", "--cfg-scale", "6",
-                           "--sampling-method", "euler_a", "-W", "64", "-H", "96", "-o", in_dir("s2.png"))},
-        {"p_1.png", ARGS("-m", model, "-p", "a (house:1.3) on a hill", "--sampling-method", "dpm++2m", "--scheduler", "karras", "-W", "96",
-                         "-H", "64", "-s", "11", "--steps", "2", "-o", in_dir("s3.png"))},
-        {"p_2.png", ARGS("-m", model, "-p", "a (house:1.3) on a hill", "--sampling-method", "dpm++2m", "--scheduler", "karras", "-W", "96",
-                         "-H", "64", "-s", "12", "--steps", "2", "-o", in_dir("s4.png"))},
-        {"tree.png", ARGS("-m", model, "-p", "a tree", "--sampling-method", "heun", "-n", "ugly", "--cfg-scale", "1", "-W", "64", "-H",
-                          "64", "--steps", "2", "-s", "7", "-o", in_dir("s5.png"))},
+        {"p.png", ARGS("-m", model, "-p", "a red cat", "-W", "64", "-H", "64", "--steps", "2", "-s", "7", "-o",
+                       in_dir("s1.png"))},
+        {"dog_5.png",
+         ARGS("-m", model, "-p", "a dog, \"wet\"", "-n", "blurry, dark", "--seed", "5", "--steps", "3", "--cfg-scale",
+              "6", "--sampling-method", "euler_a", "-W", "64", "-H", "96", "-o", in_dir("s2.png"))},
+        {"p_1.png", ARGS("-m", model, "-p", "a (house:1.3) on a hill", "--sampling-method", "dpm++2m", "--scheduler",
+                         "karras", "-W", "96", "-H", "64", "-s", "11", "--steps", "2", "-o", in_dir("s3.png"))},
+        {"p_2.png", ARGS("-m", model, "-p", "a (house:1.3) on a hill", "--sampling-method", "dpm++2m", "--scheduler",
+                         "karras", "-W", "96", "-H", "64", "-s", "12", "--steps", "2", "-o", in_dir("s4.png"))},
+        {"tree.png", ARGS("-m", model, "-p", "a tree", "--sampling-method", "heun", "-n", "ugly", "--cfg-scale", "1",
+                          "-W", "64", "-H", "64", "--steps", "2", "-s", "7", "-o", in_dir("s5.png"))},
     };
     for (int i = 0; i < 5; i++) {
         run_ok(separate[i].png, separate[i].args);
         snprintf(text, sizeof text, "s%d.png", i + 1);
-        CHECK(same_bytes(in_dir(separate[i].png), in_dir(text)), "prompt file job %s: not the bytes of the separate run", separate[i].png);
+        CHECK(same_bytes(in_dir(separate[i].png), in_dir(text)),
+              "prompt file job %s: not the bytes of the separate run", separate[i].png);
     }
 }
 
 /* A 2-axis sweep (sampler x cfg) with {placeholders}: each PNG equals the separate run's. */
 static void test_sweep(void) {
-    run_ok("sweep", ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "3", "--sweep", "sampler=euler,ddim,lms",
-                         "--sweep", "cfg=1,7.5", "-o", in_dir("sw_{sampler}_{cfg}_{index}.png")));
+    run_ok("sweep",
+           ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "3", "--sweep",
+                "sampler=euler,ddim,lms", "--sweep", "cfg=1,7.5", "-o", in_dir("sw_{sampler}_{cfg}_{index}.png")));
     const char *samplers[] = {"euler", "ddim", "lms"}, *cfgs[] = {"1", "7.5"};
     int k = 0;
     for (int y = 0; y < 2; y++)
@@ -126,8 +142,8 @@ static void test_sweep(void) {
             char name[64], sep[64];
             snprintf(name, sizeof name, "sw_%s_%s_%d.png", samplers[x], cfgs[y], ++k);
             snprintf(sep, sizeof sep, "sep_%d.png", k);
-            run_ok("separate", ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "3", "--sampling-method",
-                                    samplers[x], "--cfg-scale", cfgs[y], "-o", in_dir(sep)));
+            run_ok("separate", ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "3",
+                                    "--sampling-method", samplers[x], "--cfg-scale", cfgs[y], "-o", in_dir(sep)));
             CHECK(same_bytes(in_dir(name), in_dir(sep)), "sweep job %s: not the bytes of the separate run", name);
         }
 }
@@ -144,8 +160,9 @@ static int ink(const sd_pixels *p, int x0, int y0, int x1, int y1) { /* dark pix
 static void test_grid(void) {
     const char *grid = in_dir("grid.png");
     char *err = NULL;
-    int rc = run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "1", "--sweep", "seed=1-3", "--sweep",
-                         "steps=1,2", "-o", in_dir("g_{index}.png"), "--grid", grid), &err);
+    int rc = run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "1", "--sweep",
+                         "seed=1-3", "--sweep", "steps=1,2", "-o", in_dir("g_{index}.png"), "--grid", grid),
+                    &err);
     CHECK(rc == 0 && err && strstr(err, "wrote "), "grid run: %d %s", rc, err ? err : "");
     free(err);
     sd_pixels g = {0};
@@ -154,7 +171,8 @@ static void test_grid(void) {
     if (!g.data) return;
     /* layout: a left margin for the steps labels, a top margin for the seed labels, 3 x 2 cells of 64 */
     const int top = 12 * GRID_FONT_SCALE + 2 * GRID_PAD, left = g.width - 3 * 64;
-    CHECK(g.height == top + 2 * 64 && left >= 2 * GRID_PAD + 40 && left < 200, "grid size %dx%d (left margin %d)", g.width, g.height, left);
+    CHECK(g.height == top + 2 * 64 && left >= 2 * GRID_PAD + 40 && left < 200, "grid size %dx%d (left margin %d)",
+          g.width, g.height, left);
     int k = 0;
     for (int y = 0; y < 2; y++)
         for (int x = 0; x < 3; x++) {
@@ -163,7 +181,8 @@ static void test_grid(void) {
             sd_pixels im = {0};
             int same = sd_pixels_read(in_dir(name), &im, e) == SD_OK && im.width == 64 && im.height == 64;
             for (int r = 0; same && r < 64; r++)
-                same = !memcmp(im.data + 3 * 64 * r, g.data + 3 * ((size_t)(top + 64 * y + r) * g.width + left + 64 * x), 3 * 64);
+                same = !memcmp(im.data + 3 * 64 * r,
+                               g.data + 3 * ((size_t)(top + 64 * y + r) * g.width + left + 64 * x), 3 * 64);
             CHECK(same, "grid cell (%d, %d) is not image %s", x, y, name);
             sd_pixels_free(&im);
             /* a label above each column and left of each row; nothing in the corner */
@@ -173,7 +192,9 @@ static void test_grid(void) {
     CHECK(ink(&g, 0, 0, left, top) == 0, "ink in the empty corner");
     /* the labels differ: column 1 ("seed: 1") and column 2 ("seed: 2") are different drawings */
     int differ = 0;
-    for (int y = 0; y < top; y++) differ |= memcmp(g.data + 3 * ((size_t)y * g.width + left), g.data + 3 * ((size_t)y * g.width + left + 64), 3 * 64) != 0;
+    for (int y = 0; y < top; y++)
+        differ |= memcmp(g.data + 3 * ((size_t)y * g.width + left), g.data + 3 * ((size_t)y * g.width + left + 64),
+                         3 * 64) != 0;
     CHECK(differ, "the seed labels are all the same drawing");
     sd_pixels_free(&g);
     char *params = output_read_png_text(grid, "parameters");
@@ -183,8 +204,10 @@ static void test_grid(void) {
     free(params);
 
     /* three axes: sub-grids stacked, each under a title */
-    rc = run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "1", "--sweep", "seed=1,2", "--sweep", "cfg=1,2",
-                     "--sweep", "prompt=dog,cat", "-o", in_dir("z_{index}.png"), "--grid", in_dir("grid3.png")), &err);
+    rc = run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "1", "--sweep", "seed=1,2",
+                     "--sweep", "cfg=1,2", "--sweep", "prompt=dog,cat", "-o", in_dir("z_{index}.png"), "--grid",
+                     in_dir("grid3.png")),
+                &err);
     free(err);
     CHECK(rc == 0 && sd_pixels_read(in_dir("grid3.png"), &g, e) == SD_OK, "3-axis grid");
     if (g.data) {
@@ -193,7 +216,8 @@ static void test_grid(void) {
         sd_pixels im = {0};
         int left = g.width - 128, same = sd_pixels_read(in_dir("z_8.png"), &im, e) == SD_OK;
         for (int r = 0; same && r < 64; r++) /* image 8: x 1, y 1, z 1 */
-            same = !memcmp(im.data + 3 * 64 * r, g.data + 3 * ((size_t)(2 * band + 128 + 2 * band + 64 + r) * g.width + left + 64), 3 * 64);
+            same = !memcmp(im.data + 3 * 64 * r,
+                           g.data + 3 * ((size_t)(2 * band + 128 + 2 * band + 64 + r) * g.width + left + 64), 3 * 64);
         CHECK(same, "3-axis grid: the last cell is not the last image");
         sd_pixels_free(&im);
         sd_pixels_free(&g);
@@ -206,8 +230,9 @@ static void test_scripting(void) {
     /* --json: one line per image, parseable, naming path and seed */
     const char *json = in_dir("out.jsonl");
     char *err = NULL;
-    int rc = run_sd_io(ARGS("-m", model, "-p", "a cat", "-W", "64", "-H", "64", "--steps", "1", "--sweep", "seed=4-6", "-o",
-                            in_dir("j_{seed}.png"), "--json"), NULL, json, &err);
+    int rc = run_sd_io(ARGS("-m", model, "-p", "a cat", "-W", "64", "-H", "64", "--steps", "1", "--sweep", "seed=4-6",
+                            "-o", in_dir("j_{seed}.png"), "--json"),
+                       NULL, json, &err);
     free(err);
     char *lines = read_text_file(json);
     int n = 0, good = 0;
@@ -228,28 +253,34 @@ static void test_scripting(void) {
     struct stat before, after;
     stat(in_dir("j_4.png"), &before);
     rc = run_sd_io(ARGS("-m", model, "-p", "a cat", "-W", "64", "-H", "64", "--steps", "1", "--sweep", "seed=4-6", "-o",
-                        in_dir("j_{seed}.png"), "--json", "--skip-existing"), NULL, json, &err);
+                        in_dir("j_{seed}.png"), "--json", "--skip-existing"),
+                   NULL, json, &err);
     stat(in_dir("j_4.png"), &after);
     lines = read_text_file(json);
-    CHECK(rc == 0 && exists(in_dir("j_5.png")) && before.st_ino == after.st_ino && lines && strstr(lines, "\"skipped\":true") &&
-              err && strstr(err, "2 jobs left out") && strstr(err, "j_5.png"), "--skip-existing: %d %s", rc, err ? err : "");
+    CHECK(rc == 0 && exists(in_dir("j_5.png")) && before.st_ino == after.st_ino && lines &&
+              strstr(lines, "\"skipped\":true") && err && strstr(err, "2 jobs left out") && strstr(err, "j_5.png"),
+          "--skip-existing: %d %s", rc, err ? err : "");
     free(lines);
     free(err);
 
     /* --shard 2/3 of 5 jobs: jobs 2 and 5 */
-    run_ok("shard", ARGS("-m", model, "-p", "a cat", "-W", "64", "-H", "64", "--steps", "1", "--sweep", "seed=1-5", "-o", in_dir("sh_{index}.png"),
-                         "--shard", "2/3"));
-    CHECK(!exists(in_dir("sh_1.png")) && exists(in_dir("sh_2.png")) && !exists(in_dir("sh_3.png")) && !exists(in_dir("sh_4.png")) &&
-              exists(in_dir("sh_5.png")), "--shard 2/3 made the wrong jobs");
+    run_ok("shard", ARGS("-m", model, "-p", "a cat", "-W", "64", "-H", "64", "--steps", "1", "--sweep", "seed=1-5",
+                         "-o", in_dir("sh_{index}.png"), "--shard", "2/3"));
+    CHECK(!exists(in_dir("sh_1.png")) && exists(in_dir("sh_2.png")) && !exists(in_dir("sh_3.png")) &&
+              !exists(in_dir("sh_4.png")) && exists(in_dir("sh_5.png")),
+          "--shard 2/3 made the wrong jobs");
 
     /* prompt file on standard input */
     const char *jobs = in_dir("stdin.txt");
     write_text(jobs, "a fish\n-p 'a bird' -s 2\n");
-    rc = run_sd_io(ARGS("-m", model, "--prompt-file", "-", "-W", "64", "-H", "64", "--steps", "1", "-s", "1", "-o", in_dir("in.png")), jobs,
-                   NULL, &err);
-    CHECK(rc == 0 && exists(in_dir("in.png")) && exists(in_dir("in_1.png")), "--prompt-file -: %d %s", rc, err ? err : "");
+    rc = run_sd_io(ARGS("-m", model, "--prompt-file", "-", "-W", "64", "-H", "64", "--steps", "1", "-s", "1", "-o",
+                        in_dir("in.png")),
+                   jobs, NULL, &err);
+    CHECK(rc == 0 && exists(in_dir("in.png")) && exists(in_dir("in_1.png")), "--prompt-file -: %d %s", rc,
+          err ? err : "");
     free(err);
-    run_ok("separate bird", ARGS("-m", model, "-p", "a bird", "-W", "64", "-H", "64", "--steps", "1", "-s", "2", "-o", in_dir("bird.png")));
+    run_ok("separate bird", ARGS("-m", model, "-p", "a bird", "-W", "64", "-H", "64", "--steps", "1", "-s", "2", "-o",
+                                 in_dir("bird.png")));
     CHECK(same_bytes(in_dir("in_1.png"), in_dir("bird.png")), "stdin job 2: not the bytes of the separate run");
 }
 
@@ -261,8 +292,9 @@ static void test_interrupt(void) {
     snprintf(err_path, sizeof err_path, "%s", in_dir("int.err"));
     snprintf(first, sizeof first, "%s", in_dir("i1.png"));
     char text[1200];
-    snprintf(text, sizeof text, "-p 'quick' -W 64 -H 64 --steps 1 -o %s/i1.png\n-p 'slow' -W 512 -H 512 --steps 1000 -o %s/i2.png\n", tmpdir,
-             tmpdir);
+    snprintf(text, sizeof text,
+             "-p 'quick' -W 64 -H 64 --steps 1 -o %s/i1.png\n-p 'slow' -W 512 -H 512 --steps 1000 -o %s/i2.png\n",
+             tmpdir, tmpdir);
     write_text(jobs, text);
     pid_t pid = fork();
     if (pid == 0) {
@@ -279,7 +311,8 @@ static void test_interrupt(void) {
     char *err = read_text_file(err_path);
     const char *last = err ? strstr(err, "sd: error:") : NULL;
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1 && last && strstr(last, "cancelled") &&
-              strstr(last, "1 of 2 jobs done, every file written is complete") && strchr(last, '\n') == last + strlen(last) - 1,
+              strstr(last, "1 of 2 jobs done, every file written is complete") &&
+              strchr(last, '\n') == last + strlen(last) - 1,
           "interrupted batch: status %d, stderr '%s'", status, err ? err : "");
     CHECK(exists(in_dir("i1.png")) && !exists(in_dir("i2.png")), "interrupted batch: files");
     free(err);
@@ -292,7 +325,8 @@ static void expect_refused(const char *what, const char *want, const char *const
     snprintf(dir, sizeof dir, "%s/bad", tmpdir);
     mkdir(dir, 0755);
     int rc = run_sd(args, &err);
-    CHECK(rc == 2 && err && !strncmp(err, "sd: error: ", 11) && strstr(err, want) && strchr(err, '\n') == err + strlen(err) - 1,
+    CHECK(rc == 2 && err && !strncmp(err, "sd: error: ", 11) && strstr(err, want) &&
+              strchr(err, '\n') == err + strlen(err) - 1,
           "%s: want exit 2 and '%s', got %d: %s", what, want, rc, err ? err : "(no stderr)");
     CHECK(files_in(dir) == 0, "%s: an image was written", what);
     free(err);
@@ -309,27 +343,39 @@ static void test_bad_input(void) {
     expect_refused("unbalanced quote", want, ARGS("-m", model, "--prompt-file", file, "-o", o));
     write_text(file, "a cat\n-p 'bad \xff text'\n");
     snprintf(want, sizeof want, "prompt file '%s' line 2: prompt: invalid UTF-8", file);
-    expect_refused("bad text in a line", want, ARGS("-m", model, "--prompt-file", file, "-o", o, "-W", "64", "-H", "64", "--steps", "1"));
-    expect_refused("empty range", "--sweep seed=9-2: '9-2' is an empty range", ARGS("-m", model, "-p", "x", "--sweep", "seed=9-2", "-o", o));
+    expect_refused("bad text in a line", want,
+                   ARGS("-m", model, "--prompt-file", file, "-o", o, "-W", "64", "-H", "64", "--steps", "1"));
+    expect_refused("empty range", "--sweep seed=9-2: '9-2' is an empty range",
+                   ARGS("-m", model, "-p", "x", "--sweep", "seed=9-2", "-o", o));
     expect_refused("4 axes", "more than 3 axes",
-                   ARGS("-m", model, "-p", "x", "--sweep", "seed=1,2", "--sweep", "steps=1,2", "--sweep", "cfg=1,2", "--sweep", "width=64,128", "-o", o));
-    expect_refused("unknown key", "--sweep eta=0,1: unknown key 'eta'", ARGS("-m", model, "-p", "x", "--sweep", "eta=0,1", "-o", o));
+                   ARGS("-m", model, "-p", "x", "--sweep", "seed=1,2", "--sweep", "steps=1,2", "--sweep", "cfg=1,2",
+                        "--sweep", "width=64,128", "-o", o));
+    expect_refused("unknown key", "--sweep eta=0,1: unknown key 'eta'",
+                   ARGS("-m", model, "-p", "x", "--sweep", "eta=0,1", "-o", o));
     expect_refused("shard 3/2", "--shard: '3/2' is not i/n", ARGS("-m", model, "-p", "x", "--shard", "3/2", "-o", o));
     expect_refused("shard 0/0", "--shard: '0/0' is not i/n", ARGS("-m", model, "-p", "x", "--shard", "0/0", "-o", o));
-    expect_refused("colliding names", "jobs 1 and 2 both write it",
-                   ARGS("-m", model, "-p", "x", "--sweep", "seed=1,2", "-o", in_dir("bad/{steps}.png"), "-W", "64", "-H", "64"));
+    expect_refused(
+        "colliding names", "jobs 1 and 2 both write it",
+        ARGS("-m", model, "-p", "x", "--sweep", "seed=1,2", "-o", in_dir("bad/{steps}.png"), "-W", "64", "-H", "64"));
     expect_refused("unknown placeholder", "-o '", ARGS("-m", model, "-p", "x", "-o", in_dir("bad/{size}.png")));
-    expect_refused("unknown placeholder name", "unknown placeholder {size}", ARGS("-m", model, "-p", "x", "-o", in_dir("bad/{size}.png")));
-    expect_refused("grid without sweep", "--grid: needs a sweep", ARGS("-m", model, "-p", "x", "-o", o, "--grid", in_dir("bad/g.png")));
-    expect_refused("grid with batch", "--grid: needs one sweep of one job",
-                   ARGS("-m", model, "-p", "x", "-b", "2", "--sweep", "seed=1,2", "-o", o, "--grid", in_dir("bad/g.png")));
-    expect_refused("grid and shard", "--grid: a shard makes only part", ARGS("-m", model, "-p", "x", "--sweep", "seed=1,2", "--shard", "1/2",
-                                                                              "-o", o, "--grid", in_dir("bad/g.png")));
+    expect_refused("unknown placeholder name", "unknown placeholder {size}",
+                   ARGS("-m", model, "-p", "x", "-o", in_dir("bad/{size}.png")));
+    expect_refused("grid without sweep", "--grid: needs a sweep",
+                   ARGS("-m", model, "-p", "x", "-o", o, "--grid", in_dir("bad/g.png")));
+    expect_refused(
+        "grid with batch", "--grid: needs one sweep of one job",
+        ARGS("-m", model, "-p", "x", "-b", "2", "--sweep", "seed=1,2", "-o", o, "--grid", in_dir("bad/g.png")));
+    expect_refused(
+        "grid and shard", "--grid: a shard makes only part",
+        ARGS("-m", model, "-p", "x", "--sweep", "seed=1,2", "--shard", "1/2", "-o", o, "--grid", in_dir("bad/g.png")));
     expect_refused("grid is an output", "named by --grid and by job 1's -o",
-                   ARGS("-m", model, "-p", "x", "--sweep", "seed=1,2", "-o", in_dir("bad/g_{seed}.png"), "--grid", in_dir("bad/g_1.png")));
-    expect_refused("json and stdout", "--json: writes to standard output", ARGS("-m", model, "-p", "x", "--json", "-o", "-"));
+                   ARGS("-m", model, "-p", "x", "--sweep", "seed=1,2", "-o", in_dir("bad/g_{seed}.png"), "--grid",
+                        in_dir("bad/g_1.png")));
+    expect_refused("json and stdout", "--json: writes to standard output",
+                   ARGS("-m", model, "-p", "x", "--json", "-o", "-"));
     write_text(file, "-p 'a <lora:one>'\n-p 'a <lora:two>'\n");
-    expect_refused("different loras", "line 2: its <lora:...> tags differ", ARGS("-m", model, "--prompt-file", file, "-o", o));
+    expect_refused("different loras", "line 2: its <lora:...> tags differ",
+                   ARGS("-m", model, "--prompt-file", file, "-o", o));
 }
 
 int main(void) {

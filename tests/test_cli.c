@@ -10,13 +10,18 @@
 #include <sys/stat.h>
 
 static char tmpdir[] = "/tmp/sd-test-cli-XXXXXX";
-static const char *write_file(const char *name, const void *data, size_t len) { return write_test_file(tmpdir, name, data, len); }
+static const char *write_file(const char *name, const void *data, size_t len) {
+    return write_test_file(tmpdir, name, data, len);
+}
 static const char *write_st(const char *name, const char *header, size_t data_len) {
     return write_test_safetensors(tmpdir, name, header, data_len);
 }
 static char model[1024], out[600];
 
-static int exists(const char *p) { struct stat sb; return stat(p, &sb) == 0; }
+static int exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
 
 static int one_line(const char *s) { return s && strchr(s, '\n') == s + strlen(s) - 1; }
 
@@ -46,35 +51,51 @@ static void test_arguments(void) {
     expect_error("unknown option", 2, "unknown option '--bogus'", ARGS("-m", model, "-p", "x", "--bogus", "1"));
     expect_error("unknown option last", 2, "unknown option '--bogus'", ARGS("-m", model, "-p", "x", "--bogus"));
     expect_error("unknown --opt=value", 2, "unknown option '--bogus'", ARGS("-m", model, "-p", "x", "--bogus=3"));
-    expect_error("--steps=value checked", 2, "--steps: 0 is outside 1..1000", ARGS("-m", model, "-p", "x", "--steps=0"));
-    expect_error("unknown sampler", 2, "unknown sampler 'dpm3'", ARGS("-m", model, "-p", "x", "--sampling-method", "dpm3"));
+    expect_error("--steps=value checked", 2, "--steps: 0 is outside 1..1000",
+                 ARGS("-m", model, "-p", "x", "--steps=0"));
+    expect_error("unknown sampler", 2, "unknown sampler 'dpm3'",
+                 ARGS("-m", model, "-p", "x", "--sampling-method", "dpm3"));
     expect_error("steps 0", 2, "--steps: 0 is outside 1..1000", ARGS("-m", model, "-p", "x", "--steps", "0"));
     expect_error("steps 1001", 2, "--steps: 1001 is outside 1..1000", ARGS("-m", model, "-p", "x", "--steps", "1001"));
-    expect_error("width not /8", 2, "-W: '100' is not a multiple of 8 in 64..4096", ARGS("-m", model, "-p", "x", "-W", "100", "-o", out));
-    expect_error("height too big", 2, "--height: '4104' is not a multiple of 8 in 64..4096", ARGS("-m", model, "-p", "x", "--height", "4104"));
-    expect_error("width too small", 2, "--width: '56' is not a multiple of 8 in 64..4096", ARGS("-m", model, "-p", "x", "--width=56"));
+    expect_error("width not /8", 2, "-W: '100' is not a multiple of 8 in 64..4096",
+                 ARGS("-m", model, "-p", "x", "-W", "100", "-o", out));
+    expect_error("height too big", 2, "--height: '4104' is not a multiple of 8 in 64..4096",
+                 ARGS("-m", model, "-p", "x", "--height", "4104"));
+    expect_error("width too small", 2, "--width: '56' is not a multiple of 8 in 64..4096",
+                 ARGS("-m", model, "-p", "x", "--width=56"));
     expect_error("cfg < 0", 2, "--cfg-scale: -1 must be >= 0", ARGS("-m", model, "-p", "x", "--cfg-scale", "-1"));
-    expect_error("steps not a number", 2, "--steps: 'abc' is not an integer", ARGS("-m", model, "-p", "x", "--steps", "abc"));
-    expect_error("cfg not a number", 2, "--cfg-scale: '7.5x' is not a number", ARGS("-m", model, "-p", "x", "--cfg-scale", "7.5x"));
+    expect_error("steps not a number", 2, "--steps: 'abc' is not an integer",
+                 ARGS("-m", model, "-p", "x", "--steps", "abc"));
+    expect_error("cfg not a number", 2, "--cfg-scale: '7.5x' is not a number",
+                 ARGS("-m", model, "-p", "x", "--cfg-scale", "7.5x"));
     expect_error("seed not a number", 2, "--seed: 'abc'", ARGS("-m", model, "-p", "x", "-s", "abc"));
-    expect_error("width not a number", 2, "-W: '' is not a multiple of 8 in 64..4096", ARGS("-m", model, "-p", "x", "-W", ""));
+    expect_error("width not a number", 2, "-W: '' is not a multiple of 8 in 64..4096",
+                 ARGS("-m", model, "-p", "x", "-W", ""));
     expect_error("eta negative", 2, "--eta: -0.5 must be >= 0", ARGS("-m", model, "-p", "x", "--eta", "-0.5"));
-    expect_error("bad scheduler", 2, "--scheduler: unknown value 'exp'", ARGS("-m", model, "-p", "x", "--scheduler", "exp"));
-    expect_error("bad spacing", 2, "--timestep-spacing: unknown value 'x'", ARGS("-m", model, "-p", "x", "--timestep-spacing", "x"));
+    expect_error("bad scheduler", 2, "--scheduler: unknown value 'exp'",
+                 ARGS("-m", model, "-p", "x", "--scheduler", "exp"));
+    expect_error("bad spacing", 2, "--timestep-spacing: unknown value 'x'",
+                 ARGS("-m", model, "-p", "x", "--timestep-spacing", "x"));
     expect_error("bad rng", 2, "--rng: unknown value 'gpu'", ARGS("-m", model, "-p", "x", "--rng", "gpu"));
     expect_error("missing value", 2, "option '--steps' needs a value", ARGS("-m", model, "-p", "x", "--steps"));
     expect_error("no model", 2, "no model given", ARGS("-p", "x"));
     expect_error("no prompt", 2, "no prompt given", ARGS("-m", model));
     expect_error("stray argument", 2, "unexpected argument 'extra'", ARGS("-m", model, "-p", "x", "extra"));
-    expect_error("missing model", 2, "/nonexistent.safetensors: cannot open", ARGS("-m", "/nonexistent.safetensors", "-p", "x", "-o", out));
+    expect_error("missing model", 2, "/nonexistent.safetensors: cannot open",
+                 ARGS("-m", "/nonexistent.safetensors", "-p", "x", "-o", out));
     char missing_dir[700];
     snprintf(missing_dir, sizeof missing_dir, "%s/no/such/dir/out.png", tmpdir);
-    expect_error("output dir missing", 2, "does not exist", ARGS("-m", model, "-p", "x", "--steps", "1", "-o", missing_dir));
+    expect_error("output dir missing", 2, "does not exist",
+                 ARGS("-m", model, "-p", "x", "--steps", "1", "-o", missing_dir));
     CHECK(!exists(missing_dir), "nothing written in a missing directory");
-    expect_error("output is a directory", 2, "is a directory", ARGS("-m", model, "-p", "x", "--steps", "1", "-o", tmpdir));
-    expect_error("output is the model", 2, "is the model file", ARGS("-m", model, "-p", "x", "--steps", "1", "-o", model));
-    expect_error("invalid UTF-8 prompt", 2, "prompt: invalid UTF-8 at byte 3", ARGS("-m", model, "-p", "abc\xff", "--steps", "1", "-W", "64", "-H", "64", "-o", out));
-    expect_error("invalid UTF-8 negative prompt", 2, "negative prompt: invalid UTF-8", ARGS("-m", model, "-p", "a", "-n", "\xc3", "--steps", "1", "-W", "64", "-H", "64", "-o", out));
+    expect_error("output is a directory", 2, "is a directory",
+                 ARGS("-m", model, "-p", "x", "--steps", "1", "-o", tmpdir));
+    expect_error("output is the model", 2, "is the model file",
+                 ARGS("-m", model, "-p", "x", "--steps", "1", "-o", model));
+    expect_error("invalid UTF-8 prompt", 2, "prompt: invalid UTF-8 at byte 3",
+                 ARGS("-m", model, "-p", "abc\xff", "--steps", "1", "-W", "64", "-H", "64", "-o", out));
+    expect_error("invalid UTF-8 negative prompt", 2, "negative prompt: invalid UTF-8",
+                 ARGS("-m", model, "-p", "a", "-n", "\xc3", "--steps", "1", "-W", "64", "-H", "64", "-o", out));
 }
 
 static void expect_model_error(const char *path, const char *want) {
@@ -84,7 +105,8 @@ static void expect_model_error(const char *path, const char *want) {
     expect_error(label, 2, want, ARGS("-m", p, "-p", "x", "-o", out));
     char *err = NULL;
     int rc = run_sd(ARGS("--info", "-m", p), &err);
-    CHECK(rc == 2 && err && strstr(err, p) && strstr(err, want) && one_line(err), "--info %s: %d %s", p, rc, err ? err : "");
+    CHECK(rc == 2 && err && strstr(err, p) && strstr(err, want) && one_line(err), "--info %s: %d %s", p, rc,
+          err ? err : "");
     free(err);
 }
 
@@ -97,7 +119,11 @@ static void test_bad_models(void) {
     unsigned char past[16] = {100, 0, 0, 0, 0, 0, 0, 0, '{', '}'};
     expect_model_error(write_file("past", past, 10), "past the end of the file");
     /* safetensors headers that are valid JSON but not a usable checkpoint: {file, header, data bytes, error} */
-    static const struct { const char *name, *header; size_t data; const char *want; } bad[] = {
+    static const struct {
+        const char *name, *header;
+        size_t data;
+        const char *want;
+    } bad[] = {
         {"notjson", "{not json", 0, "not valid JSON"},
         {"array", "[1]", 0, "not a JSON object"},
         {"nodtype", "{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing dtype"},
@@ -106,16 +132,20 @@ static void test_bad_models(void) {
         {"dtype", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1, "unsupported dtype 'U8'"},
         {"neg", "{\"a\":{\"dtype\":\"F32\",\"shape\":[-4],\"data_offsets\":[0,4]}}", 4, "not a non-negative integer"},
         {"frac", "{\"a\":{\"dtype\":\"F32\",\"shape\":[0.5],\"data_offsets\":[0,4]}}", 4, "not a non-negative integer"},
-        {"ovf", "{\"a\":{\"dtype\":\"F32\",\"shape\":[9007199254740992,9007199254740992],\"data_offsets\":[0,4]}}", 4, "overflows"},
+        {"ovf", "{\"a\":{\"dtype\":\"F32\",\"shape\":[9007199254740992,9007199254740992],\"data_offsets\":[0,4]}}", 4,
+         "overflows"},
         {"range", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 4, "past the end of the data"},
         {"rev", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4, "reversed"},
         {"size", "{\"a\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,4]}}", 4, "shape x dtype"},
         {"llm", "{\"lm_head.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
          "not a Stable Diffusion checkpoint"},
-        {"sd2", "{\"cond_stage_model.model.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
-         "missing tensor 'model.diffusion_model.input_blocks.0.0.weight' (UNet)"},
-        {"mixed", "{\"cond_stage_model.model.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-         "\"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+        {"sd2",
+         "{\"cond_stage_model.model.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+         4, "missing tensor 'model.diffusion_model.input_blocks.0.0.weight' (UNet)"},
+        {"mixed",
+         "{\"cond_stage_model.model.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+         "\"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":["
+         "1],\"data_offsets\":[4,8]}}",
          8, "mixes model families"},
         {"notext",
          "{\"model.diffusion_model.input_blocks.0.0.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
@@ -134,14 +164,33 @@ static void test_help_and_info(void) {
     snprintf(cmd0, sizeof cmd0, "%s --version | grep -qx 'sd %s'", SD_BIN, sd_version());
     CHECK(system(cmd0) == 0, "--version prints 'sd %s'", sd_version());
     char cmd[1200];
-    snprintf(cmd, sizeof cmd, "%s --help > %s/help.txt; %s --info -m %s > %s/info.txt", SD_BIN, tmpdir, SD_BIN, model, tmpdir);
+    snprintf(cmd, sizeof cmd, "%s --help > %s/help.txt; %s --info -m %s > %s/info.txt", SD_BIN, tmpdir, SD_BIN, model,
+             tmpdir);
     CHECK(system(cmd) == 0, "--help / --info run");
     snprintf(cmd, sizeof cmd, "%s/help.txt", tmpdir);
     char *help = read_text_file(cmd);
-    const char *opts[] = {"--model", "--prompt", "--negative-prompt", "--output", "--width", "--height", "--steps",
-                          "--cfg-scale", "--seed", "--sampling-method", "--scheduler", "--timestep-spacing", "--eta",
-                          "--rng", "--batch-count", "--threads", "--verbose", "--latent-out", "--help", "exit status"};
-    for (size_t i = 0; i < sizeof opts / sizeof *opts; i++) CHECK(help && strstr(help, opts[i]), "--help lists %s", opts[i]);
+    const char *opts[] = {"--model",
+                          "--prompt",
+                          "--negative-prompt",
+                          "--output",
+                          "--width",
+                          "--height",
+                          "--steps",
+                          "--cfg-scale",
+                          "--seed",
+                          "--sampling-method",
+                          "--scheduler",
+                          "--timestep-spacing",
+                          "--eta",
+                          "--rng",
+                          "--batch-count",
+                          "--threads",
+                          "--verbose",
+                          "--latent-out",
+                          "--help",
+                          "exit status"};
+    for (size_t i = 0; i < sizeof opts / sizeof *opts; i++)
+        CHECK(help && strstr(help, opts[i]), "--help lists %s", opts[i]);
     free(help);
     snprintf(cmd, sizeof cmd, "%s/info.txt", tmpdir);
     char *info = read_text_file(cmd);
@@ -149,7 +198,8 @@ static void test_help_and_info(void) {
     CHECK(info && strstr(info, "text encoder:  1621696 parameters"), "--info: text encoder parameters");
     CHECK(info && strstr(info, "unet:          3222692 parameters"), "--info: unet parameters");
     CHECK(info && strstr(info, "vae:           1399879 parameters"), "--info: vae parameters");
-    CHECK(info && strstr(info, "family:        SD 1.x") && strstr(info, "sd.unet.heads = 8"), "--info: family and metadata");
+    CHECK(info && strstr(info, "family:        SD 1.x") && strstr(info, "sd.unet.heads = 8"),
+          "--info: family and metadata");
     free(info);
 }
 
@@ -159,8 +209,13 @@ static void test_batch(void) {
     snprintf(o, sizeof o, "%s/batch.png", tmpdir);
     snprintf(o1, sizeof o1, "%s/batch_1.png", tmpdir);
     snprintf(single, sizeof single, "%s/single.png", tmpdir);
-    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "10", "-b", "2", "-o", o), NULL) == 0, "batch run");
-    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "11", "-o", single), NULL) == 0, "single run");
+    CHECK(
+        run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "10", "-b", "2", "-o", o),
+               NULL) == 0,
+        "batch run");
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "11", "-o", single),
+                 NULL) == 0,
+          "single run");
     char cmd[1600];
     snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", o1, single);
     CHECK(exists(o) && system(cmd) == 0, "batch_1.png is byte-identical to a single run with seed + 1");
@@ -174,9 +229,18 @@ static void test_determinism(void) {
     snprintf(a, sizeof a, "%s/det_a.png", tmpdir);
     snprintf(b, sizeof b, "%s/det_b.png", tmpdir);
     snprintf(c, sizeof c, "%s/det_c.png", tmpdir);
-    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "128", "-H", "64", "--steps", "3", "-s", "5", "-t", "2", "-o", a), NULL) == 0, "run a");
-    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "128", "-H", "64", "--steps", "3", "-s", "5", "-t", "2", "-o", b), NULL) == 0, "run b");
-    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "128", "-H", "64", "--steps", "3", "-s", "5", "-t", "1", "-o", c), NULL) == 0, "run c");
+    CHECK(
+        run_sd(ARGS("-m", model, "-p", "a dog", "-W", "128", "-H", "64", "--steps", "3", "-s", "5", "-t", "2", "-o", a),
+               NULL) == 0,
+        "run a");
+    CHECK(
+        run_sd(ARGS("-m", model, "-p", "a dog", "-W", "128", "-H", "64", "--steps", "3", "-s", "5", "-t", "2", "-o", b),
+               NULL) == 0,
+        "run b");
+    CHECK(
+        run_sd(ARGS("-m", model, "-p", "a dog", "-W", "128", "-H", "64", "--steps", "3", "-s", "5", "-t", "1", "-o", c),
+               NULL) == 0,
+        "run c");
     snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s' && cmp -s '%s' '%s'", a, b, a, c);
     CHECK(system(cmd) == 0, "same arguments give byte-identical PNGs (runs and -t 1 / -t 2)");
 }
@@ -190,7 +254,8 @@ static void test_signal(void) {
     if (pid == 0) {
         int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 2);
-        execl(SD_BIN, SD_BIN, "-m", model, "-p", "a dog", "-W", "512", "-H", "512", "--steps", "1000", "-o", o, (char *)NULL);
+        execl(SD_BIN, SD_BIN, "-m", model, "-p", "a dog", "-W", "512", "-H", "512", "--steps", "1000", "-o", o,
+              (char *)NULL);
         _exit(127);
     }
     usleep(1500 * 1000);
@@ -224,12 +289,15 @@ static void test_vae_tiling(void) {
     char a[700], b[700], cmd[1600];
     snprintf(a, sizeof a, "%s/tiled_a.png", tmpdir);
     snprintf(b, sizeof b, "%s/tiled_b.png", tmpdir);
-    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "576", "-H", "520", "--steps", "1", "-s", "1", "--vae-tiling", "-o", a), NULL) == 0,
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "576", "-H", "520", "--steps", "1", "-s", "1", "--vae-tiling",
+                      "-o", a),
+                 NULL) == 0,
           "--vae-tiling run");
     setenv("SD_MEMORY_LIMIT", "200", 1);
     char *err = NULL;
-    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "576", "-H", "520", "--steps", "1", "-s", "1", "-o", b), &err) == 0 && err &&
-              strstr(err, "sd: note: the VAE ran in 512-pixel tiles"),
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "576", "-H", "520", "--steps", "1", "-s", "1", "-o", b),
+                 &err) == 0 &&
+              err && strstr(err, "sd: note: the VAE ran in 512-pixel tiles"),
           "automatic tiling: %s", err ? err : "");
     unsetenv("SD_MEMORY_LIMIT");
     free(err);
@@ -246,14 +314,20 @@ static void test_low_memory(void) {
     snprintf(a, sizeof a, "%s/lm_a.png", tmpdir);
     snprintf(b, sizeof b, "%s/lm_b.png", tmpdir);
     snprintf(f16, sizeof f16, "%s/model_f16.safetensors", SD_FIXTURES);
-    CHECK(run_sd(ARGS("-m", f16, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "3", "-s", "4", "-o", a), NULL) == 0, "default run");
-    CHECK(run_sd(ARGS("-m", f16, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "3", "-s", "4", "-o", b, "--low-memory"), NULL) == 0,
+    CHECK(run_sd(ARGS("-m", f16, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "3", "-s", "4", "-o", a), NULL) == 0,
+          "default run");
+    CHECK(run_sd(ARGS("-m", f16, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "3", "-s", "4", "-o", b,
+                      "--low-memory"),
+                 NULL) == 0,
           "--low-memory run");
     snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
     CHECK(system(cmd) == 0, "--low-memory gives the bytes of the default run at 64x64");
     char *err = NULL;
-    CHECK(run_sd(ARGS("-m", f16, "-p", "a dog", "-W", "320", "-H", "264", "--steps", "1", "-s", "4", "-o", b, "--low-memory"), &err) == 0 &&
-              err && !strstr(err, "note: the VAE ran"), "--low-memory at 320x264: %s", err ? err : "");
+    CHECK(run_sd(ARGS("-m", f16, "-p", "a dog", "-W", "320", "-H", "264", "--steps", "1", "-s", "4", "-o", b,
+                      "--low-memory"),
+                 &err) == 0 &&
+              err && !strstr(err, "note: the VAE ran"),
+          "--low-memory at 320x264: %s", err ? err : "");
     free(err);
     expect_parameters(b, ", VAE tiles: 256", "parameters record the 256-pixel tiles");
 }
@@ -263,10 +337,14 @@ static void test_precision(void) {
     char a[700], b[700], cmd[1600];
     snprintf(a, sizeof a, "%s/prec_f32.png", tmpdir);
     snprintf(b, sizeof b, "%s/prec_bf16.png", tmpdir);
-    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "3", "-o", a, "--precision", "f32"), NULL) == 0,
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "3", "-o", a,
+                      "--precision", "f32"),
+                 NULL) == 0,
           "--precision f32 run");
     char *err = NULL;
-    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "3", "-o", b, "--precision=bf16"), &err) == 0,
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "3", "-o", b,
+                      "--precision=bf16"),
+                 &err) == 0,
           "--precision bf16 run: %s", err ? err : "");
     snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
     if (sd_bf16_supported()) {
@@ -282,8 +360,10 @@ static void test_precision(void) {
     char *text = output_read_png_text(a, "parameters");
     CHECK(text && !strstr(text, "Precision"), "f32 is not recorded (the default): %s", text ? text : "(none)");
     free(text);
-    expect_error("bad precision", 2, "--precision: unknown value 'fp8' (one of: f32, bf16)", SMALL_RUN("--precision", "fp8"));
-    expect_error("precision without value", 2, "option '--precision' needs a value", ARGS("-m", model, "-p", "x", "--precision"));
+    expect_error("bad precision", 2, "--precision: unknown value 'fp8' (one of: f32, bf16)",
+                 SMALL_RUN("--precision", "fp8"));
+    expect_error("precision without value", 2, "option '--precision' needs a value",
+                 ARGS("-m", model, "-p", "x", "--precision"));
 }
 
 /* A grey w x h PNG in the temp dir. */
@@ -325,16 +405,19 @@ static void test_image_inputs(void) {
     expect_error("strength 0", 2, "--strength: 0 is outside (0, 1]", IMG("-i", init, "--strength", "0"));
     expect_error("strength > 1", 2, "--strength: 1.5 is outside (0, 1]", IMG("-i", init, "--strength", "1.5"));
     expect_error("strength text", 2, "--strength: 'abc' is not a number", IMG("-i", init, "--strength", "abc"));
-    expect_error("strength runs no step", 2, "strength: 0.2 with 2 steps runs no step", IMG("-i", init, "--strength", "0.2"));
+    expect_error("strength runs no step", 2, "strength: 0.2 with 2 steps runs no step",
+                 IMG("-i", init, "--strength", "0.2"));
     expect_error("mask without init", 2, "--mask: needs an init image", IMG("--mask", mask));
-    expect_error("mask unreadable", 2, "--mask: /nonexistent.png: cannot open", IMG("-i", init, "--mask", "/nonexistent.png"));
+    expect_error("mask unreadable", 2, "--mask: /nonexistent.png: cannot open",
+                 IMG("-i", init, "--mask", "/nonexistent.png"));
     const char *odd = edited_model("model_f32.safetensors", "unet8.safetensors", "[32,4,3,3]", "[16,8,3,3]");
-    expect_error("UNet neither 4 nor 9 channels", 2, "input_blocks.0.0.weight' takes 8 channels; expected 4", 
+    expect_error("UNet neither 4 nor 9 channels", 2, "input_blocks.0.0.weight' takes 8 channels; expected 4",
                  ARGS("-m", odd, "-p", "x", "-i", init, "--mask", mask, "-o", out));
     /* A mask of another size is resized to the image (as diffusers does); a 9-channel model without a mask
      * repaints everything (mask all white). Both run. */
     char *err = NULL;
-    CHECK(run_sd(IMG("-i", init, "--mask", small), &err) == 0 && exists(out), "mask of another size is resized: %s", err ? err : "");
+    CHECK(run_sd(IMG("-i", init, "--mask", small), &err) == 0 && exists(out), "mask of another size is resized: %s",
+          err ? err : "");
     free(err);
     char inpaint[1024];
     snprintf(inpaint, sizeof inpaint, "%s/sd1-img2img/model_inpaint_f32.safetensors", SD_FIXTURES);
@@ -354,16 +437,21 @@ static void test_sd2(void) {
     CHECK(system(cmd) == 0, "--info on SD 2.x");
     snprintf(cmd, sizeof cmd, "%s/info2.txt", tmpdir);
     char *info = read_text_file(cmd);
-    CHECK(info && strstr(info, "family:        SD 2.x") && strstr(info, "OpenCLIP ViT-H/14") && strstr(info, "output after 3 of its 4 layers") &&
-              strstr(info, "prediction:    v_prediction (metadata sd.prediction)") && strstr(info, "default size:  768x768"),
+    CHECK(info && strstr(info, "family:        SD 2.x") && strstr(info, "OpenCLIP ViT-H/14") &&
+              strstr(info, "output after 3 of its 4 layers") &&
+              strstr(info, "prediction:    v_prediction (metadata sd.prediction)") &&
+              strstr(info, "default size:  768x768"),
           "--info on SD 2.x: %s", info ? info : "");
     free(info);
-    expect_model_error(edited_model("sd2-tiny/model_f32.safetensors", "sd2_noblock.safetensors", "resblocks.1.ln_1.weight",
-                                    "resblocks.1.ln_X.weight"),
-                       "missing tensor 'cond_stage_model.model.transformer.resblocks.1.ln_1.weight' (text encoder layer 1 of 4)");
-    expect_model_error(edited_model("sd2-tiny/model_f32.safetensors", "sd2_proj.safetensors",
-                                    "proj_in.weight\":{\"dtype\":\"F32\",\"shape\":[32,32]", "proj_in.weight\":{\"dtype\":\"F32\",\"shape\":[16,64]"),
-                       "tensor 'model.diffusion_model.input_blocks.1.1.proj_in.weight' has shape [16, 64], expected [16, 32]");
+    expect_model_error(
+        edited_model("sd2-tiny/model_f32.safetensors", "sd2_noblock.safetensors", "resblocks.1.ln_1.weight",
+                     "resblocks.1.ln_X.weight"),
+        "missing tensor 'cond_stage_model.model.transformer.resblocks.1.ln_1.weight' (text encoder layer 1 of 4)");
+    expect_model_error(
+        edited_model("sd2-tiny/model_f32.safetensors", "sd2_proj.safetensors",
+                     "proj_in.weight\":{\"dtype\":\"F32\",\"shape\":[32,32]",
+                     "proj_in.weight\":{\"dtype\":\"F32\",\"shape\":[16,64]"),
+        "tensor 'model.diffusion_model.input_blocks.1.1.proj_in.weight' has shape [16, 64], expected [16, 32]");
 }
 
 /* An explicit --timestep-spacing equal to a sampler's default gives the same bytes as no flag. */
@@ -373,11 +461,15 @@ static void test_default_spacing(void) {
         char a[700], b[700], cmd[1600];
         snprintf(a, sizeof a, "%s/sp_a.png", tmpdir);
         snprintf(b, sizeof b, "%s/sp_b.png", tmpdir);
-        const char *common[] = {"-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "3", "-s", "3", "--sampling-method", si->name};
-#define SP(...) ARGS(common[0], common[1], common[2], common[3], common[4], common[5], common[6], common[7], common[8], \
-                      common[9], common[10], common[11], common[12], common[13], __VA_ARGS__)
+        const char *common[] = {
+            "-m",    model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "3", "-s", "3", "--sampling-method",
+            si->name};
+#define SP(...)                                                                                                        \
+    ARGS(common[0], common[1], common[2], common[3], common[4], common[5], common[6], common[7], common[8], common[9], \
+         common[10], common[11], common[12], common[13], __VA_ARGS__)
         CHECK(run_sd(SP("-o", a), NULL) == 0, "%s: no flag", si->name);
-        CHECK(run_sd(SP("--timestep-spacing", sd_spacing_name(si->default_spacing), "-o", b), NULL) == 0, "%s: explicit", si->name);
+        CHECK(run_sd(SP("--timestep-spacing", sd_spacing_name(si->default_spacing), "-o", b), NULL) == 0,
+              "%s: explicit", si->name);
 #undef SP
         snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
         CHECK(system(cmd) == 0, "%s: --timestep-spacing %s gives the same bytes as no flag", si->name,
@@ -392,25 +484,33 @@ static void test_lora_inputs(void) {
     snprintf(dir, sizeof dir, "%s/sd1-lora", SD_FIXTURES);
     snprintf(kohya, sizeof kohya, "%s/lora_kohya.safetensors", dir);
     const char *rank = write_st("rank.safetensors",
-        "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]},"
-        "\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,2],\"data_offsets\":[512,768]}}", 768);
+                                "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight\":{\"dtype\":\"F32\","
+                                "\"shape\":[4,32],\"data_offsets\":[0,512]},"
+                                "\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight\":{\"dtype\":\"F32\","
+                                "\"shape\":[32,2],\"data_offsets\":[512,768]}}",
+                                768);
     char rank_path[700];
     snprintf(rank_path, sizeof rank_path, "%s", rank);
     const char *sdxl = write_st("sdxl.safetensors",
-        "{\"lora_unet_input_blocks_4_1_proj_in.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]},"
-        "\"lora_unet_input_blocks_4_1_proj_in.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,4],\"data_offsets\":[512,1024]}}", 1024);
+                                "{\"lora_unet_input_blocks_4_1_proj_in.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":"
+                                "[4,32],\"data_offsets\":[0,512]},"
+                                "\"lora_unet_input_blocks_4_1_proj_in.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":["
+                                "32,4],\"data_offsets\":[512,1024]}}",
+                                1024);
     char sdxl_path[700], bad_mult[1100];
     snprintf(sdxl_path, sizeof sdxl_path, "%s", sdxl);
     snprintf(bad_mult, sizeof bad_mult, "%s:abc", kohya);
-    expect_error("lora missing", 2, "/nonexistent/style.safetensors: cannot open", SMALL_RUN("--lora", "/nonexistent/style.safetensors"));
+    expect_error("lora missing", 2, "/nonexistent/style.safetensors: cannot open",
+                 SMALL_RUN("--lora", "/nonexistent/style.safetensors"));
     expect_error("lora multiplier", 2, "--lora: '", SMALL_RUN("--lora", bad_mult));
     expect_error("lora multiplier text", 2, "'abc' is not a multiplier", SMALL_RUN("--lora", bad_mult));
     expect_error("lora ranks", 2, "lora_up has rank 2 but lora_down has rank 4", SMALL_RUN("--lora", rank_path));
     expect_error("lora other family", 2, "matches a layer of this model", SMALL_RUN("--lora", sdxl_path));
     expect_error("lora tag not in dir", 2, "prompt: <lora:missing>: no readable 'missing.safetensors' in",
                  ARGS("-m", model, "-p", "a dog <lora:missing:0.5>", "--lora-model-dir", dir, "-o", out));
-    expect_error("lora dir missing", 2, "--lora-model-dir: '/nonexistent/loras' is not a directory",
-                 ARGS("-m", model, "-p", "a dog <lora:lora_kohya>", "--lora-model-dir", "/nonexistent/loras", "-o", out));
+    expect_error(
+        "lora dir missing", 2, "--lora-model-dir: '/nonexistent/loras' is not a directory",
+        ARGS("-m", model, "-p", "a dog <lora:lora_kohya>", "--lora-model-dir", "/nonexistent/loras", "-o", out));
     expect_error("lora tag multiplier", 2, "prompt: <lora:lora_kohya:x>: 'x' is not a multiplier",
                  ARGS("-m", model, "-p", "a dog <lora:lora_kohya:x>", "--lora-model-dir", dir, "-o", out));
     snprintf(a, sizeof a, "%s/lora_flag.png", tmpdir);
@@ -418,12 +518,16 @@ static void test_lora_inputs(void) {
     char flag[1100];
     snprintf(flag, sizeof flag, "%s:0.6", kohya);
     char *err = NULL;
-    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "1", "--lora", flag, "-o", a), &err) == 0 &&
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "1", "--lora", flag,
+                      "-o", a),
+                 &err) == 0 &&
               err && strstr(err, "216 of 216 modules applied"),
           "--lora run: %s", err ? err : "");
     free(err);
-    CHECK(run_sd(ARGS("-m", model, "-p", "a dog<lora:lora_kohya:0.6>", "-W", "64", "-H", "64", "--steps", "2", "-s", "1",
-                      "--lora-model-dir", dir, "-o", b), NULL) == 0, "<lora:...> run");
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog<lora:lora_kohya:0.6>", "-W", "64", "-H", "64", "--steps", "2", "-s",
+                      "1", "--lora-model-dir", dir, "-o", b),
+                 NULL) == 0,
+          "<lora:...> run");
     snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
     CHECK(system(cmd) != 0, "the PNGs differ (their parameters name the prompt)");
     sd_pixels pa, pb;
@@ -442,15 +546,20 @@ static void test_formats_cli(void) {
     char lora[1024], folder[700], vae[1024], cmd[2000];
     snprintf(lora, sizeof lora, "%s/sd1-lora/lora_kohya_b.safetensors", SD_FIXTURES);
     snprintf(vae, sizeof vae, "%s/sd1-formats/vae_alt.safetensors", SD_FIXTURES);
-    expect_error("vae missing", 2, "/nonexistent/vae.safetensors: cannot open", SMALL_RUN("--vae", "/nonexistent/vae.safetensors"));
+    expect_error("vae missing", 2, "/nonexistent/vae.safetensors: cannot open",
+                 SMALL_RUN("--vae", "/nonexistent/vae.safetensors"));
     expect_error("vae not a VAE", 2, "lora_kohya_b.safetensors: not a VAE", SMALL_RUN("--vae", lora));
     char taesd[1024];
     snprintf(taesd, sizeof taesd, "%s/taesd/taesd.safetensors", SD_FIXTURES);
     expect_error("taesd not a TAESD", 2, "lora_kohya_b.safetensors: not a TAESD file", SMALL_RUN("--taesd", lora));
-    expect_error("taesd missing", 2, "/nonexistent/taesd.safetensors: cannot open", SMALL_RUN("--taesd", "/nonexistent/taesd.safetensors"));
-    expect_error("taesd with vae", 2, "--taesd: replaces the VAE; --vae cannot be given with it", SMALL_RUN("--taesd", taesd, "--vae", vae));
+    expect_error("taesd missing", 2, "/nonexistent/taesd.safetensors: cannot open",
+                 SMALL_RUN("--taesd", "/nonexistent/taesd.safetensors"));
+    expect_error("taesd with vae", 2, "--taesd: replaces the VAE; --vae cannot be given with it",
+                 SMALL_RUN("--taesd", taesd, "--vae", vae));
     snprintf(folder, sizeof folder, "%s/folder", tmpdir);
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/unet %s/vae %s/text_encoder && echo '{}' > %s/unet/config.json && echo '{}' > %s/text_encoder/config.json",
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/unet %s/vae %s/text_encoder && echo '{}' > %s/unet/config.json && echo '{}' > "
+             "%s/text_encoder/config.json",
              folder, folder, folder, folder, folder);
     CHECK(system(cmd) == 0, "mkdir");
     expect_error("folder without weights", 2, "diffusers folder without unet/diffusion_pytorch_model.safetensors",
@@ -474,18 +583,23 @@ static void test_formats_cli(void) {
     /* a diffusers folder without unet/, and one whose config is not JSON */
     char nounet[700], badjson[700];
     snprintf(nounet, sizeof nounet, "%s/nounet", tmpdir);
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/vae %s/text_encoder && cp -r %s/sd1-formats/sd1-tiny-diffusers %s/badjson && "
-             "chmod -R u+w %s/badjson && echo '{not json' > %s/badjson/unet/config.json", nounet, nounet, SD_FIXTURES, tmpdir, tmpdir, tmpdir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/vae %s/text_encoder && cp -r %s/sd1-formats/sd1-tiny-diffusers %s/badjson && "
+             "chmod -R u+w %s/badjson && echo '{not json' > %s/badjson/unet/config.json",
+             nounet, nounet, SD_FIXTURES, tmpdir, tmpdir, tmpdir);
     CHECK(system(cmd) == 0, "make folders");
     snprintf(badjson, sizeof badjson, "%s/badjson", tmpdir);
-    expect_error("folder without unet/", 2, "nor a diffusers folder with unet/", ARGS("-m", nounet, "-p", "x", "-o", out));
+    expect_error("folder without unet/", 2, "nor a diffusers folder with unet/",
+                 ARGS("-m", nounet, "-p", "x", "-o", out));
     expect_error("config not JSON", 2, "unet/config.json: not valid JSON", ARGS("-m", badjson, "-p", "x", "-o", out));
     /* a VAE whose shapes do not fit: decoder.conv_in as [32, 8, 3, 3] (same size as [64, 4, 3, 3]) */
-    const char *wide = edited_model("sd1-formats/vae_alt.safetensors", "vae_wide.safetensors", "\"shape\":[64,4,3,3],\"data_offsets\":[256,",
-                                    "\"shape\":[32,8,3,3],\"data_offsets\":[256,");
+    const char *wide =
+        edited_model("sd1-formats/vae_alt.safetensors", "vae_wide.safetensors",
+                     "\"shape\":[64,4,3,3],\"data_offsets\":[256,", "\"shape\":[32,8,3,3],\"data_offsets\":[256,");
     char wide_path[700];
     snprintf(wide_path, sizeof wide_path, "%s", wide);
-    expect_error("VAE of another shape", 2, "takes 4 channels; expected 8 (the VAE's latent)", ARGS("-m", model, "-p", "x", "--vae", wide_path, "-o", out));
+    expect_error("VAE of another shape", 2, "takes 4 channels; expected 8 (the VAE's latent)",
+                 ARGS("-m", model, "-p", "x", "--vae", wide_path, "-o", out));
     /* malicious.ckpt: refused naming the global, and its command never ran (its output would be on stdout) */
     char mal[1024], mal_out[700];
     snprintf(mal, sizeof mal, "%s/sd1-formats/malicious.ckpt", SD_FIXTURES);
@@ -502,10 +616,13 @@ static void test_formats_cli(void) {
     snprintf(cmd, sizeof cmd, "%s --info -m %s/sd1-formats/sd1-tiny-diffusers > %s", SD_BIN, SD_FIXTURES, info_path);
     CHECK(system(cmd) == 0, "--info on a diffusers folder");
     char *info = read_text_file(info_path);
-    CHECK(info && strstr(info, "format:        diffusers folder") && strstr(info, "sd.text.heads = 4"), "--info: %s", info ? info : "");
+    CHECK(info && strstr(info, "format:        diffusers folder") && strstr(info, "sd.text.heads = 4"), "--info: %s",
+          info ? info : "");
     free(info);
     unlink(out);
-    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "--vae", vae, "-o", out), NULL) == 0, "--vae run");
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "--vae", vae, "-o", out),
+                 NULL) == 0,
+          "--vae run");
     expect_parameters(out, ", VAE: vae_alt.safetensors", "parameters name the VAE");
 }
 

@@ -16,7 +16,7 @@ static char tmpdir[] = "/tmp/sd-test-out-XXXXXX";
 static char model[1024];
 
 #define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
-#define SMALL "-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "7"
+#define SMALL     "-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "2", "-s", "7"
 
 static char *tmp_path(const char *name) {
     static char paths[8][700];
@@ -33,7 +33,11 @@ static void image_size(const char *path, int *w, int *h) {
     sd_pixels px;
     char err[SD_ERR_LEN];
     *w = *h = 0;
-    if (sd_pixels_read(path, &px, err) == SD_OK) { *w = px.width; *h = px.height; sd_pixels_free(&px); }
+    if (sd_pixels_read(path, &px, err) == SD_OK) {
+        *w = px.width;
+        *h = px.height;
+        sd_pixels_free(&px);
+    }
 }
 
 static int is_png_64(const char *path) {
@@ -55,14 +59,16 @@ static void expect_refused(const char *what, const char *want, const char *const
 static void test_stdout(void) {
     char cmd[2000];
     const char *png = tmp_path("stdout.png");
-    snprintf(cmd, sizeof cmd, "%s -m %s -p 'a dog' -W 64 -H 64 --steps 2 -s 7 -o - 2>/dev/null | cat > %s", SD_BIN, model, png);
+    snprintf(cmd, sizeof cmd, "%s -m %s -p 'a dog' -W 64 -H 64 --steps 2 -s 7 -o - 2>/dev/null | cat > %s", SD_BIN,
+             model, png);
     CHECK(system(cmd) == 0 && is_png_64(png), "-o - piped into a PNG decoder");
     CHECK(access("-", F_OK) != 0, "-o - writes no file named '-'");
     const char *ref = tmp_path("ref.png");
     CHECK(run_sd(ARGS(SMALL, "-o", ref), NULL) == 0, "reference run");
     snprintf(cmd, sizeof cmd, "cmp -s %s %s", png, ref);
     CHECK(system(cmd) == 0, "standard output carries the same bytes as a file");
-    expect_refused("-o - with a batch", "standard output takes one file, not a batch of 2", ARGS(SMALL, "-b", "2", "-o", "-"));
+    expect_refused("-o - with a batch", "standard output takes one file, not a batch of 2",
+                   ARGS(SMALL, "-b", "2", "-o", "-"));
 }
 
 /* Character devices are written in place and never replaced. */
@@ -101,7 +107,8 @@ static void test_links_and_modes(void) {
     CHECK(run_sd(ARGS(SMALL, "-o", link), NULL) == 0, "-o through a symbolic link");
     struct stat lb, tb;
     CHECK(lstat(link, &lb) == 0 && S_ISLNK(lb.st_mode), "the link is still a link");
-    CHECK(stat(target, &tb) == 0 && (tb.st_mode & 07777) == 0640 && is_png_64(target), "the target holds the PNG, mode 0640 kept");
+    CHECK(stat(target, &tb) == 0 && (tb.st_mode & 07777) == 0640 && is_png_64(target),
+          "the target holds the PNG, mode 0640 kept");
     const char *dangling = tmp_path("dangling.png");
     CHECK(symlink("nowhere/x.png", dangling) == 0, "dangling symlink");
     expect_refused("dangling symlink", "is a symbolic link to a missing file", ARGS(SMALL, "-o", dangling));
@@ -109,7 +116,8 @@ static void test_links_and_modes(void) {
     const char *rw = tmp_path("rw.png");
     write_test_file(tmpdir, "rw.png", "old", 3);
     chmod(rw, 0600);
-    CHECK(run_sd(ARGS(SMALL, "-o", rw), NULL) == 0 && stat(rw, &tb) == 0 && (tb.st_mode & 07777) == 0600 && is_png_64(rw),
+    CHECK(run_sd(ARGS(SMALL, "-o", rw), NULL) == 0 && stat(rw, &tb) == 0 && (tb.st_mode & 07777) == 0600 &&
+              is_png_64(rw),
           "an existing writable file keeps its mode 0600");
     const char *ro = tmp_path("ro.png");
     write_test_file(tmpdir, "ro.png", "old", 3);
@@ -122,7 +130,8 @@ static void test_links_and_modes(void) {
 
 /* Impossible or colliding outputs: refused before any compute, nothing written. */
 static void test_refused_outputs(void) {
-    const char *dir = tmp_path("newdir/"), *same = tmp_path("same.png"), *b = tmp_path("b.png"), *b1 = tmp_path("b_1.png");
+    const char *dir = tmp_path("newdir/"), *same = tmp_path("same.png"), *b = tmp_path("b.png"),
+               *b1 = tmp_path("b_1.png");
     expect_refused("-o newdir/", "newdir/: names a directory, not a file", ARGS(SMALL, "-o", dir));
     expect_refused("-o and --latent-out the same", "same.png: named by two outputs (-o and --latent-out)",
                    ARGS(SMALL, "-o", same, "--latent-out", same));
@@ -131,7 +140,8 @@ static void test_refused_outputs(void) {
     const char *link = tmp_path("same_link.png");
     write_test_file(tmpdir, "same.png", "x", 1);
     CHECK(symlink("same.png", link) == 0, "symlink");
-    expect_refused("outputs collide through a link", "named by two outputs", ARGS(SMALL, "-o", same, "--latent-out", link));
+    expect_refused("outputs collide through a link", "named by two outputs",
+                   ARGS(SMALL, "-o", same, "--latent-out", link));
     struct stat sb;
     CHECK(stat(tmp_path("newdir"), &sb) != 0 && stat(b, &sb) != 0 && stat(b1, &sb) != 0, "nothing written");
 }
@@ -154,10 +164,12 @@ static void test_environment(void) {
 static void test_progress_lines(void) {
     char *err = NULL;
     CHECK(run_sd(ARGS(SMALL, "-b", "2", "-o", tmp_path("p.png")), &err) == 0, "batch run");
-    CHECK(err && strstr(err, "job 1/2 step 2/2 ") && strstr(err, "job 2/2 step 1/2 "), "job i/N in progress: %s", err ? err : "");
+    CHECK(err && strstr(err, "job 1/2 step 2/2 ") && strstr(err, "job 2/2 step 1/2 "), "job i/N in progress: %s",
+          err ? err : "");
     free(err);
     CHECK(run_sd(ARGS(SMALL, "--sampling-method", "heun", "-o", tmp_path("p.png")), &err) == 0, "heun run");
-    CHECK(err && strstr(err, "heun evaluates the UNet 2 times per step after the first") && strstr(err, "eval 3/3 "), "heun evaluations: %s", err ? err : "");
+    CHECK(err && strstr(err, "heun evaluates the UNet 2 times per step after the first") && strstr(err, "eval 3/3 "),
+          "heun evaluations: %s", err ? err : "");
     free(err);
 }
 
@@ -198,8 +210,8 @@ static void test_progress_width(void) {
     progress_on_tty(40, &segments, &bars, &longest);
     CHECK(segments == 24 && longest <= 39, "40 columns: %d segments, longest %d columns", segments, longest);
     progress_on_tty(100, &segments, &bars, &longest);
-    CHECK(segments == 24 && bars == 24 && longest <= 99 && longest > 60, "100 columns: %d segments, %d bars, longest %d",
-          segments, bars, longest);
+    CHECK(segments == 24 && bars == 24 && longest <= 99 && longest > 60,
+          "100 columns: %d segments, %d bars, longest %d", segments, bars, longest);
 }
 
 /* ---------------- the parameters chunk ---------------- */
@@ -218,9 +230,16 @@ static void sort_keys(char *keys) {
     snprintf(copy, sizeof copy, "%s", keys);
     for (char *t = strtok(copy, "|"); t && n < 32; t = strtok(NULL, "|")) items[n++] = t;
     for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && strcmp(items[j - 1], items[j]) > 0; j--) { char *x = items[j]; items[j] = items[j - 1]; items[j - 1] = x; }
+        for (int j = i; j > 0 && strcmp(items[j - 1], items[j]) > 0; j--) {
+            char *x = items[j];
+            items[j] = items[j - 1];
+            items[j - 1] = x;
+        }
     char out[512] = "|";
-    for (int i = 0; i < n; i++) { strcat(out, items[i]); strcat(out, "|"); }
+    for (int i = 0; i < n; i++) {
+        strcat(out, items[i]);
+        strcat(out, "|");
+    }
     strcpy(keys, out);
 }
 
@@ -248,7 +267,10 @@ static void test_parameters_table(void) {
     snprintf(lora, sizeof lora, "%s/sd1-lora/lora_kohya_b.safetensors:0.5", SD_FIXTURES);
     /* option, value, the key it adds, and when the sampler uses it: a always, e eta samplers, k Karras
      * samplers, s when trailing is not the sampler's default spacing */
-    const struct { const char *opt, *val, *key; char when; } rows[] = {
+    const struct {
+        const char *opt, *val, *key;
+        char when;
+    } rows[] = {
         {NULL, NULL, NULL, 'a'},
         {"--eta", "0.5", "Eta DDIM", 'e'},
         {"--scheduler", "karras", "Schedule type", 'k'},
@@ -268,11 +290,30 @@ static void test_parameters_table(void) {
         for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
             unlink(png);
             int is_mask = rows[r].opt && !strcmp(rows[r].opt, "--mask");
-            const char *args[] = {"-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "4", "-s", "7",
-                                  "--sampling-method", si->name, "-o", png, rows[r].opt, rows[r].val,
-                                  is_mask ? "-i" : NULL, init, NULL};
+            const char *args[] = {"-m",
+                                  model,
+                                  "-p",
+                                  "a dog",
+                                  "-W",
+                                  "64",
+                                  "-H",
+                                  "64",
+                                  "--steps",
+                                  "4",
+                                  "-s",
+                                  "7",
+                                  "--sampling-method",
+                                  si->name,
+                                  "-o",
+                                  png,
+                                  rows[r].opt,
+                                  rows[r].val,
+                                  is_mask ? "-i" : NULL,
+                                  init,
+                                  NULL};
             char label[200], keys[512], want[512] = "|Steps|Sampler|CFG scale|Seed|Size|Model|RNG|";
-            snprintf(label, sizeof label, "%s %s %s", si->name, rows[r].opt ? rows[r].opt : "", rows[r].val ? rows[r].val : "");
+            snprintf(label, sizeof label, "%s %s %s", si->name, rows[r].opt ? rows[r].opt : "",
+                     rows[r].val ? rows[r].val : "");
             CHECK(run_sd(args, NULL) == 0, "%s: runs", label);
             char w = rows[r].when;
             int used = w == 'a' || (w == 'e' && si->uses_eta) || (w == 'k' && si->uses_karras) ||

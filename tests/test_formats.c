@@ -27,11 +27,13 @@ static void expect_same_tensors(const char *label, const st_file *got, const st_
     int same = 0, n = 0;
     for (int i = 0; i < want->n_tensors; i++) {
         const st_tensor *w = &want->tensors[i], *g = st_find(got, w->name);
-        int network = !strncmp(w->name, UNET_PREFIX, strlen(UNET_PREFIX)) || !strncmp(w->name, VAE_PREFIX, strlen(VAE_PREFIX)) ||
+        int network = !strncmp(w->name, UNET_PREFIX, strlen(UNET_PREFIX)) ||
+                      !strncmp(w->name, VAE_PREFIX, strlen(VAE_PREFIX)) ||
                       (!strncmp(w->name, "cond_stage_model.", 17) && !strstr(w->name, "position_ids"));
         if (!all && !network) continue;
         n++;
-        int ok = g && g->dtype == w->dtype && same_shape(g, w) && g->nbytes == w->nbytes && !memcmp(g->data, w->data, w->nbytes);
+        int ok = g && g->dtype == w->dtype && same_shape(g, w) && g->nbytes == w->nbytes &&
+                 !memcmp(g->data, w->data, w->nbytes);
         if (!ok) CHECK(0, "%s: tensor '%s' differs or is missing", label, w->name);
         same += ok;
     }
@@ -62,7 +64,8 @@ static void test_diffusers_folder(void) {
     CHECK(formats_open(&df, a, &fmt, err, sizeof err) == 0 && fmt == FORMAT_DIFFUSERS, "open the folder: %s", err);
     CHECK(st_open(&st, b, err, sizeof err) == 0, "open the safetensors: %s", err);
     expect_same_tensors("diffusers", &df, &st, 0);
-    const char *heads = st_meta_get(&df, "sd.text.heads"), *uheads = st_meta_get(&df, "sd.unet.heads"), *pred = st_meta_get(&df, "sd.prediction");
+    const char *heads = st_meta_get(&df, "sd.text.heads"), *uheads = st_meta_get(&df, "sd.unet.heads"),
+               *pred = st_meta_get(&df, "sd.prediction");
     CHECK(heads && !strcmp(heads, "4") && uheads && !strcmp(uheads, "8") && pred && !strcmp(pred, "epsilon"),
           "folder metadata from the configs");
     st_close(&df);
@@ -108,7 +111,8 @@ static void expect_ckpt_error(const char *label, const char *path, const char *w
     if (rc == 0) st_close(&f);
 }
 
-static const char *edited(const char *src, const char *name, const void *from, size_t flen, const void *to, size_t tlen) {
+static const char *edited(const char *src, const char *name, const void *from, size_t flen, const void *to,
+                          size_t tlen) {
     return write_edited_fixture(tmpdir, src, name, from, flen, to, tlen);
 }
 
@@ -117,7 +121,8 @@ static void test_refused(void) {
     fixture(path, sizeof path, "sd1-formats/malicious.ckpt");
     expect_ckpt_error("malicious", path, "pickle global 'posix.system' is not allowed");
     /* the same kind of attack through the other global opcode and through builtins */
-    const char *evil = edited("sd1-formats/vae_alt.ckpt", "evil.ckpt", "collections\nOrderedDict\n", 24, "builtins\nexec\n\n\n\n\n\n\n\n\n\n", 24);
+    const char *evil = edited("sd1-formats/vae_alt.ckpt", "evil.ckpt", "collections\nOrderedDict\n", 24,
+                              "builtins\nexec\n\n\n\n\n\n\n\n\n\n", 24);
     expect_ckpt_error("builtins.exec", evil, "pickle global 'builtins.exec");
     const char *trunc = write_test_file(tmpdir, "trunc.ckpt", "PK\x03\x04 not really a zip", 22);
     expect_ckpt_error("not a zip", trunc, "no zip end-of-directory record");
@@ -126,8 +131,8 @@ static void test_refused(void) {
     /* the binary: one line, exit 2, and the payload never ran */
     char *err = NULL;
     int rc = run_sd((const char *const[]){"--info", "-m", path, NULL}, &err);
-    CHECK(rc == 2 && err && strstr(err, "posix.system") && !strstr(err, "this-line-must-never-run"), "sd --info malicious.ckpt: %d %s",
-          rc, err ? err : "");
+    CHECK(rc == 2 && err && strstr(err, "posix.system") && !strstr(err, "this-line-must-never-run"),
+          "sd --info malicious.ckpt: %d %s", rc, err ? err : "");
     free(err);
 }
 
@@ -137,8 +142,8 @@ static void test_convert(void) {
     fixture(in, sizeof in, "model_f16.safetensors");
     snprintf(out32, sizeof out32, "%s/m32.safetensors", tmpdir);
     snprintf(out16, sizeof out16, "%s/m16.safetensors", tmpdir);
-    snprintf(cmd, sizeof cmd, "%s %s %s --type f32 2>/dev/null && %s %s %s --type f16 2>/dev/null", SD_CONVERT_BIN, in, out32,
-             SD_CONVERT_BIN, out32, out16);
+    snprintf(cmd, sizeof cmd, "%s %s %s --type f32 2>/dev/null && %s %s %s --type f16 2>/dev/null", SD_CONVERT_BIN, in,
+             out32, SD_CONVERT_BIN, out32, out16);
     CHECK(system(cmd) == 0, "sd-convert f16 -> f32 -> f16");
     st_file a, b;
     char err[512];

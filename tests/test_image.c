@@ -121,7 +121,8 @@ int main(void) {
     vae va;
     compute cc;
     compute_init(&cc, 0, 0, 0);
-    if (open_model("model_f32.safetensors", &m, err, sizeof err) == SD_OK && vae_load(&va, &m.store, err, sizeof err) == SD_OK) {
+    if (open_model("model_f32.safetensors", &m, err, sizeof err) == SD_OK &&
+        vae_load(&va, &m.store, err, sizeof err) == SD_OK) {
         test_encode(&cc, &va, "init", init, 128, 128);
         test_encode(&cc, &va, "init_wide", wide, 192, 128);
         vae_free(&va);
@@ -131,7 +132,10 @@ int main(void) {
     }
     compute_free(&cc);
     test_unet9();
-    free(init); free(wide); free(mask); free(scratch_img);
+    free(init);
+    free(wide);
+    free(mask);
+    free(scratch_img);
     st_close(&ex);
     return test_finish();
 }

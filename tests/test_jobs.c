@@ -9,29 +9,47 @@ static char tmpdir[] = "/tmp/sd-test-jobs-XXXXXX";
 
 static void test_split(void) {
     char **w, *storage, err[256];
-    int n = jobs_split_line("--prompt \"a \\\"wet\\\" dog, c:\\\\x\" -n 'no \"quotes\" here' a\\ b   --seed=5", &w, &storage, err, sizeof err);
+    int n = jobs_split_line("--prompt \"a \\\"wet\\\" dog, c:\\\\x\" -n 'no \"quotes\" here' a\\ b   --seed=5", &w,
+                            &storage, err, sizeof err);
     CHECK(n == 6, "split: %d words", n);
     if (n == 6) {
         CHECK(!strcmp(w[0], "--prompt") && !strcmp(w[1], "a \"wet\" dog, c:\\x"), "double quotes: '%s'", w[1]);
         CHECK(!strcmp(w[2], "-n") && !strcmp(w[3], "no \"quotes\" here"), "single quotes: '%s'", w[3]);
         CHECK(!strcmp(w[4], "a b") && !strcmp(w[5], "--seed=5"), "backslash-space: '%s'", w[4]);
     }
-    if (n > 0) { free(w); free(storage); }
+    if (n > 0) {
+        free(w);
+        free(storage);
+    }
     n = jobs_split_line("x\"y z\"w 'p'q \"\\n\"", &w, &storage, err, sizeof err);
-    CHECK(n == 3 && !strcmp(w[0], "xy zw") && !strcmp(w[1], "pq") && !strcmp(w[2], "\\n"), "adjacent quotes join: %d", n);
-    if (n > 0) { free(w); free(storage); }
-    CHECK(jobs_split_line("--prompt \"a cat", &w, &storage, err, sizeof err) == -1 && strstr(err, "unbalanced \" quote"), "unbalanced \": %s", err);
-    CHECK(jobs_split_line("-n 'a", &w, &storage, err, sizeof err) == -1 && strstr(err, "unbalanced ' quote"), "unbalanced ': %s", err);
-    CHECK(jobs_split_line("-p a\\", &w, &storage, err, sizeof err) == -1 && strstr(err, "backslash"), "trailing backslash: %s", err);
+    CHECK(n == 3 && !strcmp(w[0], "xy zw") && !strcmp(w[1], "pq") && !strcmp(w[2], "\\n"), "adjacent quotes join: %d",
+          n);
+    if (n > 0) {
+        free(w);
+        free(storage);
+    }
+    CHECK(jobs_split_line("--prompt \"a cat", &w, &storage, err, sizeof err) == -1 &&
+              strstr(err, "unbalanced \" quote"),
+          "unbalanced \": %s", err);
+    CHECK(jobs_split_line("-n 'a", &w, &storage, err, sizeof err) == -1 && strstr(err, "unbalanced ' quote"),
+          "unbalanced ': %s", err);
+    CHECK(jobs_split_line("-p a\\", &w, &storage, err, sizeof err) == -1 && strstr(err, "backslash"),
+          "trailing backslash: %s", err);
 }
 
 /* The values a sweep spec expands to, joined with '|'. */
 static const char *values(const char *spec, char *buf, size_t len) {
     sweep_axis ax;
     char err[400];
-    if (jobs_parse_sweep(spec, &ax, err, sizeof err)) { snprintf(buf, len, "ERROR %s", err); return buf; }
+    if (jobs_parse_sweep(spec, &ax, err, sizeof err)) {
+        snprintf(buf, len, "ERROR %s", err);
+        return buf;
+    }
     buf[0] = 0;
-    for (int i = 0; i < ax.n; i++) { strncat(buf, i ? "|" : "", len - strlen(buf) - 1); strncat(buf, ax.values[i], len - strlen(buf) - 1); }
+    for (int i = 0; i < ax.n; i++) {
+        strncat(buf, i ? "|" : "", len - strlen(buf) - 1);
+        strncat(buf, ax.values[i], len - strlen(buf) - 1);
+    }
     jobs_free_axis(&ax);
     return buf;
 }
@@ -44,7 +62,8 @@ static void expect_values(const char *spec, const char *want) {
 static void expect_sweep_error(const char *spec, const char *want) {
     char buf[1024];
     values(spec, buf, sizeof buf);
-    CHECK(!strncmp(buf, "ERROR --sweep ", 14) && strstr(buf, want), "--sweep %s: got '%s', want error '%s'", spec, buf, want);
+    CHECK(!strncmp(buf, "ERROR --sweep ", 14) && strstr(buf, want), "--sweep %s: got '%s', want error '%s'", spec, buf,
+          want);
 }
 
 static void test_sweep_values(void) {
@@ -53,8 +72,8 @@ static void test_sweep_values(void) {
     expect_values("steps=10-28:5", "10|15|20|25");
     expect_values("cfg-scale=3:9[4]", "3|5|7|9");
     expect_values("seed=3-9[4]", "3|5|7|9");
-    expect_values("steps=1-10[4]", "1|4|7|10");          /* int(linspace): 1, 4, 7, 10 */
-    expect_values("steps=1-9[4]", "1|3|6|9");            /* 1, 3.67, 6.33, 9 truncated */
+    expect_values("steps=1-10[4]", "1|4|7|10"); /* int(linspace): 1, 4, 7, 10 */
+    expect_values("steps=1-9[4]", "1|3|6|9");   /* 1, 3.67, 6.33, 9 truncated */
     expect_values("cfg=5-6:0.5", "5|5.5|6");
     expect_values("cfg=1-2:0.1", "1|1.1|1.2|1.3|1.4|1.5|1.6|1.7|1.8|1.9|2"); /* no drift past the end */
     expect_values("cfg=7.5", "7.5");
@@ -111,16 +130,19 @@ static void test_expansion(void) {
     job_list L;
     cli_args a;
     char err[512] = "";
-    int rc = build(&L, &a, err, TOKENS("-p", "a dog in snow", "-n", "dog hair", "-s", "10", "-b", "2", "--sweep", "cfg=5,7", "--sweep",
-                                       "prompt=dog,cat", "-o", "x/{index}_{seed}_{cfg}_{sampler}_{w}x{h}_{steps}_{prompt}.png"));
+    int rc =
+        build(&L, &a, err,
+              TOKENS("-p", "a dog in snow", "-n", "dog hair", "-s", "10", "-b", "2", "--sweep", "cfg=5,7", "--sweep",
+                     "prompt=dog,cat", "-o", "x/{index}_{seed}_{cfg}_{sampler}_{w}x{h}_{steps}_{prompt}.png"));
     CHECK(rc == 0 && L.n == 8, "2 x 2 x batch 2 = 8 jobs: %d %s", L.n, err);
     if (rc == 0 && L.n == 8) {
         /* first axis fastest, batch innermost */
-        CHECK(L.jobs[0].s.gen.cfg_scale == 5 && L.jobs[0].s.gen.seed == 10 && L.jobs[1].s.gen.seed == 11 && L.jobs[2].s.gen.cfg_scale == 7,
+        CHECK(L.jobs[0].s.gen.cfg_scale == 5 && L.jobs[0].s.gen.seed == 10 && L.jobs[1].s.gen.seed == 11 &&
+                  L.jobs[2].s.gen.cfg_scale == 7,
               "order: cfg %g seed %llu", L.jobs[2].s.gen.cfg_scale, (unsigned long long)L.jobs[1].s.gen.seed);
         CHECK(!strcmp(L.jobs[3].s.gen.prompt, "a dog in snow") && !strcmp(L.jobs[4].s.gen.prompt, "a cat in snow") &&
-                  !strcmp(L.jobs[4].s.gen.negative_prompt, "cat hair"), "prompt S/R: '%s' / '%s'", L.jobs[4].s.gen.prompt,
-              L.jobs[4].s.gen.negative_prompt);
+                  !strcmp(L.jobs[4].s.gen.negative_prompt, "cat hair"),
+              "prompt S/R: '%s' / '%s'", L.jobs[4].s.gen.prompt, L.jobs[4].s.gen.negative_prompt);
         CHECK(!strcmp(L.jobs[0].png, "x/1_10_5_lms_512x512_20_a_dog_in_snow.png"), "placeholders: %s", L.jobs[0].png);
         CHECK(!strcmp(L.jobs[7].png, "x/8_11_7_lms_512x512_20_a_cat_in_snow.png"), "placeholders: %s", L.jobs[7].png);
         CHECK(L.jobs[5].coord[0] == 0 && L.jobs[5].coord[1] == 1 && L.jobs[7].number == 8, "coordinates");
@@ -128,15 +150,20 @@ static void test_expansion(void) {
     jobs_free(&L);
     cli_free(&a);
 
-    rc = build(&L, &a, err, TOKENS("-p", "x", "--sweep", "seed=1-12", "-o", "{index}.png", "-W", "64", "-H", "128", "--latent-out", "l.st"));
-    CHECK(rc == 0 && L.n == 12 && !strcmp(L.jobs[0].png, "01.png") && !strcmp(L.jobs[11].png, "12.png"), "{index} padded: %s", rc ? err : L.jobs[0].png);
-    CHECK(rc == 0 && !strcmp(L.jobs[0].latent, "l.st") && !strcmp(L.jobs[1].latent, "l_1.st") && !strcmp(L.jobs[11].latent, "l_11.st"),
+    rc = build(&L, &a, err,
+               TOKENS("-p", "x", "--sweep", "seed=1-12", "-o", "{index}.png", "-W", "64", "-H", "128", "--latent-out",
+                      "l.st"));
+    CHECK(rc == 0 && L.n == 12 && !strcmp(L.jobs[0].png, "01.png") && !strcmp(L.jobs[11].png, "12.png"),
+          "{index} padded: %s", rc ? err : L.jobs[0].png);
+    CHECK(rc == 0 && !strcmp(L.jobs[0].latent, "l.st") && !strcmp(L.jobs[1].latent, "l_1.st") &&
+              !strcmp(L.jobs[11].latent, "l_11.st"),
           "numbered latents: %s", rc ? err : L.jobs[1].latent);
     jobs_free(&L);
     cli_free(&a);
 
     rc = build(&L, &a, err, TOKENS("-p", "x", "-b", "3", "-o", "dir/out"));
-    CHECK(rc == 0 && !strcmp(L.jobs[0].png, "dir/out") && !strcmp(L.jobs[2].png, "dir/out_2"), "numbering without extension");
+    CHECK(rc == 0 && !strcmp(L.jobs[0].png, "dir/out") && !strcmp(L.jobs[2].png, "dir/out_2"),
+          "numbering without extension");
     jobs_free(&L);
     cli_free(&a);
 
@@ -151,21 +178,27 @@ static void test_expansion(void) {
 
 static void test_bad_input(void) {
     expect_build_error("axes", "more than 3 axes",
-                       TOKENS("-p", "x", "--sweep", "seed=1,2", "--sweep", "steps=1,2", "--sweep", "cfg=1,2", "--sweep", "width=64,128"));
-    expect_build_error("same axis twice", "seed is already an axis", TOKENS("-p", "x", "--sweep", "seed=1,2", "--sweep", "seed=3"));
+                       TOKENS("-p", "x", "--sweep", "seed=1,2", "--sweep", "steps=1,2", "--sweep", "cfg=1,2", "--sweep",
+                              "width=64,128"));
+    expect_build_error("same axis twice", "seed is already an axis",
+                       TOKENS("-p", "x", "--sweep", "seed=1,2", "--sweep", "seed=3"));
     expect_build_error("collision placeholder", "20.png: jobs 1 and 2 both write it (use {index} or {seed} in -o)",
                        TOKENS("-p", "x", "--sweep", "seed=1,2", "-o", "{steps}.png"));
     expect_build_error("png vs latent", "a_1.png: named by two outputs (--latent-out and -o) of jobs 1 and 2",
                        TOKENS("-p", "x", "-b", "2", "-o", "a.png", "--latent-out", "a_1.png"));
     expect_build_error("placeholder", "unknown placeholder {sede}", TOKENS("-p", "x", "-o", "{sede}.png"));
-    expect_build_error("stdout batch", "standard output takes one file, not a batch of 2", TOKENS("-p", "x", "-b", "2", "-o", "-"));
-    expect_build_error("strength without image", "strength needs an init image", TOKENS("-p", "x", "--sweep", "strength=0.5,0.7"));
-    expect_build_error("S/R not in prompt", "'cat' is not in the prompt", TOKENS("-p", "a dog", "--sweep", "prompt=cat,fox"));
+    expect_build_error("stdout batch", "standard output takes one file, not a batch of 2",
+                       TOKENS("-p", "x", "-b", "2", "-o", "-"));
+    expect_build_error("strength without image", "strength needs an init image",
+                       TOKENS("-p", "x", "--sweep", "strength=0.5,0.7"));
+    expect_build_error("S/R not in prompt", "'cat' is not in the prompt",
+                       TOKENS("-p", "a dog", "--sweep", "prompt=cat,fox"));
     expect_build_error("no prompt", "no prompt given", TOKENS("--sweep", "seed=1,2"));
     expect_build_error("shard 3/2", "--shard: '3/2' is not i/n", TOKENS("-p", "x", "--shard", "3/2"));
     expect_build_error("shard 0/0", "--shard: '0/0' is not i/n", TOKENS("-p", "x", "--shard", "0/0"));
     expect_build_error("shard text", "--shard: '1/x' is not i/n", TOKENS("-p", "x", "--shard", "1/x"));
-    expect_build_error("too many jobs", "more than 100000 images", TOKENS("-p", "x", "--sweep", "seed=1-1000", "--sweep", "steps=1-200"));
+    expect_build_error("too many jobs", "more than 100000 images",
+                       TOKENS("-p", "x", "--sweep", "seed=1-1000", "--sweep", "steps=1-200"));
 
     /* prompt-file lines: the line number and the problem */
     char path[700];
@@ -194,15 +227,18 @@ static void test_bad_input(void) {
         snprintf(want, sizeof want, lines[i].want, path);
         expect_build_error(lines[i].text, want, TOKENS("--prompt-file", path));
     }
-    expect_build_error("missing prompt file", "--prompt-file: cannot open '/nonexistent/jobs.txt'", TOKENS("--prompt-file", "/nonexistent/jobs.txt"));
+    expect_build_error("missing prompt file", "--prompt-file: cannot open '/nonexistent/jobs.txt'",
+                       TOKENS("--prompt-file", "/nonexistent/jobs.txt"));
 }
 
 static void test_prompt_file(void) {
     char path[700], err[512] = "";
     snprintf(path, sizeof path, "%s/jobs.txt", tmpdir);
     FILE *f = fopen(path, "w");
-    fputs("  a red cat  \r\n# skipped\n\n--prompt 'a dog' -n \"blurry, dark\" --seed 5 -W 64 --sampling-method euler_a -b 2 -o d.png\n"
-          "-s -1 --prompt=x\n", f);
+    fputs("  a red cat  \r\n# skipped\n\n--prompt 'a dog' -n \"blurry, dark\" --seed 5 -W 64 --sampling-method euler_a "
+          "-b 2 -o d.png\n"
+          "-s -1 --prompt=x\n",
+          f);
     fclose(f);
     job_list L;
     cli_args a;
@@ -210,12 +246,15 @@ static void test_prompt_file(void) {
     CHECK(rc == 0 && L.n == 4 && L.n_base == 3, "3 lines, 4 images: %d %s", L.n, err);
     if (rc == 0 && L.n == 4) {
         const job *j = L.jobs;
-        CHECK(!strcmp(j[0].s.gen.prompt, "a red cat") && j[0].line == 1 && j[0].s.gen.seed == 7 && j[0].s.gen.steps == 3 &&
-                  !strcmp(j[0].s.gen.negative_prompt, "ugly") && !strcmp(j[0].png, "output.png"), "plain line: '%s' seed %llu",
-              j[0].s.gen.prompt, (unsigned long long)j[0].s.gen.seed);
-        CHECK(!strcmp(j[1].s.gen.prompt, "a dog") && !strcmp(j[1].s.gen.negative_prompt, "blurry, dark") && j[1].s.gen.seed == 5 &&
-                  j[2].s.gen.seed == 6 && j[1].s.gen.width == 64 && j[1].s.gen.sampler == SD_SAMPLER_EULER_A && j[1].line == 4 &&
-                  j[1].s.gen.steps == 3 && !strcmp(j[1].png, "d.png") && !strcmp(j[2].png, "d_1.png"), "option line");
+        CHECK(!strcmp(j[0].s.gen.prompt, "a red cat") && j[0].line == 1 && j[0].s.gen.seed == 7 &&
+                  j[0].s.gen.steps == 3 && !strcmp(j[0].s.gen.negative_prompt, "ugly") &&
+                  !strcmp(j[0].png, "output.png"),
+              "plain line: '%s' seed %llu", j[0].s.gen.prompt, (unsigned long long)j[0].s.gen.seed);
+        CHECK(!strcmp(j[1].s.gen.prompt, "a dog") && !strcmp(j[1].s.gen.negative_prompt, "blurry, dark") &&
+                  j[1].s.gen.seed == 5 && j[2].s.gen.seed == 6 && j[1].s.gen.width == 64 &&
+                  j[1].s.gen.sampler == SD_SAMPLER_EULER_A && j[1].line == 4 && j[1].s.gen.steps == 3 &&
+                  !strcmp(j[1].png, "d.png") && !strcmp(j[2].png, "d_1.png"),
+              "option line");
         CHECK(!strcmp(j[3].s.gen.prompt, "x") && !strcmp(j[3].png, "output_1.png"), "third line: %s", j[3].png);
     }
     jobs_free(&L);

@@ -6,12 +6,17 @@
 #include "nn/vecmath.h"
 
 static compute cc_f32, cc_bf16; /* float32 products, and bfloat16 ones where the CPU has them */
-static compute *g_cc = &cc_f32;  /* the context the kernels under test run in */
+static compute *g_cc = &cc_f32; /* the context the kernels under test run in */
 #include "test_util.h"
 
 static uint32_t lcg = 12345;
-static float frand(void) { lcg = lcg * 1664525u + 1013904223u; return (float)((lcg >> 8) & 0xffff) / 32768.0f - 1.0f; }
-static void fill(float *x, size_t n) { for (size_t i = 0; i < n; i++) x[i] = frand(); }
+static float frand(void) {
+    lcg = lcg * 1664525u + 1013904223u;
+    return (float)((lcg >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+static void fill(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = frand();
+}
 
 /* Softmax of one row with the reductions the attention kernels use. */
 static void softmax_row(float *x, int n) {
@@ -20,7 +25,8 @@ static void softmax_row(float *x, int n) {
 }
 
 static void naive_conv(const conv_desc *d, const float *x, int H, int W, const float *w, const float *b, float *y) {
-    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom), Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
+    int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom),
+        Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
     for (int o = 0; o < d->out_ch; o++)
         for (int oy = 0; oy < Ho; oy++)
             for (int ox = 0; ox < Wo; ox++) {
@@ -37,7 +43,10 @@ static void naive_conv(const conv_desc *d, const float *x, int H, int W, const f
 }
 
 static void test_conv(void) {
-    struct { conv_desc d; int H, W; } cases[] = {
+    struct {
+        conv_desc d;
+        int H, W;
+    } cases[] = {
         {{3, 5, 3, 3, 1, 1, 1, 1, 1}, 7, 5},    /* odd channels, non-square */
         {{17, 9, 3, 3, 2, 1, 1, 1, 1}, 9, 6},   /* stride 2 */
         {{6, 4, 3, 3, 2, 0, 0, 1, 1}, 8, 10},   /* VAE downsample padding (0,1,0,1) */
@@ -49,23 +58,33 @@ static void test_conv(void) {
         for (int B = 1; B <= 3; B += 2) { /* B = 3: small images share one im2col matrix, large ones go item by item */
             conv_desc *d = &cases[c].d;
             int H = cases[c].H, W = cases[c].W;
-            int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom), Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
-            size_t nx = (size_t)d->in_ch * H * W, nw = (size_t)d->out_ch * d->in_ch * d->kh * d->kw, ny = (size_t)d->out_ch * Ho * Wo;
-            float *x = malloc(B * nx * 4), *w = malloc(nw * 4), *b = malloc(d->out_ch * 4), *y = malloc(B * ny * 4), *r = malloc(B * ny * 4);
+            int Ho = conv_out_size(H, d->kh, d->stride, d->pad_top, d->pad_bottom),
+                Wo = conv_out_size(W, d->kw, d->stride, d->pad_left, d->pad_right);
+            size_t nx = (size_t)d->in_ch * H * W, nw = (size_t)d->out_ch * d->in_ch * d->kh * d->kw,
+                   ny = (size_t)d->out_ch * Ho * Wo;
+            float *x = malloc(B * nx * 4), *w = malloc(nw * 4), *b = malloc(d->out_ch * 4), *y = malloc(B * ny * 4),
+                  *r = malloc(B * ny * 4);
             float *work = malloc((conv_work_size(d, B, H, W) + 1) * 4);
-            fill(x, B * nx); fill(w, nw); fill(b, d->out_ch);
+            fill(x, B * nx);
+            fill(w, nw);
+            fill(b, d->out_ch);
             conv2d(g_cc, d, x, B, H, W, w, b, y, work);
             for (int i = 0; i < B; i++) naive_conv(d, x + i * nx, H, W, w, b, r + i * ny);
             double e = max_abs_diff(y, r, B * ny);
             CHECK(e < 1e-4, "conv case %zu, batch %d: max abs error %.3g", c, B, e);
-            free(x); free(w); free(b); free(y); free(r); free(work);
+            free(x);
+            free(w);
+            free(b);
+            free(y);
+            free(r);
+            free(work);
         }
 }
 
 /* One output value of a 3x3 stride-1 pad-1 convolution of x[C, H, W], in double, and in *l1 the
  * sum of the magnitudes of its terms (the scale that floating-point error grows with). */
-static double naive_conv3x3_at(const float *x, int C, int H, int W, const float *w, const float *b, int o, int oy, int ox,
-                               double *l1) {
+static double naive_conv3x3_at(const float *x, int C, int H, int W, const float *w, const float *b, int o, int oy,
+                               int ox, double *l1) {
     double s = b[o];
     *l1 = fabs(b[o]);
     for (int c = 0; c < C; c++)
@@ -94,7 +113,10 @@ static void check_conv_input(const conv_desc *d, const conv_input *in, const flo
     conv2d_winograd(g_cc, d, x, in, B, H, W, w, bias, y, work);
     CHECK(max_abs_diff(y, y_ref, n_out) == 0, "winograd through %s (%d) differs by %.3g", what, variant,
           max_abs_diff(y, y_ref, n_out));
-    free(written); free(y_ref); free(y); free(work);
+    free(written);
+    free(y_ref);
+    free(y);
+    free(work);
 }
 
 /* Winograd reading its input through a conv_input map (GroupNorm + SiLU applied as the tiles are gathered) gives
@@ -106,7 +128,11 @@ static void test_conv_winograd_map(void) {
     const size_t nx = (size_t)C * H * W;
     float *x = malloc(B * nx * 4), *w = malloc((size_t)O * C * 9 * 4), *bias = malloc(O * 4), *gamma = malloc(C * 4);
     float *beta = malloc(C * 4), *normed = malloc(B * nx * 4), *scale = malloc(B * C * 4), *shift = malloc(B * C * 4);
-    fill(x, B * nx); fill(w, (size_t)O * C * 9); fill(bias, O); fill(gamma, C); fill(beta, C);
+    fill(x, B * nx);
+    fill(w, (size_t)O * C * 9);
+    fill(bias, O);
+    fill(gamma, C);
+    fill(beta, C);
     for (size_t i = nx; i < B * nx; i++) x[i] = 3.0f * x[i] + 1.0f; /* item 1: other statistics */
     for (int silu = 0; silu <= 1; silu++) {
         for (int b = 0; b < B; b++) {
@@ -116,7 +142,14 @@ static void test_conv_winograd_map(void) {
         const conv_input in = {scale, shift, silu, 0};
         check_conv_input(&d, &in, x, normed, B, H, W, w, bias, "group_norm with silu", silu);
     }
-    free(x); free(w); free(bias); free(gamma); free(beta); free(normed); free(scale); free(shift);
+    free(x);
+    free(w);
+    free(bias);
+    free(gamma);
+    free(beta);
+    free(normed);
+    free(scale);
+    free(shift);
 }
 
 /* Winograd reading its input nearest-upsampled 2x (conv_input.upsample2x) gives exactly upsample_nearest2x then
@@ -127,7 +160,11 @@ static void test_conv_winograd_upsample(void) {
     const size_t nx = (size_t)C * h * w, nu = (size_t)C * H * W;
     float *x = malloc(B * nx * 4), *up = malloc(B * nu * 4), *w3 = malloc((size_t)O * C * 9 * 4), *bias = malloc(O * 4);
     float *scale = malloc(B * C * 4), *shift = malloc(B * C * 4);
-    fill(x, B * nx); fill(w3, (size_t)O * C * 9); fill(bias, O); fill(scale, B * C); fill(shift, B * C);
+    fill(x, B * nx);
+    fill(w3, (size_t)O * C * 9);
+    fill(bias, O);
+    fill(scale, B * C);
+    fill(shift, B * C);
     CHECK(conv_uses_winograd(&d, H, W, B), "the upsampling case runs through Winograd");
     for (int mapped = 0; mapped <= 1; mapped++) {
         for (int b = 0; b < B; b++) {
@@ -141,19 +178,26 @@ static void test_conv_winograd_upsample(void) {
         const conv_input in = {mapped ? scale : NULL, mapped ? shift : NULL, mapped, 1};
         check_conv_input(&d, &in, x, up, B, H, W, w3, bias, "2x upsampling, then the map when 1", mapped);
     }
-    free(x); free(up); free(w3); free(bias); free(scale); free(shift);
+    free(x);
+    free(up);
+    free(w3);
+    free(bias);
+    free(scale);
+    free(shift);
 }
 
 /* Winograd F(4x4, 3x3) on a batch against direct convolution (every output, or an evenly spread
  * sample of them for the large cases): partial edge tiles, odd channels, tile rows wider than one
  * transform chunk, several tile blocks, several output-channel chunks, both loop orders. */
 static void test_conv_winograd(void) {
-    struct { int B, C, O, H, W; } cases[] = {
-        {3, 5, 7, 13, 10},     /* odd everything, partial tiles on both edges */
-        {2, 32, 8, 50, 300},   /* 75 tiles per row, four tile blocks */
+    struct {
+        int B, C, O, H, W;
+    } cases[] = {
+        {3, 5, 7, 13, 10},   /* odd everything, partial tiles on both edges */
+        {2, 32, 8, 50, 300}, /* 75 tiles per row, four tile blocks */
         /* at winograd.c's buffer sizes: */
-        {2, 4096, 64, 240, 3},  /* two output chunks x two tile blocks, blocks outside */
-        {1, 8192, 64, 240, 3},  /* two output chunks x two tile blocks, chunks outside */
+        {2, 4096, 64, 240, 3}, /* two output chunks x two tile blocks, blocks outside */
+        {1, 8192, 64, 240, 3}, /* two output chunks x two tile blocks, chunks outside */
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         const int B = cases[c].B, C = cases[c].C, O = cases[c].O, H = cases[c].H, W = cases[c].W;
@@ -161,27 +205,35 @@ static void test_conv_winograd(void) {
         size_t nx = (size_t)C * H * W, ny = (size_t)O * H * W, nw = (size_t)O * C * 9;
         float *x = malloc(B * nx * 4), *w = malloc(nw * 4), *b = malloc(O * 4), *y = malloc(B * ny * 4);
         float *work = malloc(conv_winograd_work_size(g_cc, &d, B, H, W) * 4);
-        fill(x, B * nx); fill(w, nw); fill(b, O);
+        fill(x, B * nx);
+        fill(w, nw);
+        fill(b, O);
         conv2d_winograd(g_cc, &d, x, NULL, B, H, W, w, b, y, work);
         size_t step = B * ny / 20000 + 1; /* step and ny share no factor for these sizes: samples cover all channels */
-        double worst = 0; /* largest error relative to the magnitude of the summed terms */
+        double worst = 0;                 /* largest error relative to the magnitude of the summed terms */
         for (size_t i = 0; i < B * ny; i += step) {
-            int item = (int)(i / ny), o = (int)(i % ny / ((size_t)H * W)), oy = (int)(i % ((size_t)H * W) / W), ox = (int)(i % W);
+            int item = (int)(i / ny), o = (int)(i % ny / ((size_t)H * W)), oy = (int)(i % ((size_t)H * W) / W),
+                ox = (int)(i % W);
             double l1, r = naive_conv3x3_at(x + item * nx, C, H, W, w, b, o, oy, ox, &l1);
             worst = fabs(y[i] - r) / l1 > worst ? fabs(y[i] - r) / l1 : worst;
         }
         /* float32 F(4x4, 3x3): the transforms (entries up to 8 and 1/24) cost about 30 ulp of the terms'
          * magnitude (measured 1.6e-6 here); direct convolution stays within a few ulp */
         CHECK(worst < 4e-6, "winograd case %zu: error %.3g of the terms' magnitude", c, worst);
-        free(x); free(w); free(b); free(y); free(work);
+        free(x);
+        free(w);
+        free(b);
+        free(y);
+        free(work);
     }
     conv_desc unet0 = {320, 320, 3, 3, 1, 1, 1, 1, 1}, deep = {1280, 1280, 3, 3, 1, 1, 1, 1, 1};
-    CHECK(conv_uses_winograd(&unet0, 64, 64, 2) && conv_uses_winograd(&deep, 16, 16, 2) && !conv_uses_winograd(&deep, 16, 16, 1) &&
-              !conv_uses_winograd(&deep, 8, 8, 2),
+    CHECK(conv_uses_winograd(&unet0, 64, 64, 2) && conv_uses_winograd(&deep, 16, 16, 2) &&
+              !conv_uses_winograd(&deep, 16, 16, 1) && !conv_uses_winograd(&deep, 8, 8, 2),
           "Winograd chosen where it has enough tiles");
 }
 
-static void naive_attention(const float *Q, const float *K, const float *V, int n, int m, int heads, int dh, int causal, float *out) {
+static void naive_attention(const float *Q, const float *K, const float *V, int n, int m, int heads, int dh, int causal,
+                            float *out) {
     int D = heads * dh;
     double *s = malloc(sizeof(double) * m);
     for (int h = 0; h < heads; h++)
@@ -193,7 +245,10 @@ static void naive_attention(const float *Q, const float *K, const float *V, int 
                 s[j] = (causal && j > i) ? -1e300 : v / sqrt(dh);
                 if (s[j] > mx) mx = s[j];
             }
-            for (int j = 0; j < m; j++) { s[j] = (causal && j > i) ? 0 : exp(s[j] - mx); sum += s[j]; }
+            for (int j = 0; j < m; j++) {
+                s[j] = (causal && j > i) ? 0 : exp(s[j] - mx);
+                sum += s[j];
+            }
             for (int k = 0; k < dh; k++) {
                 double v = 0;
                 for (int j = 0; j < m; j++) v += s[j] / sum * V[j * D + h * dh + k];
@@ -204,23 +259,35 @@ static void naive_attention(const float *Q, const float *K, const float *V, int 
 }
 
 static void test_attention(void) {
-    struct { int n, m, heads, dh, causal; } cases[] = {
-        {77, 77, 4, 8, 1}, {37, 11, 3, 5, 0}, {1, 1, 1, 3, 0}, {5000, 900, 2, 4, 0}, /* BLAS path */
-        {130, 128, 3, 40, 0}, {64, 64, 2, 64, 0}, {9, 192, 1, 16, 0}, {33, 256, 2, 24, 0}, /* fused path (m % 16 == 0) */
-        {256, 154, 8, 40, 0}, {100, 231, 5, 64, 0}, {77, 154, 4, 8, 1},  /* long prompts: 2 and 3 chunks of context */
+    struct {
+        int n, m, heads, dh, causal;
+    } cases[] = {
+        {77, 77, 4, 8, 1},     {37, 11, 3, 5, 0},    {1, 1, 1, 3, 0},
+        {5000, 900, 2, 4, 0}, /* BLAS path */
+        {130, 128, 3, 40, 0},  {64, 64, 2, 64, 0},   {9, 192, 1, 16, 0},
+        {33, 256, 2, 24, 0},                                             /* fused path (m % 16 == 0) */
+        {256, 154, 8, 40, 0},  {100, 231, 5, 64, 0}, {77, 154, 4, 8, 1}, /* long prompts: 2 and 3 chunks of context */
         {300, 2064, 2, 40, 0}, /* fused, many key tiles and a partial row block: the UNet's first level in small */
         {50, 64, 2, 40, 0},    /* fused: a task (2 blocks of 16 rows) whose first block is full, its second partial */
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         int n = cases[c].n, m = cases[c].m, H = cases[c].heads, dh = cases[c].dh, D = H * dh;
         float *Q = malloc((size_t)n * D * 4), *K = malloc((size_t)m * D * 4), *V = malloc((size_t)m * D * 4);
-        float *o = malloc((size_t)n * D * 4), *r = malloc((size_t)n * D * 4), *work = malloc(attention_work_size(g_cc, n, m, H, dh) * 4);
-        fill(Q, (size_t)n * D); fill(K, (size_t)m * D); fill(V, (size_t)m * D);
+        float *o = malloc((size_t)n * D * 4), *r = malloc((size_t)n * D * 4),
+              *work = malloc(attention_work_size(g_cc, n, m, H, dh) * 4);
+        fill(Q, (size_t)n * D);
+        fill(K, (size_t)m * D);
+        fill(V, (size_t)m * D);
         attention(g_cc, Q, D, K, D, V, D, n, m, H, dh, cases[c].causal, o, work);
         naive_attention(Q, K, V, n, m, H, dh, cases[c].causal, r);
         double e = max_abs_diff(o, r, (size_t)n * D);
         CHECK(e < 1e-5, "attention case %zu: max abs error %.3g", c, e);
-        free(Q); free(K); free(V); free(o); free(r); free(work);
+        free(Q);
+        free(K);
+        free(V);
+        free(o);
+        free(r);
+        free(work);
     }
 }
 
@@ -231,8 +298,11 @@ static float bf16_round(float x) { return bf16_to_float(float_to_bf16(x)); }
 /* gemm_1t(GEMM_BF16) against a double-precision product of the bf16-rounded inputs: only the float32
  * summation may differ (relative to the sum of |terms|), on shapes with every kind of tail. */
 static void test_gemm_bf16(void) {
-    struct { int trans_b, M, N, K; float alpha, beta; } cases[] = {
-        {0, 1, 1, 1, 1, 0}, {0, 7, 100, 33, 1, 0}, {1, 13, 70, 65, 0.5f, 1}, {0, 6, 64, 256, 1, 0.25f},
+    struct {
+        int trans_b, M, N, K;
+        float alpha, beta;
+    } cases[] = {
+        {0, 1, 1, 1, 1, 0},      {0, 7, 100, 33, 1, 0},    {1, 13, 70, 65, 0.5f, 1},    {0, 6, 64, 256, 1, 0.25f},
         {1, 37, 129, 513, 1, 0}, {0, 100, 600, 300, 2, 0}, {1, 300, 77, 1025, 1, 0.5f},
     };
     const int have = gemm_bf16_supported();
@@ -242,8 +312,11 @@ static void test_gemm_bf16(void) {
         float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)K * N * 4), *C = malloc((size_t)M * N * 4);
         float *C0 = malloc((size_t)M * N * 4), *Cf = malloc((size_t)M * N * 4), *Ca = malloc((size_t)M * N * 4);
         void *Ab = malloc(gemm_bf16_rows_bytes(M, K));
-        fill(A, (size_t)M * K); fill(B, (size_t)K * N); fill(C0, (size_t)M * N);
-        for (size_t i = 0; i < (size_t)M * N; i++) C[i] = Ca[i] = Cf[i] = beta != 0 ? C0[i] : NAN; /* beta 0 never reads C */
+        fill(A, (size_t)M * K);
+        fill(B, (size_t)K * N);
+        fill(C0, (size_t)M * N);
+        for (size_t i = 0; i < (size_t)M * N; i++)
+            C[i] = Ca[i] = Cf[i] = beta != 0 ? C0[i] : NAN; /* beta 0 never reads C */
         gemm_1t(GEMM_BF16, tb, M, N, K, alpha, A, K, B, ldb, beta, C, N);
         gemm_1t(GEMM_F32, tb, M, N, K, alpha, A, K, B, ldb, beta, Cf, N);
         double worst = 0, bf16_vs_f32 = 0;
@@ -252,25 +325,35 @@ static void test_gemm_bf16(void) {
                 double ref = 0, l1 = 0;
                 for (int k = 0; k < K; k++) {
                     float b = tb ? B[(size_t)j * K + k] : B[(size_t)k * N + j];
-                    double t = have ? (double)bf16_round(A[(size_t)i * K + k]) * bf16_round(b) : (double)A[(size_t)i * K + k] * b;
+                    double t = have ? (double)bf16_round(A[(size_t)i * K + k]) * bf16_round(b)
+                                    : (double)A[(size_t)i * K + k] * b;
                     ref += t;
                     l1 += fabs(t);
                 }
                 ref = alpha * ref + (beta != 0 ? beta * C0[(size_t)i * N + j] : 0);
                 l1 = fabs(alpha) * l1 + fabs(beta * C0[(size_t)i * N + j]) + 1e-30;
-                double e = fabs(C[(size_t)i * N + j] - ref) / l1, d = fabs(C[(size_t)i * N + j] - Cf[(size_t)i * N + j]) / l1;
+                double e = fabs(C[(size_t)i * N + j] - ref) / l1,
+                       d = fabs(C[(size_t)i * N + j] - Cf[(size_t)i * N + j]) / l1;
                 if (!(e <= worst)) worst = e;
                 if (d > bf16_vs_f32) bf16_vs_f32 = d;
             }
         CHECK(worst < 1e-6, "bf16 gemm case %zu (%dx%dx%d): error %.3g of the terms' magnitude", c, M, N, K, worst);
         /* bf16 really ran: rounding the inputs moves the result by ~2^-9 of the terms (float32: exactly nothing) */
-        CHECK(have ? bf16_vs_f32 > 1e-4 || K == 1 : bf16_vs_f32 == 0, "bf16 gemm case %zu differs from float32 by %.3g", c, bf16_vs_f32);
+        CHECK(have ? bf16_vs_f32 > 1e-4 || K == 1 : bf16_vs_f32 == 0, "bf16 gemm case %zu differs from float32 by %.3g",
+              c, bf16_vs_f32);
         if (have) {
             gemm_bf16_rows(A, K, M, K, Ab);
             gemm_1t_bf16a(tb, M, N, K, alpha, A, K, Ab, B, ldb, beta, Ca, N);
-            CHECK(max_abs_diff(C, Ca, (size_t)M * N) == 0, "bf16 gemm case %zu: A converted beforehand gives the same values", c);
+            CHECK(max_abs_diff(C, Ca, (size_t)M * N) == 0,
+                  "bf16 gemm case %zu: A converted beforehand gives the same values", c);
         }
-        free(A); free(B); free(C); free(C0); free(Cf); free(Ca); free(Ab);
+        free(A);
+        free(B);
+        free(C);
+        free(C0);
+        free(Cf);
+        free(Ca);
+        free(Ab);
     }
 }
 
@@ -281,8 +364,11 @@ static void test_layers_bf16(void) {
     CHECK(cc_bf16.bf16 == 1, "a bf16 compute context uses bfloat16 on a bf16 CPU");
     { /* linear, large enough for the threaded panels: y[n, out] = x · Wᵀ + b */
         const int n = 700, in = 333, out = 260;
-        float *x = malloc((size_t)n * in * 4), *w = malloc((size_t)out * in * 4), *b = malloc(out * 4), *y = malloc((size_t)n * out * 4);
-        fill(x, (size_t)n * in); fill(w, (size_t)out * in); fill(b, out);
+        float *x = malloc((size_t)n * in * 4), *w = malloc((size_t)out * in * 4), *b = malloc(out * 4),
+              *y = malloc((size_t)n * out * 4);
+        fill(x, (size_t)n * in);
+        fill(w, (size_t)out * in);
+        fill(b, out);
         linear(g_cc, x, n, in, w, b, out, y);
         double worst = 0;
         for (int i = 0; i < n; i += 7)
@@ -303,27 +389,38 @@ static void test_layers_bf16(void) {
         gemm_1t(GEMM_BF16, 1, n, out, in, 1.0f, x, in, w, in, 1.0f, y1, out);
         CHECK(max_abs_diff(y, y1, (size_t)n * out) == 0, "bf16 linear in panels differs from one product by %.3g",
               max_abs_diff(y, y1, (size_t)n * out));
-        free(x); free(w); free(b); free(y); free(y1);
+        free(x);
+        free(w);
+        free(b);
+        free(y);
+        free(y1);
     }
     { /* matmul in row panels sharing a packed B[K, N] of several column and depth blocks (N > 512, K > 384) */
         const int M = 1000, N = 600, K = 800;
         float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)K * N * 4), *C = malloc((size_t)M * N * 4),
               *C1 = malloc((size_t)M * N * 4);
-        fill(A, (size_t)M * K); fill(B, (size_t)K * N);
+        fill(A, (size_t)M * K);
+        fill(B, (size_t)K * N);
         matmul(g_cc, A, B, C, M, N, K, 0.5f, 0.0f);
         gemm_1t(GEMM_BF16, 0, M, N, K, 0.5f, A, K, B, N, 0.0f, C1, N);
         double bf16_vs_f32 = 0;
         for (int j = 0; j < N; j += 37) { /* row 0 against float32 sums: bf16 really ran */
             double f = 0, l1 = 0;
-            for (int k = 0; k < K; k++) f += (double)A[k] * B[(size_t)k * N + j], l1 += fabs((double)A[k] * B[(size_t)k * N + j]);
+            for (int k = 0; k < K; k++)
+                f += (double)A[k] * B[(size_t)k * N + j], l1 += fabs((double)A[k] * B[(size_t)k * N + j]);
             if (fabs(C[j] - 0.5 * f) / (0.5 * l1) > bf16_vs_f32) bf16_vs_f32 = fabs(C[j] - 0.5 * f) / (0.5 * l1);
         }
         CHECK(max_abs_diff(C, C1, (size_t)M * N) == 0 && bf16_vs_f32 > 1e-4,
-              "bf16 matmul in panels: differs from one product by %.3g (from float32 by %.3g)", max_abs_diff(C, C1, (size_t)M * N),
-              bf16_vs_f32);
-        free(A); free(B); free(C); free(C1);
+              "bf16 matmul in panels: differs from one product by %.3g (from float32 by %.3g)",
+              max_abs_diff(C, C1, (size_t)M * N), bf16_vs_f32);
+        free(A);
+        free(B);
+        free(C);
+        free(C1);
     }
-    struct { int B, C, O, H, W, stride; } convs[] = {{2, 40, 24, 30, 26, 1}, {1, 17, 9, 9, 6, 2}, {2, 64, 32, 6, 6, 1}};
+    struct {
+        int B, C, O, H, W, stride;
+    } convs[] = {{2, 40, 24, 30, 26, 1}, {1, 17, 9, 9, 6, 2}, {2, 64, 32, 6, 6, 1}};
     for (size_t c = 0; c < sizeof convs / sizeof *convs; c++) {
         const int B = convs[c].B, C = convs[c].C, O = convs[c].O, H = convs[c].H, W = convs[c].W;
         conv_desc d = {C, O, 3, 3, convs[c].stride, 1, 1, 1, 1};
@@ -332,9 +429,13 @@ static void test_layers_bf16(void) {
         size_t nx = (size_t)C * H * W, ny = (size_t)O * Ho * Wo;
         float *x = malloc(B * nx * 4), *w = malloc((size_t)O * C * 9 * 4), *b = malloc(O * 4), *y = malloc(B * ny * 4);
         float *work = malloc((wino ? conv_winograd_work_size(g_cc, &d, B, H, W) : conv_work_size(&d, B, H, W) + 1) * 4);
-        fill(x, B * nx); fill(w, (size_t)O * C * 9); fill(b, O);
-        if (wino) conv2d_winograd(g_cc, &d, x, NULL, B, H, W, w, b, y, work);
-        else conv2d(g_cc, &d, x, B, H, W, w, b, y, work);
+        fill(x, B * nx);
+        fill(w, (size_t)O * C * 9);
+        fill(b, O);
+        if (wino)
+            conv2d_winograd(g_cc, &d, x, NULL, B, H, W, w, b, y, work);
+        else
+            conv2d(g_cc, &d, x, B, H, W, w, b, y, work);
         double worst = 0;
         for (int item = 0; item < B; item++)
             for (int o = 0; o < O; o++)
@@ -345,7 +446,8 @@ static void test_layers_bf16(void) {
                             for (int k = 0; k < 9; k++) {
                                 int iy = oy * d.stride - 1 + k / 3, ix = ox * d.stride - 1 + k % 3;
                                 if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                                double t = (double)w[((size_t)o * C + ci) * 9 + k] * x[item * nx + ((size_t)ci * H + iy) * W + ix];
+                                double t = (double)w[((size_t)o * C + ci) * 9 + k] *
+                                           x[item * nx + ((size_t)ci * H + iy) * W + ix];
                                 ref += t;
                                 l1 += fabs(t);
                             }
@@ -354,22 +456,37 @@ static void test_layers_bf16(void) {
                     }
         /* im2col: bf16 inputs, each product within 2^-8 of its value. Winograd stays float32 (its transformed
          * tiles mix up to 36 terms with factors up to 25: rounding them to bf16 measured 1.8e-2 here) */
-        if (wino) CHECK(worst < 4e-6, "bf16 mode, Winograd conv case %zu: error %.3g (float32 expected)", c, worst);
-        else CHECK(worst < 4e-3 && worst > 1e-5, "bf16 conv case %zu (im2col): error %.3g of the terms' magnitude", c, worst);
-        free(x); free(w); free(b); free(y); free(work);
+        if (wino)
+            CHECK(worst < 4e-6, "bf16 mode, Winograd conv case %zu: error %.3g (float32 expected)", c, worst);
+        else
+            CHECK(worst < 4e-3 && worst > 1e-5, "bf16 conv case %zu (im2col): error %.3g of the terms' magnitude", c,
+                  worst);
+        free(x);
+        free(w);
+        free(b);
+        free(y);
+        free(work);
     }
     for (int n = 130; n <= 146; n += 16) { /* fused attention: bf16 scores and P·V, float32 softmax; the last task's
                                             * first block partial (130 rows), then full with its second partial (146) */
         const int m = 160, H = 3, dh = 40, D = H * dh;
         float *Q = malloc((size_t)n * D * 4), *K = malloc((size_t)m * D * 4), *V = malloc((size_t)m * D * 4);
-        float *o = malloc((size_t)n * D * 4), *r = malloc((size_t)n * D * 4), *work = malloc(attention_work_size(g_cc, n, m, H, dh) * 4);
-        fill(Q, (size_t)n * D); fill(K, (size_t)m * D); fill(V, (size_t)m * D);
+        float *o = malloc((size_t)n * D * 4), *r = malloc((size_t)n * D * 4),
+              *work = malloc(attention_work_size(g_cc, n, m, H, dh) * 4);
+        fill(Q, (size_t)n * D);
+        fill(K, (size_t)m * D);
+        fill(V, (size_t)m * D);
         attention(g_cc, Q, D, K, D, V, D, n, m, H, dh, 0, o, work);
         naive_attention(Q, K, V, n, m, H, dh, 0, r);
         double e = max_abs_diff(o, r, (size_t)n * D);
-        CHECK(e < 1e-2 && e > 1e-5, "bf16 attention, %d rows: max abs error %.3g (outputs are averages of values in [-1, 1])",
-              n, e);
-        free(Q); free(K); free(V); free(o); free(r); free(work);
+        CHECK(e < 1e-2 && e > 1e-5,
+              "bf16 attention, %d rows: max abs error %.3g (outputs are averages of values in [-1, 1])", n, e);
+        free(Q);
+        free(K);
+        free(V);
+        free(o);
+        free(r);
+        free(work);
     }
     g_cc = &cc_f32;
 }
@@ -379,22 +496,33 @@ static void test_layers_bf16(void) {
 static void test_flop_count(void) {
     const int n = 300, in = 200, out = 150;
     float *x = malloc((size_t)n * in * 4), *W = malloc((size_t)out * in * 4), *y = malloc((size_t)n * out * 4);
-    fill(x, (size_t)n * in); fill(W, (size_t)out * in);
+    fill(x, (size_t)n * in);
+    fill(W, (size_t)out * in);
     double f0 = g_cc->flops;
     linear(g_cc, x, n, in, W, NULL, out, y);
-    CHECK(g_cc->flops - f0 == 2.0 * n * out * in, "linear counted %.0f FLOPs, expected %.0f", g_cc->flops - f0, 2.0 * n * out * in);
-    free(x); free(W); free(y);
+    CHECK(g_cc->flops - f0 == 2.0 * n * out * in, "linear counted %.0f FLOPs, expected %.0f", g_cc->flops - f0,
+          2.0 * n * out * in);
+    free(x);
+    free(W);
+    free(y);
 
     const int B = 3, C = 5, O = 7, H = 13, Wd = 10; /* 4 x 3 tiles of 4x4 per image */
     conv_desc d = {C, O, 3, 3, 1, 1, 1, 1, 1};
-    float *cx = calloc((size_t)B * C * H * Wd, 4), *cw = calloc((size_t)O * C * 9, 4), *cy = malloc((size_t)B * O * H * Wd * 4);
+    float *cx = calloc((size_t)B * C * H * Wd, 4), *cw = calloc((size_t)O * C * 9, 4),
+          *cy = malloc((size_t)B * O * H * Wd * 4);
     float *work = malloc(conv_winograd_work_size(g_cc, &d, B, H, Wd) * 4);
     f0 = g_cc->flops;
     conv2d_winograd(g_cc, &d, cx, NULL, B, H, Wd, cw, NULL, cy, work);
-    CHECK(g_cc->flops - f0 == 72.0 * O * C * B * 4 * 3, "Winograd counted %.0f FLOPs, expected %.0f", g_cc->flops - f0, 72.0 * O * C * B * 12);
-    free(cx); free(cw); free(cy); free(work);
+    CHECK(g_cc->flops - f0 == 72.0 * O * C * B * 4 * 3, "Winograd counted %.0f FLOPs, expected %.0f", g_cc->flops - f0,
+          72.0 * O * C * B * 12);
+    free(cx);
+    free(cw);
+    free(cy);
+    free(work);
 
-    struct { int n, m, heads, dh; } att[] = {{130, 128, 3, 40}, {37, 11, 3, 5}}; /* fused, BLAS */
+    struct {
+        int n, m, heads, dh;
+    } att[] = {{130, 128, 3, 40}, {37, 11, 3, 5}}; /* fused, BLAS */
     for (int c = 0; c < 2; c++) {
         const int an = att[c].n, am = att[c].m, ah = att[c].heads, adh = att[c].dh, D = ah * adh;
         float *Q = calloc((size_t)an * D, 4), *K = calloc((size_t)am * D, 4), *V = calloc((size_t)am * D, 4);
@@ -402,15 +530,22 @@ static void test_flop_count(void) {
         f0 = g_cc->flops;
         attention(g_cc, Q, D, K, D, V, D, an, am, ah, adh, 0, o, aw);
         const double want = 4.0 * an * am * adh * ah;
-        CHECK(g_cc->flops - f0 == want, "attention case %d counted %.0f FLOPs, expected %.0f", c, g_cc->flops - f0, want);
-        free(Q); free(K); free(V); free(o); free(aw);
+        CHECK(g_cc->flops - f0 == want, "attention case %d counted %.0f FLOPs, expected %.0f", c, g_cc->flops - f0,
+              want);
+        free(Q);
+        free(K);
+        free(V);
+        free(o);
+        free(aw);
     }
 }
 
 static void test_norms(void) {
     const int C = 12, HW = 7 * 3, G = 4;
     float x[12 * 21], y[12 * 21], g[12], b[12];
-    fill(x, C * HW); fill(g, C); fill(b, C);
+    fill(x, C * HW);
+    fill(g, C);
+    fill(b, C);
     for (int silu = 0; silu < 2; silu++) {
         group_norm(g_cc, x, C, HW, G, 1e-5f, g, b, silu, y);
         double e = 0;
@@ -432,7 +567,9 @@ static void test_norms(void) {
     }
     const int rows = 5, d = 19;
     float lx[5 * 19], ly[5 * 19], lg[19], lb[19];
-    fill(lx, rows * d); fill(lg, d); fill(lb, d);
+    fill(lx, rows * d);
+    fill(lg, d);
+    fill(lb, d);
     layer_norm(g_cc, lx, rows, d, 1e-5f, lg, lb, ly);
     double e = 0;
     for (int r = 0; r < rows; r++) {
@@ -441,7 +578,8 @@ static void test_norms(void) {
         mean /= d;
         for (int j = 0; j < d; j++) var += (lx[r * d + j] - mean) * (lx[r * d + j] - mean);
         var /= d;
-        for (int j = 0; j < d; j++) e = fmax(e, fabs((lx[r * d + j] - mean) / sqrt(var + 1e-5) * lg[j] + lb[j] - ly[r * d + j]));
+        for (int j = 0; j < d; j++)
+            e = fmax(e, fabs((lx[r * d + j] - mean) / sqrt(var + 1e-5) * lg[j] + lb[j] - ly[r * d + j]));
     }
     CHECK(e < 1e-5, "layer_norm: max abs error %.3g", e);
 }
@@ -487,7 +625,8 @@ static void test_elementwise(void) {
         for (int r = 0; r < rows; r++)
             for (int k = 0; k < cols; k++) wrong += y[(size_t)k * rows + r] != x[(size_t)r * cols + k];
         CHECK(wrong == 0, "transpose %dx%d: %zu values misplaced", rows, cols, wrong);
-        free(x); free(y);
+        free(x);
+        free(y);
     }
 }
 

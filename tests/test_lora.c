@@ -17,7 +17,9 @@ static void open_model(sd_model *m, const char *file) {
     CHECK(model_open(m, path, NULL, err, sizeof err) == SD_OK, "open %s: %s", file, err);
 }
 
-static void lora_path(char *out, size_t len, const char *file) { snprintf(out, len, "%s/sd1-lora/%s", SD_FIXTURES, file); }
+static void lora_path(char *out, size_t len, const char *file) {
+    snprintf(out, len, "%s/sd1-lora/%s", SD_FIXTURES, file);
+}
 
 /* Every kohya module name resolves to the tensor of lora_kohya_names.json. */
 static void test_name_table(void) {
@@ -32,8 +34,10 @@ static void test_name_table(void) {
     for (const cJSON *e = names ? names->child : NULL; e; e = e->next, n++) {
         int row0 = -1;
         const st_tensor *t = lora_set_lookup(s, e->string + 5, &row0); /* without "lora_" */
-        if (t && !strcmp(t->name, e->valuestring) && row0 == 0) ok++;
-        else CHECK(0, "%s -> %s, want %s", e->string, t ? t->name : "(none)", e->valuestring);
+        if (t && !strcmp(t->name, e->valuestring) && row0 == 0)
+            ok++;
+        else
+            CHECK(0, "%s -> %s, want %s", e->string, t ? t->name : "(none)", e->valuestring);
     }
     CHECK(n == 216 && ok == 216, "name table: %d of %d modules map as diffusers maps them", ok, n);
     cJSON_Delete(names);
@@ -53,8 +57,8 @@ static void test_openclip_rows(void) {
         snprintf(key, sizeof key, "te_text_model_encoder_layers_1_self_attn_%s_proj", qkv[i]);
         int row0 = -1;
         const st_tensor *t = lora_set_lookup(s, key, &row0);
-        CHECK(t && strstr(t->name, "resblocks.1.attn.in_proj_weight") && row0 == i * (int)t->shape[0] / 3, "%s -> %s row %d", key,
-              t ? t->name : "(none)", row0);
+        CHECK(t && strstr(t->name, "resblocks.1.attn.in_proj_weight") && row0 == i * (int)t->shape[0] / 3,
+              "%s -> %s row %d", key, t ? t->name : "(none)", row0);
     }
     const st_tensor *t = lora_set_lookup(s, "unet_mid_block_attentions_0_proj_in", NULL);
     CHECK(t && !strcmp(t->name, "model.diffusion_model.middle_block.1.proj_in.weight"), "SD 2.x mid-block proj_in");
@@ -77,7 +81,10 @@ static void test_merged_networks(void) {
     CHECK(ok, "load with the LoRA: %s", err);
     lora_set_free(m.store.lora);
     m.store.lora = NULL;
-    if (!ok) { model_close(&m); return; }
+    if (!ok) {
+        model_close(&m);
+        return;
+    }
     st_file ex;
     open_fixture(&ex, "sd1-lora/expected.safetensors");
     compute cc;
@@ -100,7 +107,8 @@ static void test_merged_networks(void) {
     size_t nx, nout;
     const float *x = fixture_f32(&ex, "unet.t500.x", &nx), *ctx = fixture_f32(&ex, "unet.t500.ctx", NULL);
     const st_tensor *tt = st_find(&ex, "unet.t500.t");
-    float t = tt->dtype == ST_F32 ? ((const float *)tt->data)[0] : (float)((const int64_t *)tt->data)[0], ts[2] = {t, t};
+    float t = tt->dtype == ST_F32 ? ((const float *)tt->data)[0] : (float)((const int64_t *)tt->data)[0],
+          ts[2] = {t, t};
     want = fixture_f32(&ex, "unet.t500.out", &nout);
     float *out = malloc(nout * sizeof(float));
     const unet_input ui = {x, ts, ctx, 77, NULL, NULL, 2, 16, 16};
@@ -130,22 +138,35 @@ static void expect_refused(const char *model_file, const char *lora_file, const 
 
 static void test_bad_files(void) {
     const char *rank = write_test_safetensors(tmpdir, "rank.safetensors",
-        "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]},"
-        "\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,2],\"data_offsets\":[512,768]}}", 768);
+                                              "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight\":{"
+                                              "\"dtype\":\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]},"
+                                              "\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight\":{"
+                                              "\"dtype\":\"F32\",\"shape\":[32,2],\"data_offsets\":[512,768]}}",
+                                              768);
     expect_refused("model_f32.safetensors", rank, "lora_up has rank 2 but lora_down has rank 4");
     const char *noup = write_test_safetensors(tmpdir, "noup.safetensors",
-        "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]}}", 512);
+                                              "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight\":{"
+                                              "\"dtype\":\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]}}",
+                                              512);
     expect_refused("model_f32.safetensors", noup, "has a down weight but no up weight");
     const char *nodown = write_test_safetensors(tmpdir, "nodown.safetensors",
-        "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,4],\"data_offsets\":[0,512]}}", 512);
+                                                "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight\":{"
+                                                "\"dtype\":\"F32\",\"shape\":[32,4],\"data_offsets\":[0,512]}}",
+                                                512);
     expect_refused("model_f32.safetensors", nodown, "has an up weight but no down weight");
     const char *sdxl = write_test_safetensors(tmpdir, "sdxl.safetensors",
-        "{\"lora_unet_input_blocks_4_1_proj_in.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]},"
-        "\"lora_unet_input_blocks_4_1_proj_in.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[32,4],\"data_offsets\":[512,1024]}}", 1024);
+                                              "{\"lora_unet_input_blocks_4_1_proj_in.lora_down.weight\":{\"dtype\":"
+                                              "\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]},"
+                                              "\"lora_unet_input_blocks_4_1_proj_in.lora_up.weight\":{\"dtype\":"
+                                              "\"F32\",\"shape\":[32,4],\"data_offsets\":[512,1024]}}",
+                                              1024);
     expect_refused("model_f32.safetensors", sdxl, "none of its 1 LoRA modules matches a layer of this model");
     const char *wide = write_test_safetensors(tmpdir, "wide.safetensors", /* a LoRA for a 64-channel UNet */
-        "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight\":{\"dtype\":\"F32\",\"shape\":[4,64],\"data_offsets\":[0,1024]},"
-        "\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight\":{\"dtype\":\"F32\",\"shape\":[64,4],\"data_offsets\":[1024,2048]}}", 2048);
+                                              "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight\":{"
+                                              "\"dtype\":\"F32\",\"shape\":[4,64],\"data_offsets\":[0,1024]},"
+                                              "\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight\":{"
+                                              "\"dtype\":\"F32\",\"shape\":[64,4],\"data_offsets\":[1024,2048]}}",
+                                              2048);
     expect_refused("model_f32.safetensors", wide,
                    "module 'unet_down_blocks_0_attentions_0_proj_in' (64 x 64) does not fit tensor "
                    "'model.diffusion_model.input_blocks.1.1.proj_in.weight' (32 x 32)");

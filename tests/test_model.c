@@ -19,7 +19,8 @@ static void test_tiny_f32(void) {
     CHECK(m.d.family == FAMILY_SD1, "family SD1");
     CHECK(m.d.text[0].heads == 4 && m.d.unet_heads == 8 && m.d.prediction == PRED_EPSILON, "metadata heads/prediction");
     CHECK(!strcmp(st_meta_get(&m.store.file, "format"), "pt"), "metadata format=pt");
-    const st_tensor *t = st_find(&m.store.file, "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight");
+    const st_tensor *t =
+        st_find(&m.store.file, "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight");
     CHECK(t && t->dtype == ST_F32 && t->ndim == 2 && t->shape[0] == 32 && t->shape[1] == 32, "attn2.to_k shape");
     t = st_find(&m.store.file, "model_ema.num_updates");
     CHECK(t && t->dtype == ST_I32 && t->ndim == 0 && t->numel == 1, "0-dim I32 tensor");
@@ -52,8 +53,10 @@ static void test_tiny_f16(void) {
     CHECK(exact, "f16 values are the f32 values rounded to half");
     CHECK(half_to_float(0x3C00) == 1.0f && half_to_float(0xC000) == -2.0f && half_to_float(0x7BFF) == 65504.0f,
           "half normals");
-    CHECK(half_to_float(0x0001) == ldexpf(1.0f, -24) && half_to_float(0x03FF) == ldexpf(1023.0f, -24), "half subnormals");
-    CHECK(isinf(half_to_float(0x7C00)) && isnan(half_to_float(0x7E00)) && signbit(half_to_float(0x8000)), "half inf/nan/-0");
+    CHECK(half_to_float(0x0001) == ldexpf(1.0f, -24) && half_to_float(0x03FF) == ldexpf(1023.0f, -24),
+          "half subnormals");
+    CHECK(isinf(half_to_float(0x7C00)) && isnan(half_to_float(0x7E00)) && signbit(half_to_float(0x8000)),
+          "half inf/nan/-0");
     CHECK(bf16_to_float(0x3F80) == 1.0f && bf16_to_float(0xC040) == -3.0f, "bf16");
     model_close(&m16);
     model_close(&m32);
@@ -71,7 +74,9 @@ static void test_load_context(void) {
 
 static char tmpdir[256];
 
-static const char *write_file(const char *name, const void *data, size_t len) { return write_test_file(tmpdir, name, data, len); }
+static const char *write_file(const char *name, const void *data, size_t len) {
+    return write_test_file(tmpdir, name, data, len);
+}
 static const char *write_st(const char *name, const char *header, size_t data_len) {
     return write_test_safetensors(tmpdir, name, header, data_len);
 }
@@ -80,7 +85,8 @@ static void expect_st_error(const char *path, int want_rc, const char *want) {
     st_file f;
     char err[512] = "";
     int rc = st_open(&f, path, err, sizeof err);
-    CHECK(rc == want_rc && (rc == 0 || (strstr(err, want) && strstr(err, path))), "%s: want rc %d '%s', got %d '%s'", path, want_rc, want, rc, err);
+    CHECK(rc == want_rc && (rc == 0 || (strstr(err, want) && strstr(err, path))), "%s: want rc %d '%s', got %d '%s'",
+          path, want_rc, want, rc, err);
     if (rc == 0) st_close(&f);
 }
 
@@ -98,21 +104,36 @@ static void test_bad_files(void) {
     expect_st_error(write_st("nodtype", "{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4), -2, "missing dtype");
     expect_st_error(write_st("noshape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4), -2, "missing shape");
     expect_st_error(write_st("nooffs", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4), -2, "missing data_offsets");
-    expect_st_error(write_st("dtype", "{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1), -2, "unsupported dtype 'F8_E4M3'");
-    expect_st_error(write_st("negdim", "{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4), -2, "dimension 0");
-    expect_st_error(write_st("fracdim", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4), -2, "dimension 0");
-    expect_st_error(write_st("overflow", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,4]}}", 4), -2, "overflows");
-    expect_st_error(write_st("range", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4), -2, "past the end of the data");
-    expect_st_error(write_st("reversed", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4), -2, "reversed");
-    expect_st_error(write_st("mismatch", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8), -2, "shape x dtype");
+    expect_st_error(write_st("dtype", "{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1), -2,
+                    "unsupported dtype 'F8_E4M3'");
+    expect_st_error(write_st("negdim", "{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4), -2,
+                    "dimension 0");
+    expect_st_error(write_st("fracdim", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4), -2,
+                    "dimension 0");
+    expect_st_error(
+        write_st("overflow", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,4]}}", 4),
+        -2, "overflows");
+    expect_st_error(write_st("range", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4), -2,
+                    "past the end of the data");
+    expect_st_error(write_st("reversed", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4), -2,
+                    "reversed");
+    expect_st_error(write_st("mismatch", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 8), -2,
+                    "shape x dtype");
     expect_st_error(write_st("meta", "{\"__metadata__\":{\"k\":1}}", 0), -2, "not a string");
-    expect_st_error(write_st("ok", "{\"__metadata__\":{\"k\":\"v\"},\"a\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,8]}}", 8), 0, "");
+    expect_st_error(
+        write_st("ok", "{\"__metadata__\":{\"k\":\"v\"},\"a\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[0,8]}}",
+                 8),
+        0, "");
 
     /* valid safetensors, but not a Stable Diffusion checkpoint */
     sd_model m;
     char err[512] = "";
-    const char *llm = write_st("llm", "{\"model.layers.0.self_attn.q_proj.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
-    CHECK(model_open(&m, llm, NULL, err, sizeof err) == SD_ERR_MODEL && strstr(err, "not a Stable Diffusion checkpoint"), "llm: %s", err);
+    const char *llm = write_st(
+        "llm", "{\"model.layers.0.self_attn.q_proj.weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+        4);
+    CHECK(model_open(&m, llm, NULL, err, sizeof err) == SD_ERR_MODEL &&
+              strstr(err, "not a Stable Diffusion checkpoint"),
+          "llm: %s", err);
 }
 
 /* A copy of the tiny model with one tensor renamed or reshaped in its header. */
@@ -129,7 +150,10 @@ static const char *patched_model(const char *name, const char *find, const char 
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = (hl << 8) | (unsigned char)buf[i];
     char *hit = memmem(buf + 8, hl, find, strlen(find));
-    if (!hit || strlen(find) != strlen(replace)) { fprintf(stderr, "bad patch %s\n", find); exit(2); }
+    if (!hit || strlen(find) != strlen(replace)) {
+        fprintf(stderr, "bad patch %s\n", find);
+        exit(2);
+    }
     memcpy(hit, replace, strlen(replace));
     const char *p = write_file(name, buf, n);
     free(buf);
@@ -141,15 +165,18 @@ static void expect_cli_error(const char *path, const char *want) {
     char *err = NULL;
     int rc = run_sd((const char *const[]){"--info", "-m", path, NULL}, &err);
     CHECK(rc == 2 && err && !strncmp(err, "sd: error: ", 11) && strstr(err, path) && strstr(err, want) &&
-          strchr(err, '\n') == err + strlen(err) - 1, "cli %s: %d %s", path, rc, err ? err : "");
+              strchr(err, '\n') == err + strlen(err) - 1,
+          "cli %s: %d %s", path, rc, err ? err : "");
     free(err);
 }
 
 static void test_bad_models(void) {
     char err[SD_ERR_LEN];
     sd_ctx *ctx = NULL;
-    const char *p = patched_model("missing.safetensors", "\"model.diffusion_model.out.2.weight\"", "\"model.diffusion_model.out.2.weighX\"");
-    CHECK(sd_load(&ctx, p, 1, err) == SD_ERR_MODEL && strstr(err, "out.2.weight") && strstr(err, p), "missing tensor: %s", err);
+    const char *p = patched_model("missing.safetensors", "\"model.diffusion_model.out.2.weight\"",
+                                  "\"model.diffusion_model.out.2.weighX\"");
+    CHECK(sd_load(&ctx, p, 1, err) == SD_ERR_MODEL && strstr(err, "out.2.weight") && strstr(err, p),
+          "missing tensor: %s", err);
     expect_cli_error(p, "missing or malformed tensor 'model.diffusion_model.out.2.weight'");
     p = patched_model("shape.safetensors", "\"shape\":[32,4,3,3]", "\"shape\":[32,4,1,9]");
     sd_status st = sd_load(&ctx, p, 1, err);
@@ -167,7 +194,9 @@ static const char *without_metadata(const char *src, const char *name, const cha
     char *raw = NULL;
     FILE *f = fopen(path, "rb");
     long size = f && !fseek(f, 0, SEEK_END) ? ftell(f) : -1;
-    if (size > 8 && (raw = malloc((size_t)size)) && !fseek(f, 0, SEEK_SET) && fread(raw, 1, (size_t)size, f) != (size_t)size) size = -1;
+    if (size > 8 && (raw = malloc((size_t)size)) && !fseek(f, 0, SEEK_SET) &&
+        fread(raw, 1, (size_t)size, f) != (size_t)size)
+        size = -1;
     if (f) fclose(f);
     if (size <= 8 || !raw) exit(2);
     uint64_t hl = 0;
@@ -207,30 +236,37 @@ static void test_defaults_without_metadata(void) {
     sd_model m;
     char err[SD_ERR_LEN] = "";
     const char *sd1 = without_metadata("model_f32.safetensors", "sd1_nometa.safetensors", NULL, NULL, 0);
-    CHECK(model_open(&m, sd1, NULL, err, sizeof err) == SD_OK && m.store.file.n_meta == 0, "open sd1 without metadata: %s", err);
+    CHECK(model_open(&m, sd1, NULL, err, sizeof err) == SD_OK && m.store.file.n_meta == 0,
+          "open sd1 without metadata: %s", err);
     CHECK(m.d.text[0].heads == 12 && m.d.unet_heads == 8 && m.d.unet_head_dim == 0 && m.d.prediction == PRED_EPSILON &&
-              m.d.default_size == 512, "SD 1.x defaults: text heads %d, UNet heads %d / width %d", m.d.text[0].heads,
-          m.d.unet_heads, m.d.unet_head_dim);
+              m.d.default_size == 512,
+          "SD 1.x defaults: text heads %d, UNet heads %d / width %d", m.d.text[0].heads, m.d.unet_heads,
+          m.d.unet_head_dim);
     model_close(&m);
     const char *sd2 = without_metadata("sd2-tiny/model_f32.safetensors", "sd2_nometa.safetensors", NULL, NULL, 0);
     CHECK(model_open(&m, sd2, NULL, err, sizeof err) == SD_OK, "open sd2 without metadata: %s", err);
     CHECK(m.d.text[0].heads == 1 && m.d.unet_head_dim == 64 && m.d.prediction == PRED_UNKNOWN,
-          "SD 2.x defaults: text heads %d (width 32 < 64), UNet heads of %d, prediction left to the UNet test", m.d.text[0].heads,
-          m.d.unet_head_dim);
+          "SD 2.x defaults: text heads %d (width 32 < 64), UNet heads of %d, prediction left to the UNet test",
+          m.d.text[0].heads, m.d.unet_head_dim);
     model_close(&m);
     static const char *const heads[] = {"sd.text.heads", "sd.unet.head_dim", NULL}; /* the tiny sizes' heads */
-    static const struct { float bias; sd_prediction want; int size; } cases[] = {{-100.0f, SD_PREDICTION_V, 768},
-                                                                                  {100.0f, SD_PREDICTION_EPSILON, 512}};
+    static const struct {
+        float bias;
+        sd_prediction want;
+        int size;
+    } cases[] = {{-100.0f, SD_PREDICTION_V, 768}, {100.0f, SD_PREDICTION_EPSILON, 512}};
     for (int c = 0; c < 2; c++) {
-        const char *p = without_metadata("sd2-tiny/model_f32.safetensors", c ? "sd2_eps.safetensors" : "sd2_v.safetensors", heads,
-                                         "model.diffusion_model.out.2.bias", cases[c].bias);
+        const char *p =
+            without_metadata("sd2-tiny/model_f32.safetensors", c ? "sd2_eps.safetensors" : "sd2_v.safetensors", heads,
+                             "model.diffusion_model.out.2.bias", cases[c].bias);
         sd_ctx *ctx = NULL;
         sd_model_info mi;
         CHECK(sd_load(&ctx, p, 1, err) == SD_OK, "load %s: %s", p, err);
         if (!ctx) continue;
         sd_get_model_info(ctx, &mi);
         CHECK(mi.prediction == cases[c].want && mi.default_width == cases[c].size,
-              "UNet test with out.2 bias %g: prediction %d, default size %d", cases[c].bias, (int)mi.prediction, mi.default_width);
+              "UNet test with out.2 bias %g: prediction %d, default size %d", cases[c].bias, (int)mi.prediction,
+              mi.default_width);
         sd_free(ctx);
     }
 }

@@ -61,7 +61,8 @@ static void test_text(net *n, const st_file *ex, const char *ref_prefix, tokeniz
         const char *prompt = case_prompt(cases, name);
         if (prompt) {
             CHECK(tokenizer_encode_padded(tok, prompt, mine, 77, n->m.d.text[0].pad_id, err, sizeof err) == 0 &&
-                  !memcmp(ids, mine, sizeof ids), "%s%s: token ids differ from the reference", ref_prefix, name);
+                      !memcmp(ids, mine, sizeof ids),
+                  "%s%s: token ids differ from the reference", ref_prefix, name);
         }
         float hidden[77 * 32];
         const text_input in = {ids, NULL};
@@ -124,7 +125,8 @@ static void test_vae(net *n, const st_file *ex, const char *ref_prefix) {
     CHECK(vae_encode(&n->cc, &n->va, image, 1, 128, 128, mean, logvar) == SD_OK, "vae encode");
     double dm = max_abs_diff(mean, want_mean, nmean), dl = max_abs_diff(logvar, want_logvar, nmean);
     printf("%svae.encode mean/logvar     max abs error %.3g / %.3g\n", ref_prefix, dm, dl);
-    CHECK(nmean == 4 * 16 * 16 && dm <= 1e-3 && dl <= 1e-3, "%svae.encode: mean %.3g, logvar %.3g (limit 1e-3)", ref_prefix, dm, dl);
+    CHECK(nmean == 4 * 16 * 16 && dm <= 1e-3 && dl <= 1e-3, "%svae.encode: mean %.3g, logvar %.3g (limit 1e-3)",
+          ref_prefix, dm, dl);
     free(mean);
     free(logvar);
 }
@@ -161,7 +163,10 @@ static void test_vae_tiling(void) {
     if (!net_load(&n, "model_f32.safetensors")) return;
     st_file ex;
     open_fixture(&ex, "sd1-vae-tiling/expected.safetensors");
-    static const struct { const char *name; int h, w; } dec[] = {{"tiled_decode.a", 24, 40}, {"tiled_decode.b", 20, 13}};
+    static const struct {
+        const char *name;
+        int h, w;
+    } dec[] = {{"tiled_decode.a", 24, 40}, {"tiled_decode.b", 20, 13}};
     for (int c = 0; c < 2; c++) {
         char key[64];
         size_t nz, nimg;
@@ -170,7 +175,8 @@ static void test_vae_tiling(void) {
         snprintf(key, sizeof key, "%s.image", dec[c].name);
         const float *want = fixture_f32(&ex, key, &nimg);
         float *img = malloc(nimg * sizeof(float));
-        CHECK(nz == (size_t)4 * dec[c].h * dec[c].w && nimg == (size_t)3 * 64 * dec[c].h * dec[c].w, "%s: sizes", dec[c].name);
+        CHECK(nz == (size_t)4 * dec[c].h * dec[c].w && nimg == (size_t)3 * 64 * dec[c].h * dec[c].w, "%s: sizes",
+              dec[c].name);
         CHECK(vae_decode_tiled(&n.cc, &n.va, z, dec[c].h, dec[c].w, 64, img) == SD_OK, "%s: tiled decode", dec[c].name);
         double d = max_abs_diff(img, want, nimg);
         printf("%-28s max abs error %.3g\n", dec[c].name, d);
@@ -179,7 +185,8 @@ static void test_vae_tiling(void) {
     }
     size_t nimg, nm;
     const float *image = fixture_f32(&ex, "tiled_encode.image", &nimg);
-    const float *want_mean = fixture_f32(&ex, "tiled_encode.mean", &nm), *want_logvar = fixture_f32(&ex, "tiled_encode.logvar", NULL);
+    const float *want_mean = fixture_f32(&ex, "tiled_encode.mean", &nm),
+                *want_logvar = fixture_f32(&ex, "tiled_encode.logvar", NULL);
     float *mean = malloc(nm * sizeof(float)), *logvar = malloc(nm * sizeof(float));
     CHECK(vae_encode_tiled(&n.cc, &n.va, image, 192, 320, 64, mean, logvar) == SD_OK, "tiled encode");
     double dm = max_abs_diff(mean, want_mean, nm), dl = max_abs_diff(logvar, want_logvar, nm);
@@ -195,7 +202,7 @@ int main(void) {
     char err[256];
     tokenizer *tok = tokenizer_create(err, sizeof err);
     const char *sd1[2] = {"model_f32.safetensors", "model_f16.safetensors"}, *sd2[1] = {"model_f32.safetensors"};
-    test_fixture("", sd1, 2, tok);        /* sd1-tiny */
+    test_fixture("", sd1, 2, tok);         /* sd1-tiny */
     test_fixture("sd2-tiny", sd2, 1, tok); /* OpenCLIP text encoder, linear projections, head width 16 */
     test_vae_tiling();
     tokenizer_free(tok);

@@ -15,7 +15,7 @@ static char tmpdir[256] = "/tmp/sd-test-pipe-XXXXXX";
 
 /* One fixture set: its folder under tests/fixtures, and how many end-to-end cases it holds. */
 typedef struct {
-    const char *dir;   /* "" = sd1-tiny at the top */
+    const char *dir; /* "" = sd1-tiny at the top */
     int cases;
     const char *model; /* optional: the model every case runs on instead (a path under tests/fixtures, or absolute) */
     const char *only;  /* optional: the one case to run */
@@ -26,8 +26,8 @@ typedef struct {
 
 /* bf16 bounds for sd1-tiny's pipe cases (20 steps of a random-weight model at CFG 7.5: every rounding is
  * amplified; measured: worst 16/255, mean <= 1.53/255, >= 60 % within 1/255 over the 16 cases) */
-#define BF16_WORST 24
-#define BF16_MEAN 2.5
+#define BF16_WORST   24
+#define BF16_MEAN    2.5
 #define BF16_WITHIN1 0.5
 
 static void compare_png(const char *case_name, const char *got_path, const char *dir, const char *ref_name, int bf16) {
@@ -46,11 +46,11 @@ static void compare_png(const char *case_name, const char *got_path, const char 
             if (d > worst) worst = d;
         }
         double frac = (double)within1 / n, mean = (double)sum / n;
-        printf("%-24s PNG%s: %.4f%% within 1/255, worst %d/255, mean %.3f/255\n", case_name, bf16 ? " (bf16)" : "", 100 * frac,
-               worst, mean);
+        printf("%-24s PNG%s: %.4f%% within 1/255, worst %d/255, mean %.3f/255\n", case_name, bf16 ? " (bf16)" : "",
+               100 * frac, worst, mean);
         if (bf16)
-            CHECK(frac >= BF16_WITHIN1 && worst <= BF16_WORST && mean <= BF16_MEAN, "%s (bf16): %.4f%% within 1/255, worst %d/255, mean %.3f/255",
-                  case_name, 100 * frac, worst, mean);
+            CHECK(frac >= BF16_WITHIN1 && worst <= BF16_WORST && mean <= BF16_MEAN,
+                  "%s (bf16): %.4f%% within 1/255, worst %d/255, mean %.3f/255", case_name, 100 * frac, worst, mean);
         else
             CHECK(frac >= 0.999 && worst <= 3, "%s: %.4f%% within 1/255, worst %d/255", case_name, 100 * frac, worst);
     }
@@ -61,7 +61,10 @@ static void compare_png(const char *case_name, const char *got_path, const char 
 static void compare_latent(const char *case_name, const char *got_path, const st_file *ex, const char *ref_key) {
     st_file f;
     char err[512];
-    if (st_open(&f, got_path, err, sizeof err) != 0) { CHECK(0, "%s: latent: %s", case_name, err); return; }
+    if (st_open(&f, got_path, err, sizeof err) != 0) {
+        CHECK(0, "%s: latent: %s", case_name, err);
+        return;
+    }
     size_t n_ref;
     const float *ref = fixture_f32(ex, ref_key, &n_ref);
     const st_tensor *t = st_find(&f, "latent");
@@ -84,10 +87,15 @@ static int json_int(const cJSON *c, const char *key) { return cJSON_GetObjectIte
 /* The model a case runs on: sd1-tiny's unless the suite has its own; inpaint9 cases use the 9-channel UNet. */
 static void model_path(const suite *su, const char *name, const cJSON *c, char *out, size_t len) {
     const cJSON *ch = cJSON_GetObjectItem(c, "unet_channels");
-    if (su->model) snprintf(out, len, "%s%s%s", su->model[0] == '/' ? "" : SD_FIXTURES, su->model[0] == '/' ? "" : "/", su->model);
-    else if (!strcmp(su->dir, "sd2-tiny")) snprintf(out, len, "%s/sd2-tiny/model_f32.safetensors", SD_FIXTURES);
-    else if (cJSON_IsNumber(ch) && ch->valueint == 9) snprintf(out, len, "%s/%s/model_inpaint_f32.safetensors", SD_FIXTURES, su->dir);
-    else snprintf(out, len, "%s/%s", SD_FIXTURES, !strncmp(name, "f16.", 4) ? "model_f16.safetensors" : "model_f32.safetensors");
+    if (su->model)
+        snprintf(out, len, "%s%s%s", su->model[0] == '/' ? "" : SD_FIXTURES, su->model[0] == '/' ? "" : "/", su->model);
+    else if (!strcmp(su->dir, "sd2-tiny"))
+        snprintf(out, len, "%s/sd2-tiny/model_f32.safetensors", SD_FIXTURES);
+    else if (cJSON_IsNumber(ch) && ch->valueint == 9)
+        snprintf(out, len, "%s/%s/model_inpaint_f32.safetensors", SD_FIXTURES, su->dir);
+    else
+        snprintf(out, len, "%s/%s", SD_FIXTURES,
+                 !strncmp(name, "f16.", 4) ? "model_f16.safetensors" : "model_f32.safetensors");
 }
 
 /* Runs one case through the real binary with every setting spelled out (spacing and prediction included)
@@ -106,29 +114,64 @@ static void run_case(const suite *su, const char *name, const cJSON *c, const st
     snprintf(seed, sizeof seed, "%d", json_int(c, "seed"));
     snprintf(width, sizeof width, "%d", json_int(c, "width"));
     snprintf(height, sizeof height, "%d", json_int(c, "height"));
-    const char *args[48] = {"-m", model, "-p", json_str(c, "prompt"), "-n", json_str(c, "negative_prompt"), "-o", out,
-                            "--latent-out", latent, "--steps", steps, "--cfg-scale", guidance, "-s", seed, "-W", width,
-                            "-H", height, "--sampling-method", !strncmp(sampler, "dpmpp_2m", 8) ? "dpm++2m" : sampler,
-                            "--timestep-spacing", json_str(cfg, "timestep_spacing"),
-                            "--prediction", json_str(cfg, "prediction_type")};
+    const char *args[48] = {"-m",
+                            model,
+                            "-p",
+                            json_str(c, "prompt"),
+                            "-n",
+                            json_str(c, "negative_prompt"),
+                            "-o",
+                            out,
+                            "--latent-out",
+                            latent,
+                            "--steps",
+                            steps,
+                            "--cfg-scale",
+                            guidance,
+                            "-s",
+                            seed,
+                            "-W",
+                            width,
+                            "-H",
+                            height,
+                            "--sampling-method",
+                            !strncmp(sampler, "dpmpp_2m", 8) ? "dpm++2m" : sampler,
+                            "--timestep-spacing",
+                            json_str(cfg, "timestep_spacing"),
+                            "--prediction",
+                            json_str(cfg, "prediction_type")};
     int n = 26;
-    if (cJSON_IsTrue(cJSON_GetObjectItem(cfg, "use_karras_sigmas"))) { args[n++] = "--scheduler"; args[n++] = "karras"; }
+    if (cJSON_IsTrue(cJSON_GetObjectItem(cfg, "use_karras_sigmas"))) {
+        args[n++] = "--scheduler";
+        args[n++] = "karras";
+    }
     const cJSON *e = cJSON_GetObjectItem(c, "eta");
-    if (cJSON_IsNumber(e)) { snprintf(eta, sizeof eta, "%g", e->valuedouble); args[n++] = "--eta"; args[n++] = eta; }
+    if (cJSON_IsNumber(e)) {
+        snprintf(eta, sizeof eta, "%g", e->valuedouble);
+        args[n++] = "--eta";
+        args[n++] = eta;
+    }
     if (json_str(c, "init")) {
         snprintf(init, sizeof init, "%s/%s/%s.png", SD_FIXTURES, su->dir, json_str(c, "init"));
         snprintf(strength, sizeof strength, "%.17g", cJSON_GetObjectItem(c, "strength")->valuedouble);
-        args[n++] = "-i"; args[n++] = init; args[n++] = "--strength"; args[n++] = strength;
+        args[n++] = "-i";
+        args[n++] = init;
+        args[n++] = "--strength";
+        args[n++] = strength;
     }
     const cJSON *skip = cJSON_GetObjectItem(c, "clip_skip");
     char skip_s[16];
-    if (cJSON_IsNumber(skip)) { snprintf(skip_s, sizeof skip_s, "%d", skip->valueint); args[n++] = "--clip-skip"; args[n++] = skip_s; }
+    if (cJSON_IsNumber(skip)) {
+        snprintf(skip_s, sizeof skip_s, "%d", skip->valueint);
+        args[n++] = "--clip-skip";
+        args[n++] = skip_s;
+    }
     const cJSON *loras = cJSON_GetObjectItem(c, "loras");
     char lora_args[4][1200];
     for (int i = 0; i < cJSON_GetArraySize(loras) && i < 4; i++) { /* [[file, multiplier], ...] */
         const cJSON *l = cJSON_GetArrayItem(loras, i);
-        snprintf(lora_args[i], sizeof lora_args[i], "%s/%s/%s:%.17g", SD_FIXTURES, su->dir, cJSON_GetArrayItem(l, 0)->valuestring,
-                 cJSON_GetArrayItem(l, 1)->valuedouble);
+        snprintf(lora_args[i], sizeof lora_args[i], "%s/%s/%s:%.17g", SD_FIXTURES, su->dir,
+                 cJSON_GetArrayItem(l, 0)->valuestring, cJSON_GetArrayItem(l, 1)->valuedouble);
         args[n++] = "--lora";
         args[n++] = lora_args[i];
     }
@@ -136,7 +179,8 @@ static void run_case(const suite *su, const char *name, const cJSON *c, const st
     const char *vae_name = su->taesd ? NULL : su->vae ? su->vae : json_str(c, "vae");
     char taesd[1024];
     if (su->taesd) {
-        snprintf(taesd, sizeof taesd, "%s/%s/%s%s", SD_FIXTURES, su->dir, su->taesd, !strncmp(name, "f16.", 4) ? "_f16.safetensors" : ".safetensors");
+        snprintf(taesd, sizeof taesd, "%s/%s/%s%s", SD_FIXTURES, su->dir, su->taesd,
+                 !strncmp(name, "f16.", 4) ? "_f16.safetensors" : ".safetensors");
         args[n++] = "--taesd";
         args[n++] = taesd;
     }
@@ -147,9 +191,13 @@ static void run_case(const suite *su, const char *name, const cJSON *c, const st
     }
     if (json_str(c, "mask")) {
         snprintf(mask, sizeof mask, "%s/%s/%s.png", SD_FIXTURES, su->dir, json_str(c, "mask"));
-        args[n++] = "--mask"; args[n++] = mask;
+        args[n++] = "--mask";
+        args[n++] = mask;
     }
-    if (su->bf16) { args[n++] = "--precision"; args[n++] = "bf16"; }
+    if (su->bf16) {
+        args[n++] = "--precision";
+        args[n++] = "bf16";
+    }
     args[n] = NULL;
     char *err_text = NULL;
     int rc = run_sd(args, &err_text);
@@ -165,8 +213,9 @@ static void run_case(const suite *su, const char *name, const cJSON *c, const st
     if (st_find(ex, ref_latent) || !su->taesd) compare_latent(name, latent, ex, ref_latent); /* f16 TAESD: image only */
     if (!strcmp(name, "pipe.lms_neg")) { /* the parameters chunk round-trips */
         char *text = output_read_png_text(out, "parameters");
-        const char *want = "a red cube on a table\nNegative prompt: blurry, low quality\nSteps: 6, Sampler: LMS, CFG scale: 5, "
-                           "Seed: 7, Size: 128x128, Model: model_f32, RNG: CPU";
+        const char *want =
+            "a red cube on a table\nNegative prompt: blurry, low quality\nSteps: 6, Sampler: LMS, CFG scale: 5, "
+            "Seed: 7, Size: 128x128, Model: model_f32, RNG: CPU";
         CHECK(text && !strcmp(text, want), "parameters chunk: '%s'", text ? text : "(none)");
         free(text);
     }
@@ -192,7 +241,9 @@ static void run_suite(const suite *su) {
     for (const cJSON *c = root ? root->child : NULL; c; c = c->next)
         if (is_case(c->string) && (!su->only || !strcmp(su->only, c->string))) {
             /* a case without settings (taesd's f16.pipe.lms_taesd) uses those of the case it re-decodes */
-            const cJSON *settings = cJSON_GetObjectItem(c, "sampler") || strncmp(c->string, "f16.", 4) ? c : cJSON_GetObjectItem(root, c->string + 4);
+            const cJSON *settings = cJSON_GetObjectItem(c, "sampler") || strncmp(c->string, "f16.", 4)
+                                        ? c
+                                        : cJSON_GetObjectItem(root, c->string + 4);
             run_case(su, c->string, settings, &ex);
             cases++;
         }
@@ -205,7 +256,8 @@ static void run_suite(const suite *su) {
 /* sd-convert the .ckpt (it has no metadata: the tiny model's head counts are given) for the "converted" suite. */
 static void convert_ckpt(const char *out) {
     char cmd[3000];
-    snprintf(cmd, sizeof cmd, "%s %s/sd1-formats/model_f16.ckpt %s --metadata sd.text.heads=4 --metadata sd.unet.heads=8 2>/dev/null",
+    snprintf(cmd, sizeof cmd,
+             "%s %s/sd1-formats/model_f16.ckpt %s --metadata sd.text.heads=4 --metadata sd.unet.heads=8 2>/dev/null",
              SD_CONVERT_BIN, SD_FIXTURES, out);
     CHECK(system(cmd) == 0, "sd-convert model_f16.ckpt");
 }
@@ -219,24 +271,32 @@ static int suite_selected(const suite *su, const char *arg) {
 }
 
 int main(int argc, char **argv) {
-    const char *keep = getenv("SD_TEST_KEEP"); /* a directory to write the outputs into and leave (checksums across changes) */
+    const char *keep =
+        getenv("SD_TEST_KEEP"); /* a directory to write the outputs into and leave (checksums across changes) */
     if (keep && snprintf(tmpdir, sizeof tmpdir, "%s", keep) >= (int)sizeof tmpdir) return 2;
     if (!keep && !mkdtemp(tmpdir)) return 2;
     static char converted[600];
     snprintf(converted, sizeof converted, "%s/converted.safetensors", tmpdir);
     const suite suites[] = {
-        {.dir = "", .cases = 16},            /* sd1-tiny: every sampler, negative prompt, no guidance, f16 */
-        {.dir = "sd1-spacing", .cases = 3},  /* explicit non-default timestep spacings */
-        {.dir = "sd2-tiny", .cases = 3},     /* SD 2.x: v-prediction euler / ddim, SD-Turbo-style 1 step */
-        {.dir = "sd1-img2img", .cases = 9},  /* img2img and 4- / 9-channel inpainting */
-        {.dir = "sd1-sizes", .cases = 2},    /* sides divisible by 8 but not 64: odd latent sizes */
-        {.dir = "sd1-prompts", .cases = 10}, /* emphasis, BREAK, long prompts (unequal lengths: two UNet passes), clip skip */
-        {.dir = "sd1-lora", .cases = 4},     /* kohya LoRA at 1.0 and 0.6, two stacked, PEFT naming */
-        {.dir = "sd1-formats", .cases = 1},  /* a standalone VAE (.safetensors) replacing the model's */
-        {.dir = "sd1-formats", .cases = 1, .vae = "vae_alt.ckpt"},                 /* the same VAE as a .ckpt */
-        {.dir = "", .cases = 1, .model = "sd1-formats/sd1-tiny-diffusers", .only = "f16.pipe.lms"}, /* a diffusers fp16 folder */
-        {.dir = "", .cases = 1, .model = converted, .only = "f16.pipe.lms"},                          /* sd-convert model_f16.ckpt */
-        {.dir = "taesd", .cases = 3, .model = "model_f32.safetensors", .taesd = "taesd"}, /* TAESD decoding (F32, F16) */
+        {.dir = "", .cases = 16},           /* sd1-tiny: every sampler, negative prompt, no guidance, f16 */
+        {.dir = "sd1-spacing", .cases = 3}, /* explicit non-default timestep spacings */
+        {.dir = "sd2-tiny", .cases = 3},    /* SD 2.x: v-prediction euler / ddim, SD-Turbo-style 1 step */
+        {.dir = "sd1-img2img", .cases = 9}, /* img2img and 4- / 9-channel inpainting */
+        {.dir = "sd1-sizes", .cases = 2},   /* sides divisible by 8 but not 64: odd latent sizes */
+        {.dir = "sd1-prompts",
+         .cases = 10}, /* emphasis, BREAK, long prompts (unequal lengths: two UNet passes), clip skip */
+        {.dir = "sd1-lora", .cases = 4},    /* kohya LoRA at 1.0 and 0.6, two stacked, PEFT naming */
+        {.dir = "sd1-formats", .cases = 1}, /* a standalone VAE (.safetensors) replacing the model's */
+        {.dir = "sd1-formats", .cases = 1, .vae = "vae_alt.ckpt"}, /* the same VAE as a .ckpt */
+        {.dir = "",
+         .cases = 1,
+         .model = "sd1-formats/sd1-tiny-diffusers",
+         .only = "f16.pipe.lms"},                                            /* a diffusers fp16 folder */
+        {.dir = "", .cases = 1, .model = converted, .only = "f16.pipe.lms"}, /* sd-convert model_f16.ckpt */
+        {.dir = "taesd",
+         .cases = 3,
+         .model = "model_f32.safetensors",
+         .taesd = "taesd"},                  /* TAESD decoding (F32, F16) */
         {.dir = "", .cases = 16, .bf16 = 1}, /* sd1-tiny in bfloat16 (argument "bf16") */
     };
     if (argc > 1 && !strcmp(argv[1], "bf16") && !sd_bf16_supported()) { /* it would compute float32 and test nothing */

@@ -27,12 +27,14 @@ static void check_parse(const char *name, const char *text, const cJSON *want) {
 }
 
 /* Chunks of `text` equal key.ids / key.multipliers, and its encoding equals key_cond. */
-static void check_conditioning(const char *name, const char *text, const char *key, const char *cond_key, int clip_skip) {
+static void check_conditioning(const char *name, const char *text, const char *key, const char *cond_key,
+                               int clip_skip) {
     char k[160], err[256];
     prompt_parse pp;
     prompt_chunk *chunks = NULL;
     int n = 0;
-    CHECK(prompt_parse_text(text, &pp) == 0 && conditioner_chunks(tok, &pp, CLIP_EOS, &chunks, &n, err, sizeof err) == 0,
+    CHECK(prompt_parse_text(text, &pp) == 0 &&
+              conditioner_chunks(tok, &pp, CLIP_EOS, &chunks, &n, err, sizeof err) == 0,
           "%s: chunks: %s", name, err);
     prompt_parse_free(&pp);
     snprintf(k, sizeof k, "%s.ids", key);
@@ -52,7 +54,8 @@ static void check_conditioning(const char *name, const char *text, const char *k
     conditioning cd;
     size_t nc;
     const float *want = fixture_f32(&ex, cond_key, &nc);
-    CHECK(conditioner_encode(&cond, text, clip_skip, "prompt", &cd, err, sizeof err) == SD_OK, "%s: encode: %s", name, err);
+    CHECK(conditioner_encode(&cond, text, clip_skip, "prompt", &cd, err, sizeof err) == SD_OK, "%s: encode: %s", name,
+          err);
     double d = cd.ctx && (size_t)cd.len * cd.width == nc ? max_abs_diff(cd.ctx, want, nc) : INFINITY;
     printf("%-28s %d chunk(s), conditioning max abs error %.3g\n", cond_key, n, d);
     CHECK(d <= 1e-4, "%s: conditioning max abs error %.3g (limit 1e-4)", cond_key, d);
@@ -61,13 +64,14 @@ static void check_conditioning(const char *name, const char *text, const char *k
 
 /* The published parser's own examples (from its documentation). */
 static void test_documented_examples(void) {
-    cJSON *cases = cJSON_Parse(
-        "{\"an (important) word\": [[\"an \", 1], [\"important\", 1.1], [\" word\", 1]],"
-        " \"(unbalanced\": [[\"unbalanced\", 1.1]],"
-        " \"\\\\(literal\\\\]\": [[\"(literal]\", 1]],"
-        " \"(unnecessary)(parens)\": [[\"unnecessaryparens\", 1.1]],"
-        " \"a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).\": [[\"a \", 1], [\"house\", 1.5730000000000004], [\" \", 1.1],"
-        "  [\"on\", 1], [\" a \", 1.1], [\"hill\", 0.55], [\", sun, \", 1.1], [\"sky\", 1.4641000000000006], [\".\", 1.1]]}");
+    cJSON *cases = cJSON_Parse("{\"an (important) word\": [[\"an \", 1], [\"important\", 1.1], [\" word\", 1]],"
+                               " \"(unbalanced\": [[\"unbalanced\", 1.1]],"
+                               " \"\\\\(literal\\\\]\": [[\"(literal]\", 1]],"
+                               " \"(unnecessary)(parens)\": [[\"unnecessaryparens\", 1.1]],"
+                               " \"a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).\": [[\"a \", 1], [\"house\", "
+                               "1.5730000000000004], [\" \", 1.1],"
+                               "  [\"on\", 1], [\" a \", 1.1], [\"hill\", 0.55], [\", sun, \", 1.1], [\"sky\", "
+                               "1.4641000000000006], [\".\", 1.1]]}");
     for (const cJSON *c = cases ? cases->child : NULL; c; c = c->next) check_parse("documented", c->string, c);
     CHECK(cases != NULL, "documented examples parse as JSON");
     cJSON_Delete(cases);
@@ -76,8 +80,8 @@ static void test_documented_examples(void) {
 /* The parsed text of a prompt with extra-network tags, as one string (weights all 1 here). */
 static void check_stripped(const char *text, const char *want) {
     prompt_parse pp;
-    CHECK(prompt_parse_text(text, &pp) == 0 && pp.n == 1 && !strcmp(pp.spans[0].text, want), "'%s' parses as '%s', got '%s'", text,
-          want, pp.n ? pp.spans[0].text : "");
+    CHECK(prompt_parse_text(text, &pp) == 0 && pp.n == 1 && !strcmp(pp.spans[0].text, want),
+          "'%s' parses as '%s', got '%s'", text, want, pp.n ? pp.spans[0].text : "");
     prompt_parse_free(&pp);
 }
 
@@ -95,9 +99,11 @@ static void test_extra_network_tags(void) {
               tags[1].multiplier == -0.5f && !strcmp(tags[2].name, "three") && tags[2].multiplier == 1.25f,
           "lora tags: %d", n);
     CHECK(sd_prompt_lora_tags("plain prompt", tags, 4, err) == 0, "no tags");
-    CHECK(sd_prompt_lora_tags("<lora:x:1:0.5>", tags, 4, err) == -1 && strstr(err, "'1:0.5' is not a multiplier"), "two multipliers: %s", err);
+    CHECK(sd_prompt_lora_tags("<lora:x:1:0.5>", tags, 4, err) == -1 && strstr(err, "'1:0.5' is not a multiplier"),
+          "two multipliers: %s", err);
     CHECK(sd_prompt_lora_tags("<lora:../x:1>", tags, 4, err) == -1 && strstr(err, "without '/'"), "a path: %s", err);
-    CHECK(sd_prompt_lora_tags("<lora:x:>", tags, 4, err) == -1 && strstr(err, "'' is not a multiplier"), "empty multiplier: %s", err);
+    CHECK(sd_prompt_lora_tags("<lora:x:>", tags, 4, err) == -1 && strstr(err, "'' is not a multiplier"),
+          "empty multiplier: %s", err);
 }
 
 int main(void) {

@@ -51,10 +51,15 @@ static int options_for(const char *name, sampler_opts *o) {
     o->karras = 0;
     o->eta = 0;
     o->strength = 1.0;
-    if (!strcmp(base, "dpmpp_2m")) o->kind = SD_SAMPLER_DPMPP_2M;
-    else if (!strcmp(base, "dpmpp_2m_karras")) { o->kind = SD_SAMPLER_DPMPP_2M; o->karras = 1; }
-    else if (!strcmp(base, "euler_trailing")) { o->kind = SD_SAMPLER_EULER_A; o->spacing = SD_SPACING_TRAILING; }
-    else {
+    if (!strcmp(base, "dpmpp_2m"))
+        o->kind = SD_SAMPLER_DPMPP_2M;
+    else if (!strcmp(base, "dpmpp_2m_karras")) {
+        o->kind = SD_SAMPLER_DPMPP_2M;
+        o->karras = 1;
+    } else if (!strcmp(base, "euler_trailing")) {
+        o->kind = SD_SAMPLER_EULER_A;
+        o->spacing = SD_SPACING_TRAILING;
+    } else {
         int k = sd_sampler_from_name(base);
         if (k < 0) return -1;
         o->kind = (sd_sampler)k;
@@ -72,7 +77,10 @@ static void test_tables(void) {
         sampler_opts o;
         CHECK(options_for(c->string, &o) == 0, "unknown table %s", c->string);
         sampler *s = sampler_create(&o, &sched, 16, err, sizeof err);
-        if (!s) { CHECK(0, "%s: %s", c->string, err); continue; }
+        if (!s) {
+            CHECK(0, "%s: %s", c->string, err);
+            continue;
+        }
         const cJSON *ts = cJSON_GetObjectItem(c, "timesteps"), *sg = cJSON_GetObjectItem(c, "sigmas");
         int n = cJSON_GetArraySize(ts), ok = n == sampler_evals(s), i = 0;
         for (const cJSON *v = ts->child; v && ok; v = v->next, i++)
@@ -137,7 +145,10 @@ static void test_strength_tables(void) {
             sampler_free(s);
             continue;
         }
-        if (!s) { CHECK(0, "%s: %s", c->string, err); continue; }
+        if (!s) {
+            CHECK(0, "%s: %s", c->string, err);
+            continue;
+        }
         const cJSON *run = cJSON_GetObjectItem(c, "timesteps_run");
         int begin = sampler_begin(s), n = cJSON_GetArraySize(run), ok = n == sampler_evals(s) - begin, i = begin;
         CHECK(begin == cJSON_GetObjectItem(c, "begin_index")->valueint, "%s: begin %d", c->string, begin);
@@ -172,10 +183,12 @@ static void test_sampler_table(void) {
         char err[256];
         sampler *s = sampler_create(&o, &sched, 4, err, sizeof err);
         int want = 1 + 9 * r->info.evals_per_step + r->info.warmup_evals;
-        CHECK(s && sampler_evals(s) == want, "%s: %d evaluations for 10 steps, the table says %d", r->info.name, s ? sampler_evals(s) : -1, want);
+        CHECK(s && sampler_evals(s) == want, "%s: %d evaluations for 10 steps, the table says %d", r->info.name,
+              s ? sampler_evals(s) : -1, want);
         sampler_free(s);
     }
-    CHECK(sd_sampler_get_info(SD_SAMPLER_COUNT) == NULL && sd_sampler_from_name("nope") == -1, "unknown samplers are refused");
+    CHECK(sd_sampler_get_info(SD_SAMPLER_COUNT) == NULL && sd_sampler_from_name("nope") == -1,
+          "unknown samplers are refused");
 }
 
 int main(void) {

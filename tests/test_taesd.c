@@ -24,7 +24,10 @@ static void run_cases(const char *dec, const char *enc, const char *ref) {
     compute_init(&cc, 0, 0, 0);
     int64_t half = taesd_max_half(&td) > taesd_max_half(&te) ? taesd_max_half(&td) : taesd_max_half(&te);
     compute_reserve_scratch(&cc, (size_t)half + 1);
-    static const struct { const char *name; int h, w; } cases[] = {{"decode", 16, 16}, {"decode_tall", 24, 16}};
+    static const struct {
+        const char *name;
+        int h, w;
+    } cases[] = {{"decode", 16, 16}, {"decode_tall", 24, 16}};
     for (int c = 0; c < 2; c++) {
         size_t nz, ni;
         snprintf(key, sizeof key, "%s.z", cases[c].name);
@@ -32,7 +35,8 @@ static void run_cases(const char *dec, const char *enc, const char *ref) {
         snprintf(key, sizeof key, "%s%s.image", ref, cases[c].name);
         const float *want = fixture_f32(&ex, key, &ni);
         float *img = malloc(ni * sizeof(float));
-        CHECK(ni == (size_t)3 * 64 * cases[c].h * cases[c].w && taesd_decode(&cc, &td, z, cases[c].h, cases[c].w, img) == SD_OK,
+        CHECK(ni == (size_t)3 * 64 * cases[c].h * cases[c].w &&
+                  taesd_decode(&cc, &td, z, cases[c].h, cases[c].w, img) == SD_OK,
               "%s: decode", key);
         char label[160];
         snprintf(label, sizeof label, "%s (%s)", key, dec);
@@ -62,6 +66,7 @@ int main(void) {
     char err[512], path[1024];
     taesd t;
     snprintf(path, sizeof path, "%s/model_f32.safetensors", SD_FIXTURES);
-    CHECK(taesd_load(&t, path, err, sizeof err) != 0 && strstr(err, "not a TAESD file"), "a checkpoint is not a TAESD: %s", err);
+    CHECK(taesd_load(&t, path, err, sizeof err) != 0 && strstr(err, "not a TAESD file"),
+          "a checkpoint is not a TAESD: %s", err);
     return test_finish();
 }

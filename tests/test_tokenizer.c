@@ -24,8 +24,10 @@ static void test_cases(const tokenizer *tok) {
         const char *prompt = cJSON_GetObjectItem(c, "prompt")->valuestring;
         int raw[4096], ids[CLIP_CONTEXT];
         long n = tokenizer_encode(tok, prompt, raw, 4096, err, sizeof err);
-        CHECK(ids_equal(cJSON_GetObjectItem(c, "raw_ids"), raw, n), "case %s: raw_ids differ (%ld tokens)", c->string, n);
-        CHECK(tokenizer_encode_padded(tok, prompt, ids, CLIP_CONTEXT, CLIP_EOS, err, sizeof err) == 0, "case %s padded", c->string);
+        CHECK(ids_equal(cJSON_GetObjectItem(c, "raw_ids"), raw, n), "case %s: raw_ids differ (%ld tokens)", c->string,
+              n);
+        CHECK(tokenizer_encode_padded(tok, prompt, ids, CLIP_CONTEXT, CLIP_EOS, err, sizeof err) == 0, "case %s padded",
+              c->string);
         CHECK(ids_equal(cJSON_GetObjectItem(c, "ids"), ids, CLIP_CONTEXT), "case %s: ids differ", c->string);
     }
     cJSON_Delete(root);
@@ -42,7 +44,10 @@ static void test_speed(const tokenizer *tok) {
     const size_t n = 100 * 1024;
     char *words = malloc(n + 1), *one_word = malloc(n + 1);
     const char *phrase = "a photograph of an astronaut riding a horse, 4k, trending on artstation; ";
-    for (size_t i = 0; i < n; i++) { words[i] = phrase[i % strlen(phrase)]; one_word[i] = (char)('a' + (i * 7) % 26); }
+    for (size_t i = 0; i < n; i++) {
+        words[i] = phrase[i % strlen(phrase)];
+        one_word[i] = (char)('a' + (i * 7) % 26);
+    }
     words[n] = one_word[n] = 0;
     int *ids = malloc(sizeof(int) * n * 2), padded[CLIP_CONTEXT];
     char err[256];
@@ -59,7 +64,9 @@ static void test_speed(const tokenizer *tok) {
     CHECK(count1 > 1000 && t_one < 0.1, "100 kB single word: %ld tokens in %.3f s", count1, t_one);
     CHECK(padded[0] == CLIP_BOS && padded[76] == CLIP_EOS && padded[75] != CLIP_EOS && t_pad < 0.1,
           "100 kB prompt truncated to 75 tokens in %.3f s", t_pad);
-    free(words); free(one_word); free(ids);
+    free(words);
+    free(one_word);
+    free(ids);
 }
 
 static void test_invalid_utf8(const tokenizer *tok) {
@@ -68,10 +75,12 @@ static void test_invalid_utf8(const tokenizer *tok) {
     char err[256];
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         err[0] = 0;
-        CHECK(tokenizer_encode_padded(tok, bad[i], ids, CLIP_CONTEXT, CLIP_EOS, err, sizeof err) == -1 && strstr(err, "invalid UTF-8 at byte"),
+        CHECK(tokenizer_encode_padded(tok, bad[i], ids, CLIP_CONTEXT, CLIP_EOS, err, sizeof err) == -1 &&
+                  strstr(err, "invalid UTF-8 at byte"),
               "invalid UTF-8 case %zu: '%s'", i, err);
     }
-    CHECK(tokenizer_encode_padded(tok, "\xf0\x9f\x90\xb6", ids, CLIP_CONTEXT, CLIP_EOS, err, sizeof err) == 0, "4-byte UTF-8 accepted");
+    CHECK(tokenizer_encode_padded(tok, "\xf0\x9f\x90\xb6", ids, CLIP_CONTEXT, CLIP_EOS, err, sizeof err) == 0,
+          "4-byte UTF-8 accepted");
 }
 
 int main(void) {

@@ -14,15 +14,16 @@
 
 static int t_passed, t_failed;
 
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        if (cond) t_passed++;                                                \
-        else {                                                               \
-            t_failed++;                                                      \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fputc('\n', stderr);                                             \
-        }                                                                    \
+#define CHECK(cond, ...)                                                                                               \
+    do {                                                                                                               \
+        if (cond)                                                                                                      \
+            t_passed++;                                                                                                \
+        else {                                                                                                         \
+            t_failed++;                                                                                                \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                       \
+            fprintf(stderr, __VA_ARGS__);                                                                              \
+            fputc('\n', stderr);                                                                                       \
+        }                                                                                                              \
     } while (0)
 
 #define TEST_SKIPPED 77 /* exit status ctest reads as "skipped" (SKIP_RETURN_CODE) */
@@ -46,7 +47,8 @@ static inline double max_abs_diff(const float *a, const float *b, size_t n) {
 
 static inline double max_abs(const float *a, size_t n) {
     double m = 0;
-    for (size_t i = 0; i < n; i++) if (fabs(a[i]) > m) m = fabs(a[i]);
+    for (size_t i = 0; i < n; i++)
+        if (fabs(a[i]) > m) m = fabs(a[i]);
     return m;
 }
 
@@ -54,13 +56,19 @@ static inline double max_abs(const float *a, size_t n) {
 static inline void open_fixture(st_file *f, const char *name) {
     char path[1024], err[512];
     snprintf(path, sizeof path, "%s/%s", SD_FIXTURES, name);
-    if (st_open(f, path, err, sizeof err) != 0) { fprintf(stderr, "cannot open fixture: %s\n", err); exit(2); }
+    if (st_open(f, path, err, sizeof err) != 0) {
+        fprintf(stderr, "cannot open fixture: %s\n", err);
+        exit(2);
+    }
 }
 
 /* A float32 tensor of a fixture, which must exist. */
 static inline const float *fixture_f32(const st_file *f, const char *name, size_t *numel) {
     const st_tensor *t = st_find(f, name);
-    if (!t || t->dtype != ST_F32) { fprintf(stderr, "fixture tensor %s missing or not F32\n", name); exit(2); }
+    if (!t || t->dtype != ST_F32) {
+        fprintf(stderr, "fixture tensor %s missing or not F32\n", name);
+        exit(2);
+    }
     if (numel) *numel = (size_t)t->numel;
     return t->data;
 }
@@ -73,7 +81,10 @@ static inline char *read_text_file(const char *path) {
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
     char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+        free(s);
+        s = NULL;
+    }
     if (s) s[n] = 0;
     fclose(f);
     return s;
@@ -90,7 +101,6 @@ static inline cJSON *fixture_json(const char *name) {
     return root;
 }
 
-
 /* ---- files for the bad-input tests ---- */
 
 /* Writes data to dir/name; returns the path (static buffer, valid until the next call). */
@@ -104,7 +114,8 @@ static inline const char *write_test_file(const char *dir, const char *name, con
 }
 
 /* A safetensors file with the given JSON header and data_len zero bytes of data. */
-static inline const char *write_test_safetensors(const char *dir, const char *name, const char *header, size_t data_len) {
+static inline const char *write_test_safetensors(const char *dir, const char *name, const char *header,
+                                                 size_t data_len) {
     size_t hl = strlen(header);
     unsigned char *buf = calloc(1, 8 + hl + data_len);
     for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hl >> (8 * i));
@@ -116,8 +127,8 @@ static inline const char *write_test_safetensors(const char *dir, const char *na
 
 /* A copy in dir of fixture src (relative to tests/fixtures) with the first `flen` bytes equal to `from`
  * replaced by `to` (tlen bytes, written over them); returns the copy's path (static storage). */
-static inline const char *write_edited_fixture(const char *dir, const char *src, const char *name, const void *from, size_t flen,
-                                               const void *to, size_t tlen) {
+static inline const char *write_edited_fixture(const char *dir, const char *src, const char *name, const void *from,
+                                               size_t flen, const void *to, size_t tlen) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", SD_FIXTURES, src);
     FILE *f = fopen(path, "rb");

@@ -2,7 +2,8 @@
  * the machine's sgemm peak, load time, text-encoder time per prompt, median guided UNet step,
  * VAE decode, whole image, peak RSS, and GFLOP/s per stage against models/flops.json.
  *
- *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]... [--vae-tiling] [--low-memory]
+ *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]... [--vae-tiling]
+ * [--low-memory]
  *            [--taesd FILE] [--precision f32|bf16]
  */
 #include "blas_env.h"
@@ -18,10 +19,10 @@
 #include <time.h>
 
 /* FLOPs of SD 1.5 stages at 512x512 (models/flops.json, PyTorch's FLOP counter). */
-#define FLOPS_UNET_STEP_512 1606546882560.0
+#define FLOPS_UNET_STEP_512  1606546882560.0
 #define FLOPS_VAE_DECODE_512 2514518933504.0
-#define FLOPS_TEXT_77 13298503680.0
-#define SD15_UNET_PARAMS 859520964 /* models/sd15_manifest.json */
+#define FLOPS_TEXT_77        13298503680.0
+#define SD15_UNET_PARAMS     859520964 /* models/sd15_manifest.json */
 
 /* Whether the checkpoint has SD 1.5's shapes, so that flops.json applies to it. */
 static int is_sd15(const char *path) {
@@ -47,8 +48,14 @@ static double now_s(void) {
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
-static double median(double *v, int n) { qsort(v, (size_t)n, sizeof *v, cmp); return v[n / 2]; }
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp);
+    return v[n / 2];
+}
 
 /* The sgemm peak on `threads` threads (< 1: all). */
 static double sgemm_peak(int threads) {
@@ -56,7 +63,10 @@ static double sgemm_peak(int threads) {
     compute cc;
     compute_init(&cc, threads, 0, 0); /* OpenBLAS's float32 product */
     float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
-    for (int i = 0; i < n * n; i++) { a[i] = (float)(i % 7) * 0.1f; b[i] = (float)(i % 5) * 0.1f; }
+    for (int i = 0; i < n * n; i++) {
+        a[i] = (float)(i % 7) * 0.1f;
+        b[i] = (float)(i % 5) * 0.1f;
+    }
     double best = 0;
     for (int r = 0; r < 4; r++) {
         double t0 = now_s();
@@ -64,7 +74,9 @@ static double sgemm_peak(int threads) {
         double g = 2.0 * n * n * n / (now_s() - t0) / 1e9;
         if (r > 0 && g > best) best = g; /* first run warms up */
     }
-    free(a); free(b); free(c);
+    free(a);
+    free(b);
+    free(c);
     compute_free(&cc);
     return best;
 }
@@ -85,7 +97,9 @@ typedef struct {
     const sd_lora *loras;
 } bench_opts;
 
-typedef struct { double step, decode; } bench_result;
+typedef struct {
+    double step, decode;
+} bench_result;
 
 /* Loads the model at one precision, makes `runs` images and prints each stage. Returns an exit status. */
 static int bench_precision(const bench_opts *o, sd_precision precision, bench_result *res) {
@@ -104,7 +118,10 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     lp.log = stderr;
     sd_status st = sd_load_with(&ctx, &lp, err);
     double load_s = now_s() - t0;
-    if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); return st == SD_ERR_NOMEM || st == SD_ERR_RUNTIME ? 1 : 2; }
+    if (st != SD_OK) {
+        fprintf(stderr, "sd-bench: error: %s\n", err);
+        return st == SD_ERR_NOMEM || st == SD_ERR_RUNTIME ? 1 : 2;
+    }
     /* the peak: the best of measurements before and after every run (a noisy neighbour during one of them
      * would otherwise lower the floor and flatter the step / floor ratio) */
     double peak = sgemm_peak(o->threads);
@@ -126,7 +143,11 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
         t0 = now_s();
         st = sd_generate(ctx, &p, &img, err);
         total[r] = now_s() - t0;
-        if (st != SD_OK) { fprintf(stderr, "sd-bench: error: %s\n", err); sd_free(ctx); return st == SD_ERR_NOMEM || st == SD_ERR_RUNTIME ? 1 : 2; }
+        if (st != SD_OK) {
+            fprintf(stderr, "sd-bench: error: %s\n", err);
+            sd_free(ctx);
+            return st == SD_ERR_NOMEM || st == SD_ERR_RUNTIME ? 1 : 2;
+        }
         sd_image_free(&img);
         sd_timings t;
         sd_get_timings(ctx, &t);
@@ -136,22 +157,29 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
         rss = t.peak_rss_bytes;
         step_flops = t.step_gemm_flops;
         bf16 = t.bf16;
-        fprintf(stderr, "run %d: text %.3f s, step %.3f s, decode %.3f s, total %.1f s\n", r + 1, text[r], step[r], decode[r], total[r]);
+        fprintf(stderr, "run %d: text %.3f s, step %.3f s, decode %.3f s, total %.1f s\n", r + 1, text[r], step[r],
+                decode[r], total[r]);
         const double again = sgemm_peak(o->threads);
         if (again > peak) peak = again;
     }
-    printf("sgemm 2048^3 peak:      %.1f GFLOP/s (OpenBLAS %s kernels, %d threads; best of %d measurements around the runs)\n",
+    printf("sgemm 2048^3 peak:      %.1f GFLOP/s (OpenBLAS %s kernels, %d threads; best of %d measurements around the "
+           "runs)\n",
            peak, openblas_get_corename(), threads_used(o->threads), o->runs + 1);
     printf("load:                   %.3f s%s\n", load_s, o->n_loras ? " (LoRAs merged)" : "");
     double scale = (double)o->width * o->height / (512.0 * 512.0);
-    double mt = median(text, o->runs), ms = median(step, o->runs), md = median(decode, o->runs), mtot = median(total, o->runs);
+    double mt = median(text, o->runs), ms = median(step, o->runs), md = median(decode, o->runs),
+           mtot = median(total, o->runs);
     if (is_sd15(o->model)) {
         const char *scaled = scale == 1 ? "" : ", FLOPs scaled from 512";
         printf("text encoder / prompt:  %.3f s  (%.1f GFLOP/s)\n", mt, FLOPS_TEXT_77 / mt / 1e9);
-        printf("guided UNet step:       %.3f s  (%.1f GFLOP/s%s)\n", ms, FLOPS_UNET_STEP_512 * scale / ms / 1e9, scaled);
+        printf("guided UNet step:       %.3f s  (%.1f GFLOP/s%s)\n", ms, FLOPS_UNET_STEP_512 * scale / ms / 1e9,
+               scaled);
         print_floor(step_flops, peak, ms);
-        if (o->taesd) printf("TAESD decode:           %.3f s\n", md); /* flops.json counts the full VAE */
-        else printf("VAE decode:             %.3f s  (%.1f GFLOP/s%s)\n", md, FLOPS_VAE_DECODE_512 * scale / md / 1e9, scaled);
+        if (o->taesd)
+            printf("TAESD decode:           %.3f s\n", md); /* flops.json counts the full VAE */
+        else
+            printf("VAE decode:             %.3f s  (%.1f GFLOP/s%s)\n", md, FLOPS_VAE_DECODE_512 * scale / md / 1e9,
+                   scaled);
     } else { /* flops.json counts SD 1.5 */
         printf("text encoder / prompt:  %.3f s\n", mt);
         printf("guided UNet step:       %.3f s\n", ms);
@@ -161,8 +189,8 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     }
     printf("whole image (%d steps): %.1f s\n", o->steps, mtot);
     printf("peak RSS:               %.2f GB\n", (double)rss / 1e9);
-    printf("(%dx%d, medians of %d run%s, %d threads, %s products)\n", o->width, o->height, o->runs, o->runs > 1 ? "s" : "",
-           threads_used(o->threads), bf16 ? "bfloat16" : "float32");
+    printf("(%dx%d, medians of %d run%s, %d threads, %s products)\n", o->width, o->height, o->runs,
+           o->runs > 1 ? "s" : "", threads_used(o->threads), bf16 ? "bfloat16" : "float32");
     sd_free(ctx);
     res->step = ms;
     res->decode = md;
@@ -170,8 +198,9 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t N] [--precision f32|bf16|f32,bf16]\n"
-               "                [--lora FILE[:MULT]] [--taesd FILE] [--vae-tiling] [--low-memory]\n");
+    fprintf(
+        f, "usage: sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t N] [--precision f32|bf16|f32,bf16]\n"
+           "                [--lora FILE[:MULT]] [--taesd FILE] [--vae-tiling] [--low-memory]\n");
 }
 
 int main(int argc, char **argv) {
@@ -182,32 +211,62 @@ int main(int argc, char **argv) {
     sd_precision precisions[2] = {SD_PRECISION_F32};
     int n_precisions = 1;
     for (int i = 1; i < argc; i += 2) {
-        if (!strcmp(argv[i], "--vae-tiling")) { o.vae_tiling = 1; i--; continue; }
-        if (!strcmp(argv[i], "--low-memory")) { o.low_memory = 1; i--; continue; }
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return 0; }
-        if (i + 1 >= argc) { fprintf(stderr, "sd-bench: error: option '%s' needs a value\n", argv[i]); return 2; }
-        const char *v = argv[i + 1];
-        if (!strcmp(argv[i], "-m")) o.model = v;
-        else if (!strcmp(argv[i], "-W")) o.width = atoi(v);
-        else if (!strcmp(argv[i], "-H")) o.height = atoi(v);
-        else if (!strcmp(argv[i], "--steps")) o.steps = atoi(v);
-        else if (!strcmp(argv[i], "--runs")) o.runs = atoi(v);
-        else if (!strcmp(argv[i], "-t")) o.threads = atoi(v);
-        else if (!strcmp(argv[i], "--taesd")) o.taesd = v;
-        else if (!strcmp(argv[i], "--precision")) { /* f32, bf16, or f32,bf16: both, one after the other, compared */
-            if (!strcmp(v, "f32") || !strcmp(v, "bf16")) { precisions[0] = v[0] == 'b' ? SD_PRECISION_BF16 : SD_PRECISION_F32; n_precisions = 1; }
-            else if (!strcmp(v, "f32,bf16")) { precisions[0] = SD_PRECISION_F32; precisions[1] = SD_PRECISION_BF16; n_precisions = 2; }
-            else { fprintf(stderr, "sd-bench: error: --precision: '%s' is not f32, bf16 or f32,bf16\n", v); return 2; }
+        if (!strcmp(argv[i], "--vae-tiling")) {
+            o.vae_tiling = 1;
+            i--;
+            continue;
         }
-        else if (!strcmp(argv[i], "--lora") && o.n_loras < 8) { /* FILE[:MULT] */
+        if (!strcmp(argv[i], "--low-memory")) {
+            o.low_memory = 1;
+            i--;
+            continue;
+        }
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "sd-bench: error: option '%s' needs a value\n", argv[i]);
+            return 2;
+        }
+        const char *v = argv[i + 1];
+        if (!strcmp(argv[i], "-m"))
+            o.model = v;
+        else if (!strcmp(argv[i], "-W"))
+            o.width = atoi(v);
+        else if (!strcmp(argv[i], "-H"))
+            o.height = atoi(v);
+        else if (!strcmp(argv[i], "--steps"))
+            o.steps = atoi(v);
+        else if (!strcmp(argv[i], "--runs"))
+            o.runs = atoi(v);
+        else if (!strcmp(argv[i], "-t"))
+            o.threads = atoi(v);
+        else if (!strcmp(argv[i], "--taesd"))
+            o.taesd = v;
+        else if (!strcmp(argv[i], "--precision")) { /* f32, bf16, or f32,bf16: both, one after the other, compared */
+            if (!strcmp(v, "f32") || !strcmp(v, "bf16")) {
+                precisions[0] = v[0] == 'b' ? SD_PRECISION_BF16 : SD_PRECISION_F32;
+                n_precisions = 1;
+            } else if (!strcmp(v, "f32,bf16")) {
+                precisions[0] = SD_PRECISION_F32;
+                precisions[1] = SD_PRECISION_BF16;
+                n_precisions = 2;
+            } else {
+                fprintf(stderr, "sd-bench: error: --precision: '%s' is not f32, bf16 or f32,bf16\n", v);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--lora") && o.n_loras < 8) { /* FILE[:MULT] */
             char *path = lora_paths[o.n_loras];
             snprintf(path, sizeof lora_paths[0], "%s", v);
             char *colon = strrchr(path, ':');
             float mult = colon && !strchr(colon, '/') ? (float)atof(colon + 1) : 1.0f;
             if (colon && !strchr(colon, '/')) *colon = 0;
             loras[o.n_loras++] = (sd_lora){path, mult};
+        } else {
+            fprintf(stderr, "sd-bench: error: unknown option '%s'\n", argv[i]);
+            return 2;
         }
-        else { fprintf(stderr, "sd-bench: error: unknown option '%s'\n", argv[i]); return 2; }
     }
     o.loras = loras;
     if (!o.model || o.runs < 1 || o.runs > 50) {

@@ -29,7 +29,9 @@ static int error(int code, const char *fmt, const char *a, const char *b) {
 }
 
 /* The dtype a tensor is written as: `type` for float tensors when given, else its own. */
-static st_dtype out_dtype(const st_tensor *t, int type) { return st_dtype_is_float(t->dtype) && type >= 0 ? (st_dtype)type : t->dtype; }
+static st_dtype out_dtype(const st_tensor *t, int type) {
+    return st_dtype_is_float(t->dtype) && type >= 0 ? (st_dtype)type : t->dtype;
+}
 
 /* Writes t's values as dtype `to` (float tensors through float32, exact for widening). */
 static int write_tensor(FILE *out, const st_tensor *t, st_dtype to) {
@@ -44,8 +46,10 @@ static int write_tensor(FILE *out, const st_tensor *t, st_dtype to) {
         weight_rows_f32(&w, i, n, f, 1);
         for (int64_t k = 0; k < n; k++) {
             uint16_t h = to == ST_F16 ? float_to_half(f[k]) : float_to_bf16(f[k]);
-            if (to == ST_F32) memcpy(b + 4 * k, &f[k], 4);
-            else memcpy(b + 2 * k, &h, 2);
+            if (to == ST_F32)
+                memcpy(b + 4 * k, &f[k], 4);
+            else
+                memcpy(b + 2 * k, &h, 2);
         }
         size_t bytes = (size_t)n * st_dtype_size(to);
         if (fwrite(b, 1, bytes, out) != bytes) rc = -1;
@@ -109,22 +113,33 @@ static int write_checkpoint(const st_file *f, int type, char **meta, int n_meta,
     free(copy);
     int fd = mkstemp(tmp);
     FILE *out = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    if (!header || !out) { free(order); free(header); return error(1, "%s: cannot create a temporary file: %s", path, strerror(errno)); }
+    if (!header || !out) {
+        free(order);
+        free(header);
+        return error(1, "%s: cannot create a temporary file: %s", path, strerror(errno));
+    }
     size_t hl = strlen(header), padded = (hl + 7) & ~(size_t)7;
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     int rc = fwrite(len8, 1, 8, out) == 8 && fwrite(header, 1, hl, out) == hl ? 0 : -1;
     for (size_t i = hl; i < padded && !rc; i++) rc = fputc(' ', out) == EOF;
-    for (int k = 0; k < f->n_tensors && !rc; k++) rc = write_tensor(out, &f->tensors[order[k]], out_dtype(&f->tensors[order[k]], type));
+    for (int k = 0; k < f->n_tensors && !rc; k++)
+        rc = write_tensor(out, &f->tensors[order[k]], out_dtype(&f->tensors[order[k]], type));
     rc |= fflush(out) != 0 || fsync(fd) != 0;
     rc |= fclose(out) != 0;
-    if (!rc) { mode_t m = umask(0); umask(m); chmod(tmp, 0666 & ~m); }
+    if (!rc) {
+        mode_t m = umask(0);
+        umask(m);
+        chmod(tmp, 0666 & ~m);
+    }
     if (rc || rename(tmp, path) != 0) {
         unlink(tmp);
-        free(order); free(header);
+        free(order);
+        free(header);
         return error(1, "%s: cannot write: %s", path, strerror(errno));
     }
-    fprintf(stderr, "sd-convert: wrote %s (%d tensors, %.1f MB)\n", path, f->n_tensors, (double)(8 + padded + data_len) / 1e6);
+    fprintf(stderr, "sd-convert: wrote %s (%d tensors, %.1f MB)\n", path, f->n_tensors,
+            (double)(8 + padded + data_len) / 1e6);
     free(order);
     free(header);
     return 0;
@@ -136,9 +151,13 @@ int main(int argc, char **argv) {
     int n_meta = 0, force = 0, type = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--force")) { force = 1; continue; }
+        if (!strcmp(a, "--force")) {
+            force = 1;
+            continue;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: sd-convert INPUT OUTPUT.safetensors [--type f32|f16|bf16] [--vae FILE] [--metadata KEY=VALUE]... [--force]\n");
+            printf("usage: sd-convert INPUT OUTPUT.safetensors [--type f32|f16|bf16] [--vae FILE] [--metadata "
+                   "KEY=VALUE]... [--force]\n");
             return 0;
         }
         if (a[0] == '-' && a[1]) {
@@ -147,15 +166,20 @@ int main(int argc, char **argv) {
             if (!strcmp(a, "--type")) {
                 type = !strcmp(v, "f32") ? ST_F32 : !strcmp(v, "f16") ? ST_F16 : !strcmp(v, "bf16") ? ST_BF16 : -2;
                 if (type == -2) return error(2, "--type: unknown value '%s'%s (one of: f32, f16, bf16)", v, "");
-            } else if (!strcmp(a, "--vae")) vae = v;
+            } else if (!strcmp(a, "--vae"))
+                vae = v;
             else if (!strcmp(a, "--metadata")) {
                 if (!strchr(v, '=') || v[0] == '=') return error(2, "--metadata: '%s' is not KEY=VALUE%s", v, "");
                 if (n_meta == MAX_META) return error(2, "--metadata: more than %s keys%s", "32", "");
                 meta[n_meta++] = argv[i];
-            } else return error(2, "unknown option '%s'%s (see sd-convert --help)", a, "");
-        } else if (!in) in = a;
-        else if (!outp) outp = a;
-        else return error(2, "unexpected argument '%s'%s", a, "");
+            } else
+                return error(2, "unknown option '%s'%s (see sd-convert --help)", a, "");
+        } else if (!in)
+            in = a;
+        else if (!outp)
+            outp = a;
+        else
+            return error(2, "unexpected argument '%s'%s", a, "");
     }
     if (!in || !outp) return error(2, "usage: sd-convert INPUT OUTPUT.safetensors [options]%s%s", "", "");
     struct stat si, so;
@@ -165,7 +189,8 @@ int main(int argc, char **argv) {
     sd_model m;
     char err[1024];
     if (model_open(&m, in, vae, err, sizeof err) != SD_OK) return error(2, "%s%s", err, "");
-    fprintf(stderr, "sd-convert: read %s (%s, %d tensors)\n", in, formats_describe(m.store.format), m.store.file.n_tensors);
+    fprintf(stderr, "sd-convert: read %s (%s, %d tensors)\n", in, formats_describe(m.store.format),
+            m.store.file.n_tensors);
     int rc = write_checkpoint(&m.store.file, type, meta, n_meta, outp);
     model_close(&m);
     return rc;

@@ -38,7 +38,10 @@ static int ends_with(const char *s, const char *suffix) {
 static float value_for(const char *name, const int64_t *dims, int ndim, int64_t i) {
     if (strstr(name, "alphas_cumprod") || strstr(name, "betas")) { /* the real SD schedule */
         double b0 = sqrt(0.00085), b1 = sqrt(0.012), ac = 1.0;
-        for (int64_t k = 0; k <= i; k++) { double b = b0 + (b1 - b0) * k / 999.0; ac *= 1.0 - b * b; }
+        for (int64_t k = 0; k <= i; k++) {
+            double b = b0 + (b1 - b0) * k / 999.0;
+            ac *= 1.0 - b * b;
+        }
         double beta = b0 + (b1 - b0) * i / 999.0;
         return strstr(name, "betas") ? (float)(beta * beta) : (float)ac;
     }
@@ -55,7 +58,10 @@ static float value_for(const char *name, const int64_t *dims, int ndim, int64_t 
 static cJSON *lora_manifest(const char *model_path, int rank) {
     sd_model m;
     char err[512];
-    if (model_open(&m, model_path, NULL, err, sizeof err) != SD_OK) { fprintf(stderr, "sd-genmodel: error: %s\n", err); return NULL; }
+    if (model_open(&m, model_path, NULL, err, sizeof err) != SD_OK) {
+        fprintf(stderr, "sd-genmodel: error: %s\n", err);
+        return NULL;
+    }
     lora_set *s = lora_set_create(&m.store, &m.d);
     cJSON *tensors = cJSON_CreateArray();
     const char *key;
@@ -70,8 +76,14 @@ static cJSON *lora_manifest(const char *model_path, int rank) {
             snprintf(name, sizeof name, "lora_%s.%s", key, kinds[k]);
             cJSON *e = cJSON_CreateArray(), *shape = cJSON_CreateArray();
             cJSON_AddItemToArray(e, cJSON_CreateString(name));
-            if (k == 0) { cJSON_AddItemToArray(shape, cJSON_CreateNumber(rank)); cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)K)); }
-            if (k == 1) { cJSON_AddItemToArray(shape, cJSON_CreateNumber(rows)); cJSON_AddItemToArray(shape, cJSON_CreateNumber(rank)); }
+            if (k == 0) {
+                cJSON_AddItemToArray(shape, cJSON_CreateNumber(rank));
+                cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)K));
+            }
+            if (k == 1) {
+                cJSON_AddItemToArray(shape, cJSON_CreateNumber(rows));
+                cJSON_AddItemToArray(shape, cJSON_CreateNumber(rank));
+            }
             cJSON_AddItemToArray(e, shape);
             cJSON_AddItemToArray(e, cJSON_CreateString("float16"));
             cJSON_AddItemToArray(tensors, e);
@@ -84,7 +96,10 @@ static cJSON *lora_manifest(const char *model_path, int rank) {
 
 static cJSON *read_manifest(const char *path, cJSON **root) {
     FILE *mf = fopen(path, "rb");
-    if (!mf) { fprintf(stderr, "sd-genmodel: error: %s: cannot open\n", path); return NULL; }
+    if (!mf) {
+        fprintf(stderr, "sd-genmodel: error: %s: cannot open\n", path);
+        return NULL;
+    }
     fseek(mf, 0, SEEK_END);
     long len = ftell(mf);
     fseek(mf, 0, SEEK_SET);
@@ -95,7 +110,10 @@ static cJSON *read_manifest(const char *path, cJSON **root) {
     *root = cJSON_Parse(text);
     free(text);
     cJSON *tensors = cJSON_GetObjectItem(*root, "tensors");
-    if (!cJSON_IsArray(tensors)) { fprintf(stderr, "sd-genmodel: error: %s: no tensors array\n", path); return NULL; }
+    if (!cJSON_IsArray(tensors)) {
+        fprintf(stderr, "sd-genmodel: error: %s: no tensors array\n", path);
+        return NULL;
+    }
     return tensors;
 }
 
@@ -105,7 +123,10 @@ int main(int argc, char **argv) {
     int f16 = 1;
     if (argc == 5 && !strcmp(argv[1], "--lora")) {
         int rank = atoi(argv[2]);
-        if (rank < 1) { fprintf(stderr, "sd-genmodel: error: --lora: rank '%s' is not a positive integer\n", argv[2]); return 2; }
+        if (rank < 1) {
+            fprintf(stderr, "sd-genmodel: error: --lora: rank '%s' is not a positive integer\n", argv[2]);
+            return 2;
+        }
         lora_alpha = rank / 2.0f;
         root = tensors = lora_manifest(argv[3], rank);
         out_path = argv[4];
@@ -141,7 +162,10 @@ int main(int argc, char **argv) {
     char *h = cJSON_PrintUnformatted(header);
     size_t hl = strlen(h), padded = (hl + 7) & ~(size_t)7;
     FILE *out = fopen(out_path, "wb");
-    if (!out) { fprintf(stderr, "sd-genmodel: error: %s: cannot create\n", out_path); return 2; }
+    if (!out) {
+        fprintf(stderr, "sd-genmodel: error: %s: cannot create\n", out_path);
+        return 2;
+    }
     uint8_t lenbuf[8];
     for (int i = 0; i < 8; i++) lenbuf[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     fwrite(lenbuf, 1, 8, out);
@@ -156,7 +180,10 @@ int main(int argc, char **argv) {
         int64_t dims[8] = {0};
         int ndim = 0;
         int64_t n = 1;
-        for (cJSON *d = shape->child; d && ndim < 8; d = d->next) { dims[ndim++] = (int64_t)d->valuedouble; n *= dims[ndim - 1]; }
+        for (cJSON *d = shape->child; d && ndim < 8; d = d->next) {
+            dims[ndim++] = (int64_t)d->valuedouble;
+            n *= dims[ndim - 1];
+        }
         int is_float = !strcmp(dtype, "float32") || !strcmp(dtype, "float16"), is_i64 = !strcmp(dtype, "int64");
         for (int64_t i0 = 0; i0 < n; i0 += (int64_t)cap) {
             int64_t m = n - i0 < (int64_t)cap ? n - i0 : (int64_t)cap;
@@ -176,13 +203,20 @@ int main(int argc, char **argv) {
                     bytes += 4;
                 }
             }
-            if (fwrite(buf, 1, bytes, out) != bytes) { fprintf(stderr, "sd-genmodel: error: %s: write failed\n", out_path); return 1; }
+            if (fwrite(buf, 1, bytes, out) != bytes) {
+                fprintf(stderr, "sd-genmodel: error: %s: write failed\n", out_path);
+                return 1;
+            }
         }
     }
-    if (fclose(out) != 0) { fprintf(stderr, "sd-genmodel: error: %s: write failed\n", out_path); return 1; }
+    if (fclose(out) != 0) {
+        fprintf(stderr, "sd-genmodel: error: %s: write failed\n", out_path);
+        return 1;
+    }
     fprintf(stderr, "sd-genmodel: wrote %s (%d tensors, %s, %.2f GB)\n", out_path, cJSON_GetArraySize(tensors),
             f16 ? "F16" : "F32", (double)(8 + padded + offset) / 1e9);
-    free(buf); free(h);
+    free(buf);
+    free(h);
     cJSON_Delete(header);
     cJSON_Delete(root);
     return 0;

@@ -59,7 +59,8 @@ static int parse_size(const char *opt, const char *s, long *out, char *err, size
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < 64 || v > 4096 || v % 8) return BAD("%s: '%s' is not a multiple of 8 in 64..4096", opt, s);
+    if (errno || end == s || *end || v < 64 || v > 4096 || v % 8)
+        return BAD("%s: '%s' is not a multiple of 8 in 64..4096", opt, s);
     *out = v;
     return CLI_OK;
 }
@@ -83,7 +84,10 @@ static int parse_float(const char *opt, const char *s, float *out, char *err, si
 static int parse_seed(const char *s, job_settings *j, char *err, size_t errlen) {
     char *end;
     errno = 0;
-    if (strcmp(s, "-1") == 0) { j->seed_given = 0; return CLI_OK; } /* random */
+    if (strcmp(s, "-1") == 0) {
+        j->seed_given = 0;
+        return CLI_OK;
+    } /* random */
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s || *end || s[0] == '-') return BAD("--seed: '%s' is not a non-negative integer (or -1)", s);
     j->gen.seed = v;
@@ -91,11 +95,18 @@ static int parse_seed(const char *s, job_settings *j, char *err, size_t errlen) 
     return CLI_OK;
 }
 
-static int parse_choice(const char *opt, const char *s, const char *const *names, int n, int *out, char *err, size_t errlen) {
+static int parse_choice(const char *opt, const char *s, const char *const *names, int n, int *out, char *err,
+                        size_t errlen) {
     for (int i = 0; i < n; i++)
-        if (strcmp(s, names[i]) == 0) { *out = i; return CLI_OK; }
+        if (strcmp(s, names[i]) == 0) {
+            *out = i;
+            return CLI_OK;
+        }
     char list[256] = "";
-    for (int i = 0; i < n; i++) { strcat(list, i ? ", " : ""); strcat(list, names[i]); }
+    for (int i = 0; i < n; i++) {
+        strcat(list, i ? ", " : "");
+        strcat(list, names[i]);
+    }
     return BAD("%s: unknown value '%s' (one of: %s)", opt, s, list);
 }
 
@@ -113,41 +124,65 @@ int cli_job_option(job_settings *j, const char *opt, const char *val, char *err,
     sd_gen_params *g = &j->gen;
     long v;
     int choice, rc = CLI_OK;
-    if (is(opt, "-p", "--prompt")) g->prompt = val;
-    else if (is(opt, "-n", "--negative-prompt")) g->negative_prompt = val;
-    else if (is(opt, "-o", "--output")) j->output = val;
-    else if (is(opt, NULL, "--latent-out")) j->latent_out = val;
-    else if (is(opt, "-i", "--init-img")) j->init_path = val;
-    else if (is(opt, NULL, "--mask")) j->mask_path = val;
+    if (is(opt, "-p", "--prompt"))
+        g->prompt = val;
+    else if (is(opt, "-n", "--negative-prompt"))
+        g->negative_prompt = val;
+    else if (is(opt, "-o", "--output"))
+        j->output = val;
+    else if (is(opt, NULL, "--latent-out"))
+        j->latent_out = val;
+    else if (is(opt, "-i", "--init-img"))
+        j->init_path = val;
+    else if (is(opt, NULL, "--mask"))
+        j->mask_path = val;
     else if (is(opt, NULL, "--strength")) {
         double s = 0; /* a double, as diffusers multiplies steps · strength in double precision */
-        if (!(rc = parse_double(opt, val, &s, err, errlen)) && !(s > 0 && s <= 1)) rc = BAD("--strength: %s is outside (0, 1]", val);
-        else if (!rc) g->strength = s;
-    } else if (is(opt, "-W", "--width")) { if (!(rc = parse_size(opt, val, &v, err, errlen))) g->width = (int)v; }
-    else if (is(opt, "-H", "--height")) { if (!(rc = parse_size(opt, val, &v, err, errlen))) g->height = (int)v; }
-    else if (is(opt, NULL, "--clip-skip")) { if (!(rc = parse_int(opt, val, 1, 100, &v, err, errlen))) g->clip_skip = (int)v; }
-    else if (is(opt, NULL, "--steps")) { if (!(rc = parse_int(opt, val, 1, 1000, &v, err, errlen))) g->steps = (int)v; }
-    else if (is(opt, "-b", "--batch-count")) { if (!(rc = parse_int(opt, val, 1, 10000, &v, err, errlen))) j->batch = (int)v; }
-    else if (is(opt, NULL, "--cfg-scale")) {
-        if (!(rc = parse_float(opt, val, &g->cfg_scale, err, errlen)) && g->cfg_scale < 0) rc = BAD("--cfg-scale: %s must be >= 0", val);
+        if (!(rc = parse_double(opt, val, &s, err, errlen)) && !(s > 0 && s <= 1))
+            rc = BAD("--strength: %s is outside (0, 1]", val);
+        else if (!rc)
+            g->strength = s;
+    } else if (is(opt, "-W", "--width")) {
+        if (!(rc = parse_size(opt, val, &v, err, errlen))) g->width = (int)v;
+    } else if (is(opt, "-H", "--height")) {
+        if (!(rc = parse_size(opt, val, &v, err, errlen))) g->height = (int)v;
+    } else if (is(opt, NULL, "--clip-skip")) {
+        if (!(rc = parse_int(opt, val, 1, 100, &v, err, errlen))) g->clip_skip = (int)v;
+    } else if (is(opt, NULL, "--steps")) {
+        if (!(rc = parse_int(opt, val, 1, 1000, &v, err, errlen))) g->steps = (int)v;
+    } else if (is(opt, "-b", "--batch-count")) {
+        if (!(rc = parse_int(opt, val, 1, 10000, &v, err, errlen))) j->batch = (int)v;
+    } else if (is(opt, NULL, "--cfg-scale")) {
+        if (!(rc = parse_float(opt, val, &g->cfg_scale, err, errlen)) && g->cfg_scale < 0)
+            rc = BAD("--cfg-scale: %s must be >= 0", val);
     } else if (is(opt, NULL, "--eta")) {
         if (!(rc = parse_float(opt, val, &g->eta, err, errlen)) && g->eta < 0) rc = BAD("--eta: %s must be >= 0", val);
-    } else if (is(opt, "-s", "--seed")) rc = parse_seed(val, j, err, errlen);
+    } else if (is(opt, "-s", "--seed"))
+        rc = parse_seed(val, j, err, errlen);
     else if (is(opt, NULL, "--sampling-method")) {
         int s = sd_sampler_from_name(val);
-        if (s < 0) rc = BAD("--sampling-method: unknown sampler '%s' (%s)", val, cli_sampler_list());
-        else g->sampler = (sd_sampler)s;
-    } else if (is(opt, NULL, "--scheduler")) { if (!(rc = parse_choice(opt, val, schedules, 2, &choice, err, errlen))) g->schedule = (sd_schedule)choice; }
-    else if (is(opt, NULL, "--timestep-spacing")) { if (!(rc = parse_choice(opt, val, spacings, 3, &choice, err, errlen))) g->spacing = (sd_spacing)(choice + 1); }
-    else if (is(opt, NULL, "--rng")) { if (!(rc = parse_choice(opt, val, rngs, 2, &choice, err, errlen))) g->rng = (sd_rng_kind)choice; }
-    else if (is(opt, NULL, "--prediction")) { if (!(rc = parse_choice(opt, val, predictions, 2, &choice, err, errlen))) g->prediction = (sd_prediction)(choice + 1); }
-    else rc = BAD("unknown option '%s' (see sd --help)", opt);
+        if (s < 0)
+            rc = BAD("--sampling-method: unknown sampler '%s' (%s)", val, cli_sampler_list());
+        else
+            g->sampler = (sd_sampler)s;
+    } else if (is(opt, NULL, "--scheduler")) {
+        if (!(rc = parse_choice(opt, val, schedules, 2, &choice, err, errlen))) g->schedule = (sd_schedule)choice;
+    } else if (is(opt, NULL, "--timestep-spacing")) {
+        if (!(rc = parse_choice(opt, val, spacings, 3, &choice, err, errlen))) g->spacing = (sd_spacing)(choice + 1);
+    } else if (is(opt, NULL, "--rng")) {
+        if (!(rc = parse_choice(opt, val, rngs, 2, &choice, err, errlen))) g->rng = (sd_rng_kind)choice;
+    } else if (is(opt, NULL, "--prediction")) {
+        if (!(rc = parse_choice(opt, val, predictions, 2, &choice, err, errlen)))
+            g->prediction = (sd_prediction)(choice + 1);
+    } else
+        rc = BAD("unknown option '%s' (see sd --help)", opt);
     return rc;
 }
 
 /* ---------------- run options ---------------- */
 
-int cli_add_lora(cli_args *a, const char *what, const char *path, size_t len, double multiplier, char *err, size_t errlen) {
+int cli_add_lora(cli_args *a, const char *what, const char *path, size_t len, double multiplier, char *err,
+                 size_t errlen) {
     if (a->n_loras == CLI_MAX_LORAS) return BAD("%s: more than %d LoRAs", what, CLI_MAX_LORAS);
     char *p = malloc(len + 1);
     if (!p) return fail(CLI_RUNTIME, err, errlen, "out of memory");
@@ -168,7 +203,8 @@ static int parse_lora(cli_args *a, const char *val, char *err, size_t errlen) {
         errno = 0;
         mult = strtod(colon + 1, &end);
         if (errno || end == colon + 1 || *end || !isfinite(mult))
-            return BAD("--lora: '%s': '%s' is not a multiplier (use FILE:MULT, e.g. style.safetensors:0.8)", val, colon + 1);
+            return BAD("--lora: '%s': '%s' is not a multiplier (use FILE:MULT, e.g. style.safetensors:0.8)", val,
+                       colon + 1);
         len = (size_t)(colon - val);
     }
     if (len == 0) return BAD("--lora: '%s' names no file", val);
@@ -190,14 +226,22 @@ static int parse_shard(cli_args *a, const char *val, char *err, size_t errlen) {
 /* Options of the whole run. Returns 1 when opt is not one of them. */
 static int run_option(cli_args *a, const char *opt, const char *val, char *err, size_t errlen) {
     long v;
-    if (is(opt, "-m", "--model")) a->model = val;
-    else if (is(opt, NULL, "--lora")) return parse_lora(a, val, err, errlen);
-    else if (is(opt, NULL, "--lora-model-dir")) a->lora_dir = val;
-    else if (is(opt, NULL, "--vae")) a->vae = val;
-    else if (is(opt, NULL, "--taesd")) a->taesd = val;
-    else if (is(opt, NULL, "--prompt-file")) a->prompt_file = val;
-    else if (is(opt, NULL, "--grid")) a->grid = val;
-    else if (is(opt, NULL, "--shard")) return parse_shard(a, val, err, errlen);
+    if (is(opt, "-m", "--model"))
+        a->model = val;
+    else if (is(opt, NULL, "--lora"))
+        return parse_lora(a, val, err, errlen);
+    else if (is(opt, NULL, "--lora-model-dir"))
+        a->lora_dir = val;
+    else if (is(opt, NULL, "--vae"))
+        a->vae = val;
+    else if (is(opt, NULL, "--taesd"))
+        a->taesd = val;
+    else if (is(opt, NULL, "--prompt-file"))
+        a->prompt_file = val;
+    else if (is(opt, NULL, "--grid"))
+        a->grid = val;
+    else if (is(opt, NULL, "--shard"))
+        return parse_shard(a, val, err, errlen);
     else if (is(opt, NULL, "--sweep")) {
         if (a->n_sweeps == CLI_MAX_AXES) return BAD("--sweep %s: more than %d axes", val, CLI_MAX_AXES);
         a->sweeps[a->n_sweeps++] = val;
@@ -210,7 +254,8 @@ static int run_option(cli_args *a, const char *opt, const char *val, char *err, 
         int rc = parse_int(opt, val, 0, 1024, &v, err, errlen);
         if (rc) return rc;
         a->threads = (int)v;
-    } else return 1;
+    } else
+        return 1;
     return CLI_OK;
 }
 
@@ -222,10 +267,12 @@ typedef struct {
     int run_wide; /* refused in a prompt-file line */
 } option_name;
 
+/* clang-format off */
 static const option_name OPTIONS[] = {
     {"-m", 1, 1}, {"--model", 1, 1}, {"--lora", 1, 1}, {"--lora-model-dir", 1, 1}, {"--vae", 1, 1}, {"--taesd", 1, 1},
-    {"-t", 1, 1}, {"--threads", 1, 1}, {"--precision", 1, 1}, {"--prompt-file", 1, 1}, {"--sweep", 1, 1}, {"--grid", 1, 1}, {"--shard", 1, 1},
-    {"-v", 0, 1}, {"--verbose", 0, 1}, {"--low-memory", 0, 1}, {"--info", 0, 1}, {"--json", 0, 1}, {"--skip-existing", 0, 1},
+    {"-t", 1, 1}, {"--threads", 1, 1}, {"--precision", 1, 1}, {"--prompt-file", 1, 1}, {"--sweep", 1, 1},
+    {"--grid", 1, 1}, {"--shard", 1, 1}, {"-v", 0, 1}, {"--verbose", 0, 1}, {"--low-memory", 0, 1}, {"--info", 0, 1},
+    {"--json", 0, 1}, {"--skip-existing", 0, 1},
     {"-h", 0, 1}, {"--help", 0, 1}, {"--version", 0, 1},
     {"-p", 1, 0}, {"--prompt", 1, 0}, {"-n", 1, 0}, {"--negative-prompt", 1, 0}, {"-o", 1, 0}, {"--output", 1, 0},
     {"--latent-out", 1, 0}, {"-i", 1, 0}, {"--init-img", 1, 0}, {"--mask", 1, 0}, {"--strength", 1, 0},
@@ -234,6 +281,7 @@ static const option_name OPTIONS[] = {
     {"--sampling-method", 1, 0}, {"--scheduler", 1, 0}, {"--timestep-spacing", 1, 0}, {"--rng", 1, 0},
     {"--prediction", 1, 0}, {"--clip-skip", 1, 0}, {"--vae-tiling", 0, 0},
 };
+/* clang-format on */
 
 static const option_name *find_option(const char *opt) {
     for (size_t i = 0; i < sizeof OPTIONS / sizeof *OPTIONS; i++)
@@ -245,12 +293,18 @@ static const option_name *find_option(const char *opt) {
 static int set_flag(cli_args *a, job_settings *j, const char *opt) {
     if (is(opt, "-h", "--help")) return CLI_HELP;
     if (is(opt, NULL, "--version")) return CLI_VERSION;
-    if (is(opt, "-v", "--verbose")) a->verbose = 1;
-    else if (is(opt, NULL, "--info")) a->info = 1;
-    else if (is(opt, NULL, "--json")) a->json = 1;
-    else if (is(opt, NULL, "--skip-existing")) a->skip_existing = 1;
-    else if (is(opt, NULL, "--low-memory")) a->low_memory = 1;
-    else if (is(opt, NULL, "--vae-tiling")) j->gen.vae_tiling = 1;
+    if (is(opt, "-v", "--verbose"))
+        a->verbose = 1;
+    else if (is(opt, NULL, "--info"))
+        a->info = 1;
+    else if (is(opt, NULL, "--json"))
+        a->json = 1;
+    else if (is(opt, NULL, "--skip-existing"))
+        a->skip_existing = 1;
+    else if (is(opt, NULL, "--low-memory"))
+        a->low_memory = 1;
+    else if (is(opt, NULL, "--vae-tiling"))
+        j->gen.vae_tiling = 1;
     return CLI_OK;
 }
 
@@ -267,7 +321,8 @@ int cli_parse(int n, char *const *tok, cli_args *a, job_settings *j, char *err, 
         }
         const option_name *o = find_option(opt);
         if (!o || (eq && !o->takes_value)) return BAD("unknown option '%s' (see sd --help)", opt);
-        if (o->run_wide && !a) return BAD("%s applies to the whole run (the model is loaded once); give it on the command line", opt);
+        if (o->run_wide && !a)
+            return BAD("%s applies to the whole run (the model is loaded once); give it on the command line", opt);
         if (!o->takes_value) {
             int rc = set_flag(a, j, opt);
             if (rc) return rc;

@@ -9,7 +9,7 @@
 #include <stddef.h>
 
 #define CLI_MAX_LORAS 32
-#define CLI_MAX_AXES 3
+#define CLI_MAX_AXES  3
 
 /* Result of parsing: 0 ok, or an exit status. */
 enum { CLI_OK = 0, CLI_RUNTIME = 1, CLI_BAD_INPUT = 2, CLI_HELP = -2, CLI_VERSION = -3 };
@@ -27,17 +27,17 @@ typedef struct {
 /* The run: the model and what is loaded with it, and how the jobs are made and reported. */
 typedef struct {
     const char *model, *lora_dir, *vae, *taesd;
-    const char *prompt_file;            /* --prompt-file FILE ("-" = standard input) */
-    const char *sweeps[CLI_MAX_AXES];   /* --sweep KEY=VALUES, in order (a fourth is refused while parsing) */
+    const char *prompt_file;          /* --prompt-file FILE ("-" = standard input) */
+    const char *sweeps[CLI_MAX_AXES]; /* --sweep KEY=VALUES, in order (a fourth is refused while parsing) */
     int n_sweeps;
-    const char *grid;                   /* --grid FILE.png */
-    int shard_index, shard_count;       /* --shard i/n (1-based); 0/0 = all jobs */
-    sd_lora loras[CLI_MAX_LORAS];       /* --lora files, then the prompts' <lora:NAME:MULT> tags */
-    char *lora_paths[CLI_MAX_LORAS];    /* [n_loras] the paths, malloc'd */
+    const char *grid;                /* --grid FILE.png */
+    int shard_index, shard_count;    /* --shard i/n (1-based); 0/0 = all jobs */
+    sd_lora loras[CLI_MAX_LORAS];    /* --lora files, then the prompts' <lora:NAME:MULT> tags */
+    char *lora_paths[CLI_MAX_LORAS]; /* [n_loras] the paths, malloc'd */
     int n_loras;
     int threads, verbose, info, json, skip_existing, low_memory;
-    sd_precision precision;             /* --precision f32|bf16 */
-    job_settings job;                   /* the command line's job: defaults for every prompt-file line */
+    sd_precision precision; /* --precision f32|bf16 */
+    job_settings job;       /* the command line's job: defaults for every prompt-file line */
 } cli_args;
 
 /* Resets a to the defaults (no prompt, output.png, one image, random seed). */
@@ -53,7 +53,8 @@ int cli_parse(int n, char *const *tok, cli_args *a, job_settings *j, char *err, 
 int cli_job_option(job_settings *j, const char *opt, const char *val, char *err, size_t errlen);
 
 /* Adds a LoRA (path copied). Returns CLI_OK or an exit status with err set. */
-int cli_add_lora(cli_args *a, const char *what, const char *path, size_t len, double multiplier, char *err, size_t errlen);
+int cli_add_lora(cli_args *a, const char *what, const char *path, size_t len, double multiplier, char *err,
+                 size_t errlen);
 
 /* Frees what cli_add_lora copied. */
 void cli_free(cli_args *a);

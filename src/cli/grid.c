@@ -16,12 +16,14 @@
 #endif
 
 #define FONT_LINE 12 /* stb_easy_font's line height in font pixels */
-#define TEXT_H (FONT_LINE * GRID_FONT_SCALE)
-#define MAX_LEFT 400 /* the second axis' labels are cut to fit this margin */
+#define TEXT_H    (FONT_LINE * GRID_FONT_SCALE)
+#define MAX_LEFT  400 /* the second axis' labels are cut to fit this margin */
 
 void grid_label(const sweep_axis *ax, int v, char *out, size_t max) {
-    if (ax->option) snprintf(out, max, "%s: %s", ax->short_key, ax->values[v]);
-    else snprintf(out, max, "%s", ax->values[v]);
+    if (ax->option)
+        snprintf(out, max, "%s: %s", ax->short_key, ax->values[v]);
+    else
+        snprintf(out, max, "%s", ax->values[v]);
     for (char *p = out; *p; p++) /* the font has printable ASCII only */
         if (*p < 32 || *p > 126) *p = '?';
 }
@@ -71,11 +73,13 @@ static void draw_text(uint8_t *rgb, const grid_layout *g, int x, int y, const ch
     static char quads[64 * 1024]; /* 64 bytes a quad */
     int n = stb_easy_font_print(0, 0, (char *)text, NULL, quads, sizeof quads);
     for (int q = 0; q < n; q++) {
-        const float *v0 = (const float *)(quads + 64 * q), *v2 = (const float *)(quads + 64 * q + 32); /* opposite corners */
+        const float *v0 = (const float *)(quads + 64 * q),
+                    *v2 = (const float *)(quads + 64 * q + 32); /* opposite corners */
         int x0 = x + (int)lroundf(v0[0]) * scale, y0 = y + (int)lroundf(v0[1]) * scale;
         int x1 = x + (int)lroundf(v2[0]) * scale, y1 = y + (int)lroundf(v2[1]) * scale;
         for (int py = y0 < 0 ? 0 : y0; py < y1 && py < g->height; py++)
-            for (int px = x0 < 0 ? 0 : x0; px < x1 && px < g->width; px++) memset(rgb + 3 * ((size_t)py * g->width + px), 0, 3);
+            for (int px = x0 < 0 ? 0 : x0; px < x1 && px < g->width; px++)
+                memset(rgb + 3 * ((size_t)py * g->width + px), 0, 3);
     }
 }
 
@@ -90,7 +94,8 @@ static void draw_label(uint8_t *rgb, const grid_layout *g, int x, int y, int w, 
 static void paste(uint8_t *rgb, const grid_layout *g, int px, int py, const grid_image *im) {
     px += (g->cell_w - im->w) / 2; /* centred in its cell */
     py += (g->cell_h - im->h) / 2;
-    for (int r = 0; r < im->h; r++) memcpy(rgb + 3 * ((size_t)(py + r) * g->width + px), im->rgb + 3 * (size_t)r * im->w, 3 * (size_t)im->w);
+    for (int r = 0; r < im->h; r++)
+        memcpy(rgb + 3 * ((size_t)(py + r) * g->width + px), im->rgb + 3 * (size_t)r * im->w, 3 * (size_t)im->w);
 }
 
 int grid_render(const sweep_axis *axes, int n_axes, const grid_image *images, const grid_layout *g, uint8_t **out) {
@@ -131,7 +136,8 @@ char *grid_description(const sweep_axis *axes, int n_axes) {
     int n = snprintf(t, len, "Script: X/Y/Z plot");
     for (int x = 0; x < n_axes; x++) {
         const char *eq = strchr(axes[x].spec, '=');
-        n += snprintf(t + n, len - (size_t)n, ", %c Type: %s, %c Values: \"%s\"", "XYZ"[x], axes[x].label, "XYZ"[x], eq + 1);
+        n += snprintf(t + n, len - (size_t)n, ", %c Type: %s, %c Values: \"%s\"", "XYZ"[x], axes[x].label, "XYZ"[x],
+                      eq + 1);
     }
     return t;
 }

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #define GRID_FONT_SCALE 2 /* screen pixels per font pixel */
-#define GRID_PAD 6        /* pixels around a label */
+#define GRID_PAD        6 /* pixels around a label */
 
 typedef struct {
     int w, h;

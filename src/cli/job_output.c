@@ -91,7 +91,10 @@ void job_json_line(FILE *f, const job *j, int jobs, int w, int h, double seconds
     snprintf(secs, sizeof secs, "%.3f", seconds);
     if (!skipped) cJSON_AddRawToObject(o, "seconds", secs);
     char *text = cJSON_PrintUnformatted(o);
-    if (text) { fprintf(f, "%s\n", text); fflush(f); }
+    if (text) {
+        fprintf(f, "%s\n", text);
+        fflush(f);
+    }
     free(text);
     cJSON_Delete(o);
 }

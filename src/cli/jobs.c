@@ -21,7 +21,7 @@ static int fail(char *err, size_t errlen, const char *fmt, ...) {
 }
 
 #define BAD(...) fail(err, errlen, __VA_ARGS__)
-#define NOMEM() (snprintf(err, errlen, "out of memory"), CLI_RUNTIME)
+#define NOMEM()  (snprintf(err, errlen, "out of memory"), CLI_RUNTIME)
 
 /* ---------------- owned strings ---------------- */
 
@@ -31,7 +31,10 @@ static char *keep(job_list *L, char *p) {
     if (L->n_strings == L->cap_strings) {
         int cap = L->cap_strings ? 2 * L->cap_strings : 64;
         char **s = realloc(L->strings, (size_t)cap * sizeof *s);
-        if (!s) { free(p); return NULL; }
+        if (!s) {
+            free(p);
+            return NULL;
+        }
         L->strings = s;
         L->cap_strings = cap;
     }
@@ -43,7 +46,11 @@ static char *keep(job_list *L, char *p) {
 int jobs_split_line(const char *line, char ***words, char **storage, char *err, size_t errlen) {
     size_t len = strlen(line);
     char *out = malloc(len + 1), **w = malloc((len / 2 + 2) * sizeof *w); /* at most len/2+1 words */
-    if (!out || !w) { free(out); free(w); return -2; }
+    if (!out || !w) {
+        free(out);
+        free(w);
+        return -2;
+    }
     int n = 0;
     char *o = out;
     const char *p = line;
@@ -54,7 +61,10 @@ int jobs_split_line(const char *line, char ***words, char **storage, char *err, 
         while (*p && *p != ' ' && *p != '\t') {
             if (*p == '\'') { /* '...': everything literal */
                 const char *close = strchr(p + 1, '\'');
-                if (!close) { snprintf(err, errlen, "unbalanced ' quote"); goto bad; }
+                if (!close) {
+                    snprintf(err, errlen, "unbalanced ' quote");
+                    goto bad;
+                }
                 memcpy(o, p + 1, (size_t)(close - p - 1));
                 o += close - p - 1;
                 p = close + 1;
@@ -63,13 +73,20 @@ int jobs_split_line(const char *line, char ***words, char **storage, char *err, 
                     if (*p == '\\' && (p[1] == '"' || p[1] == '\\')) p++;
                     *o++ = *p;
                 }
-                if (!*p) { snprintf(err, errlen, "unbalanced \" quote"); goto bad; }
+                if (!*p) {
+                    snprintf(err, errlen, "unbalanced \" quote");
+                    goto bad;
+                }
                 p++;
             } else if (*p == '\\') { /* \x outside quotes: x */
-                if (!p[1]) { snprintf(err, errlen, "backslash at the end of the line"); goto bad; }
+                if (!p[1]) {
+                    snprintf(err, errlen, "backslash at the end of the line");
+                    goto bad;
+                }
                 *o++ = p[1];
                 p += 2;
-            } else *o++ = *p++;
+            } else
+                *o++ = *p++;
         }
         *o++ = 0;
     }
@@ -92,6 +109,7 @@ typedef struct {
     value_kind kind;
 } sweep_key; /* alias: also the short name in grid labels */
 
+/* clang-format off */
 static const sweep_key KEYS[] = {
     {"seed", NULL, "--seed", "Seed", V_INT},
     {"steps", NULL, "--steps", "Steps", V_INT},
@@ -103,6 +121,7 @@ static const sweep_key KEYS[] = {
     {"strength", NULL, "--strength", "Denoising", V_FLOAT},
     {"prompt", NULL, NULL, "Prompt S/R", V_TEXT},
 };
+/* clang-format on */
 #define N_KEYS (int)(sizeof KEYS / sizeof *KEYS)
 
 typedef struct {
@@ -129,8 +148,10 @@ static int push_value(value_list *l, const char *s, size_t len) {
 
 static int push_number(value_list *l, value_kind kind, double x) {
     char buf[64];
-    if (kind == V_INT) snprintf(buf, sizeof buf, "%lld", (long long)x); /* truncation, as AUTOMATIC1111's int(x) */
-    else snprintf(buf, sizeof buf, "%g", x);
+    if (kind == V_INT)
+        snprintf(buf, sizeof buf, "%lld", (long long)x); /* truncation, as AUTOMATIC1111's int(x) */
+    else
+        snprintf(buf, sizeof buf, "%g", x);
     return push_value(l, buf, strlen(buf));
 }
 
@@ -156,9 +177,11 @@ static int expand_item(const char *item, value_kind kind, value_list *l, const c
     if (*p == '[') {
         char *e;
         count = strtoll(p + 1, &e, 10);
-        if (e == p + 1 || strcmp(e, "]") || count < 0) return BAD("--sweep %s: '%s': the count must be [N]", spec, item);
+        if (e == p + 1 || strcmp(e, "]") || count < 0)
+            return BAD("--sweep %s: '%s': the count must be [N]", spec, item);
     } else if (*p == ':' && sep == '-') {
-        if (read_number(p + 1, V_FLOAT, &step, &p) || *p) return BAD("--sweep %s: '%s': the step after ':' is not a number", spec, item);
+        if (read_number(p + 1, V_FLOAT, &step, &p) || *p)
+            return BAD("--sweep %s: '%s': the step after ':' is not a number", spec, item);
         if (!(step > 0)) return BAD("--sweep %s: '%s': the step must be positive", spec, item);
     } else if (*p || sep == ':')
         return BAD("--sweep %s: '%s' is not a number or a range (A-B, A-B:STEP, A-B[COUNT])", spec, item);
@@ -177,7 +200,8 @@ static int expand_item(const char *item, value_kind kind, value_list *l, const c
 }
 
 /* Splits VALUES at commas outside double quotes; items are trimmed, quotes removed. */
-static int split_values(const char *values, value_kind kind, value_list *l, const char *spec, char *err, size_t errlen) {
+static int split_values(const char *values, value_kind kind, value_list *l, const char *spec, char *err,
+                        size_t errlen) {
     const char *p = values;
     for (;;) {
         while (*p == ' ') p++;
@@ -185,18 +209,21 @@ static int split_values(const char *values, value_kind kind, value_list *l, cons
         size_t n = 0;
         int quoted = *p == '"';
         if (quoted) {
-            for (p++; *p && *p != '"'; p++) if (n + 1 < sizeof item) item[n++] = *p;
+            for (p++; *p && *p != '"'; p++)
+                if (n + 1 < sizeof item) item[n++] = *p;
             if (*p != '"') return BAD("--sweep %s: unbalanced \" quote", spec);
             p++;
             while (*p == ' ') p++;
         } else {
-            for (; *p && *p != ','; p++) if (n + 1 < sizeof item) item[n++] = *p;
+            for (; *p && *p != ','; p++)
+                if (n + 1 < sizeof item) item[n++] = *p;
             while (n && item[n - 1] == ' ') n--;
         }
         item[n] = 0;
         if (*p && *p != ',') return BAD("--sweep %s: text after a quoted value", spec);
         if (!n && !quoted) return BAD("--sweep %s: an empty value", spec);
-        int rc = kind == V_TEXT ? (push_value(l, item, n) ? NOMEM() : 0) : expand_item(item, kind, l, spec, err, errlen);
+        int rc =
+            kind == V_TEXT ? (push_value(l, item, n) ? NOMEM() : 0) : expand_item(item, kind, l, spec, err, errlen);
         if (rc) return rc;
         if (!*p) return 0;
         p++;
@@ -220,12 +247,15 @@ int jobs_parse_sweep(const char *spec, sweep_axis *ax, char *err, size_t errlen)
             (KEYS[i].alias && strlen(KEYS[i].alias) == klen && !strncmp(spec, KEYS[i].alias, klen)))
             k = &KEYS[i];
     if (!eq) return BAD("--sweep %s: not KEY=VALUES (e.g. seed=1-8)", spec);
-    if (!k) return BAD("--sweep %s: unknown key '%.*s' (one of: seed, steps, cfg-scale, sampling-method, scheduler, width, "
-                       "height, strength, prompt)", spec, (int)klen, spec);
+    if (!k)
+        return BAD("--sweep %s: unknown key '%.*s' (one of: seed, steps, cfg-scale, sampling-method, scheduler, width, "
+                   "height, strength, prompt)",
+                   spec, (int)klen, spec);
     value_list l = {0};
     int rc = split_values(eq + 1, k->kind, &l, spec, err, errlen);
     *ax = (sweep_axis){k->key, k->alias ? k->alias : k->key, k->option, k->label, spec, l.v, l.n};
-    if (!rc && !k->option && l.n < 2) rc = BAD("--sweep %s: prompt S/R needs the text to search for and at least one replacement", spec);
+    if (!rc && !k->option && l.n < 2)
+        rc = BAD("--sweep %s: prompt S/R needs the text to search for and at least one replacement", spec);
     for (int i = 0; !rc && k->option && i < l.n; i++) { /* each value as its option would take it */
         job_settings scratch;
         memset(&scratch, 0, sizeof scratch);
@@ -240,16 +270,26 @@ int jobs_parse_sweep(const char *spec, sweep_axis *ax, char *err, size_t errlen)
 
 static int load_image(job_list *L, const char *opt, const char *path, const sd_pixels **out, char *err, size_t errlen) {
     for (int i = 0; i < L->n_images; i++)
-        if (!strcmp(L->image_paths[i], path)) { *out = L->images[i]; return 0; }
+        if (!strcmp(L->image_paths[i], path)) {
+            *out = L->images[i];
+            return 0;
+        }
     char **paths = realloc(L->image_paths, (size_t)(L->n_images + 1) * sizeof *paths);
     if (paths) L->image_paths = paths;
     sd_pixels **images = paths ? realloc(L->images, (size_t)(L->n_images + 1) * sizeof *images) : NULL;
     if (images) L->images = images;
     sd_pixels *im = images ? calloc(1, sizeof *im) : NULL; /* its own allocation: jobs keep pointers to it */
     char *name = im ? strdup(path) : NULL;
-    if (!name) { free(im); return NOMEM(); }
+    if (!name) {
+        free(im);
+        return NOMEM();
+    }
     char why[SD_ERR_LEN];
-    if (sd_pixels_read(path, im, why) != SD_OK) { free(im); free(name); return BAD("%s: %s", opt, why); }
+    if (sd_pixels_read(path, im, why) != SD_OK) {
+        free(im);
+        free(name);
+        return BAD("%s: %s", opt, why);
+    }
     L->image_paths[L->n_images] = name;
     *out = L->images[L->n_images++] = im;
     return 0;
@@ -273,7 +313,8 @@ static uint64_t random_seed(void) {
     static uint64_t calls;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 7) ^ (++calls * 0x9e3779b97f4a7c15ULL);
+    uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 7) ^
+                 (++calls * 0x9e3779b97f4a7c15ULL);
     x ^= x >> 29; /* splitmix-style finish so that consecutive calls differ in every bit */
     x *= 0xbf58476d1ce4e5b9ULL;
     x ^= x >> 32;
@@ -308,7 +349,10 @@ static char *read_all(FILE *f) {
         n += got;
         if (n + 1 == cap) {
             char *b = realloc(buf, cap *= 2);
-            if (!b) { free(buf); return NULL; }
+            if (!b) {
+                free(buf);
+                return NULL;
+            }
             buf = b;
         }
     }
@@ -317,11 +361,15 @@ static char *read_all(FILE *f) {
 }
 
 /* One prompt-file line onto a copy of the command line's job. */
-static int parse_line(job_list *L, const cli_args *a, char *line, int number, job_settings *s, char *err, size_t errlen) {
+static int parse_line(job_list *L, const cli_args *a, char *line, int number, job_settings *s, char *err,
+                      size_t errlen) {
     *s = a->job;
     char *p = line;
     while (*p == ' ' || *p == '\t') p++;
-    if (*p != '-') { s->gen.prompt = p; return 0; } /* a plain prompt */
+    if (*p != '-') {
+        s->gen.prompt = p;
+        return 0;
+    } /* a plain prompt */
     char **words, *storage, why[SD_ERR_LEN];
     int n = jobs_split_line(p, &words, &storage, why, sizeof why);
     if (n == -2) return NOMEM();
@@ -365,7 +413,8 @@ static int read_base_jobs(job_list *L, const cli_args *a, base_list *b, char *er
 static int check_base(job_list *L, job_settings *s, int line, char *err, size_t errlen) {
     char why[SD_ERR_LEN], where[64] = "";
     if (line) snprintf(where, sizeof where, " line %d", line);
-    if (!s->gen.prompt) return line ? BAD("%s%s: no prompt (--prompt TEXT)", L->source, where) : BAD("no prompt given (-p TEXT)");
+    if (!s->gen.prompt)
+        return line ? BAD("%s%s: no prompt (--prompt TEXT)", L->source, where) : BAD("no prompt given (-p TEXT)");
     int rc = attach_images(L, s, why, sizeof why);
     if (rc == CLI_RUNTIME) return NOMEM();
     if (rc) return line ? BAD("%s%s: %s", L->source, where, why) : BAD("%s", why);
@@ -381,9 +430,12 @@ static const char *replace_all(job_list *L, const char *text, const char *from, 
     for (const char *p = text; lf && (p = strstr(p, from)); p += lf) n++;
     char *out = malloc(len + n * (lt > lf ? lt - lf : 0) + 1), *o = out;
     if (!out) return NULL;
-    for (const char *p = text, *hit; ; p = hit + lf) {
+    for (const char *p = text, *hit;; p = hit + lf) {
         hit = lf ? strstr(p, from) : NULL;
-        if (!hit) { strcpy(o, p); break; }
+        if (!hit) {
+            strcpy(o, p);
+            break;
+        }
         memcpy(o, p, (size_t)(hit - p));
         o += hit - p;
         memcpy(o, to, lt);
@@ -395,7 +447,7 @@ static const char *replace_all(job_list *L, const char *text, const char *from, 
 /* Applies value v of axis ax to s. */
 static int apply_axis(job_list *L, const sweep_axis *ax, int v, job_settings *s, char *err, size_t errlen) {
     if (ax->option) return cli_job_option(s, ax->option, ax->values[v], err, errlen); /* checked when parsed */
-    if (v == 0) return 0;                                                       /* prompt S/R: the original */
+    if (v == 0) return 0;                                                             /* prompt S/R: the original */
     const char *p = replace_all(L, s->gen.prompt, ax->values[0], ax->values[v]);
     const char *np = replace_all(L, s->gen.negative_prompt, ax->values[0], ax->values[v]);
     if (!p || !np) return NOMEM();
@@ -468,7 +520,8 @@ int jobs_build(job_list *L, const cli_args *a, char *err, size_t errlen) {
         if (rc) return rc;
         L->n_axes++;
         for (int y = 0; y < x; y++)
-            if (!strcmp(L->axes[y].key, L->axes[x].key)) return BAD("--sweep %s: %s is already an axis", a->sweeps[x], L->axes[x].key);
+            if (!strcmp(L->axes[y].key, L->axes[x].key))
+                return BAD("--sweep %s: %s is already an axis", a->sweeps[x], L->axes[x].key);
     }
     base_list b = {0};
     int rc = read_base_jobs(L, a, &b, err, errlen);
@@ -486,8 +539,10 @@ int jobs_build(job_list *L, const cli_args *a, char *err, size_t errlen) {
 void jobs_slug(const char *prompt, char *out, size_t max) {
     size_t n = 0;
     for (const unsigned char *p = (const unsigned char *)prompt; *p && n + 1 < max; p++) {
-        if (isalnum(*p) && *p < 128) out[n++] = (char)tolower(*p);
-        else if (n && out[n - 1] != '_') out[n++] = '_';
+        if (isalnum(*p) && *p < 128)
+            out[n++] = (char)tolower(*p);
+        else if (n && out[n - 1] != '_')
+            out[n++] = '_';
     }
     while (n && out[n - 1] == '_') n--;
     out[n] = 0;
@@ -506,14 +561,18 @@ static char *numbered(const char *path, int i) {
     char *p = malloc(len);
     if (!p) return NULL;
     const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
-    if (i == 0) snprintf(p, len, "%s", path);
-    else if (!dot || (slash && dot < slash) || dot == (slash ? slash + 1 : path)) snprintf(p, len, "%s_%d", path, i);
-    else snprintf(p, len, "%.*s_%d%s", (int)(dot - path), path, i, dot);
+    if (i == 0)
+        snprintf(p, len, "%s", path);
+    else if (!dot || (slash && dot < slash) || dot == (slash ? slash + 1 : path))
+        snprintf(p, len, "%s_%d", path, i);
+    else
+        snprintf(p, len, "%.*s_%d%s", (int)(dot - path), path, i, dot);
     return p;
 }
 
 /* The template with its placeholders filled for job j. */
-static int fill_template(const job_list *L, const job *j, const char *t, int dw, int dh, char **out, char *err, size_t errlen) {
+static int fill_template(const job_list *L, const job *j, const char *t, int dw, int dh, char **out, char *err,
+                         size_t errlen) {
     size_t cap = strlen(t) + 256, n = 0;
     char *o = malloc(cap);
     if (!o) return NOMEM();
@@ -524,20 +583,32 @@ static int fill_template(const job_list *L, const job *j, const char *t, int dw,
         const char *close = *p == '{' ? strchr(p, '}') : NULL;
         size_t name_len = close ? (size_t)(close - p - 1) : 0;
 #define NAMED(s) (name_len == strlen(s) && !strncmp(p + 1, s, name_len))
-        if (!close) { value[0] = *p; value[1] = 0; p++; }
-        else {
-            if (NAMED("seed")) snprintf(value, sizeof value, "%llu", (unsigned long long)j->s.gen.seed);
-            else if (NAMED("steps")) snprintf(value, sizeof value, "%d", j->s.gen.steps);
-            else if (NAMED("cfg")) snprintf(value, sizeof value, "%g", j->s.gen.cfg_scale);
-            else if (NAMED("sampler")) snprintf(value, sizeof value, "%s", sd_sampler_name(j->s.gen.sampler));
-            else if (NAMED("w")) snprintf(value, sizeof value, "%d", w);
-            else if (NAMED("h")) snprintf(value, sizeof value, "%d", h);
-            else if (NAMED("index")) snprintf(value, sizeof value, "%0*d", digits, j->number);
-            else if (NAMED("prompt")) jobs_slug(j->s.gen.prompt, value, 49);
+        if (!close) {
+            value[0] = *p;
+            value[1] = 0;
+            p++;
+        } else {
+            if (NAMED("seed"))
+                snprintf(value, sizeof value, "%llu", (unsigned long long)j->s.gen.seed);
+            else if (NAMED("steps"))
+                snprintf(value, sizeof value, "%d", j->s.gen.steps);
+            else if (NAMED("cfg"))
+                snprintf(value, sizeof value, "%g", j->s.gen.cfg_scale);
+            else if (NAMED("sampler"))
+                snprintf(value, sizeof value, "%s", sd_sampler_name(j->s.gen.sampler));
+            else if (NAMED("w"))
+                snprintf(value, sizeof value, "%d", w);
+            else if (NAMED("h"))
+                snprintf(value, sizeof value, "%d", h);
+            else if (NAMED("index"))
+                snprintf(value, sizeof value, "%0*d", digits, j->number);
+            else if (NAMED("prompt"))
+                jobs_slug(j->s.gen.prompt, value, 49);
             else {
                 free(o);
-                return BAD("'%s': unknown placeholder {%.*s} (one of: {seed} {steps} {cfg} {sampler} {w} {h} {index} {prompt})", t,
-                           (int)name_len, p + 1);
+                return BAD("'%s': unknown placeholder {%.*s} (one of: {seed} {steps} {cfg} {sampler} {w} {h} {index} "
+                           "{prompt})",
+                           t, (int)name_len, p + 1);
             }
             p = close + 1;
         }
@@ -545,7 +616,10 @@ static int fill_template(const job_list *L, const job *j, const char *t, int dw,
         size_t vl = strlen(value);
         if (n + vl + 1 > cap) {
             char *b = realloc(o, cap = 2 * (n + vl + 1));
-            if (!b) { free(o); return NOMEM(); }
+            if (!b) {
+                free(o);
+                return NOMEM();
+            }
             o = b;
         }
         memcpy(o + n, value, vl);
@@ -598,9 +672,12 @@ static int by_inode(const void *a, const void *b) {
 static int collision(const named_output *x, const named_output *y, char *err, size_t errlen) {
     const char *kind[2] = {"-o", "--latent-out"}, *link = strcmp(x->path, y->path) ? " (through a link)" : "";
     if (x->latent == y->latent)
-        return BAD("%s: jobs %d and %d both write it%s (use {index} or {seed} in %s)", y->path, x->job, y->job, link, kind[x->latent]);
-    if (x->job == y->job) return BAD("%s: named by two outputs (%s and %s)%s", y->path, kind[x->latent], kind[y->latent], link);
-    return BAD("%s: named by two outputs (%s and %s) of jobs %d and %d%s", y->path, kind[x->latent], kind[y->latent], x->job, y->job, link);
+        return BAD("%s: jobs %d and %d both write it%s (use {index} or {seed} in %s)", y->path, x->job, y->job, link,
+                   kind[x->latent]);
+    if (x->job == y->job)
+        return BAD("%s: named by two outputs (%s and %s)%s", y->path, kind[x->latent], kind[y->latent], link);
+    return BAD("%s: named by two outputs (%s and %s) of jobs %d and %d%s", y->path, kind[x->latent], kind[y->latent],
+               x->job, y->job, link);
 }
 
 /* Two outputs naming one file: the same text, or the same existing file. */
@@ -651,17 +728,27 @@ int jobs_name_outputs(job_list *L, int dw, int dh, char *err, size_t errlen) {
             if (k < 0 || !(*out = numbered(t, strcmp(t, "-") ? k : 0))) rc = NOMEM();
         }
     }
-    for (int i = 0; i < 2; i++) { free(uses[i].t); free(uses[i].uses); }
+    for (int i = 0; i < 2; i++) {
+        free(uses[i].t);
+        free(uses[i].uses);
+    }
     return rc ? rc : check_collisions(L, err, errlen);
 }
 
 void jobs_free(job_list *L) {
-    for (int i = 0; i < L->n; i++) { free(L->jobs[i].png); free(L->jobs[i].latent); }
+    for (int i = 0; i < L->n; i++) {
+        free(L->jobs[i].png);
+        free(L->jobs[i].latent);
+    }
     free(L->jobs);
     for (int x = 0; x < L->n_axes; x++) jobs_free_axis(&L->axes[x]);
     for (int i = 0; i < L->n_strings; i++) free(L->strings[i]);
     free(L->strings);
-    for (int i = 0; i < L->n_images; i++) { sd_pixels_free(L->images[i]); free(L->images[i]); free(L->image_paths[i]); }
+    for (int i = 0; i < L->n_images; i++) {
+        sd_pixels_free(L->images[i]);
+        free(L->images[i]);
+        free(L->image_paths[i]);
+    }
     free(L->images);
     free(L->image_paths);
     memset(L, 0, sizeof *L);

@@ -25,34 +25,34 @@
 #define JOBS_MAX 100000
 
 typedef struct {
-    const char *key;    /* "seed", "cfg-scale", ... */
+    const char *key;       /* "seed", "cfg-scale", ... */
     const char *short_key; /* for labels: "seed", "cfg", "sampler", ... */
-    const char *option; /* its command-line option ("--seed"), NULL for prompt S/R */
-    const char *label;  /* AUTOMATIC1111's X/Y/Z plot type ("Seed", "CFG Scale", "Prompt S/R") */
-    const char *spec;   /* the VALUES text as given */
-    char **values;      /* [n] expanded values; prompt S/R: values[0] is the text searched for */
+    const char *option;    /* its command-line option ("--seed"), NULL for prompt S/R */
+    const char *label;     /* AUTOMATIC1111's X/Y/Z plot type ("Seed", "CFG Scale", "Prompt S/R") */
+    const char *spec;      /* the VALUES text as given */
+    char **values;         /* [n] expanded values; prompt S/R: values[0] is the text searched for */
     int n;
 } sweep_axis;
 
 typedef struct {
-    job_settings s;           /* batch 1, seed resolved, prompts after S/R */
-    char *png, *latent;       /* output paths (latent NULL when not asked) */
-    int line;                 /* prompt-file line, 0 for the command line */
-    int number;               /* 1-based position in the whole list ({index}, "job i/N", --shard) */
-    int coord[CLI_MAX_AXES];  /* value index on each sweep axis */
+    job_settings s;          /* batch 1, seed resolved, prompts after S/R */
+    char *png, *latent;      /* output paths (latent NULL when not asked) */
+    int line;                /* prompt-file line, 0 for the command line */
+    int number;              /* 1-based position in the whole list ({index}, "job i/N", --shard) */
+    int coord[CLI_MAX_AXES]; /* value index on each sweep axis */
 } job;
 
 typedef struct {
-    job *jobs;                /* [n] */
-    int n, n_base;            /* images; base jobs (prompt-file lines, or 1) */
+    job *jobs;     /* [n] */
+    int n, n_base; /* images; base jobs (prompt-file lines, or 1) */
     sweep_axis axes[CLI_MAX_AXES];
     int n_axes;
-    const char *source;       /* "prompt file 'x.txt'" or "command line", for messages */
+    const char *source; /* "prompt file 'x.txt'" or "command line", for messages */
     /* owned memory: strings (tokens, replaced prompts), input images by path */
     char **strings;
     int n_strings, cap_strings;
     char **image_paths;
-    sd_pixels **images;   /* [n_images] each its own allocation */
+    sd_pixels **images; /* [n_images] each its own allocation */
     int n_images;
 } job_list;
 

@@ -19,19 +19,28 @@
 #include <time.h>
 #include <unistd.h>
 
-#define EXIT_RUNTIME CLI_RUNTIME
+#define EXIT_RUNTIME   CLI_RUNTIME
 #define EXIT_BAD_INPUT CLI_BAD_INPUT
 
 static volatile sig_atomic_t g_cancel = 0;
 
-static void on_signal(int sig) { (void)sig; g_cancel = 1; }
-static int cancel_requested(void *user) { (void)user; return g_cancel != 0; }
+static void on_signal(int sig) {
+    (void)sig;
+    g_cancel = 1;
+}
+static int cancel_requested(void *user) {
+    (void)user;
+    return g_cancel != 0;
+}
 
 /* Exit status for a library status: 0 ok, 2 bad input, 1 otherwise. */
 static int exit_code(sd_status s) {
     switch (s) {
     case SD_OK: return 0;
-    case SD_ERR_ARG: case SD_ERR_IO: case SD_ERR_FORMAT: case SD_ERR_MODEL: return EXIT_BAD_INPUT;
+    case SD_ERR_ARG:
+    case SD_ERR_IO:
+    case SD_ERR_FORMAT:
+    case SD_ERR_MODEL: return EXIT_BAD_INPUT;
     default: return EXIT_RUNTIME;
     }
 }
@@ -47,73 +56,75 @@ static int error(int code, const char *fmt, ...) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: sd -m MODEL.safetensors -p PROMPT [options]\n"
-            "       sd -m MODEL.safetensors --prompt-file FILE [options]\n"
-            "       sd -m MODEL.safetensors -p PROMPT --sweep KEY=VALUES [--sweep ...] [--grid FILE.png] [options]\n"
-            "       sd --info -m MODEL.safetensors\n"
-            "\n"
-            "Generates images from text prompts (and optionally an init image and a mask) with a Stable Diffusion\n"
-            "1.x or 2.x checkpoint, on the CPU. The model is loaded once for all the images of a run.\n"
-            "\n"
-            "options:\n"
-            "  -m, --model PATH           .safetensors or .ckpt checkpoint, or diffusers folder [required]\n"
-            "      --vae FILE             standalone VAE (.safetensors / .ckpt) replacing the model's\n"
-            "      --taesd FILE           decode (and encode) with TAESD, the tiny autoencoder, instead of the VAE\n"
-            "      --vae-tiling           decode/encode in 512-pixel tiles (diffusers' enable_tiling); automatic\n"
-            "                             when the untiled VAE would not fit in memory\n"
-            "      --low-memory           keep one layer's weights resident at a time and run the VAE in 256-pixel\n"
-            "                             tiles: a small peak memory, somewhat slower\n"
-            "      --precision f32|bf16   arithmetic of the matrix products; bf16 (AVX512-BF16 CPUs) is faster and\n"
-            "                             rounds their inputs to bfloat16                        [default: f32]\n"
-            "  -p, --prompt TEXT          what to draw (UTF-8)                                  [required]\n"
-            "  -n, --negative-prompt TEXT what to steer away from                               [default: \"\"]\n"
-            "  -o, --output FILE          PNG to write; FILE, FILE_1, FILE_2, ... for several images, or a name with\n"
-            "                             {seed} {steps} {cfg} {sampler} {w} {h} {index} {prompt}  [default: output.png]\n"
-            "  -W, --width N              image width, multiple of 8 in 64..4096                [default: the model's]\n"
-            "  -H, --height N             image height, multiple of 8 in 64..4096               [default: the model's]\n"
-            "  -i, --init-img FILE        img2img: start from this PNG/JPEG/BMP (size: its own, rounded down to 8)\n"
-            "      --mask FILE            inpainting: white = repaint, black = keep (needs -i)\n"
-            "      --strength X           img2img/inpainting: how much to change, 0 < X <= 1    [default: 0.75]\n"
-            "      --steps N              sampling steps, 1..1000                               [default: 20]\n"
-            "      --cfg-scale X          classifier-free guidance scale, >= 0 (<= 1: off)      [default: 7.5]\n"
-            "  -s, --seed N               random seed; -1 = random (printed)                    [default: random]\n"
-            "      --sampling-method NAME %s\n"
-            "                             heun evaluates the UNet twice per step after the first, pndm (PLMS)\n"
-            "                             adds one warm-up evaluation; the progress bar counts evaluations  [default: lms]\n"
-            "      --scheduler NAME       default | karras (sigma samplers and dpm++2m)        [default: default]\n"
-            "      --timestep-spacing S   leading | linspace | trailing                         [default: the sampler's]\n"
-            "      --eta X                DDIM eta (0 = deterministic)                          [default: 0]\n"
-            "      --rng NAME             cpu (torch CPU generator) | cuda (torch CUDA Philox)  [default: cpu]\n"
-            "      --prediction NAME      epsilon | v_prediction                                [default: from the model]\n"
-            "      --clip-skip N          use the text encoder's hidden state N-1 layers early  [default: 1]\n"
-            "  -b, --batch-count N        images to make, seeds seed, seed+1, ...               [default: 1]\n"
-            "  -t, --threads N            CPU threads (0 = all cores)                           [default: 0]\n"
-            "      --latent-out FILE      also write the final latent as safetensors            [default: none]\n"
-            "      --lora FILE[:MULT]     merge a LoRA (kohya or PEFT naming) at load; repeatable [default MULT: 1]\n"
-            "      --lora-model-dir DIR   where the prompt's <lora:NAME:MULT> tags find NAME.safetensors [default: .]\n"
-            "\n"
-            "batches and sweeps:\n"
-            "      --prompt-file FILE     one job per line (- = standard input): a plain prompt, or options as above\n"
-            "                             with shell quoting (--prompt \"a cat\" --seed 5 -o cats/{seed}.png); lines\n"
-            "                             override the command line's options; blank lines and # comments skipped\n"
-            "      --sweep KEY=VALUES     an axis of values (at most 3; the product is run): KEY is seed, steps,\n"
-            "                             cfg-scale, sampling-method, scheduler, width, height, strength or prompt;\n"
-            "                             VALUES a, b, c | 1-8 | 10-30:5 (step) | 3:9[4] (count); prompt=S/R\n"
-            "                             replaces the first value's text in the prompt by each value\n"
-            "      --grid FILE.png        after a sweep, a contact sheet of the images with the values as labels\n"
-            "      --skip-existing        leave out the jobs whose PNG exists already (resume a batch)\n"
-            "      --json                 one JSON line per image on standard output (path, seed, settings, seconds)\n"
-            "      --shard i/n            run only jobs i, i+n, i+2n, ... of the list (spread one list over machines)\n"
-            "\n"
-            "  -v, --verbose              per-stage timings and peak memory on stderr\n"
-            "      --info                 describe the model file and exit\n"
-            "  -h, --help                 show this help\n"
-            "      --version              print the version\n"
-            "\n"
-            "exit status: 0 success, 1 runtime failure (out of memory, interrupted), 2 bad input or arguments.\n"
-            "Errors are one line on stderr starting with 'sd: error:'.\n",
-            cli_sampler_list());
+    fprintf(
+        f,
+        "usage: sd -m MODEL.safetensors -p PROMPT [options]\n"
+        "       sd -m MODEL.safetensors --prompt-file FILE [options]\n"
+        "       sd -m MODEL.safetensors -p PROMPT --sweep KEY=VALUES [--sweep ...] [--grid FILE.png] [options]\n"
+        "       sd --info -m MODEL.safetensors\n"
+        "\n"
+        "Generates images from text prompts (and optionally an init image and a mask) with a Stable Diffusion\n"
+        "1.x or 2.x checkpoint, on the CPU. The model is loaded once for all the images of a run.\n"
+        "\n"
+        "options:\n"
+        "  -m, --model PATH           .safetensors or .ckpt checkpoint, or diffusers folder [required]\n"
+        "      --vae FILE             standalone VAE (.safetensors / .ckpt) replacing the model's\n"
+        "      --taesd FILE           decode (and encode) with TAESD, the tiny autoencoder, instead of the VAE\n"
+        "      --vae-tiling           decode/encode in 512-pixel tiles (diffusers' enable_tiling); automatic\n"
+        "                             when the untiled VAE would not fit in memory\n"
+        "      --low-memory           keep one layer's weights resident at a time and run the VAE in 256-pixel\n"
+        "                             tiles: a small peak memory, somewhat slower\n"
+        "      --precision f32|bf16   arithmetic of the matrix products; bf16 (AVX512-BF16 CPUs) is faster and\n"
+        "                             rounds their inputs to bfloat16                        [default: f32]\n"
+        "  -p, --prompt TEXT          what to draw (UTF-8)                                  [required]\n"
+        "  -n, --negative-prompt TEXT what to steer away from                               [default: \"\"]\n"
+        "  -o, --output FILE          PNG to write; FILE, FILE_1, FILE_2, ... for several images, or a name with\n"
+        "                             {seed} {steps} {cfg} {sampler} {w} {h} {index} {prompt}  [default: output.png]\n"
+        "  -W, --width N              image width, multiple of 8 in 64..4096                [default: the model's]\n"
+        "  -H, --height N             image height, multiple of 8 in 64..4096               [default: the model's]\n"
+        "  -i, --init-img FILE        img2img: start from this PNG/JPEG/BMP (size: its own, rounded down to 8)\n"
+        "      --mask FILE            inpainting: white = repaint, black = keep (needs -i)\n"
+        "      --strength X           img2img/inpainting: how much to change, 0 < X <= 1    [default: 0.75]\n"
+        "      --steps N              sampling steps, 1..1000                               [default: 20]\n"
+        "      --cfg-scale X          classifier-free guidance scale, >= 0 (<= 1: off)      [default: 7.5]\n"
+        "  -s, --seed N               random seed; -1 = random (printed)                    [default: random]\n"
+        "      --sampling-method NAME %s\n"
+        "                             heun evaluates the UNet twice per step after the first, pndm (PLMS)\n"
+        "                             adds one warm-up evaluation; the progress bar counts evaluations  [default: "
+        "lms]\n"
+        "      --scheduler NAME       default | karras (sigma samplers and dpm++2m)        [default: default]\n"
+        "      --timestep-spacing S   leading | linspace | trailing                         [default: the sampler's]\n"
+        "      --eta X                DDIM eta (0 = deterministic)                          [default: 0]\n"
+        "      --rng NAME             cpu (torch CPU generator) | cuda (torch CUDA Philox)  [default: cpu]\n"
+        "      --prediction NAME      epsilon | v_prediction                                [default: from the model]\n"
+        "      --clip-skip N          use the text encoder's hidden state N-1 layers early  [default: 1]\n"
+        "  -b, --batch-count N        images to make, seeds seed, seed+1, ...               [default: 1]\n"
+        "  -t, --threads N            CPU threads (0 = all cores)                           [default: 0]\n"
+        "      --latent-out FILE      also write the final latent as safetensors            [default: none]\n"
+        "      --lora FILE[:MULT]     merge a LoRA (kohya or PEFT naming) at load; repeatable [default MULT: 1]\n"
+        "      --lora-model-dir DIR   where the prompt's <lora:NAME:MULT> tags find NAME.safetensors [default: .]\n"
+        "\n"
+        "batches and sweeps:\n"
+        "      --prompt-file FILE     one job per line (- = standard input): a plain prompt, or options as above\n"
+        "                             with shell quoting (--prompt \"a cat\" --seed 5 -o cats/{seed}.png); lines\n"
+        "                             override the command line's options; blank lines and # comments skipped\n"
+        "      --sweep KEY=VALUES     an axis of values (at most 3; the product is run): KEY is seed, steps,\n"
+        "                             cfg-scale, sampling-method, scheduler, width, height, strength or prompt;\n"
+        "                             VALUES a, b, c | 1-8 | 10-30:5 (step) | 3:9[4] (count); prompt=S/R\n"
+        "                             replaces the first value's text in the prompt by each value\n"
+        "      --grid FILE.png        after a sweep, a contact sheet of the images with the values as labels\n"
+        "      --skip-existing        leave out the jobs whose PNG exists already (resume a batch)\n"
+        "      --json                 one JSON line per image on standard output (path, seed, settings, seconds)\n"
+        "      --shard i/n            run only jobs i, i+n, i+2n, ... of the list (spread one list over machines)\n"
+        "\n"
+        "  -v, --verbose              per-stage timings and peak memory on stderr\n"
+        "      --info                 describe the model file and exit\n"
+        "  -h, --help                 show this help\n"
+        "      --version              print the version\n"
+        "\n"
+        "exit status: 0 success, 1 runtime failure (out of memory, interrupted), 2 bad input or arguments.\n"
+        "Errors are one line on stderr starting with 'sd: error:'.\n",
+        cli_sampler_list());
 }
 
 /* ---------------- arguments ---------------- */
@@ -123,14 +134,21 @@ static int parse_command_line(int argc, char **argv, cli_args *a) {
     char err[SD_ERR_LEN];
     cli_defaults(a);
     int rc = cli_parse(argc - 1, argv + 1, a, &a->job, err, sizeof err);
-    if (rc == CLI_HELP) { usage(stdout); return 0; }
-    if (rc == CLI_VERSION) { printf("sd %s\n", sd_version()); return 0; }
+    if (rc == CLI_HELP) {
+        usage(stdout);
+        return 0;
+    }
+    if (rc == CLI_VERSION) {
+        printf("sd %s\n", sd_version());
+        return 0;
+    }
     if (rc) return error(rc, "%s", err);
     if (!a->model) return error(EXIT_BAD_INPUT, "no model given (-m FILE)");
     if (a->info) return -1;
     if (a->vae && a->taesd) return error(EXIT_BAD_INPUT, "--taesd: replaces the VAE; --vae cannot be given with it");
     if (a->grid && a->n_sweeps == 0) return error(EXIT_BAD_INPUT, "--grid: needs a sweep (--sweep KEY=VALUES)");
-    if (a->grid && a->shard_count > 1) return error(EXIT_BAD_INPUT, "--grid: a shard makes only part of the sweep; draw the grid without --shard");
+    if (a->grid && a->shard_count > 1)
+        return error(EXIT_BAD_INPUT, "--grid: a shard makes only part of the sweep; draw the grid without --shard");
     if (a->json && (!strcmp(a->job.output, "-") || (a->job.latent_out && !strcmp(a->job.latent_out, "-"))))
         return error(EXIT_BAD_INPUT, "--json: writes to standard output; -o - cannot be used with it");
     return -1;
@@ -145,30 +163,40 @@ static int add_prompt_loras(cli_args *a, const job_list *L) {
     for (int i = 0; i < L->n; i++) {
         if (i && L->jobs[i].s.gen.prompt == L->jobs[i - 1].s.gen.prompt) continue;
         int n = sd_prompt_lora_tags(L->jobs[i].s.gen.prompt, i ? tags : first, CLI_MAX_LORAS, err);
-        if (n < 0) return L->jobs[i].line ? error(EXIT_BAD_INPUT, "%s line %d: %s", L->source, L->jobs[i].line, err) : error(EXIT_BAD_INPUT, "%s", err);
-        if (i == 0) { n_first = n < CLI_MAX_LORAS ? n : CLI_MAX_LORAS; continue; }
+        if (n < 0)
+            return L->jobs[i].line ? error(EXIT_BAD_INPUT, "%s line %d: %s", L->source, L->jobs[i].line, err)
+                                   : error(EXIT_BAD_INPUT, "%s", err);
+        if (i == 0) {
+            n_first = n < CLI_MAX_LORAS ? n : CLI_MAX_LORAS;
+            continue;
+        }
         int same = n == n_first;
         for (int t = 0; same && t < n && t < CLI_MAX_LORAS; t++)
             same = !strcmp(tags[t].name, first[t].name) && tags[t].multiplier == first[t].multiplier;
         if (!same)
-            return error(EXIT_BAD_INPUT, "%s line %d: its <lora:...> tags differ from the first job's; the model is loaded once, so all jobs "
-                         "must use the same LoRAs (run them separately)", L->source, L->jobs[i].line);
+            return error(
+                EXIT_BAD_INPUT,
+                "%s line %d: its <lora:...> tags differ from the first job's; the model is loaded once, so all jobs "
+                "must use the same LoRAs (run them separately)",
+                L->source, L->jobs[i].line);
     }
     if (n_first == 0) return 0;
     const char *dir = a->lora_dir ? a->lora_dir : ".";
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return error(EXIT_BAD_INPUT, "--lora-model-dir: '%s' is not a directory (the prompt names <lora:%s>)", dir, first[0].name);
+        return error(EXIT_BAD_INPUT, "--lora-model-dir: '%s' is not a directory (the prompt names <lora:%s>)", dir,
+                     first[0].name);
     for (int i = 0; i < n_first; i++) {
         size_t len = strlen(dir) + strlen(first[i].name) + 16;
         char *path = malloc(len);
         if (!path) return error(EXIT_RUNTIME, "out of memory");
         snprintf(path, len, "%s/%s.safetensors", dir, first[i].name);
-        int readable = access(path, R_OK) == 0, rc = readable ? cli_add_lora(a, "prompt", path, strlen(path), first[i].multiplier, err, sizeof err) : 0;
+        int readable = access(path, R_OK) == 0,
+            rc = readable ? cli_add_lora(a, "prompt", path, strlen(path), first[i].multiplier, err, sizeof err) : 0;
         free(path);
         if (!readable)
-            return error(EXIT_BAD_INPUT, "prompt: <lora:%s>: no readable '%s.safetensors' in '%s' (--lora-model-dir)", first[i].name,
-                         first[i].name, dir);
+            return error(EXIT_BAD_INPUT, "prompt: <lora:%s>: no readable '%s.safetensors' in '%s' (--lora-model-dir)",
+                         first[i].name, first[i].name, dir);
         if (rc) return error(rc, "%s", err);
     }
     return 0;
@@ -193,7 +221,8 @@ static void warn_ignored_options(const job_list *L) {
 static int check_prompts(const sd_ctx *ctx, const job_list *L, int verbose) {
     for (int i = 0; i < L->n; i++) {
         const job *j = &L->jobs[i];
-        if (i && j->s.gen.prompt == L->jobs[i - 1].s.gen.prompt && j->s.gen.negative_prompt == L->jobs[i - 1].s.gen.negative_prompt)
+        if (i && j->s.gen.prompt == L->jobs[i - 1].s.gen.prompt &&
+            j->s.gen.negative_prompt == L->jobs[i - 1].s.gen.negative_prompt)
             continue;
         const char *texts[2] = {j->s.gen.prompt, j->s.gen.negative_prompt}, *names[2] = {"prompt", "negative prompt"};
         for (int k = 0; k < 2; k++) {
@@ -203,8 +232,8 @@ static int check_prompts(const sd_ctx *ctx, const job_list *L, int verbose) {
             if (st != SD_OK) return error(exit_code(st), "%s", err);
             int unclosed = sd_describe_prompt(ctx, texts[k], names[k], verbose && L->n == 1 ? stderr : NULL);
             if (unclosed > 0)
-                fprintf(stderr, "sd: note: %s: %d bracket%s never closed; closed at the end, as AUTOMATIC1111 does\n", names[k],
-                        unclosed, unclosed == 1 ? " was" : "s were");
+                fprintf(stderr, "sd: note: %s: %d bracket%s never closed; closed at the end, as AUTOMATIC1111 does\n",
+                        names[k], unclosed, unclosed == 1 ? " was" : "s were");
         }
     }
     return 0;
@@ -224,7 +253,8 @@ static int check_outputs(const cli_args *a, job_list *L, const sd_ctx *ctx) {
     char err[SD_ERR_LEN];
     sd_model_info mi;
     sd_get_model_info(ctx, &mi);
-    if (jobs_name_outputs(L, mi.default_width, mi.default_height, err, sizeof err)) return error(EXIT_BAD_INPUT, "%s", err);
+    if (jobs_name_outputs(L, mi.default_width, mi.default_height, err, sizeof err))
+        return error(EXIT_BAD_INPUT, "%s", err);
     struct stat model_st;
     const struct stat *model = stat(a->model, &model_st) == 0 ? &model_st : NULL;
     int rc = 0;
@@ -260,12 +290,16 @@ static void on_progress(const sd_progress *p, void *user) {
     char job[48] = "", text[96];
     if (s->jobs > 1) snprintf(job, sizeof job, "job %d/%d ", s->job, s->jobs);
     snprintf(text, sizeof text, "%s %d/%d %.2f s/it ETA %.0fs", s->unit, p->step, p->steps, per, eta);
-    if (!s->tty) { fprintf(stderr, "%s%s\n", job, text); return; }
+    if (!s->tty) {
+        fprintf(stderr, "%s%s\n", job, text);
+        return;
+    }
     int cols = terminal_width() - 1, fixed = (int)(strlen(job) + strlen(text)) + 3;
     int bar = cols - fixed > 40 ? 40 : cols - fixed, done = bar > 0 ? p->step * bar / p->steps : 0;
     char line[512];
     if (bar >= 5)
-        snprintf(line, sizeof line, "%s|%.*s%*s| %s", job, done, "########################################", bar - done, "", text);
+        snprintf(line, sizeof line, "%s|%.*s%*s| %s", job, done, "########################################", bar - done,
+                 "", text);
     else
         snprintf(line, sizeof line, "%s%s", job, text);
     fprintf(stderr, "\r%.*s\033[K", cols > 0 ? cols : 1, line);
@@ -279,11 +313,11 @@ static const char *progress_unit(const sd_gen_params *g, unsigned *said) {
     int first = !(*said & (1u << g->sampler));
     *said |= 1u << g->sampler;
     if (first && si->evals_per_step > 1)
-        fprintf(stderr, "sd: %s evaluates the UNet %d times per step after the first; progress counts evaluations\n", si->name,
-                si->evals_per_step);
+        fprintf(stderr, "sd: %s evaluates the UNet %d times per step after the first; progress counts evaluations\n",
+                si->name, si->evals_per_step);
     if (first && si->warmup_evals > 0)
-        fprintf(stderr, "sd: %s adds %d warm-up evaluation%s of the UNet; progress counts evaluations\n", si->name, si->warmup_evals,
-                si->warmup_evals > 1 ? "s" : "");
+        fprintf(stderr, "sd: %s adds %d warm-up evaluation%s of the UNet; progress counts evaluations\n", si->name,
+                si->warmup_evals, si->warmup_evals > 1 ? "s" : "");
     return si->evals_per_step > 1 || si->warmup_evals > 0 ? "eval" : "step";
 }
 
@@ -305,7 +339,9 @@ static int skipped(const cli_args *a, const job *j) {
     struct stat st;
     return a->skip_existing && strcmp(j->png, "-") && stat(j->png, &st) == 0 && S_ISREG(st.st_mode);
 }
-static int in_shard(const cli_args *a, const job *j) { return a->shard_count == 0 || (j->number - 1) % a->shard_count == a->shard_index - 1; }
+static int in_shard(const cli_args *a, const job *j) {
+    return a->shard_count == 0 || (j->number - 1) % a->shard_count == a->shard_index - 1;
+}
 
 /* Jobs of this shard (the images this run makes, unless left out as existing). */
 static int jobs_to_run(const cli_args *a, const job_list *L) {
@@ -319,7 +355,10 @@ static int keep_existing(const job *j, grid_image *g) {
     sd_pixels px;
     char err[SD_ERR_LEN];
     if (sd_pixels_read(j->png, &px, err) != SD_OK) return error(EXIT_RUNTIME, "--grid: %s", err);
-    if (px.channels != 3) { sd_pixels_free(&px); return error(EXIT_RUNTIME, "--grid: %s: not an RGB image", j->png); }
+    if (px.channels != 3) {
+        sd_pixels_free(&px);
+        return error(EXIT_RUNTIME, "--grid: %s: not an RGB image", j->png);
+    }
     *g = (grid_image){px.width, px.height, px.data}; /* the data moves to the grid */
     return 0;
 }
@@ -333,15 +372,16 @@ static int run_job(const cli_args *a, sd_ctx *ctx, job *j, int jobs, run_state *
     sd_timings tm;
     sd_get_timings(ctx, &tm);
     if (tm.vae_tiled && !j->s.gen.vae_tiling && !a->low_memory)
-        fprintf(stderr, "sd: note: the VAE ran in %d-pixel tiles: the untiled decoder would not fit in memory\n", tm.vae_tiled);
+        fprintf(stderr, "sd: note: the VAE ran in %d-pixel tiles: the untiled decoder would not fit in memory\n",
+                tm.vae_tiled);
     int rc = job_write(a, j, ctx, &img, err, errlen) ? EXIT_RUNTIME : 0;
     if (!rc) {
         fprintf(stderr, "sd: wrote %s (seed %llu)\n", strcmp(j->png, "-") ? j->png : "the PNG to standard output",
                 (unsigned long long)j->s.gen.seed);
         if (a->json) job_json_line(stdout, j, jobs, img.width, img.height, now_s() - t0, 0);
         if (a->verbose)
-            fprintf(stderr, "sd: text %.3f s, sampling %.3f s (median step %.3f s), decode %.3f s, peak RSS %.1f MB\n", tm.text_s,
-                    tm.sampling_s, tm.step_median_s, tm.decode_s, (double)tm.peak_rss_bytes / 1e6);
+            fprintf(stderr, "sd: text %.3f s, sampling %.3f s (median step %.3f s), decode %.3f s, peak RSS %.1f MB\n",
+                    tm.text_s, tm.sampling_s, tm.step_median_s, tm.decode_s, (double)tm.peak_rss_bytes / 1e6);
         if (rs->images) { /* the grid takes the pixels */
             rs->images[j->number - 1] = (grid_image){img.width, img.height, img.rgb};
             img.rgb = NULL;
@@ -362,9 +402,12 @@ static int write_grid(const cli_args *a, const job_list *L, const sd_ctx *ctx, g
     int rc = !text || grid_render(L->axes, L->n_axes, images, &g, &rgb) ? error(EXIT_RUNTIME, "out of memory") : 0;
     if (!rc) {
         sprintf(text, "%s, %s", params, sweep);
-        if (output_write_png(a->grid, rgb, g.width, g.height, "parameters", text, err, sizeof err)) rc = error(EXIT_RUNTIME, "%s", err);
-        else if (g.nz > 1) fprintf(stderr, "sd: wrote %s (%dx%dx%d grid of %d images)\n", a->grid, g.nx, g.ny, g.nz, L->n);
-        else fprintf(stderr, "sd: wrote %s (%dx%d grid of %d images)\n", a->grid, g.nx, g.ny, L->n);
+        if (output_write_png(a->grid, rgb, g.width, g.height, "parameters", text, err, sizeof err))
+            rc = error(EXIT_RUNTIME, "%s", err);
+        else if (g.nz > 1)
+            fprintf(stderr, "sd: wrote %s (%dx%dx%d grid of %d images)\n", a->grid, g.nx, g.ny, g.nz, L->n);
+        else
+            fprintf(stderr, "sd: wrote %s (%dx%d grid of %d images)\n", a->grid, g.nx, g.ny, L->n);
     }
     free(rgb);
     free(params);
@@ -403,8 +446,10 @@ static int run_jobs(const cli_args *a, sd_ctx *ctx, job_list *L) {
         j->s.gen.progress_user = &ps;
         j->s.gen.cancel = cancel_requested;
         rc = run_job(a, ctx, j, L->n, &rs, err, sizeof err);
-        if (!rc) rs.done++;
-        else if (!g_cancel) error(rc, "%s", err);
+        if (!rc)
+            rs.done++;
+        else if (!g_cancel)
+            error(rc, "%s", err);
         if (g_cancel && !rc) snprintf(err, sizeof err, "interrupted");
         if (g_cancel) rc = EXIT_RUNTIME;
     }
@@ -437,11 +482,18 @@ static int run(cli_args *a) {
     memset(&L, 0, sizeof L);
     int rc = 0;
     if (!a->info) {
-        if ((rc = jobs_build(&L, a, err, sizeof err))) { jobs_free(&L); return error(rc, "%s", err); }
-        if (a->grid && !one_sweep(&L)) rc = error(EXIT_BAD_INPUT, "--grid: needs one sweep of one job (no prompt file with several lines, no -b)");
+        if ((rc = jobs_build(&L, a, err, sizeof err))) {
+            jobs_free(&L);
+            return error(rc, "%s", err);
+        }
+        if (a->grid && !one_sweep(&L))
+            rc = error(EXIT_BAD_INPUT, "--grid: needs one sweep of one job (no prompt file with several lines, no -b)");
         if (!rc) rc = add_prompt_loras(a, &L);
         if (!rc) warn_ignored_options(&L);
-        if (rc) { jobs_free(&L); return rc; }
+        if (rc) {
+            jobs_free(&L);
+            return rc;
+        }
     }
     sd_ctx *ctx = NULL;
     double t0 = now_s();
@@ -461,10 +513,14 @@ static int run(cli_args *a) {
         fprintf(stderr, "sd: warning: --precision bf16: this CPU has no AVX512-BF16; computing in float32\n");
     lp.keep_weights = jobs_to_run(a, &L) > 1; /* a batch: each image reuses the pages the previous one read */
     sd_status st = sd_load_with(&ctx, &lp, err);
-    if (st != SD_OK) rc = error(exit_code(st), "%s", err);
-    else if (a->verbose) fprintf(stderr, "sd: loaded %s (%.3f s)\n", a->model, now_s() - t0);
-    if (!rc && a->info) sd_print_info(ctx, stdout);
-    else if (!rc && !(rc = check_prompts(ctx, &L, a->verbose)) && !(rc = check_outputs(a, &L, ctx))) rc = run_jobs(a, ctx, &L);
+    if (st != SD_OK)
+        rc = error(exit_code(st), "%s", err);
+    else if (a->verbose)
+        fprintf(stderr, "sd: loaded %s (%.3f s)\n", a->model, now_s() - t0);
+    if (!rc && a->info)
+        sd_print_info(ctx, stdout);
+    else if (!rc && !(rc = check_prompts(ctx, &L, a->verbose)) && !(rc = check_outputs(a, &L, ctx)))
+        rc = run_jobs(a, ctx, &L);
     sd_free(ctx);
     jobs_free(&L);
     return rc;

@@ -25,26 +25,45 @@ static int is_stdout(const char *path) { return strcmp(path, "-") == 0; }
 
 int output_check_path(const char *path, char *err, size_t errlen) {
     struct stat sb, lb;
-    if (!path || !*path) { snprintf(err, errlen, "output: empty path"); return -1; }
+    if (!path || !*path) {
+        snprintf(err, errlen, "output: empty path");
+        return -1;
+    }
     if (is_stdout(path)) return 0;
-    if (path[strlen(path) - 1] == '/') { snprintf(err, errlen, "%s: names a directory, not a file", path); return -1; }
+    if (path[strlen(path) - 1] == '/') {
+        snprintf(err, errlen, "%s: names a directory, not a file", path);
+        return -1;
+    }
     int exists = stat(path, &sb) == 0;
     if (!exists && lstat(path, &lb) == 0 && S_ISLNK(lb.st_mode)) {
         snprintf(err, errlen, "%s: is a symbolic link to a missing file", path);
         return -1;
     }
-    if (exists && S_ISDIR(sb.st_mode)) { snprintf(err, errlen, "%s: is a directory", path); return -1; }
-    if (exists && (access(path, W_OK) != 0 || (S_ISREG(sb.st_mode) && !(sb.st_mode & 0222)))) { /* read-only, even for root */
+    if (exists && S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "%s: is a directory", path);
+        return -1;
+    }
+    if (exists &&
+        (access(path, W_OK) != 0 || (S_ISREG(sb.st_mode) && !(sb.st_mode & 0222)))) { /* read-only, even for root */
         snprintf(err, errlen, "%s: cannot write: the file is read-only (permission denied)", path);
         return -1;
     }
     if (exists && !S_ISREG(sb.st_mode)) return 0; /* a device or FIFO: written in place */
     char *target = exists ? realpath(path, NULL) : strdup(path), *dir = target ? dir_of(target) : NULL;
     int rc = 0;
-    if (!dir) { snprintf(err, errlen, "%s: out of memory", path); rc = -1; }
-    else if (stat(dir, &sb) != 0) { snprintf(err, errlen, "%s: directory '%s' does not exist", path, dir); rc = -1; }
-    else if (!S_ISDIR(sb.st_mode)) { snprintf(err, errlen, "%s: '%s' is not a directory", path, dir); rc = -1; }
-    else if (access(dir, W_OK) != 0) { snprintf(err, errlen, "%s: directory '%s' is not writable", path, dir); rc = -1; }
+    if (!dir) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        rc = -1;
+    } else if (stat(dir, &sb) != 0) {
+        snprintf(err, errlen, "%s: directory '%s' does not exist", path, dir);
+        rc = -1;
+    } else if (!S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "%s: '%s' is not a directory", path, dir);
+        rc = -1;
+    } else if (access(dir, W_OK) != 0) {
+        snprintf(err, errlen, "%s: directory '%s' is not writable", path, dir);
+        rc = -1;
+    }
     free(target);
     free(dir);
     return rc;
@@ -80,13 +99,19 @@ static int write_replacing(const char *path, const struct stat *old, const void 
     char *target = old ? realpath(path, NULL) : strdup(path), *dir = target ? dir_of(target) : NULL;
     size_t tlen = dir ? strlen(dir) + 32 : 0;
     char *tmp = dir ? malloc(tlen) : NULL;
-    if (!tmp) { free(target); free(dir); snprintf(err, errlen, "%s: out of memory", path); return -1; }
+    if (!tmp) {
+        free(target);
+        free(dir);
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
     snprintf(tmp, tlen, "%s/.sd-tmp-XXXXXX", dir);
     free(dir);
     int fd = mkstemp(tmp);
     if (fd < 0) {
         snprintf(err, errlen, "%s: cannot create a temporary file: %s", path, strerror(errno));
-        free(tmp); free(target);
+        free(tmp);
+        free(target);
         return -1;
     }
     mode_t mask = umask(0);
@@ -125,12 +150,18 @@ static uint32_t crc32_update(uint32_t crc, const unsigned char *p, size_t n) {
     return ~crc;
 }
 
-static void put_be32(unsigned char *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = (unsigned char)v; }
+static void put_be32(unsigned char *p, uint32_t v) {
+    p[0] = v >> 24;
+    p[1] = v >> 16;
+    p[2] = v >> 8;
+    p[3] = (unsigned char)v;
+}
 
 /* Builds a tEXt (ASCII) or iTXt (UTF-8) chunk; returns its malloc'd bytes and length. */
 static unsigned char *text_chunk(const char *key, const char *text, size_t *out_len) {
     int ascii = 1;
-    for (const unsigned char *c = (const unsigned char *)text; *c; c++) if (*c >= 0x80) ascii = 0;
+    for (const unsigned char *c = (const unsigned char *)text; *c; c++)
+        if (*c >= 0x80) ascii = 0;
     size_t klen = strlen(key), tlen = strlen(text);
     size_t data_len = klen + 1 + (ascii ? 0 : 4) + tlen;
     unsigned char *c = malloc(12 + data_len);
@@ -140,15 +171,18 @@ static unsigned char *text_chunk(const char *key, const char *text, size_t *out_
     unsigned char *d = c + 8;
     memcpy(d, key, klen + 1); /* keyword and its NUL */
     d += klen + 1;
-    if (!ascii) { memcpy(d, "\0\0\0\0", 4); d += 4; } /* no compression, empty language and translation */
+    if (!ascii) {
+        memcpy(d, "\0\0\0\0", 4);
+        d += 4;
+    } /* no compression, empty language and translation */
     memcpy(d, text, tlen);
     put_be32(c + 8 + data_len, crc32_update(0, c + 4, 4 + data_len));
     *out_len = 12 + data_len;
     return c;
 }
 
-int output_write_png(const char *path, const uint8_t *rgb, int w, int h, const char *key, const char *text,
-                     char *err, size_t errlen) {
+int output_write_png(const char *path, const uint8_t *rgb, int w, int h, const char *key, const char *text, char *err,
+                     size_t errlen) {
     int png_len = 0;
     unsigned char *png = stbi_write_png_to_mem(rgb, w * 3, w, h, 3, &png_len);
     size_t chunk_len = 0;
@@ -156,7 +190,9 @@ int output_write_png(const char *path, const uint8_t *rgb, int w, int h, const c
     const size_t ihdr_end = 8 + 25; /* signature + IHDR chunk */
     unsigned char *out = png ? malloc((size_t)png_len + chunk_len) : NULL;
     if (!png || !out || (text && !chunk) || (size_t)png_len < ihdr_end) {
-        free(png); free(chunk); free(out);
+        free(png);
+        free(chunk);
+        free(out);
         snprintf(err, errlen, "%s: cannot encode the PNG (out of memory)", path);
         return -1;
     }
@@ -164,7 +200,9 @@ int output_write_png(const char *path, const uint8_t *rgb, int w, int h, const c
     if (chunk) memcpy(out + ihdr_end, chunk, chunk_len);
     memcpy(out + ihdr_end + chunk_len, png + ihdr_end, (size_t)png_len - ihdr_end);
     int rc = output_write_atomic(path, out, (size_t)png_len + chunk_len, err, errlen);
-    free(png); free(chunk); free(out);
+    free(png);
+    free(chunk);
+    free(out);
     return rc;
 }
 
@@ -178,15 +216,24 @@ char *output_read_png_text(const char *path, const char *key) {
         uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
         if (len > (64u << 20)) break;
         int is_text = !memcmp(hdr + 4, "tEXt", 4), is_itxt = !memcmp(hdr + 4, "iTXt", 4);
-        if (!is_text && !is_itxt) { if (fseek(f, (long)len + 4, SEEK_CUR) != 0) break; continue; }
+        if (!is_text && !is_itxt) {
+            if (fseek(f, (long)len + 4, SEEK_CUR) != 0) break;
+            continue;
+        }
         char *data = malloc(len + 1);
-        if (!data || fread(data, 1, len, f) != len) { free(data); break; }
+        if (!data || fread(data, 1, len, f) != len) {
+            free(data);
+            break;
+        }
         data[len] = 0;
         fseek(f, 4, SEEK_CUR);
         size_t klen = strnlen(data, len);
         if (klen < len && strcmp(data, key) == 0) {
             size_t off = klen + 1 + (is_itxt ? 2 : 0);
-            if (is_itxt) { off += strnlen(data + off, len - off) + 1; off += strnlen(data + off, len - off) + 1; }
+            if (is_itxt) {
+                off += strnlen(data + off, len - off) + 1;
+                off += strnlen(data + off, len - off) + 1;
+            }
             if (off <= len) result = strdup(data + off);
         }
         free(data);
@@ -204,11 +251,14 @@ int output_write_tensor(const char *path, const char *name, const int64_t *shape
         off += (size_t)snprintf(dims + off, sizeof dims - off, "%s%lld", i ? "," : "", (long long)shape[i]);
         numel *= (size_t)shape[i];
     }
-    int hl = snprintf(header, sizeof header, "{\"%s\":{\"dtype\":\"F32\",\"shape\":[%s],\"data_offsets\":[0,%zu]}}", name,
-                      dims, numel * 4);
+    int hl = snprintf(header, sizeof header, "{\"%s\":{\"dtype\":\"F32\",\"shape\":[%s],\"data_offsets\":[0,%zu]}}",
+                      name, dims, numel * 4);
     size_t padded = ((size_t)hl + 7) & ~(size_t)7; /* keep the data 8-byte aligned */
     unsigned char *buf = malloc(8 + padded + numel * 4);
-    if (!buf) { snprintf(err, errlen, "%s: out of memory", path); return -1; }
+    if (!buf) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
     for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
     memset(buf + 8, ' ', padded);
     memcpy(buf + 8, header, (size_t)hl);

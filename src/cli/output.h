@@ -22,8 +22,8 @@ int output_check_path(const char *path, char *err, size_t errlen);
 int output_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
 
 /* PNG of rgb[h, w, 3] with a text chunk key=text (tEXt when ASCII, iTXt UTF-8 otherwise). */
-int output_write_png(const char *path, const uint8_t *rgb, int w, int h, const char *key, const char *text,
-                     char *err, size_t errlen);
+int output_write_png(const char *path, const uint8_t *rgb, int w, int h, const char *key, const char *text, char *err,
+                     size_t errlen);
 
 /* Reads the text chunk `key` of a PNG file into a malloc'd string (NULL if absent or unreadable). */
 char *output_read_png_text(const char *path, const char *key);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PRECISION_BITS (32 - 8 - 2)
+#define PRECISION_BITS  (32 - 8 - 2)
 #define LANCZOS_SUPPORT 3.0
 
 static double sinc(double x) {
@@ -15,7 +15,9 @@ static double sinc(double x) {
     return sin(x) / x;
 }
 
-static double lanczos(double x) { return x > -LANCZOS_SUPPORT && x < LANCZOS_SUPPORT ? sinc(x) * sinc(x / LANCZOS_SUPPORT) : 0.0; }
+static double lanczos(double x) {
+    return x > -LANCZOS_SUPPORT && x < LANCZOS_SUPPORT ? sinc(x) * sinc(x / LANCZOS_SUPPORT) : 0.0;
+}
 
 /* Fixed-point weights of every output position: bounds[2·o] = first input, bounds[2·o+1] = count;
  * k[o·ksize + i]. Returns ksize, or 0 without memory. */
@@ -26,7 +28,12 @@ static int lanczos_coeffs(int in_size, int out_size, int **bounds_out, int32_t *
     int *bounds = malloc((size_t)out_size * 2 * sizeof(int));
     int32_t *k = calloc((size_t)out_size * ksize, sizeof(int32_t));
     double *pre = malloc((size_t)ksize * sizeof(double));
-    if (!bounds || !k || !pre) { free(bounds); free(k); free(pre); return 0; }
+    if (!bounds || !k || !pre) {
+        free(bounds);
+        free(k);
+        free(pre);
+        return 0;
+    }
     for (int o = 0; o < out_size; o++) {
         double center = (o + 0.5) * scale, ww = 0.0, ss = 1.0 / filterscale;
         int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
@@ -39,7 +46,8 @@ static int lanczos_coeffs(int in_size, int out_size, int **bounds_out, int32_t *
         }
         for (int x = 0; x < xmax; x++) {
             double v = ww != 0.0 ? pre[x] / ww : pre[x];
-            k[(size_t)o * ksize + x] = (int32_t)(v < 0 ? trunc(-0.5 + v * (1 << PRECISION_BITS)) : trunc(0.5 + v * (1 << PRECISION_BITS)));
+            k[(size_t)o * ksize + x] =
+                (int32_t)(v < 0 ? trunc(-0.5 + v * (1 << PRECISION_BITS)) : trunc(0.5 + v * (1 << PRECISION_BITS)));
         }
         bounds[2 * o] = xmin;
         bounds[2 * o + 1] = xmax;
@@ -82,7 +90,10 @@ static int resample_pass(const uint8_t *src, int w, int h, int ch, uint8_t *dst,
 }
 
 int image_resize_lanczos(const uint8_t *src, int w, int h, int ch, uint8_t *dst, int ow, int oh) {
-    if (w == ow && h == oh) { memcpy(dst, src, (size_t)w * h * ch); return 0; }
+    if (w == ow && h == oh) {
+        memcpy(dst, src, (size_t)w * h * ch);
+        return 0;
+    }
     if (h == oh) return resample_pass(src, w, h, ch, dst, ow, oh, 1);
     if (w == ow) return resample_pass(src, w, h, ch, dst, ow, oh, 0);
     uint8_t *mid = malloc((size_t)ow * h * ch); /* [h, ow, ch] after the horizontal pass */
@@ -96,7 +107,10 @@ int image_resize_lanczos(const uint8_t *src, int w, int h, int ch, uint8_t *dst,
 /* The image resized to W x H in its own channels (malloc'd [H, W, channels]). */
 static uint8_t *resized(const sd_pixels *p, int W, int H) {
     uint8_t *out = malloc((size_t)W * H * p->channels);
-    if (out && image_resize_lanczos(p->data, p->width, p->height, p->channels, out, W, H) != 0) { free(out); out = NULL; }
+    if (out && image_resize_lanczos(p->data, p->width, p->height, p->channels, out, W, H) != 0) {
+        free(out);
+        out = NULL;
+    }
     return out;
 }
 
@@ -107,7 +121,7 @@ int image_to_model_input(const sd_pixels *p, int W, int H, float *out) {
     const int ch = p->channels;
     for (size_t i = 0; i < P; i++)
         for (int c = 0; c < 3; c++) {
-            uint8_t v = px[i * ch + (ch >= 3 ? c : 0)]; /* RGB(A): drop alpha; grey (+alpha): replicate */
+            uint8_t v = px[i * ch + (ch >= 3 ? c : 0)];         /* RGB(A): drop alpha; grey (+alpha): replicate */
             out[c * P + i] = 2.0f * ((float)v / 255.0f) - 1.0f; /* image_processor: v/255, then 2x − 1 */
         }
     free(px);
@@ -121,7 +135,9 @@ int image_binary_mask(const sd_pixels *p, int W, int H, float *mask) {
     const int ch = p->channels;
     for (size_t i = 0; i < P; i++) {
         const uint8_t *v = px + i * ch;
-        int grey = ch >= 3 ? (int)(((uint32_t)v[0] * 19595 + (uint32_t)v[1] * 38470 + (uint32_t)v[2] * 7471 + 0x8000) >> 16) : v[0];
+        int grey = ch >= 3
+                       ? (int)(((uint32_t)v[0] * 19595 + (uint32_t)v[1] * 38470 + (uint32_t)v[2] * 7471 + 0x8000) >> 16)
+                       : v[0];
         mask[i] = (float)grey / 255.0f >= 0.5f ? 1.0f : 0.0f; /* binarize: m < 0.5 -> 0, else 1 */
     }
     free(px);

@@ -4,18 +4,25 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef struct { const char *orig, *diff; } name_pair;
+typedef struct {
+    const char *orig, *diff;
+} name_pair;
 
 /* Resnet layers of the UNet: original ↔ diffusers. */
-static const name_pair unet_resnet[] = {{"in_layers.0", "norm1"},   {"in_layers.2", "conv1"},  {"emb_layers.1", "time_emb_proj"},
-                                        {"out_layers.0", "norm2"},  {"out_layers.3", "conv2"}, {"skip_connection", "conv_shortcut"}};
+static const name_pair unet_resnet[] = {{"in_layers.0", "norm1"},          {"in_layers.2", "conv1"},
+                                        {"emb_layers.1", "time_emb_proj"}, {"out_layers.0", "norm2"},
+                                        {"out_layers.3", "conv2"},         {"skip_connection", "conv_shortcut"}};
 /* Whole modules of the UNet outside the blocks. */
-static const name_pair unet_top[] = {{"time_embed.0", "time_embedding.linear_1"}, {"time_embed.2", "time_embedding.linear_2"},
-                                     {"input_blocks.0.0", "conv_in"}, {"out.0", "conv_norm_out"}, {"out.2", "conv_out"}};
+static const name_pair unet_top[] = {{"time_embed.0", "time_embedding.linear_1"},
+                                     {"time_embed.2", "time_embedding.linear_2"},
+                                     {"input_blocks.0.0", "conv_in"},
+                                     {"out.0", "conv_norm_out"},
+                                     {"out.2", "conv_out"}};
 /* VAE resnet and attention layers, and the coders' ends. */
-static const name_pair vae_layer[] = {{"nin_shortcut", "conv_shortcut"}, {"norm", "group_norm"}, {"q", "to_q"},  {"k", "to_k"},
-                                      {"v", "to_v"}, {"proj_out", "to_out.0"}, {"q", "query"}, {"k", "key"}, {"v", "value"},
-                                      {"proj_out", "proj_attn"}, {"norm_out", "conv_norm_out"}};
+static const name_pair vae_layer[] = {
+    {"nin_shortcut", "conv_shortcut"}, {"norm", "group_norm"}, {"q", "to_q"}, {"k", "to_k"},  {"v", "to_v"},
+    {"proj_out", "to_out.0"},          {"q", "query"},         {"k", "key"},  {"v", "value"}, {"proj_out", "proj_attn"},
+    {"norm_out", "conv_norm_out"}};
 
 /* The other side of `name` in a table (from_diff: name is diffusers'); name itself when absent. */
 static const char *lookup(const name_pair *t, size_t n, const char *name, int from_diff) {
@@ -54,8 +61,8 @@ int naming_unet_to_diffusers(const char *orig, int L, char *out, size_t len) {
     return 0;
 }
 
-int naming_unet_from_diffusers(const char *diff, int L, int (*up_has_attention)(int i, void *user), void *user, char *out,
-                               size_t len) {
+int naming_unet_from_diffusers(const char *diff, int L, int (*up_has_attention)(int i, void *user), void *user,
+                               char *out, size_t len) {
     int i, j, used = 0;
     char rest[256];
     const char *top = LOOKUP(unet_top, diff, 1), *layer;
@@ -70,7 +77,8 @@ int naming_unet_from_diffusers(const char *diff, int L, int (*up_has_attention)(
         return snprintf(out, len, "input_blocks.%d.1.%s", (L + 1) * i + j + 1, rest), 0;
     if (sscanf(diff, "mid_block.resnets.%d.%255s", &j, rest) == 2 && (layer = LOOKUP(unet_resnet, rest, 1)))
         return snprintf(out, len, "middle_block.%d.%s", j == 0 ? 0 : 2, layer), 0;
-    if (sscanf(diff, "mid_block.attentions.0.%255s", rest) == 1) return snprintf(out, len, "middle_block.1.%s", rest), 0;
+    if (sscanf(diff, "mid_block.attentions.0.%255s", rest) == 1)
+        return snprintf(out, len, "middle_block.1.%s", rest), 0;
     if (sscanf(diff, "up_blocks.%d.resnets.%d.%255s", &i, &j, rest) == 3 && (layer = LOOKUP(unet_resnet, rest, 1)))
         return snprintf(out, len, "output_blocks.%d.0.%s", (L + 1) * i + j, layer), 0;
     if (sscanf(diff, "up_blocks.%d.attentions.%d.%255s", &i, &j, rest) == 3)
@@ -100,6 +108,7 @@ int naming_vae_from_diffusers(const char *diff, int n_up, char *out, size_t len)
         return snprintf(out, len, "%s.up.%d.upsample.%s", coder, n_up - 1 - i, rest), 0;
     if (sscanf(r, "mid_block.resnets.%d.%255s", &j, rest) == 2)
         return snprintf(out, len, "%s.mid.block_%d.%s", coder, j + 1, vae_layer_orig(rest)), 0;
-    if (sscanf(r, "mid_block.attentions.0.%255s", rest) == 1) return snprintf(out, len, "%s.mid.attn_1.%s", coder, vae_layer_orig(rest)), 0;
+    if (sscanf(r, "mid_block.attentions.0.%255s", rest) == 1)
+        return snprintf(out, len, "%s.mid.attn_1.%s", coder, vae_layer_orig(rest)), 0;
     return snprintf(out, len, "%s.%s", coder, vae_layer_orig(r)), 0;
 }

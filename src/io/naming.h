@@ -23,8 +23,8 @@ int naming_unet_to_diffusers(const char *orig, int L, char *out, size_t len);
 
 /* diffusers UNet module path → original path; up_has_attention(i) tells whether up_blocks.i has attentions
  * (its upsampler is then output block item 2, else item 1). 0, or -1 when the name is not a UNet module. */
-int naming_unet_from_diffusers(const char *diff, int L, int (*up_has_attention)(int i, void *user), void *user, char *out,
-                               size_t len);
+int naming_unet_from_diffusers(const char *diff, int L, int (*up_has_attention)(int i, void *user), void *user,
+                               char *out, size_t len);
 
 /* diffusers VAE module path → original path (after "first_stage_model."); n_up = decoder levels. */
 int naming_vae_from_diffusers(const char *diff, int n_up, char *out, size_t len);

@@ -45,7 +45,10 @@ static int json_to_u64(const cJSON *n, uint64_t *out) {
 
 static int parse_dtype(const char *s, st_dtype *out) {
     for (int i = 0; i < ST_DTYPE_COUNT; i++)
-        if (strcmp(s, dtype_names[i]) == 0) { *out = (st_dtype)i; return 0; }
+        if (strcmp(s, dtype_names[i]) == 0) {
+            *out = (st_dtype)i;
+            return 0;
+        }
     return -1;
 }
 
@@ -56,7 +59,8 @@ static int parse_metadata(st_file *f, const cJSON *meta, char *err, size_t errle
     f->meta = calloc((size_t)n + 1, sizeof(st_meta));
     if (!f->meta) return st_fail(err, errlen, f->path, "out of memory");
     for (const cJSON *it = meta->child; it; it = it->next) {
-        if (!cJSON_IsString(it)) return st_fail(err, errlen, f->path, "__metadata__ value of '%s' is not a string", it->string);
+        if (!cJSON_IsString(it))
+            return st_fail(err, errlen, f->path, "__metadata__ value of '%s' is not a string", it->string);
         st_meta *m = &f->meta[f->n_meta++];
         m->key = strdup(it->string);
         m->value = strdup(it->valuestring);
@@ -66,8 +70,8 @@ static int parse_metadata(st_file *f, const cJSON *meta, char *err, size_t errle
 }
 
 /* Validates one header entry and fills `t`. data_size is the byte count after the header. */
-static int parse_tensor(st_file *f, const cJSON *e, st_tensor *t, const uint8_t *data, size_t data_size,
-                        char *err, size_t errlen) {
+static int parse_tensor(st_file *f, const cJSON *e, st_tensor *t, const uint8_t *data, size_t data_size, char *err,
+                        size_t errlen) {
     const char *name = e->string;
     if (!cJSON_IsObject(e)) return st_fail(err, errlen, f->path, "tensor '%s': entry is not an object", name);
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(e, "dtype");
@@ -79,10 +83,11 @@ static int parse_tensor(st_file *f, const cJSON *e, st_tensor *t, const uint8_t 
     if (!cJSON_IsString(dtype)) return st_fail(err, errlen, f->path, "tensor '%s': dtype is not a string", name);
     if (parse_dtype(dtype->valuestring, &t->dtype) != 0)
         return st_fail(err, errlen, f->path, "tensor '%s': unsupported dtype '%.32s' (F32, F16, BF16, I64, I32 are)",
-                    name, dtype->valuestring);
+                       name, dtype->valuestring);
     if (!cJSON_IsArray(shape)) return st_fail(err, errlen, f->path, "tensor '%s': shape is not an array", name);
     t->ndim = cJSON_GetArraySize(shape);
-    if (t->ndim > ST_MAX_DIMS) return st_fail(err, errlen, f->path, "tensor '%s': %d dimensions (at most %d)", name, t->ndim, ST_MAX_DIMS);
+    if (t->ndim > ST_MAX_DIMS)
+        return st_fail(err, errlen, f->path, "tensor '%s': %d dimensions (at most %d)", name, t->ndim, ST_MAX_DIMS);
     uint64_t numel = 1;
     int d = 0;
     for (const cJSON *it = shape->child; it; it = it->next, d++) {
@@ -98,15 +103,17 @@ static int parse_tensor(st_file *f, const cJSON *e, st_tensor *t, const uint8_t 
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 || json_to_u64(offs->child, &begin) != 0 ||
         json_to_u64(offs->child->next, &end) != 0)
         return st_fail(err, errlen, f->path, "tensor '%s': data_offsets is not a pair of non-negative integers", name);
-    if (end < begin) return st_fail(err, errlen, f->path, "tensor '%s': data_offsets reversed (%llu > %llu)", name,
-                                 (unsigned long long)begin, (unsigned long long)end);
+    if (end < begin)
+        return st_fail(err, errlen, f->path, "tensor '%s': data_offsets reversed (%llu > %llu)", name,
+                       (unsigned long long)begin, (unsigned long long)end);
     if (end > data_size)
-        return st_fail(err, errlen, f->path, "tensor '%s': data_offsets end %llu is past the end of the data (%zu bytes)",
-                    name, (unsigned long long)end, data_size);
+        return st_fail(err, errlen, f->path,
+                       "tensor '%s': data_offsets end %llu is past the end of the data (%zu bytes)", name,
+                       (unsigned long long)end, data_size);
     uint64_t nbytes = numel * st_dtype_size(t->dtype);
     if (end - begin != nbytes)
         return st_fail(err, errlen, f->path, "tensor '%s': data_offsets span %llu bytes but shape x dtype is %llu",
-                    name, (unsigned long long)(end - begin), (unsigned long long)nbytes);
+                       name, (unsigned long long)(end - begin), (unsigned long long)nbytes);
     t->numel = (int64_t)numel;
     t->nbytes = (size_t)nbytes;
     t->data = data + begin;
@@ -115,7 +122,8 @@ static int parse_tensor(st_file *f, const cJSON *e, st_tensor *t, const uint8_t 
     return 0;
 }
 
-static int parse_header(st_file *f, const cJSON *root, const uint8_t *data, size_t data_size, char *err, size_t errlen) {
+static int parse_header(st_file *f, const cJSON *root, const uint8_t *data, size_t data_size, char *err,
+                        size_t errlen) {
     if (!cJSON_IsObject(root)) return st_fail(err, errlen, f->path, "header is not a JSON object");
     int n = cJSON_GetArraySize(root);
     f->tensors = calloc((size_t)n + 1, sizeof(st_tensor));
@@ -143,8 +151,12 @@ int st_parse(st_file *f, const void *buf, size_t size, const char *path, char *e
     if (size < 8) return st_fail(err, errlen, path, "too short for a safetensors file (%zu bytes)", size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | bytes[i];
-    if (hlen > ST_MAX_HEADER) return st_fail(err, errlen, path, "header length %llu is absurd (limit %u)", (unsigned long long)hlen, ST_MAX_HEADER);
-    if (hlen > size - 8) return st_fail(err, errlen, path, "header length %llu runs past the end of the file (%zu bytes)", (unsigned long long)hlen, size);
+    if (hlen > ST_MAX_HEADER)
+        return st_fail(err, errlen, path, "header length %llu is absurd (limit %u)", (unsigned long long)hlen,
+                       ST_MAX_HEADER);
+    if (hlen > size - 8)
+        return st_fail(err, errlen, path, "header length %llu runs past the end of the file (%zu bytes)",
+                       (unsigned long long)hlen, size);
     cJSON *root = cJSON_ParseWithLength((const char *)bytes + 8, (size_t)hlen);
     if (!root) return st_fail(err, errlen, path, "header is not valid JSON");
     int rc = parse_header(f, root, bytes + 8 + hlen, size - 8 - (size_t)hlen, err, errlen);
@@ -156,14 +168,29 @@ int st_map(const char *path, void **map, size_t *size, char *err, size_t errlen)
     int fd = open(path, O_RDONLY);
     if (fd < 0) return st_fail(err, errlen, path, "cannot open: %s", strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) != 0) { close(fd); return st_fail(err, errlen, path, "cannot stat: %s", strerror(errno)); }
-    if (S_ISDIR(sb.st_mode)) { close(fd); return st_fail(err, errlen, path, "is a directory, not a model file"); }
-    if (!S_ISREG(sb.st_mode)) { close(fd); return st_fail(err, errlen, path, "not a regular file"); }
+    if (fstat(fd, &sb) != 0) {
+        close(fd);
+        return st_fail(err, errlen, path, "cannot stat: %s", strerror(errno));
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        close(fd);
+        return st_fail(err, errlen, path, "is a directory, not a model file");
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return st_fail(err, errlen, path, "not a regular file");
+    }
     *size = (size_t)sb.st_size;
-    if (*size == 0) { close(fd); return st_fail(err, errlen, path, "empty file"); }
+    if (*size == 0) {
+        close(fd);
+        return st_fail(err, errlen, path, "empty file");
+    }
     *map = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (*map == MAP_FAILED) { *map = NULL; return st_fail(err, errlen, path, "cannot map: %s", strerror(errno)); }
+    if (*map == MAP_FAILED) {
+        *map = NULL;
+        return st_fail(err, errlen, path, "cannot map: %s", strerror(errno));
+    }
     return 0;
 }
 
@@ -174,15 +201,23 @@ int st_open_with(st_file *f, const char *path, st_parser parse, char *err, size_
     if (st_map(path, &map, &size, err, errlen) != 0) return -1;
     f->map = map;
     f->map_size = size;
-    if (parse(f, map, size, path, err, errlen) != 0) { st_close(f); return -2; }
+    if (parse(f, map, size, path, err, errlen) != 0) {
+        st_close(f);
+        return -2;
+    }
     return 0;
 }
 
-int st_open(st_file *f, const char *path, char *err, size_t errlen) { return st_open_with(f, path, st_parse, err, errlen); }
+int st_open(st_file *f, const char *path, char *err, size_t errlen) {
+    return st_open_with(f, path, st_parse, err, errlen);
+}
 
 void st_close(st_file *f) {
     for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
-    for (int i = 0; i < f->n_meta; i++) { free(f->meta[i].key); free(f->meta[i].value); }
+    for (int i = 0; i < f->n_meta; i++) {
+        free(f->meta[i].key);
+        free(f->meta[i].value);
+    }
     free(f->tensors);
     free(f->meta);
     free(f->path);

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ST_MAX_DIMS 8
+#define ST_MAX_DIMS   8
 #define ST_MAX_HEADER (100u * 1024u * 1024u) /* header lengths above this are refused */
 
 typedef enum { ST_F32 = 0, ST_F16, ST_BF16, ST_I64, ST_I32, ST_DTYPE_COUNT } st_dtype;
@@ -31,11 +31,11 @@ typedef struct {
 
 typedef struct st_file {
     char *path;
-    void *map;          /* whole file, read-only */
+    void *map; /* whole file, read-only */
     size_t map_size;
     st_tensor *tensors; /* [n_tensors], sorted by name */
     int n_tensors;
-    st_meta *meta;      /* [n_meta] the __metadata__ string map */
+    st_meta *meta; /* [n_meta] the __metadata__ string map */
     int n_meta;
     struct st_file *parts; /* [n_parts] files a combined table's tensors point into (a diffusers folder), owned */
     int n_parts;

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CLIP_EOS_ID 49407 /* <|endoftext|>: CLIP's tokenizer pads with it */
-#define OPENCLIP_PAD_ID 0 /* "!": open_clip's tokenizer pads with it */
+#define CLIP_EOS_ID     49407 /* <|endoftext|>: CLIP's tokenizer pads with it */
+#define OPENCLIP_PAD_ID 0     /* "!": open_clip's tokenizer pads with it */
 
 /* A text encoder of a family: naming, where, and which outputs it gives. */
 typedef struct {
@@ -21,12 +21,12 @@ typedef struct {
 typedef struct {
     model_family family;
     const char *name;
-    const char *root;        /* the text encoders' common prefix */
+    const char *root; /* the text encoders' common prefix */
     int n_text;
     encoder_rule text[MAX_TEXT_ENCODERS];
-    float vae_scale;         /* the family's latent scaling factor (ldm scale_factor) */
-    int unet_head_dim;       /* fixed head width (0: unet_heads heads of any width, 8 by default) */
-    const char *prediction;  /* the default prediction type; NULL: decided from the UNet (SD 2.x) */
+    float vae_scale;        /* the family's latent scaling factor (ldm scale_factor) */
+    int unet_head_dim;      /* fixed head width (0: unet_heads heads of any width, 8 by default) */
+    const char *prediction; /* the default prediction type; NULL: decided from the UNet (SD 2.x) */
     int default_size;
     sd_spacing spacing;
     int zero_empty_negative;
@@ -35,12 +35,31 @@ typedef struct {
 
 /* The first encoder's token embedding identifies the family. */
 static const family_rule FAMILIES[] = {
-    {FAMILY_SD1, "SD 1.x", "cond_stage_model.", 1,
-     {{"CLIP ViT-L/14 (transformers naming)", TEXT_CLIP, "cond_stage_model.transformer.text_model.", 0, 1, CLIP_EOS_ID, 0, 1}},
-     0.18215f, 0, "epsilon", 512, SD_SPACING_DEFAULT, 0, 512},
-    {FAMILY_SD2, "SD 2.x", "cond_stage_model.", 1,
+    {FAMILY_SD1,
+     "SD 1.x",
+     "cond_stage_model.",
+     1,
+     {{"CLIP ViT-L/14 (transformers naming)", TEXT_CLIP, "cond_stage_model.transformer.text_model.", 0, 1, CLIP_EOS_ID,
+       0, 1}},
+     0.18215f,
+     0,
+     "epsilon",
+     512,
+     SD_SPACING_DEFAULT,
+     0,
+     512},
+    {FAMILY_SD2,
+     "SD 2.x",
+     "cond_stage_model.",
+     1,
      {{"OpenCLIP ViT-H/14 (open_clip naming)", TEXT_OPENCLIP, "cond_stage_model.model.", 1, 1, OPENCLIP_PAD_ID, 0, 0}},
-     0.18215f, 64, NULL, 512, SD_SPACING_DEFAULT, 0, 512},
+     0.18215f,
+     64,
+     NULL,
+     512,
+     SD_SPACING_DEFAULT,
+     0,
+     512},
 };
 #define N_FAMILIES ((int)(sizeof FAMILIES / sizeof *FAMILIES))
 
@@ -75,8 +94,10 @@ static const family_rule *find_family(const tensor_store *s, char *err, size_t e
     int has_unet = store_find(s, UNET_PREFIX "input_blocks.0.0.weight") != NULL;
     int has_vae = store_find(s, VAE_PREFIX "decoder.conv_in.weight") != NULL;
     if (!found && !has_unet && !has_vae) {
-        snprintf(err, errlen, "%s: not a Stable Diffusion checkpoint (no model.diffusion_model.*, first_stage_model.* "
-                              "or text encoder tensors among its %d)", path, s->file.n_tensors);
+        snprintf(err, errlen,
+                 "%s: not a Stable Diffusion checkpoint (no model.diffusion_model.*, first_stage_model.* "
+                 "or text encoder tensors among its %d)",
+                 path, s->file.n_tensors);
         return NULL;
     }
     if (!found) { /* a UNet or VAE without any known text encoder: name SD 1.x's, the most common */
@@ -152,9 +173,12 @@ static int read_unet_metadata(model_desc *d, const tensor_store *s, const family
         return -1;
     const char *v = st_meta_get(&s->file, "sd.prediction");
     if (!v) v = f->prediction;
-    if (!v) d->prediction = PRED_UNKNOWN;
-    else if (strcmp(v, "epsilon") == 0) d->prediction = PRED_EPSILON;
-    else if (strcmp(v, "v_prediction") == 0) d->prediction = PRED_V;
+    if (!v)
+        d->prediction = PRED_UNKNOWN;
+    else if (strcmp(v, "epsilon") == 0)
+        d->prediction = PRED_EPSILON;
+    else if (strcmp(v, "v_prediction") == 0)
+        d->prediction = PRED_V;
     else {
         snprintf(err, errlen, "%s: metadata sd.prediction='%s' is not epsilon or v_prediction", s->file.path, v);
         return -1;

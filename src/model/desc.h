@@ -14,7 +14,7 @@
 
 /* Prefixes of the original single-file layout (v1-5-pruned-emaonly.safetensors, sd_xl_base_1.0.safetensors). */
 #define UNET_PREFIX "model.diffusion_model."
-#define VAE_PREFIX "first_stage_model."
+#define VAE_PREFIX  "first_stage_model."
 
 #define MAX_TEXT_ENCODERS 2
 
@@ -24,32 +24,32 @@ typedef enum { TEXT_CLIP = 1, TEXT_OPENCLIP } text_naming;
 
 /* One text encoder: where it is, how it is named, and which of its outputs the UNet takes. */
 typedef struct {
-    const char *name;     /* "CLIP ViT-L/14", ... (by naming and family; the sizes come from the shapes) */
-    text_naming naming;   /* CLIP (transformers names, quick_gelu, separate q/k/v) or OpenCLIP (open_clip names,
-                             exact GELU, fused in_proj q/k/v) */
-    const char *prefix;   /* where its tensors live */
-    int width;            /* hidden size, from the token embedding's shape */
-    int heads;            /* attention heads (metadata, else the family's rule) */
-    int skip;             /* last layers the context does not use (1: the penultimate layer's hidden state) */
-    int final_norm;       /* the context goes through the final LayerNorm */
-    int pad_id;           /* token after <|endoftext|>: 49407 (CLIP's tokenizer) or 0, "!" (open_clip's) */
-    int pooled;           /* also gives the pooled output: ln_final at the first <|endoftext|> times text_projection */
+    const char *name;   /* "CLIP ViT-L/14", ... (by naming and family; the sizes come from the shapes) */
+    text_naming naming; /* CLIP (transformers names, quick_gelu, separate q/k/v) or OpenCLIP (open_clip names,
+                           exact GELU, fused in_proj q/k/v) */
+    const char *prefix; /* where its tensors live */
+    int width;          /* hidden size, from the token embedding's shape */
+    int heads;          /* attention heads (metadata, else the family's rule) */
+    int skip;           /* last layers the context does not use (1: the penultimate layer's hidden state) */
+    int final_norm;     /* the context goes through the final LayerNorm */
+    int pad_id;         /* token after <|endoftext|>: 49407 (CLIP's tokenizer) or 0, "!" (open_clip's) */
+    int pooled;         /* also gives the pooled output: ln_final at the first <|endoftext|> times text_projection */
 } text_encoder_desc;
 
 typedef struct {
     model_family family;
-    const char *family_name;     /* "SD 1.x", "SD 2.x", "SDXL" */
+    const char *family_name; /* "SD 1.x", "SD 2.x", "SDXL" */
     int n_text;
     text_encoder_desc text[MAX_TEXT_ENCODERS];
     /* the UNet's conditioning */
-    int context_width;           /* the encoders' widths side by side, per token */
-    int added_width;             /* the added conditioning vector's width (label_emb's input), 0 = none */
-    int pooled_width;            /* its first part: the pooled text embedding */
-    int time_ids, time_id_dim;   /* then time_ids sinusoidal embeddings of time_id_dim channels (size and crop) */
+    int context_width;             /* the encoders' widths side by side, per token */
+    int added_width;               /* the added conditioning vector's width (label_emb's input), 0 = none */
+    int pooled_width;              /* its first part: the pooled text embedding */
+    int time_ids, time_id_dim;     /* then time_ids sinusoidal embeddings of time_id_dim channels (size and crop) */
     int unet_heads, unet_head_dim; /* head_dim 0 = unet_heads heads in every transformer */
-    int unet_in_ch;              /* latent_ch, or 2·latent_ch + 1 for inpainting models */
+    int unet_in_ch;                /* latent_ch, or 2·latent_ch + 1 for inpainting models */
     int latent_ch;
-    float vae_scale, vae_shift;  /* latent = (z − shift)·scale */
+    float vae_scale, vae_shift; /* latent = (z − shift)·scale */
     /* the family's defaults */
     model_prediction prediction; /* PRED_UNKNOWN: decided from the UNet at load (SD 2.x without metadata) */
     int default_size;            /* pixels (set at load when it depends on the prediction) */

@@ -18,7 +18,7 @@ typedef struct {
 typedef struct {
     const st_tensor *down, *up; /* [r, K] (or [r, in, kh, kw]), [rows, r] (or [rows, r, 1, 1]) */
     const target *to;
-    float scale;                /* multiplier · alpha / rank */
+    float scale; /* multiplier · alpha / rank */
     int file;
     int merged;
 } delta;
@@ -30,11 +30,11 @@ typedef struct {
 } lora_file;
 
 struct lora_set {
-    target *targets;  /* [n_targets] sorted by key */
+    target *targets; /* [n_targets] sorted by key */
     int n_targets, cap_targets;
     lora_file *files; /* [n_files] */
     int n_files;
-    delta *deltas;    /* [n_deltas] */
+    delta *deltas; /* [n_deltas] */
     int n_deltas, cap_deltas;
 };
 
@@ -52,7 +52,8 @@ static int add_target(lora_set *s, const char *root, const char *path, const st_
     char *key = malloc(len);
     if (!key) return -1;
     snprintf(key, len, "%s_%s", root, path);
-    for (char *c = key; *c; c++) if (*c == '.') *c = '_';
+    for (char *c = key; *c; c++)
+        if (*c == '.') *c = '_';
     s->targets[s->n_targets++] = (target){key, t, row0, rows};
     return 0;
 }
@@ -82,7 +83,8 @@ static int add_text_targets(lora_set *s, const text_encoder_desc *e, const char 
     int layer;
     char rest[128], path[256];
     if (sscanf(name + plen, "transformer.resblocks.%d.%127s", &layer, rest) != 2) return 0;
-    static const char *const map[][2] = {{"attn.out_proj.weight", "self_attn.out_proj"}, {"mlp.c_fc.weight", "mlp.fc1"},
+    static const char *const map[][2] = {{"attn.out_proj.weight", "self_attn.out_proj"},
+                                         {"mlp.c_fc.weight", "mlp.fc1"},
                                          {"mlp.c_proj.weight", "mlp.fc2"}};
     if (!strcmp(rest, "attn.in_proj_weight")) {
         static const char *const qkv[3] = {"q_proj", "k_proj", "v_proj"};
@@ -101,12 +103,16 @@ static int add_text_targets(lora_set *s, const text_encoder_desc *e, const char 
     return 0;
 }
 
-static int compare_targets(const void *a, const void *b) { return strcmp(((const target *)a)->key, ((const target *)b)->key); }
+static int compare_targets(const void *a, const void *b) {
+    return strcmp(((const target *)a)->key, ((const target *)b)->key);
+}
 
 /* The root of encoder i's modules: "te" when the model has one encoder, else "te1", "te2" (kohya's names). */
 static void text_root(const model_desc *d, int i, char *root, size_t len) {
-    if (d->n_text == 1) snprintf(root, len, "te");
-    else snprintf(root, len, "te%d", i + 1);
+    if (d->n_text == 1)
+        snprintf(root, len, "te");
+    else
+        snprintf(root, len, "te%d", i + 1);
 }
 
 lora_set *lora_set_create(const tensor_store *st, const model_desc *d) {
@@ -122,7 +128,8 @@ lora_set *lora_set_create(const tensor_store *st, const model_desc *d) {
         if (!strncmp(t->name, UNET_PREFIX, ulen) && nlen > ulen + 7 && !strcmp(t->name + nlen - 7, ".weight")) {
             char orig[256], path[256];
             snprintf(orig, sizeof orig, "%.*s", (int)(nlen - ulen - 7), t->name + ulen);
-            if (naming_unet_to_diffusers(orig, L, path, sizeof path) == 0) rc = add_target(s, "unet", path, t, 0, (int)t->shape[0]);
+            if (naming_unet_to_diffusers(orig, L, path, sizeof path) == 0)
+                rc = add_target(s, "unet", path, t, 0, (int)t->shape[0]);
         } else {
             for (int e = 0; e < d->n_text && rc == 0; e++) {
                 char root[8];
@@ -131,7 +138,10 @@ lora_set *lora_set_create(const tensor_store *st, const model_desc *d) {
                     rc = add_text_targets(s, &d->text[e], root, t);
             }
         }
-        if (rc != 0) { lora_set_free(s); return NULL; }
+        if (rc != 0) {
+            lora_set_free(s);
+            return NULL;
+        }
     }
     qsort(s->targets, (size_t)s->n_targets, sizeof *s->targets, compare_targets);
     return s;
@@ -152,16 +162,26 @@ void lora_set_free(lora_set *s) {
 /* Module key of a LoRA tensor name, in the table's form ("unet_…" / "te_…"), and what the tensor is:
  * 'd' down, 'u' up, 'a' alpha, 0 another kind. Returns 0, or -1 when the name has no known root. */
 static int module_key(const char *name, char *key, size_t len, char *kind) {
-    static const struct { const char *suffix; char kind; } suffixes[] = {
-        {".lora_down.weight", 'd'}, {".lora_up.weight", 'u'}, {".alpha", 'a'}, {".lora_A.weight", 'd'}, {".lora_B.weight", 'u'}};
-    static const char *const roots[][2] = {{"lora_unet_", "unet_"}, {"lora_te_", "te_"}, {"unet.", "unet_"},
-                                           {"text_encoder.", "te_"}};
+    static const struct {
+        const char *suffix;
+        char kind;
+    } suffixes[] = {{".lora_down.weight", 'd'},
+                    {".lora_up.weight", 'u'},
+                    {".alpha", 'a'},
+                    {".lora_A.weight", 'd'},
+                    {".lora_B.weight", 'u'}};
+    static const char *const roots[][2] = {
+        {"lora_unet_", "unet_"}, {"lora_te_", "te_"}, {"unet.", "unet_"}, {"text_encoder.", "te_"}};
     if (!strncmp(name, "base_model.model.", 17)) name += 17; /* PEFT's wrapper prefix */
     size_t nlen = strlen(name), cut = nlen;
     *kind = 0;
     for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
         size_t sl = strlen(suffixes[i].suffix);
-        if (nlen > sl && !strcmp(name + nlen - sl, suffixes[i].suffix)) { cut = nlen - sl; *kind = suffixes[i].kind; break; }
+        if (nlen > sl && !strcmp(name + nlen - sl, suffixes[i].suffix)) {
+            cut = nlen - sl;
+            *kind = suffixes[i].kind;
+            break;
+        }
     }
     if (!*kind) { /* another adapter kind (LoHa, DoRA, ...): its module is the name up to the last '.' part */
         const char *dot = strrchr(name, '.');
@@ -171,7 +191,8 @@ static int module_key(const char *name, char *key, size_t len, char *kind) {
         size_t rl = strlen(roots[i][0]);
         if (strncmp(name, roots[i][0], rl) || cut <= rl) continue;
         snprintf(key, len, "%s%.*s", roots[i][1], (int)(cut - rl), name + rl);
-        for (char *c = key; *c; c++) if (*c == '.') *c = '_';
+        for (char *c = key; *c; c++)
+            if (*c == '.') *c = '_';
         return 0;
     }
     snprintf(key, len, "%.*s", (int)cut, name);
@@ -215,12 +236,13 @@ static int add_delta(lora_set *s, delta d) {
 }
 
 /* Does module (down, up) fit target `to`? Returns 0, or -1 with err naming the tensors. */
-static int check_module(const char *path, const char *module, const st_tensor *down, const st_tensor *up, const target *to,
-                        char *err, size_t errlen) {
+static int check_module(const char *path, const char *module, const st_tensor *down, const st_tensor *up,
+                        const target *to, char *err, size_t errlen) {
     const st_tensor *W = to->t;
     if (!st_dtype_is_float(down->dtype) || !st_dtype_is_float(up->dtype) || (down->ndim != 2 && down->ndim != 4) ||
         (up->ndim != 2 && up->ndim != 4) || (up->ndim == 4 && up->shape[2] * up->shape[3] != 1) || down->shape[0] < 1) {
-        snprintf(err, errlen, "%s: module '%s': lora_down / lora_up are not float matrices of the usual shapes", path, module);
+        snprintf(err, errlen, "%s: module '%s': lora_down / lora_up are not float matrices of the usual shapes", path,
+                 module);
         return -1;
     }
     if (up->shape[1] != down->shape[0]) {
@@ -230,9 +252,11 @@ static int check_module(const char *path, const char *module, const st_tensor *d
     }
     int64_t K = W->numel / W->shape[0];
     int kernel_ok = down->ndim == 2 || W->ndim == 2 ? down->numel / down->shape[0] == K
-                                                    : down->shape[1] == W->shape[1] && down->shape[2] == W->shape[2] && down->shape[3] == W->shape[3];
+                                                    : down->shape[1] == W->shape[1] && down->shape[2] == W->shape[2] &&
+                                                          down->shape[3] == W->shape[3];
     if (up->shape[0] != to->rows || down->numel / down->shape[0] != K || !kernel_ok) {
-        snprintf(err, errlen, "%s: module '%s' (%lld x %lld) does not fit tensor '%s' (%lld x %lld): a LoRA for another model?",
+        snprintf(err, errlen,
+                 "%s: module '%s' (%lld x %lld) does not fit tensor '%s' (%lld x %lld): a LoRA for another model?",
                  path, module, (long long)up->shape[0], (long long)(down->numel / down->shape[0]), W->name,
                  (long long)to->rows, (long long)K);
         return -1;
@@ -254,15 +278,17 @@ static int compare_keyed(const void *a, const void *b) {
 }
 
 /* Maps one module: down, up (both required) and an optional alpha of the same key. */
-static int map_module(lora_set *s, lora_file *f, int file_index, const char *path, const keyed_tensor *k, const st_tensor *down,
-                      const st_tensor *up, const st_tensor *alpha, FILE *log, int verbose, char *err, size_t errlen) {
+static int map_module(lora_set *s, lora_file *f, int file_index, const char *path, const keyed_tensor *k,
+                      const st_tensor *down, const st_tensor *up, const st_tensor *alpha, FILE *log, int verbose,
+                      char *err, size_t errlen) {
     if (!down || !up) {
-        snprintf(err, errlen, "%s: module '%s' has %s weight but no %s weight", path, k->key, down ? "a down" : "an up", down ? "up" : "down");
+        snprintf(err, errlen, "%s: module '%s' has %s weight but no %s weight", path, k->key, down ? "a down" : "an up",
+                 down ? "up" : "down");
         return -1;
     }
     f->modules++;
-    const target *to = k->known ? bsearch(&(target){(char *)k->key, NULL, 0, 0}, s->targets, (size_t)s->n_targets, sizeof *s->targets,
-                                          compare_targets)
+    const target *to = k->known ? bsearch(&(target){(char *)k->key, NULL, 0, 0}, s->targets, (size_t)s->n_targets,
+                                          sizeof *s->targets, compare_targets)
                                 : NULL;
     if (!to) {
         if (log && verbose) fprintf(log, "sd: lora %s: no layer for module '%s'\n", path, k->key);
@@ -284,7 +310,10 @@ static int map_modules(lora_set *s, lora_file *f, int file_index, const char *pa
                        size_t errlen) {
     const st_file *st = &f->st;
     keyed_tensor *k = malloc(((size_t)st->n_tensors + 1) * sizeof *k); /* [n_tensors] */
-    if (!k) { snprintf(err, errlen, "%s: out of memory", path); return -1; }
+    if (!k) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
     for (int i = 0; i < st->n_tensors; i++) {
         k[i].known = module_key(st->tensors[i].name, k[i].key, sizeof k[i].key, &k[i].kind) == 0;
         k[i].index = i;
@@ -296,12 +325,13 @@ static int map_modules(lora_set *s, lora_file *f, int file_index, const char *pa
     qsort(k, (size_t)st->n_tensors, sizeof *k, compare_keyed);
     int rc = 0;
     for (int g = 0, e; g < st->n_tensors && !rc; g = e) { /* the group [g, e) shares one key */
-        const st_tensor *part[3] = {NULL, NULL, NULL}; /* down, up, alpha */
+        const st_tensor *part[3] = {NULL, NULL, NULL};    /* down, up, alpha */
         for (e = g; e < st->n_tensors && !strcmp(k[e].key, k[g].key); e++) {
             const char *kinds = "dua", *at = k[e].kind ? strchr(kinds, k[e].kind) : NULL;
             if (at) part[at - kinds] = &st->tensors[k[e].index];
         }
-        if (part[0] || part[1]) rc = map_module(s, f, file_index, path, &k[g], part[0], part[1], part[2], log, verbose, err, errlen);
+        if (part[0] || part[1])
+            rc = map_module(s, f, file_index, path, &k[g], part[0], part[1], part[2], log, verbose, err, errlen);
     }
     free(k);
     return rc;
@@ -309,7 +339,10 @@ static int map_modules(lora_set *s, lora_file *f, int file_index, const char *pa
 
 int lora_set_add(lora_set *s, const char *path, float multiplier, FILE *log, int verbose, char *err, size_t errlen) {
     lora_file *files = realloc(s->files, (size_t)(s->n_files + 1) * sizeof *files);
-    if (!files) { snprintf(err, errlen, "%s: out of memory", path); return -1; }
+    if (!files) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
     s->files = files;
     lora_file *f = &files[s->n_files];
     memset(f, 0, sizeof *f);
@@ -318,7 +351,8 @@ int lora_set_add(lora_set *s, const char *path, float multiplier, FILE *log, int
     s->n_files++;
     if (map_modules(s, f, s->n_files - 1, path, log, verbose, err, errlen) != 0) return -1;
     if (f->matched == 0) {
-        snprintf(err, errlen, "%s: none of its %d LoRA modules matches a layer of this model (a LoRA for another model family?)",
+        snprintf(err, errlen,
+                 "%s: none of its %d LoRA modules matches a layer of this model (a LoRA for another model family?)",
                  path, f->modules);
         return -1;
     }
@@ -348,7 +382,7 @@ int lora_set_merge(lora_set *s, const st_tensor *t, float *w) {
         if (d->to->t != t) continue;
         const int r = (int)d->down->shape[0], rows = d->to->rows;
         float *down = tensor_f32(d->down), *up = tensor_f32(d->up); /* [r, K], [rows, r] */
-        if (down && up) { /* W[row0:row0+rows, :] += scale · up · down */
+        if (down && up) {                                           /* W[row0:row0+rows, :] += scale · up · down */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, (int)K, r, d->scale, up, r, down, (int)K, 1.0f,
                         w + (size_t)d->to->row0 * K, (int)K);
             d->merged = 1;

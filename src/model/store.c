@@ -111,7 +111,10 @@ weight wl_get(wloader *L, const char *name, int ndim, const int64_t *dims) {
     weight w = {0};
     if (L->failed) return w;
     const st_tensor *t = wl_find(L, name);
-    if (!t) { wl_fail(L, "missing tensor '%s%s'", L->prefix, name); return w; }
+    if (!t) {
+        wl_fail(L, "missing tensor '%s%s'", L->prefix, name);
+        return w;
+    }
     if (!shape_matches(t, ndim, dims)) {
         char want[128], got[128];
         format_shape(want, sizeof want, ndim, dims);
@@ -119,7 +122,10 @@ weight wl_get(wloader *L, const char *name, int ndim, const int64_t *dims) {
         wl_fail(L, "tensor '%s%s' has shape %s, expected %s", L->prefix, name, got, want);
         return w;
     }
-    if (!st_dtype_is_float(t->dtype)) { wl_fail(L, "tensor '%s%s' has dtype %s, expected a float type", L->prefix, name, st_dtype_name(t->dtype)); return w; }
+    if (!st_dtype_is_float(t->dtype)) {
+        wl_fail(L, "tensor '%s%s' has dtype %s, expected a float type", L->prefix, name, st_dtype_name(t->dtype));
+        return w;
+    }
     w.dtype = t->dtype;
     w.numel = t->numel;
     w.mapped = st_is_mapped(&L->s->file);
@@ -128,7 +134,8 @@ weight wl_get(wloader *L, const char *name, int ndim, const int64_t *dims) {
         w.half = t->data;
         float *f = own_f32_copy(L->s, &w);
         w.half = NULL;
-        if (!f || lora_set_merge(L->s->lora, t, f) != 0) wl_fail(L, "out of memory merging LoRAs into '%s%s'", L->prefix, name);
+        if (!f || lora_set_merge(L->s->lora, t, f) != 0)
+            wl_fail(L, "out of memory merging LoRAs into '%s%s'", L->prefix, name);
         w.f32 = f;
         st_release(&L->s->file, t); /* the mapped original is not read again */
     } else if (t->dtype == ST_F32 && aligned) {
@@ -146,7 +153,9 @@ weight wl_get(wloader *L, const char *name, int ndim, const int64_t *dims) {
 }
 
 weight wl_vec(wloader *L, const char *name, int64_t n) { return wl_get(L, name, 1, (int64_t[]){n}); }
-weight wl_mat(wloader *L, const char *name, int64_t rows, int64_t cols) { return wl_get(L, name, 2, (int64_t[]){rows, cols}); }
+weight wl_mat(wloader *L, const char *name, int64_t rows, int64_t cols) {
+    return wl_get(L, name, 2, (int64_t[]){rows, cols});
+}
 weight wl_conv(wloader *L, const char *name, int64_t o, int64_t i, int64_t kh, int64_t kw) {
     return wl_get(L, name, 4, (int64_t[]){o, i, kh, kw});
 }

@@ -17,10 +17,10 @@
 struct lora_set;
 
 typedef struct {
-    st_file file;            /* every tensor, in the original single-file naming (formats.h) */
-    model_format format;     /* what the file was */
-    struct lora_set *lora;   /* LoRAs merged into the weights as they are loaded (lora.h), or NULL */
-    float **owned;           /* [n_owned] float32 copies made at load (vectors of half files, LoRA-merged layers) */
+    st_file file;          /* every tensor, in the original single-file naming (formats.h) */
+    model_format format;   /* what the file was */
+    struct lora_set *lora; /* LoRAs merged into the weights as they are loaded (lora.h), or NULL */
+    float **owned;         /* [n_owned] float32 copies made at load (vectors of half files, LoRA-merged layers) */
     int n_owned, cap_owned;
     int64_t max_half_matrix; /* largest F16/BF16 matrix loaded, in elements (the compute context's scratch) */
 } tensor_store;

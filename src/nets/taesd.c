@@ -58,8 +58,15 @@ sd_status taesd_load(taesd *t, const char *path, char *err, size_t errlen) {
     int doff = 0;
     if (!d && !e) { /* the original separate files */
         const st_tensor *d1 = st_find(f, "1.weight"), *e0 = st_find(f, "0.weight");
-        if (d1 && d1->ndim == 4 && d1->shape[0] == TAESD_CH) { d = d1; dp = ""; doff = 1; }
-        if (e0 && e0->ndim == 4 && e0->shape[1] == 3) { e = e0; ep = ""; }
+        if (d1 && d1->ndim == 4 && d1->shape[0] == TAESD_CH) {
+            d = d1;
+            dp = "";
+            doff = 1;
+        }
+        if (e0 && e0->ndim == 4 && e0->shape[1] == 3) {
+            e = e0;
+            ep = "";
+        }
     }
     if (!d && !e) {
         snprintf(err, errlen, "%s: not a TAESD file (no decoder.layers.0.weight / encoder.layers.0.weight)", path);

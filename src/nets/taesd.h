@@ -11,7 +11,7 @@
 
 #include "nn/layers.h"
 
-#define TAESD_CH 64
+#define TAESD_CH     64
 #define TAESD_BLOCKS 10 /* per coder: decoder 3+3+3+1, encoder 1+3+3+3 */
 
 typedef struct {
@@ -24,7 +24,7 @@ typedef struct {
 } taesd_coder;
 
 typedef struct {
-    tensor_store store;     /* the TAESD file's tensors (weights stay in its mapping) */
+    tensor_store store; /* the TAESD file's tensors (weights stay in its mapping) */
     int has_decoder, has_encoder;
     int latent_ch;
     taesd_coder dec, enc;

@@ -15,11 +15,24 @@ typedef struct {
     const char *ln1, *out, *ln2, *fc1, *fc2; /* weight/bias pairs: NAME.weight, NAME.bias */
 } text_names;
 
-static const text_names CLIP_NAMES = {"embeddings.token_embedding.weight", "embeddings.position_embedding.weight",
-                                      "encoder.layers.%d.", "final_layer_norm",
-                                      "layer_norm1", "self_attn.out_proj", "layer_norm2", "mlp.fc1", "mlp.fc2"};
-static const text_names OPENCLIP_NAMES = {"token_embedding.weight", "positional_embedding", "transformer.resblocks.%d.",
-                                          "ln_final", "ln_1", "attn.out_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"};
+static const text_names CLIP_NAMES = {"embeddings.token_embedding.weight",
+                                      "embeddings.position_embedding.weight",
+                                      "encoder.layers.%d.",
+                                      "final_layer_norm",
+                                      "layer_norm1",
+                                      "self_attn.out_proj",
+                                      "layer_norm2",
+                                      "mlp.fc1",
+                                      "mlp.fc2"};
+static const text_names OPENCLIP_NAMES = {"token_embedding.weight",
+                                          "positional_embedding",
+                                          "transformer.resblocks.%d.",
+                                          "ln_final",
+                                          "ln_1",
+                                          "attn.out_proj",
+                                          "ln_2",
+                                          "mlp.c_fc",
+                                          "mlp.c_proj"};
 
 /* NAME.weight [rows, cols] (cols 0: a vector [rows]) into *w and NAME.bias [rows] into *b. */
 static void load_pair(wloader *L, const char *name, int rows, int cols, weight *w, weight *b) {
@@ -113,9 +126,12 @@ sd_status text_encoder_load(text_encoder *te, tensor_store *s, const text_encode
                 named_layers(&L, nm));
         return SD_ERR_MODEL;
     }
-    if (c->vocab < 49408) wl_fail(&L, "text encoder vocabulary %d is smaller than CLIP's 49408", c->vocab);
-    else if (c->positions != 77) wl_fail(&L, "text encoder has %d positions, expected 77", c->positions);
-    else if (c->hidden % c->heads) wl_fail(&L, "text hidden size %d is not divisible by %d heads", c->hidden, c->heads);
+    if (c->vocab < 49408)
+        wl_fail(&L, "text encoder vocabulary %d is smaller than CLIP's 49408", c->vocab);
+    else if (c->positions != 77)
+        wl_fail(&L, "text encoder has %d positions, expected 77", c->positions);
+    else if (c->hidden % c->heads)
+        wl_fail(&L, "text hidden size %d is not divisible by %d heads", c->hidden, c->heads);
     else if (c->layers <= e->skip)
         wl_fail(&L, "text encoder has %d layers, the model uses %d more than that", c->layers, e->skip + 1 - c->layers);
     if (L.failed) return SD_ERR_MODEL;
@@ -181,8 +197,10 @@ static void mlp_block(compute *cc, const text_encoder *te, const text_layer *l, 
     if (!h || !u) return;
     layer_norm(cc, x, n, d, CLIP_LN_EPS, l->ln2_w.f32, l->ln2_b.f32, h);
     linear(cc, h, n, d, compute_weight(cc, &l->fc1_w), l->fc1_b.f32, f, u);
-    if (te->c.exact_gelu) gelu_inplace(cc, u, (size_t)n * f);
-    else quick_gelu_inplace(cc, u, (size_t)n * f);
+    if (te->c.exact_gelu)
+        gelu_inplace(cc, u, (size_t)n * f);
+    else
+        quick_gelu_inplace(cc, u, (size_t)n * f);
     linear(cc, u, n, f, compute_weight(cc, &l->fc2_w), l->fc2_b.f32, d, h);
     add_inplace(cc, x, h, (size_t)n * d);
     compute_reset(cc, mark);
@@ -196,8 +214,10 @@ static void embed(compute *cc, const text_encoder *te, const text_input *in, flo
     for (int i = 0; i < te->c.positions; i++) {
         const float *vec = in->vectors ? in->vectors[i] : NULL;
         int id = in->ids[i] >= 0 && in->ids[i] < te->c.vocab ? in->ids[i] : CLIP_EOS; /* out of range: <|endoftext|> */
-        if (vec) memcpy(x + (size_t)i * d, vec, (size_t)d * sizeof(float));
-        else weight_rows_f32(&te->tok_emb, (int64_t)id * d, d, x + (size_t)i * d, 1);
+        if (vec)
+            memcpy(x + (size_t)i * d, vec, (size_t)d * sizeof(float));
+        else
+            weight_rows_f32(&te->tok_emb, (int64_t)id * d, d, x + (size_t)i * d, 1);
         weight_rows_f32(&te->pos_emb, (int64_t)i * d, d, pos, 1);
         add_inplace(cc, x + (size_t)i * d, pos, (size_t)d);
     }
@@ -229,7 +249,8 @@ sd_status text_encoder_forward(compute *cc, const text_encoder *te, const text_i
         if (l + 1 == out->layers && x != out->context) memcpy(out->context, x, (size_t)n * d * sizeof(float));
     }
     if (out->pooled && !compute_stopped(cc)) pool(cc, te, in->ids, x, out->pooled);
-    if (out->final_norm) layer_norm(cc, out->context, n, d, CLIP_LN_EPS, te->final_w.f32, te->final_b.f32, out->context);
+    if (out->final_norm)
+        layer_norm(cc, out->context, n, d, CLIP_LN_EPS, te->final_w.f32, te->final_b.f32, out->context);
     compute_reset(cc, mark);
     return cc->status;
 }

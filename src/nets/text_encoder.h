@@ -11,24 +11,24 @@
 
 typedef struct {
     int vocab, hidden, layers, heads, mlp, positions;
-    int projection;  /* pooled output width (text_projection's columns), 0 without a projection */
-    int exact_gelu;  /* 1: GELU (OpenCLIP), 0: quick_gelu (CLIP) */
+    int projection; /* pooled output width (text_projection's columns), 0 without a projection */
+    int exact_gelu; /* 1: GELU (OpenCLIP), 0: quick_gelu (CLIP) */
 } text_config;
 
 typedef struct {
     weight ln1_w, ln1_b;
-    weight qkv_w, qkv_b;                     /* fused [3·hidden, hidden] (OpenCLIP), or empty */
-    weight q_w, q_b, k_w, k_b, v_w, v_b;     /* separate (CLIP) */
+    weight qkv_w, qkv_b;                 /* fused [3·hidden, hidden] (OpenCLIP), or empty */
+    weight q_w, q_b, k_w, k_b, v_w, v_b; /* separate (CLIP) */
     weight out_w, out_b;
     weight ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b; /* MLP */
 } text_layer;
 
 typedef struct {
     text_config c;
-    weight tok_emb, pos_emb;   /* [vocab, hidden], [positions, hidden] */
-    text_layer *layers;        /* [layers] */
+    weight tok_emb, pos_emb; /* [vocab, hidden], [positions, hidden] */
+    text_layer *layers;      /* [layers] */
     weight final_w, final_b;
-    weight projection;         /* [hidden, projection] (x · P), or empty */
+    weight projection; /* [hidden, projection] (x · P), or empty */
 } text_encoder;
 
 /* Sizes from the weight shapes, naming and heads from the description. Returns SD_OK or SD_ERR_MODEL / SD_ERR_NOMEM
@@ -46,11 +46,11 @@ typedef struct {
 
 /* What one pass computes. */
 typedef struct {
-    int layers;      /* the context is the hidden state after this many layers (1..layers) */
-    int final_norm;  /* ... passed through the final LayerNorm */
-    float *context;  /* [positions, hidden] */
-    float *pooled;   /* [projection], or NULL: the final layer's output through the final LayerNorm at the first
-                        <|endoftext|> token, times the projection (every layer runs) */
+    int layers;     /* the context is the hidden state after this many layers (1..layers) */
+    int final_norm; /* ... passed through the final LayerNorm */
+    float *context; /* [positions, hidden] */
+    float *pooled;  /* [projection], or NULL: the final layer's output through the final LayerNorm at the first
+                       <|endoftext|> token, times the projection (every layer runs) */
 } text_output;
 
 /* Runs the encoder on `in`, writing what `out` asks for. Returns SD_OK, or the compute context's failure. */

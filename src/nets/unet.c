@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define UNET_GROUPS 32
-#define UNET_RES_EPS 1e-5f  /* ResBlock GroupNorm */
-#define UNET_ATTN_EPS 1e-6f /* SpatialTransformer GroupNorm */
-#define UNET_LN_EPS 1e-5f   /* BasicTransformerBlock LayerNorm */
+#define UNET_GROUPS     32
+#define UNET_RES_EPS    1e-5f /* ResBlock GroupNorm */
+#define UNET_ATTN_EPS   1e-6f /* SpatialTransformer GroupNorm */
+#define UNET_LN_EPS     1e-5f /* BasicTransformerBlock LayerNorm */
 #define UNET_MAX_BLOCKS 64
 
 /* ---------------- loading ---------------- */
@@ -17,7 +17,10 @@
  * out_layers = GN, SiLU, dropout, conv; skip_connection = 1x1 conv when channels change. */
 static void load_resblock(wloader *L, resnet_block *r, int in_ch, int time_dim) {
     const st_tensor *conv = wl_find(L, "in_layers.2.weight");
-    if (!conv || conv->ndim != 4) { wl_fail(L, "missing tensor '%sin_layers.2.weight'", L->prefix); return; }
+    if (!conv || conv->ndim != 4) {
+        wl_fail(L, "missing tensor '%sin_layers.2.weight'", L->prefix);
+        return;
+    }
     int out_ch = (int)conv->shape[0];
     r->in_ch = in_ch;
     r->out_ch = out_ch;
@@ -31,10 +34,13 @@ static void load_resblock(wloader *L, resnet_block *r, int in_ch, int time_dim) 
     r->norm2_w = wl_vec(L, "out_layers.0.weight", out_ch);
     r->norm2_b = wl_vec(L, "out_layers.0.bias", out_ch);
     r->conv2 = conv_layer_load(L, "out_layers.3", out_ch, out_ch, 3, 1, 1);
-    if (in_ch != out_ch) r->skip = conv_layer_load(L, "skip_connection", in_ch, out_ch, 1, 1, 0);
-    else memset(&r->skip, 0, sizeof r->skip);
+    if (in_ch != out_ch)
+        r->skip = conv_layer_load(L, "skip_connection", in_ch, out_ch, 1, 1, 0);
+    else
+        memset(&r->skip, 0, sizeof r->skip);
     if (in_ch % UNET_GROUPS || out_ch % UNET_GROUPS)
-        wl_fail(L, "ResBlock %s has %d/%d channels, not divisible into %d groups", L->prefix, in_ch, out_ch, UNET_GROUPS);
+        wl_fail(L, "ResBlock %s has %d/%d channels, not divisible into %d groups", L->prefix, in_ch, out_ch,
+                UNET_GROUPS);
 }
 
 /* proj_in / proj_out are 1x1 convs (SD 1.x) or linears (SD 2.x): both are [out, in] matrices. */
@@ -70,13 +76,19 @@ static void load_transformer_block(wloader *L, transformer_block *b, int inner, 
 /* SpatialTransformer at prefix (ends with '.'). */
 static void load_transformer(wloader *L, spatial_transformer *st, int ch, const unet_config *c) {
     const st_tensor *pin = wl_find(L, "proj_in.weight"), *ff = wl_find(L, "transformer_blocks.0.ff.net.2.weight");
-    if (!pin || !ff || ff->ndim != 2) { wl_fail(L, "missing tensor '%sproj_in.weight' or its feed-forward", L->prefix); return; }
+    if (!pin || !ff || ff->ndim != 2) {
+        wl_fail(L, "missing tensor '%sproj_in.weight' or its feed-forward", L->prefix);
+        return;
+    }
     int inner = (int)pin->shape[0];
     st->ch = ch;
     st->ff_inner = (int)ff->shape[1];
     st->head_dim = c->head_dim > 0 ? c->head_dim : inner / c->heads;
     st->heads = c->head_dim > 0 ? inner / c->head_dim : c->heads;
-    if (st->heads * st->head_dim != inner) { wl_fail(L, "%s: width %d does not split into heads", L->prefix, inner); return; }
+    if (st->heads * st->head_dim != inner) {
+        wl_fail(L, "%s: width %d does not split into heads", L->prefix, inner);
+        return;
+    }
     st->norm_w = wl_vec(L, "norm.weight", ch);
     st->norm_b = wl_vec(L, "norm.bias", ch);
     st->proj_in_w = load_proj(L, "proj_in.weight", inner, ch);
@@ -91,7 +103,10 @@ static void load_transformer(wloader *L, spatial_transformer *st, int ch, const 
         st->depth++;
     }
     st->blocks = calloc((size_t)st->depth + 1, sizeof *st->blocks);
-    if (!st->blocks) { wl_fail(L, "out of memory"); return; }
+    if (!st->blocks) {
+        wl_fail(L, "out of memory");
+        return;
+    }
     char base[200];
     snprintf(base, sizeof base, "%s", L->prefix);
     for (int i = 0; i < st->depth; i++) {
@@ -125,7 +140,10 @@ static void load_input_block(wloader *L, const char *root, unet_block *b, int i,
     load_resblock(L, &b->res, ch, c->time_dim);
     b->out_ch = b->res.out_ch;
     wl_prefix(L, "%sinput_blocks.%d.1.", root, i);
-    if (wl_has(L, "proj_in.weight")) { b->has_attn = 1; load_transformer(L, &b->attn, b->out_ch, c); }
+    if (wl_has(L, "proj_in.weight")) {
+        b->has_attn = 1;
+        load_transformer(L, &b->attn, b->out_ch, c);
+    }
 }
 
 static void load_output_block(wloader *L, const char *root, unet_block *b, int i, int in_ch, const unet_config *c) {
@@ -135,10 +153,16 @@ static void load_output_block(wloader *L, const char *root, unet_block *b, int i
     load_resblock(L, &b->res, in_ch, c->time_dim);
     b->out_ch = b->res.out_ch;
     wl_prefix(L, "%soutput_blocks.%d.1.", root, i);
-    if (wl_has(L, "proj_in.weight")) { b->has_attn = 1; load_transformer(L, &b->attn, b->out_ch, c); }
+    if (wl_has(L, "proj_in.weight")) {
+        b->has_attn = 1;
+        load_transformer(L, &b->attn, b->out_ch, c);
+    }
     for (int j = 1; j <= 2; j++) {
         wl_prefix(L, "%soutput_blocks.%d.%d.", root, i, j);
-        if (wl_has(L, "conv.weight")) { b->has_up = 1; b->sample = conv_layer_load(L, "conv", b->out_ch, b->out_ch, 3, 1, 1); }
+        if (wl_has(L, "conv.weight")) {
+            b->has_up = 1;
+            b->sample = conv_layer_load(L, "conv", b->out_ch, b->out_ch, 3, 1, 1);
+        }
     }
 }
 
@@ -146,9 +170,18 @@ static int read_config(wloader *L, unet_config *c, const model_desc *d) {
     wl_prefix(L, UNET_PREFIX);
     const st_tensor *cin = wl_find(L, "input_blocks.0.0.weight"), *t0 = wl_find(L, "time_embed.0.weight");
     const st_tensor *out = wl_find(L, "out.2.weight");
-    if (!cin || cin->ndim != 4) { wl_fail(L, "missing or malformed tensor '" UNET_PREFIX "input_blocks.0.0.weight'"); return -1; }
-    if (!t0 || t0->ndim != 2) { wl_fail(L, "missing or malformed tensor '" UNET_PREFIX "time_embed.0.weight'"); return -1; }
-    if (!out || out->ndim != 4) { wl_fail(L, "missing or malformed tensor '" UNET_PREFIX "out.2.weight'"); return -1; }
+    if (!cin || cin->ndim != 4) {
+        wl_fail(L, "missing or malformed tensor '" UNET_PREFIX "input_blocks.0.0.weight'");
+        return -1;
+    }
+    if (!t0 || t0->ndim != 2) {
+        wl_fail(L, "missing or malformed tensor '" UNET_PREFIX "time_embed.0.weight'");
+        return -1;
+    }
+    if (!out || out->ndim != 4) {
+        wl_fail(L, "missing or malformed tensor '" UNET_PREFIX "out.2.weight'");
+        return -1;
+    }
     c->model_ch = (int)cin->shape[0];
     c->in_ch = (int)cin->shape[1];
     c->time_dim = (int)t0->shape[0];
@@ -168,8 +201,14 @@ static int read_config(wloader *L, unet_config *c, const model_desc *d) {
     }
     while (c->n_input < UNET_MAX_BLOCKS && block_exists(L, "input_blocks", c->n_input)) c->n_input++;
     while (c->n_output < UNET_MAX_BLOCKS && block_exists(L, "output_blocks", c->n_output)) c->n_output++;
-    if (c->n_input < 2 || c->n_output < 1) { wl_fail(L, "UNet has no input/output blocks"); return -1; }
-    if (c->model_ch % 2) { wl_fail(L, "UNet width %d is odd", c->model_ch); return -1; }
+    if (c->n_input < 2 || c->n_output < 1) {
+        wl_fail(L, "UNet has no input/output blocks");
+        return -1;
+    }
+    if (c->model_ch % 2) {
+        wl_fail(L, "UNet width %d is odd", c->model_ch);
+        return -1;
+    }
     return 0;
 }
 
@@ -248,16 +287,18 @@ void timestep_embedding(float t, int dim, float *out) {
     }
 }
 
-void unet_added_vector(const float *pooled, int pooled_width, const float *ids, int n_ids, int time_id_dim, float *added) {
+void unet_added_vector(const float *pooled, int pooled_width, const float *ids, int n_ids, int time_id_dim,
+                       float *added) {
     memcpy(added, pooled, (size_t)pooled_width * sizeof(float));
-    for (int i = 0; i < n_ids; i++) timestep_embedding(ids[i], time_id_dim, added + pooled_width + (size_t)i * time_id_dim);
+    for (int i = 0; i < n_ids; i++)
+        timestep_embedding(ids[i], time_id_dim, added + pooled_width + (size_t)i * time_id_dim);
 }
 
 /* What every block of one UNet evaluation shares. */
 typedef struct {
     compute *cc;
-    const float *emb;   /* [B, time_dim] */
-    const float *ctx;   /* [B, ctx_len, ctx_dim] */
+    const float *emb; /* [B, time_dim] */
+    const float *ctx; /* [B, ctx_len, ctx_dim] */
     int ctx_len, B;
 } unet_pass;
 
@@ -280,8 +321,8 @@ static void attention_layer(compute *cc, const spatial_transformer *st, const we
     linear(cc, kv_src, B * kv_len, kv_dim, compute_weight(cc, wv), NULL, inner, v);
     for (int b = 0; b < B && !compute_stopped(cc); b++)
         attention(cc, q + (size_t)b * N * inner, inner, k + (size_t)b * kv_len * inner, inner,
-                  v + (size_t)b * kv_len * inner, inner, N, kv_len, st->heads, st->head_dim, 0, o + (size_t)b * N * inner,
-                  work);
+                  v + (size_t)b * kv_len * inner, inner, N, kv_len, st->heads, st->head_dim, 0,
+                  o + (size_t)b * N * inner, work);
     linear(cc, o, B * N, inner, compute_weight(cc, wo), bo->f32, inner, y);
     compute_reset(cc, mark);
 }
@@ -325,7 +366,8 @@ static void spatial_transformer_forward(const unet_pass *ps, const spatial_trans
     float *h = compute_alloc(cc, (size_t)B * N * inner); /* [B·N, inner] */
     if (!norm || !tok || !h) return;
     for (int b = 0; b < B; b++) {
-        group_norm(cc, x + (size_t)b * C * N, C, N, UNET_GROUPS, UNET_ATTN_EPS, st->norm_w.f32, st->norm_b.f32, 0, norm);
+        group_norm(cc, x + (size_t)b * C * N, C, N, UNET_GROUPS, UNET_ATTN_EPS, st->norm_w.f32, st->norm_b.f32, 0,
+                   norm);
         transpose(cc, norm, C, N, tok + (size_t)b * N * C);
     }
     linear(cc, tok, B * N, C, compute_weight(cc, &st->proj_in_w), st->proj_in_b.f32, inner, h);
@@ -386,7 +428,7 @@ static float *run_block(const unet *u, const unet_block *blk, float *x, float *y
         cur = dst;
     }
     if (blk->has_up) {
-        float *other = cur == y ? spare : y; /* a buffer that is not cur */
+        float *other = cur == y ? spare : y;    /* a buffer that is not cur */
         if (up_h == 2 * *H && up_w == 2 * *W) { /* the convolution reads cur upsampled */
             conv_layer_forward_up2(cc, &blk->sample, cur, B, *H, *W, other);
             cur = other;
@@ -404,8 +446,8 @@ static float *run_block(const unet *u, const unet_block *blk, float *x, float *y
 
 /* cat[b] = [x[b] (cx channels); s[b] (+ r[b]) (cs channels)] for every batch item; r (a residual for the skip
  * connection) may be NULL. */
-static void concat_channels(compute *cc, const float *x, int cx, const float *s, const float *r, int cs, int B, size_t HW,
-                            float *cat) {
+static void concat_channels(compute *cc, const float *x, int cx, const float *s, const float *r, int cs, int B,
+                            size_t HW, float *cat) {
     for (int b = 0; b < B; b++) {
         float *skip = cat + ((size_t)b * (cx + cs) + cx) * HW;
         memcpy(cat + (size_t)b * (cx + cs) * HW, x + (size_t)b * cx * HW, (size_t)cx * HW * sizeof(float));
@@ -456,7 +498,7 @@ sd_status unet_forward(compute *cc, const unet *u, const unet_input *in, float *
     if (compute_stopped(cc)) return cc->status;
     arena_mark mark = compute_mark(cc);
     size_t big = max_activation(u, B, in->h, in->w);
-    float *emb = compute_alloc(cc, (size_t)B * c->time_dim); /* [B, time_dim] */
+    float *emb = compute_alloc(cc, (size_t)B * c->time_dim);                                 /* [B, time_dim] */
     float *pp[3] = {compute_alloc(cc, big), compute_alloc(cc, big), compute_alloc(cc, big)}; /* ping-pong */
     unet_skips sk;
     if (!emb || !pp[0] || !pp[1] || !pp[2]) return cc->status;

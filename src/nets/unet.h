@@ -27,15 +27,15 @@ typedef struct {
 
 typedef struct {
     int has_res, has_attn, has_down, has_up;
-    int in_ch, out_ch;          /* channels in (after skip concat for output blocks) and out */
+    int in_ch, out_ch; /* channels in (after skip concat for output blocks) and out */
     resnet_block res;
     spatial_transformer attn;
-    conv_layer sample;          /* downsampling (stride 2) or upsampling conv */
+    conv_layer sample; /* downsampling (stride 2) or upsampling conv */
 } unet_block;
 
 typedef struct {
     int in_ch, out_ch, model_ch, time_dim, ctx_dim, heads, head_dim;
-    int added_dim;              /* the added conditioning's width (label_emb.0.0's input), 0 without one */
+    int added_dim; /* the added conditioning's width (label_emb.0.0's input), 0 without one */
     int n_input, n_output;
 } unet_config;
 
@@ -44,7 +44,7 @@ typedef struct {
     conv_layer conv_in;
     weight time1_w, time1_b, time2_w, time2_b;
     weight label1_w, label1_b, label2_w, label2_b; /* label_emb.0.0 / .0.2: [time, added], [time, time] (or empty) */
-    unet_block *input, *output; /* [n_input] (0 = conv_in, unused), [n_output] */
+    unet_block *input, *output;                    /* [n_input] (0 = conv_in, unused), [n_output] */
     unet_block mid_res1, mid_attn, mid_res2;
     weight out_norm_w, out_norm_b;
     conv_layer conv_out;
@@ -56,13 +56,13 @@ void unet_free(unet *u);
 
 /* One evaluation's inputs. */
 typedef struct {
-    const float *x;                 /* [B, in_ch, h, w] */
-    const float *t;                 /* [B] timesteps */
-    const float *ctx;               /* [B, ctx_len, ctx_dim] */
+    const float *x;   /* [B, in_ch, h, w] */
+    const float *t;   /* [B] timesteps */
+    const float *ctx; /* [B, ctx_len, ctx_dim] */
     int ctx_len;
-    const float *added;             /* [B, added_dim], or NULL when the UNet has no added conditioning */
-    const float *const *residuals;  /* NULL, or [n_input + 1]: added to input block i's output (the skip connection)
-                                       and, last, to the middle block's output; each [B, ch, H, W] of that block */
+    const float *added;            /* [B, added_dim], or NULL when the UNet has no added conditioning */
+    const float *const *residuals; /* NULL, or [n_input + 1]: added to input block i's output (the skip connection)
+                                      and, last, to the middle block's output; each [B, ch, H, W] of that block */
     int B, h, w;
 } unet_input;
 
@@ -71,7 +71,8 @@ sd_status unet_forward(compute *cc, const unet *u, const unet_input *in, float *
 
 /* The added conditioning vector of one item: [pooled (pooled_width); time_id_dim-channel sinusoidal embeddings
  * of each of n_ids size/crop ids], SDXL's (sgm ConcatTimestepEmbedderND). added[pooled_width + n_ids·time_id_dim]. */
-void unet_added_vector(const float *pooled, int pooled_width, const float *ids, int n_ids, int time_id_dim, float *added);
+void unet_added_vector(const float *pooled, int pooled_width, const float *ids, int n_ids, int time_id_dim,
+                       float *added);
 
 /* Sinusoidal timestep embedding (DDPM / LDM): [cos(t·f_i), sin(t·f_i)], f_i = 10000^(-i/half). */
 void timestep_embedding(float t, int dim, float *out);

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VAE_GROUPS 32
-#define VAE_EPS 1e-6f
+#define VAE_GROUPS     32
+#define VAE_EPS        1e-6f
 #define VAE_MAX_LEVELS 8
 
 /* ---------------- loading ---------------- */
@@ -26,7 +26,10 @@ static int count_prefixed(const tensor_store *s, const char *fmt, int limit) {
 /* ResnetBlock at prefix: norm1, conv1, norm2, conv2, nin_shortcut (1x1) when channels change. */
 static void load_res(wloader *L, resnet_block *r, int in_ch) {
     const st_tensor *c1 = wl_find(L, "conv1.weight");
-    if (!c1 || c1->ndim != 4) { wl_fail(L, "missing tensor '%sconv1.weight'", L->prefix); return; }
+    if (!c1 || c1->ndim != 4) {
+        wl_fail(L, "missing tensor '%sconv1.weight'", L->prefix);
+        return;
+    }
     int out_ch = (int)c1->shape[0];
     memset(r, 0, sizeof *r);
     r->in_ch = in_ch;
@@ -41,7 +44,8 @@ static void load_res(wloader *L, resnet_block *r, int in_ch) {
     r->conv2 = conv_layer_load(L, "conv2", out_ch, out_ch, 3, 1, 1);
     if (in_ch != out_ch) r->skip = conv_layer_load(L, "nin_shortcut", in_ch, out_ch, 1, 1, 0);
     if (in_ch % VAE_GROUPS || out_ch % VAE_GROUPS)
-        wl_fail(L, "VAE block %s has %d/%d channels, not divisible into %d groups", L->prefix, in_ch, out_ch, VAE_GROUPS);
+        wl_fail(L, "VAE block %s has %d/%d channels, not divisible into %d groups", L->prefix, in_ch, out_ch,
+                VAE_GROUPS);
 }
 
 /* q/k/v/proj_out are 1x1 convs in LDM files, linears in converted ones: both [C, C]. */
@@ -80,7 +84,10 @@ static int load_level(wloader *L, vae_level *lv, const char *level, int ch, int 
     snprintf(fmt, sizeof fmt, VAE_PREFIX "%s.block.%%d.", level);
     lv->n_res = count_prefixed(L->s, fmt, 16);
     lv->res = calloc((size_t)lv->n_res + 1, sizeof *lv->res);
-    if (!lv->res) { wl_fail(L, "out of memory"); return ch; }
+    if (!lv->res) {
+        wl_fail(L, "out of memory");
+        return ch;
+    }
     for (int j = 0; j < lv->n_res; j++) {
         wl_prefix(L, VAE_PREFIX "%s.block.%d.", level, j);
         load_res(L, &lv->res[j], ch);
@@ -103,12 +110,18 @@ static void load_decoder(wloader *L, vae *v) {
     d->n_levels = count_prefixed(L->s, VAE_PREFIX "decoder.up.%d.", VAE_MAX_LEVELS);
     wl_prefix(L, VAE_PREFIX "decoder.");
     const st_tensor *cin = wl_find(L, "conv_in.weight");
-    if (!cin || cin->ndim != 4 || d->n_levels == 0) { wl_fail(L, "missing VAE decoder (decoder.conv_in / decoder.up.*)"); return; }
+    if (!cin || cin->ndim != 4 || d->n_levels == 0) {
+        wl_fail(L, "missing VAE decoder (decoder.conv_in / decoder.up.*)");
+        return;
+    }
     int ch = (int)cin->shape[0];
     d->conv_in = conv_layer_load(L, "conv_in", v->z_ch, ch, 3, 1, 1);
     load_mid(L, d, "decoder", ch);
     d->levels = calloc((size_t)d->n_levels, sizeof *d->levels);
-    if (!d->levels) { wl_fail(L, "out of memory"); return; }
+    if (!d->levels) {
+        wl_fail(L, "out of memory");
+        return;
+    }
     for (int i = 0; i < d->n_levels; i++) { /* up.(n-1) runs first */
         char level[32];
         snprintf(level, sizeof level, "decoder.up.%d", d->n_levels - 1 - i);
@@ -125,11 +138,17 @@ static void load_encoder(wloader *L, vae *v) {
     e->n_levels = count_prefixed(L->s, VAE_PREFIX "encoder.down.%d.", VAE_MAX_LEVELS);
     wl_prefix(L, VAE_PREFIX "encoder.");
     const st_tensor *cin = wl_find(L, "conv_in.weight");
-    if (!cin || cin->ndim != 4 || e->n_levels == 0) { wl_fail(L, "missing VAE encoder (encoder.conv_in / encoder.down.*)"); return; }
+    if (!cin || cin->ndim != 4 || e->n_levels == 0) {
+        wl_fail(L, "missing VAE encoder (encoder.conv_in / encoder.down.*)");
+        return;
+    }
     int ch = (int)cin->shape[0];
     e->conv_in = conv_layer_load(L, "conv_in", v->img_ch, ch, 3, 1, 1);
     e->levels = calloc((size_t)e->n_levels, sizeof *e->levels);
-    if (!e->levels) { wl_fail(L, "out of memory"); return; }
+    if (!e->levels) {
+        wl_fail(L, "out of memory");
+        return;
+    }
     for (int i = 0; i < e->n_levels; i++) {
         char level[32];
         snprintf(level, sizeof level, "encoder.down.%d", i);
@@ -249,8 +268,13 @@ static size_t coder_max_activation(const vae_coder *c, int is_decoder, int ch, i
             if ((size_t)ch * H * W > best) best = (size_t)ch * H * W;
         }
         if (lv->has_sample) {
-            if (is_decoder) { H *= 2; W *= 2; }
-            else { H = conv_out_size(H, 3, 2, 0, 1); W = conv_out_size(W, 3, 2, 0, 1); }
+            if (is_decoder) {
+                H *= 2;
+                W *= 2;
+            } else {
+                H = conv_out_size(H, 3, 2, 0, 1);
+                W = conv_out_size(W, 3, 2, 0, 1);
+            }
             if ((size_t)ch * H * W > best) best = (size_t)ch * H * W;
         }
     }

@@ -13,8 +13,8 @@ typedef struct {
 
 typedef struct {
     int n_res;
-    resnet_block *res;   /* [n_res] */
-    int has_sample;      /* downsample (encoder) or upsample (decoder) after the blocks */
+    resnet_block *res; /* [n_res] */
+    int has_sample;    /* downsample (encoder) or upsample (decoder) after the blocks */
     conv_layer sample;
 } vae_level;
 
@@ -23,7 +23,7 @@ typedef struct {
     resnet_block mid1, mid2;
     vae_attention attn;
     int n_levels;
-    vae_level *levels;   /* [n_levels], in execution order */
+    vae_level *levels; /* [n_levels], in execution order */
     weight norm_out_w, norm_out_b;
     conv_layer conv_out;
 } vae_coder;
@@ -41,7 +41,8 @@ void vae_free(vae *v);
 
 /* image[B, 3, 8h, 8w] = decoder(post_quant_conv(z[B, z_ch, h, w])) (z unscaled); image in about [-1, 1]. */
 sd_status vae_decode(compute *cc, const vae *v, const float *z, int B, int h, int w, float *image);
-/* [mean; logvar] = quant_conv(encoder(image[B, 3, H, W])): mean, logvar [B, z_ch, H/8, W/8], logvar clamped to [-30, 20]. */
+/* [mean; logvar] = quant_conv(encoder(image[B, 3, H, W])): mean, logvar [B, z_ch, H/8, W/8], logvar clamped to [-30,
+ * 20]. */
 sd_status vae_encode(compute *cc, const vae *v, const float *image, int B, int H, int W, float *mean, float *logvar);
 
 /* moments[B, 2·z_ch, H/8, W/8] = quant_conv(encoder(image)): [mean; logvar] before the clamp. */

@@ -45,19 +45,22 @@ static void blend_h(const tile *a, tile *b, int C, int e) {
  * output pixels per input pixel, C channels) and writes the [C, H·up, W·up] result. */
 typedef sd_status (*tile_fn)(compute *cc, const vae *v, const float *in, int h, int w, float *out);
 
-static sd_status run_tiled(compute *cc, const vae *v, const float *in, int Cin, int H, int W, int in_tile, double up, int C,
-                           tile_fn fn, float *out) {
-    const int step = (int)(in_tile * 0.75), out_tile = (int)(in_tile * up), e = (int)(out_tile * 0.25), keep = out_tile - e;
+static sd_status run_tiled(compute *cc, const vae *v, const float *in, int Cin, int H, int W, int in_tile, double up,
+                           int C, tile_fn fn, float *out) {
+    const int step = (int)(in_tile * 0.75), out_tile = (int)(in_tile * up), e = (int)(out_tile * 0.25),
+              keep = out_tile - e;
     const int rows = (H + step - 1) / step, cols = (W + step - 1) / step;
     tile *t = calloc((size_t)rows * cols, sizeof *t);
     float *crop = malloc((size_t)Cin * in_tile * in_tile * sizeof(float));
     sd_status rc = t && crop ? SD_OK : SD_ERR_NOMEM;
     for (int r = 0; r < rows && !rc; r++)
         for (int c = 0; c < cols && !rc; c++) {
-            const int i = r * step, j = c * step, th = H - i < in_tile ? H - i : in_tile, tw = W - j < in_tile ? W - j : in_tile;
+            const int i = r * step, j = c * step, th = H - i < in_tile ? H - i : in_tile,
+                      tw = W - j < in_tile ? W - j : in_tile;
             for (int ch = 0; ch < Cin; ch++) /* crop[ch, th, tw] = in[ch, i:i+th, j:j+tw] */
                 for (int y = 0; y < th; y++)
-                    memcpy(crop + ((size_t)ch * th + y) * tw, in + ((size_t)ch * H + i + y) * W + j, (size_t)tw * sizeof(float));
+                    memcpy(crop + ((size_t)ch * th + y) * tw, in + ((size_t)ch * H + i + y) * W + j,
+                           (size_t)tw * sizeof(float));
             tile *o = &t[r * cols + c];
             o->h = (int)(th * up);
             o->w = (int)(tw * up);
@@ -103,8 +106,9 @@ sd_status vae_encode_tiled(compute *cc, const vae *v, const float *image, int H,
                            float *logvar) {
     if (!v->has_encoder) return SD_ERR_MODEL;
     float *moments = malloc((size_t)2 * v->z_ch * (H / 8) * (W / 8) * sizeof(float)); /* [2·z, H/8, W/8] */
-    sd_status rc = moments ? run_tiled(cc, v, image, v->img_ch, H, W, tile_px, 1.0 / 8, 2 * v->z_ch, encode_tile, moments)
-                           : SD_ERR_NOMEM;
+    sd_status rc = moments
+                       ? run_tiled(cc, v, image, v->img_ch, H, W, tile_px, 1.0 / 8, 2 * v->z_ch, encode_tile, moments)
+                       : SD_ERR_NOMEM;
     if (rc == SD_OK) vae_split_moments(v, moments, 1, H / 8, W / 8, mean, logvar);
     free(moments);
     return rc;

@@ -16,7 +16,11 @@ struct arena_block {
 void arena_init(arena *a) { memset(a, 0, sizeof *a); }
 
 void arena_free(arena *a) {
-    for (arena_block *b = a->head, *n; b; b = n) { n = b->next; free(b->data); free(b); }
+    for (arena_block *b = a->head, *n; b; b = n) {
+        n = b->next;
+        free(b->data);
+        free(b);
+    }
     memset(a, 0, sizeof *a);
 }
 
@@ -41,7 +45,10 @@ static arena_block *arena_new_block(size_t bytes) {
     if (!b) return NULL;
     b->size = bytes < ARENA_BLOCK_MIN ? ARENA_BLOCK_MIN : bytes;
     b->data = block_memory(&b->size);
-    if (!b->data) { free(b); return NULL; }
+    if (!b->data) {
+        free(b);
+        return NULL;
+    }
     return b;
 }
 
@@ -49,7 +56,10 @@ float *arena_alloc(arena *a, size_t n) {
     size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
     if (bytes == 0) bytes = 64;
     if (!a->cur) {
-        if (!a->head && !(a->head = arena_new_block(bytes))) { a->failed = 1; return NULL; }
+        if (!a->head && !(a->head = arena_new_block(bytes))) {
+            a->failed = 1;
+            return NULL;
+        }
         a->cur = a->head;
         a->cur->offset = 0;
     }
@@ -63,7 +73,10 @@ float *arena_alloc(arena *a, size_t n) {
             continue;
         }
         if (!next) {
-            if (!(next = arena_new_block(bytes))) { a->failed = 1; return NULL; }
+            if (!(next = arena_new_block(bytes))) {
+                a->failed = 1;
+                return NULL;
+            }
             a->cur->next = next;
         }
         a->cur = next;

@@ -24,10 +24,10 @@ static int thread_index(void) {
 #define ATTN_SCORE_FLOATS ((size_t)1 << 19) /* score block per thread: 2 MB */
 
 /* The fused kernel's tiles (below). */
-#define FA_LANES 16 /* query rows per block (one vector) and keys per tile */
-#define FA_BLOCKS 2 /* blocks per task */
-#define FA_KEYS 8   /* keys of a tile scored at a time (FA_BLOCKS x FA_KEYS accumulators) */
-#define FA_DCHUNK 8 /* output dimensions accumulated in registers at a time */
+#define FA_LANES  16 /* query rows per block (one vector) and keys per tile */
+#define FA_BLOCKS 2  /* blocks per task */
+#define FA_KEYS   8  /* keys of a tile scored at a time (FA_BLOCKS x FA_KEYS accumulators) */
+#define FA_DCHUNK 8  /* output dimensions accumulated in registers at a time */
 
 /* Query rows the fused kernel packs: n rounded up to whole tasks (FA_BLOCKS x 16 rows). */
 static size_t fa_padded_rows(int n) {
@@ -92,7 +92,7 @@ static void fa_task(const float *QT, const float *KP, const float *VP, int m, in
         for (int d = 0; d < dh; d++) OT[b][d] = v16_splat(0.0f);
     }
     for (int j0 = 0; j0 < m; j0 += FA_LANES) {
-        const float *kp = KP + (size_t)j0 * dh; /* [dh, 16] */
+        const float *kp = KP + (size_t)j0 * dh;          /* [dh, 16] */
         for (int k0 = 0; k0 < FA_LANES; k0 += FA_KEYS) { /* Sᵀ[j] = Σ_d K[j, d] · Qᵀ[d] */
             v16 s[FA_BLOCKS][FA_KEYS];
             for (int b = 0; b < FA_BLOCKS; b++)
@@ -131,18 +131,22 @@ static void fa_task(const float *QT, const float *KP, const float *VP, int m, in
                  out + (size_t)b * FA_LANES * ldo, ldo);
 }
 
-static int fa_usable(int m, int dh, int causal) { return !causal && dh <= 64 && dh % FA_DCHUNK == 0 && m % FA_LANES == 0; }
+static int fa_usable(int m, int dh, int causal) {
+    return !causal && dh <= 64 && dh % FA_DCHUNK == 0 && m % FA_LANES == 0;
+}
 
 /* QT[h][block][dh, 16] (scaled, zero rows past n), KP[h][tile][dh, 16] and VP[h][m, dh], then one task per
  * (head, FA_BLOCKS blocks). */
-static void fa_attention(compute *cc, const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
-                         int heads, int dh, float *out, float *work) {
-    const int tasks = (n + FA_BLOCKS * FA_LANES - 1) / (FA_BLOCKS * FA_LANES), blocks = FA_BLOCKS * tasks; /* per head */
+static void fa_attention(compute *cc, const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n,
+                         int m, int heads, int dh, float *out, float *work) {
+    const int tasks = (n + FA_BLOCKS * FA_LANES - 1) / (FA_BLOCKS * FA_LANES),
+              blocks = FA_BLOCKS * tasks; /* per head */
     const int ldo = heads * dh;
     const float scale = 1.0f / sqrtf((float)dh);
-    float *QT = work, *KP = work + (size_t)heads * blocks * dh * FA_LANES; /* [heads, blocks, dh, 16], [heads, m/16, dh, 16] */
-    float *VP = KP + (size_t)heads * m * dh;                                /* [heads, m, dh] */
-    #pragma omp parallel for schedule(static) num_threads(cc->threads)
+    float *QT = work,
+          *KP = work + (size_t)heads * blocks * dh * FA_LANES; /* [heads, blocks, dh, 16], [heads, m/16, dh, 16] */
+    float *VP = KP + (size_t)heads * m * dh;                   /* [heads, m, dh] */
+#pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int hb = 0; hb < heads * blocks; hb++) { /* (head, block) */
         const int h = hb / blocks, r0 = hb % blocks * FA_LANES;
         float *qt = QT + (size_t)hb * dh * FA_LANES;
@@ -150,7 +154,7 @@ static void fa_attention(compute *cc, const float *Q, int ldq, const float *K, i
             for (int r = 0; r < FA_LANES; r++)
                 qt[d * FA_LANES + r] = r0 + r < n ? Q[(size_t)(r0 + r) * ldq + h * dh + d] * scale : 0.0f;
     }
-    #pragma omp parallel for schedule(static) num_threads(cc->threads)
+#pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int ht = 0; ht < heads * (m / FA_LANES); ht++) { /* (head, key tile) */
         const int h = ht / (m / FA_LANES), j0 = ht % (m / FA_LANES) * FA_LANES;
         float *kp = KP + (size_t)ht * dh * FA_LANES;
@@ -159,7 +163,7 @@ static void fa_attention(compute *cc, const float *Q, int ldq, const float *K, i
         for (int j = 0; j < FA_LANES; j++)
             memcpy(VP + ((size_t)h * m + j0 + j) * dh, V + (size_t)(j0 + j) * ldv + h * dh, (size_t)dh * sizeof(float));
     }
-    #pragma omp parallel for schedule(dynamic, 2) num_threads(cc->threads)
+#pragma omp parallel for schedule(dynamic, 2) num_threads(cc->threads)
     for (int task = 0; task < heads * tasks; task++) {
         const int h = task / tasks, b0 = task % tasks * FA_BLOCKS, r0 = b0 * FA_LANES;
         const int rows = n - r0 < FA_BLOCKS * FA_LANES ? n - r0 : FA_BLOCKS * FA_LANES;
@@ -177,14 +181,14 @@ static void fa_attention(compute *cc, const float *Q, int ldq, const float *K, i
 
 /* Word j of the result = (bf16(lo[j]), bf16(hi[j])). */
 GEMM_BF16_TARGET static inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
-                                                21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                                6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 
-/* x[16] = exp(x[16]) for x <= 0, by vecmath's v16_exp_nonpos. Through memory, not by value: the kernel below is compiled for
- * AVX-512 whatever the build's target, and a 64-byte vector passed by value between the two would change the
- * ABI (clang refuses it). Inlined in the usual -march=native build. */
+/* x[16] = exp(x[16]) for x <= 0, by vecmath's v16_exp_nonpos. Through memory, not by value: the kernel below is
+ * compiled for AVX-512 whatever the build's target, and a 64-byte vector passed by value between the two would change
+ * the ABI (clang refuses it). Inlined in the usual -march=native build. */
 static inline void exp16_inplace(float x[16]) {
     v16 v = v16_exp_nonpos(v16_load(x)); /* every input is a difference from a running maximum */
     memcpy(x, &v, sizeof v);
@@ -205,7 +209,7 @@ static inline uint32_t bf16_pair(float lo, float hi) { return float_to_bf16(lo) 
  * pairs (j, j + 1) out as bf16 pairs PP[8], and the rescaling factor returned. Its own copy, not fa_tile_softmax
  * through pointers then a conversion to pairs: that measured 0.050 -> 0.058 s on the 4096x4096, 8-head case. */
 GEMM_BF16_TARGET static inline __m512 fa_tile_softmax_bf16(const __m512 S[FA_LANES], __m512 *run_max, __m512 *run_sum,
-                                                          __m512i PP[FA_LANES / 2]) {
+                                                           __m512i PP[FA_LANES / 2]) {
     __m512 tile_max = S[0];
     for (int j = 1; j < FA_LANES; j++) tile_max = _mm512_max_ps(tile_max, S[j]);
     __m512 new_max = _mm512_max_ps(*run_max, tile_max);
@@ -223,8 +227,8 @@ GEMM_BF16_TARGET static inline __m512 fa_tile_softmax_bf16(const __m512 S[FA_LAN
 
 /* Rows r0.. (FA_BLOCKS x 16, `rows` real) of one head, as fa_task: QT[FA_BLOCKS][dh/2][16] pairs of scaled Q,
  * KB[m][dh/2] pairs of K, VP[m/2][dh] pairs (V[j, d], V[j + 1, d]). */
-GEMM_BF16_TARGET static void fa_task_bf16(const uint32_t *QT, const uint32_t *KB, const uint32_t *VP, int m, int dh, int rows,
-                                     float *out, int ldo) {
+GEMM_BF16_TARGET static void fa_task_bf16(const uint32_t *QT, const uint32_t *KB, const uint32_t *VP, int m, int dh,
+                                          int rows, float *out, int ldo) {
     __m512 OT[FA_BLOCKS][64];            /* [block][dh] output accumulators */
     __m512 S[FA_BLOCKS][FA_LANES];       /* [block][16 keys] the tile's scores */
     __m512i PP[FA_BLOCKS][FA_LANES / 2]; /* [block][8 key pairs] its probabilities */
@@ -242,7 +246,8 @@ GEMM_BF16_TARGET static void fa_task_bf16(const uint32_t *QT, const uint32_t *KB
                 for (int j = 0; j < FA_KEYS; j++) s[b][j] = _mm512_setzero_ps();
             for (int p = 0; p < dp; p++) {
                 __m512bh q[FA_BLOCKS];
-                for (int b = 0; b < FA_BLOCKS; b++) q[b] = (__m512bh)_mm512_loadu_si512(QT + ((size_t)b * dp + p) * FA_LANES);
+                for (int b = 0; b < FA_BLOCKS; b++)
+                    q[b] = (__m512bh)_mm512_loadu_si512(QT + ((size_t)b * dp + p) * FA_LANES);
                 for (int j = 0; j < FA_KEYS; j++) {
                     __m512bh k = (__m512bh)_mm512_set1_epi32((int)kb[(size_t)(k0 + j) * dp + p]);
                     for (int b = 0; b < FA_BLOCKS; b++) s[b][j] = _mm512_dpbf16_ps(s[b][j], k, q[b]);
@@ -268,20 +273,22 @@ GEMM_BF16_TARGET static void fa_task_bf16(const uint32_t *QT, const uint32_t *KB
     }
     for (int b = 0; b < FA_BLOCKS && b * FA_LANES < rows; b++)
         fa_store((const v16 *)OT[b], (const v16 *)&run_sum[b], dh,
-                 rows - b * FA_LANES < FA_LANES ? rows - b * FA_LANES : FA_LANES, out + (size_t)b * FA_LANES * ldo, ldo);
+                 rows - b * FA_LANES < FA_LANES ? rows - b * FA_LANES : FA_LANES, out + (size_t)b * FA_LANES * ldo,
+                 ldo);
 }
 
 /* fa_attention in bfloat16: QT[h][block][dh/2, 16], KB[h][m, dh/2], VP[h][m/2, dh] packed once, then one task per
  * (head, FA_BLOCKS blocks). */
-static void fa_attention_bf16(compute *cc, const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
-                              int heads, int dh, float *out, float *work) {
-    const int tasks = (n + FA_BLOCKS * FA_LANES - 1) / (FA_BLOCKS * FA_LANES), blocks = FA_BLOCKS * tasks; /* per head */
+static void fa_attention_bf16(compute *cc, const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv,
+                              int n, int m, int heads, int dh, float *out, float *work) {
+    const int tasks = (n + FA_BLOCKS * FA_LANES - 1) / (FA_BLOCKS * FA_LANES),
+              blocks = FA_BLOCKS * tasks; /* per head */
     const int ldo = heads * dh, dp = dh / 2;
     const float scale = 1.0f / sqrtf((float)dh);
-    uint32_t *QT = (uint32_t *)work;                             /* [heads, blocks, dh/2, 16] */
-    uint32_t *KB = QT + (size_t)heads * blocks * dp * FA_LANES;  /* [heads, m, dh/2] */
-    uint32_t *VP = KB + (size_t)heads * m * dp;                  /* [heads, m/2, dh] */
-    #pragma omp parallel for schedule(static) num_threads(cc->threads)
+    uint32_t *QT = (uint32_t *)work;                            /* [heads, blocks, dh/2, 16] */
+    uint32_t *KB = QT + (size_t)heads * blocks * dp * FA_LANES; /* [heads, m, dh/2] */
+    uint32_t *VP = KB + (size_t)heads * m * dp;                 /* [heads, m/2, dh] */
+#pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int hb = 0; hb < heads * blocks; hb++) { /* (head, block) */
         const int h = hb / blocks, r0 = hb % blocks * FA_LANES;
         uint32_t *qt = QT + (size_t)hb * dp * FA_LANES;
@@ -291,7 +298,7 @@ static void fa_attention_bf16(compute *cc, const float *Q, int ldq, const float 
                 qt[p * FA_LANES + r] = r0 + r < n ? bf16_pair(q[0] * scale, q[1] * scale) : 0;
             }
     }
-    #pragma omp parallel for schedule(static) num_threads(cc->threads)
+#pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int hk = 0; hk < heads * (m / 2); hk++) { /* (head, key pair) */
         const int h = hk / (m / 2), j = hk % (m / 2) * 2;
         uint32_t *kb = KB + ((size_t)h * m + j) * dp, *vp = VP + ((size_t)h * (m / 2) + j / 2) * dh;
@@ -303,12 +310,12 @@ static void fa_attention_bf16(compute *cc, const float *Q, int ldq, const float 
         const float *v0 = V + (size_t)j * ldv + h * dh, *v1 = v0 + ldv;
         for (int d = 0; d < dh; d++) vp[d] = bf16_pair(v0[d], v1[d]);
     }
-    #pragma omp parallel for schedule(dynamic, 2) num_threads(cc->threads)
+#pragma omp parallel for schedule(dynamic, 2) num_threads(cc->threads)
     for (int task = 0; task < heads * tasks; task++) {
         const int h = task / tasks, b0 = task % tasks * FA_BLOCKS, r0 = b0 * FA_LANES;
         const int rows = n - r0 < FA_BLOCKS * FA_LANES ? n - r0 : FA_BLOCKS * FA_LANES;
-        fa_task_bf16(QT + ((size_t)h * blocks + b0) * dp * FA_LANES, KB + (size_t)h * m * dp, VP + (size_t)h * (m / 2) * dh,
-                     m, dh, rows, out + (size_t)r0 * ldo + h * dh, ldo);
+        fa_task_bf16(QT + ((size_t)h * blocks + b0) * dp * FA_LANES, KB + (size_t)h * m * dp,
+                     VP + (size_t)h * (m / 2) * dh, m, dh, rows, out + (size_t)r0 * ldo + h * dh, ldo);
     }
 }
 #endif
@@ -333,11 +340,11 @@ void attention(compute *cc, const float *Q, int ldq, const float *K, int ldk, co
     const int R = attention_block_rows(n, m), blocks = (n + R - 1) / R, ldo = heads * dh;
     const gemm_precision prec = cc->bf16 ? GEMM_BF16 : GEMM_F32;
     compute_count(cc, 4.0 * n * m * dh * heads); /* S = Q·Kᵀ and P·V */
-    #pragma omp parallel for schedule(dynamic, 1) num_threads(cc->threads) if (heads * blocks > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(cc->threads) if (heads * blocks > 1)
     for (int task = 0; task < heads * blocks; task++) {
         const int h = task / blocks, r0 = (task % blocks) * R, rows = r0 + R <= n ? R : n - r0;
         float *S = work + (size_t)thread_index() * R * (m + 1); /* [rows, m] scores */
-        float *inv_sum = S + (size_t)R * m;                         /* [rows] */
+        float *inv_sum = S + (size_t)R * m;                     /* [rows] */
         gemm_1t(prec, 1, rows, m, dh, scale, Q + (size_t)r0 * ldq + h * dh, ldq, K + h * dh, ldk, 0.0f, S, m);
         if (causal)
             for (int i = 0; i < rows; i++)

@@ -35,10 +35,10 @@ typedef struct compute {
     int bf16;
     int drop_after_use;
     arena arena;
-    float *scratch;         /* [scratch_floats] */
+    float *scratch; /* [scratch_floats] */
     size_t scratch_floats;
-    bf16_buffer bf16_a;     /* [M][(K + 1) / 2]: A's rows (gemm_bf16_rows) */
-    bf16_buffer bf16_b;     /* op(B) packed whole (gemm_bf16_pack_b) */
+    bf16_buffer bf16_a; /* [M][(K + 1) / 2]: A's rows (gemm_bf16_rows) */
+    bf16_buffer bf16_b; /* op(B) packed whole (gemm_bf16_pack_b) */
     sd_cancel_fn cancel;
     void *cancel_user;
     sd_status status;

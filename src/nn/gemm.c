@@ -7,8 +7,8 @@
  *     Bp[panel][k/2][64]   one KC x NC block of B: word (B[k, n], B[k+1, n]) for 64 columns n
  * The micro-kernel keeps a 6 x 64 tile of C in 24 vector registers; per k pair it loads 4 vectors of Bp
  * and broadcasts one word of each of 6 rows of Ab. K is cut into equal blocks of at most KC_MAX (a 64-column
- * Bp panel of up to 48 KB stays near the core while MC rows sweep it); N into blocks of NC columns (the block stays in L2).
- * Partial panels are zero-padded; rows past M repeat a valid row and are not stored; stores are masked.
+ * Bp panel of up to 48 KB stays near the core while MC rows sweep it); N into blocks of NC columns (the block stays in
+ * L2). Partial panels are zero-padded; rows past M repeat a valid row and are not stored; stores are masked.
  */
 #include "nn/gemm.h"
 
@@ -33,12 +33,12 @@ int gemm_bf16_supported(void) {
 
 #if GEMM_HAVE_BF16
 
-#define MR 6        /* rows of the C tile */
-#define NV 4        /* vectors of 16 columns in the C tile */
-#define NR (16 * NV) /* columns of the C tile */
-#define KC_MAX 384  /* k per block at most: a 64-column Bp panel is KC_MAX/2 x 64 x 4 bytes = 48 KB (an L1 on Zen 5) */
-#define NC 512      /* columns per packed B block (multiple of NR) */
-#define MC 192      /* rows swept per B panel before moving to the next (multiple of MR) */
+#define MR     6         /* rows of the C tile */
+#define NV     4         /* vectors of 16 columns in the C tile */
+#define NR     (16 * NV) /* columns of the C tile */
+#define KC_MAX 384 /* k per block at most: a 64-column Bp panel is KC_MAX/2 x 64 x 4 bytes = 48 KB (an L1 on Zen 5) */
+#define NC     512 /* columns per packed B block (multiple of NR) */
+#define MC     192 /* rows swept per B panel before moving to the next (multiple of MR) */
 
 /* The first n of 16 lanes. */
 static inline __mmask16 first_lanes(int n) { return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
@@ -61,10 +61,10 @@ GEMM_BF16_TARGET static void rows_to_bf16_pairs(const float *src, int ld, int ro
 /* dst[p·stride + r] = pair (src[r, k0 + 2p], src[r, k0 + 2p + 1]) for r < rows, p < kc/2 rounded up
  * (zero past kc), and zero rows for rows <= r < rows_padded. src rows are ld apart. */
 GEMM_BF16_TARGET static void pack_row_pairs(const float *src, int ld, int rows, int rows_padded, int k0, int kc,
-                                       uint32_t *dst, int stride) {
+                                            uint32_t *dst, int stride) {
     const int kp = (kc + 1) / 2;
-    const __m512i lane_offsets = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                                    _mm512_set1_epi32(stride));
+    const __m512i lane_offsets = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(stride));
     for (int r = 0; r < rows_padded; r++) {
         if (r >= rows) {
             for (int p = 0; p < kp; p++) dst[(size_t)p * stride + r] = 0;
@@ -75,7 +75,8 @@ GEMM_BF16_TARGET static void pack_row_pairs(const float *src, int ld, int rows, 
             __m512 lo = _mm512_maskz_loadu_ps(first_lanes(kc - k), s + k);
             __m512 hi = _mm512_maskz_loadu_ps(first_lanes(kc - k - 16), s + k + 16);
             __m512i pairs = (__m512i)_mm512_cvtne2ps_pbh(hi, lo); /* bf16 of s[k .. k + 31], in order */
-            _mm512_mask_i32scatter_epi32(dst + (size_t)(k / 2) * stride + r, first_lanes(kp - k / 2), lane_offsets, pairs, 4);
+            _mm512_mask_i32scatter_epi32(dst + (size_t)(k / 2) * stride + r, first_lanes(kp - k / 2), lane_offsets,
+                                         pairs, 4);
         }
     }
 }
@@ -85,8 +86,8 @@ GEMM_BF16_TARGET static void pack_row_pairs(const float *src, int ld, int rows, 
 GEMM_BF16_TARGET static void pack_col_pairs(const float *B, int ld, int K, int k0, int kc, int cols, uint32_t *Bp) {
     const int kp = (kc + 1) / 2;
     /* word j of the result takes halves j and 16 + j of [bf16(r0[0..15]), bf16(r1[0..15])] */
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
-                                                21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                                6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int p = 0; p < kp; p++) {
         const int k = k0 + 2 * p;
         const float *r0 = B + (size_t)k * ld, *r1 = r0 + ld;
@@ -94,7 +95,8 @@ GEMM_BF16_TARGET static void pack_col_pairs(const float *B, int ld, int K, int k
         for (int v = 0; v < NV; v++) {
             const int n = 16 * v;
             const __mmask16 m = first_lanes(cols - n), m1 = k + 1 < K ? m : 0;
-            __m512i both = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, r1 + n), _mm512_maskz_loadu_ps(m, r0 + n));
+            __m512i both =
+                (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, r1 + n), _mm512_maskz_loadu_ps(m, r0 + n));
             _mm512_store_si512(d + 16 * v, _mm512_permutexvar_epi16(interleave, both)); /* r0[j], r1[j] pairs */
         }
     }
@@ -102,13 +104,14 @@ GEMM_BF16_TARGET static void pack_col_pairs(const float *B, int ld, int K, int k
 
 /* C[rows, cols] = alpha·(a·b) + beta·C for one tile (rows <= MR, cols <= NR): a = MR rows of bf16 pairs
  * [kp] (rows past `rows` repeat a valid one), b = Bp panel [kp][NR]. */
-GEMM_BF16_TARGET static void micro_kernel(int kp, const uint32_t *const a[MR], const uint32_t *b, float *C, int ldc, int rows,
-                                     int cols, float alpha, float beta) {
+GEMM_BF16_TARGET static void micro_kernel(int kp, const uint32_t *const a[MR], const uint32_t *b, float *C, int ldc,
+                                          int rows, int cols, float alpha, float beta) {
     __m512 acc[MR][NV];
     for (int i = 0; i < MR; i++)
         for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
     for (int i = 0; i < rows; i++) /* C's tile is read at the end: start fetching it now */
-        for (int v = 0; v < NV && 16 * v < cols; v++) _mm_prefetch((const char *)(C + (size_t)i * ldc + 16 * v), _MM_HINT_T0);
+        for (int v = 0; v < NV && 16 * v < cols; v++)
+            _mm_prefetch((const char *)(C + (size_t)i * ldc + 16 * v), _MM_HINT_T0);
     const uint32_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
     for (int p = 0; p < kp; p++, b += NR) {
         __m512bh bv[NV];
@@ -148,8 +151,10 @@ static size_t b_block_offset(int K, int block) { return (size_t)block * NC * (k_
 GEMM_BF16_TARGET static void pack_b_panel(int trans_b, const float *B, int ldb, int K, int n0, int nc, int k0, int kc,
                                           int q, uint32_t *Bp) {
     const int cols = nc - q * NR < NR ? nc - q * NR : NR;
-    if (trans_b) pack_row_pairs(B + (size_t)(n0 + q * NR) * ldb, ldb, cols, NR, k0, kc, Bp, NR);
-    else pack_col_pairs(B + n0 + q * NR, ldb, K, k0, kc, cols, Bp);
+    if (trans_b)
+        pack_row_pairs(B + (size_t)(n0 + q * NR) * ldb, ldb, cols, NR, k0, kc, Bp, NR);
+    else
+        pack_col_pairs(B + n0 + q * NR, ldb, K, k0, kc, cols, Bp);
 }
 
 /* C[M, n0 .. n0 + nc) = alpha·(A·Bblock) + beta·C over the k block at k0 (kc deep): A as bf16 rows Ab[M][k_pairs],
@@ -171,7 +176,7 @@ GEMM_BF16_TARGET static void multiply_block(int M, int nc, int k_pairs, int k0, 
 /* C = alpha·A·op(B) + beta·C with A given as bf16 rows Ab[M][(K + 1) / 2] (rows_to_bf16_pairs), and op(B) either
  * packed block by block here (Bpacked NULL) or given whole (gemm_bf16_pack_b). */
 GEMM_BF16_TARGET static int gemm_bf16(int trans_b, int M, int N, int K, float alpha, const uint32_t *Ab, const float *B,
-                                 int ldb, const uint32_t *Bpacked, float beta, float *C, int ldc) {
+                                      int ldb, const uint32_t *Bpacked, float beta, float *C, int ldc) {
     const int k_pairs = (K + 1) / 2, KC = k_block(K), k_blocks = b_k_blocks(K);
     uint32_t *Bp = NULL; /* [NC/NR][kp][NR]: the current block, when not given */
     if (!Bpacked && !(Bp = aligned_alloc(64, (size_t)NC * (KC / 2) * 4))) return -1;
@@ -180,11 +185,13 @@ GEMM_BF16_TARGET static int gemm_bf16(int trans_b, int M, int N, int K, float al
         for (int k0 = 0; k0 < K; k0 += KC) {
             const int kc = K - k0 < KC ? K - k0 : KC, kp = (kc + 1) / 2;
             const uint32_t *block = Bp;
-            if (Bpacked) block = Bpacked + b_block_offset(K, n0 / NC * k_blocks + k0 / KC);
+            if (Bpacked)
+                block = Bpacked + b_block_offset(K, n0 / NC * k_blocks + k0 / KC);
             else
-                for (int q = 0; q < panels; q++) pack_b_panel(trans_b, B, ldb, K, n0, nc, k0, kc, q, Bp + (size_t)q * kp * NR);
-            multiply_block(M, nc, k_pairs, k0, kc, alpha, Ab, block, k0 == 0 ? beta : 1.0f /* later k blocks add to C */,
-                           C + n0, ldc);
+                for (int q = 0; q < panels; q++)
+                    pack_b_panel(trans_b, B, ldb, K, n0, nc, k0, kc, q, Bp + (size_t)q * kp * NR);
+            multiply_block(M, nc, k_pairs, k0, kc, alpha, Ab, block,
+                           k0 == 0 ? beta : 1.0f /* later k blocks add to C */, C + n0, ldc);
         }
     }
     free(Bp);
@@ -198,7 +205,11 @@ void gemm_bf16_rows(const float *A, int lda, int M, int K, void *dst) {
 #if GEMM_HAVE_BF16
     rows_to_bf16_pairs(A, lda, M, K, dst);
 #else
-    (void)A; (void)lda; (void)M; (void)K; (void)dst;
+    (void)A;
+    (void)lda;
+    (void)M;
+    (void)K;
+    (void)dst;
 #endif
 }
 
@@ -218,7 +229,8 @@ int gemm_bf16_b_panels(int N, int K) {
 #if GEMM_HAVE_BF16
     return b_blocks(N, K) * (NC / NR);
 #else
-    (void)N; (void)K;
+    (void)N;
+    (void)K;
     return 0;
 #endif
 }
@@ -227,7 +239,8 @@ size_t gemm_bf16_b_bytes(int N, int K) {
 #if GEMM_HAVE_BF16
     return b_block_offset(K, b_blocks(N, K)) * 4;
 #else
-    (void)N; (void)K;
+    (void)N;
+    (void)K;
     return 0;
 #endif
 }
@@ -241,7 +254,13 @@ void gemm_bf16_pack_b(int trans_b, int N, int K, const float *B, int ldb, int pa
     uint32_t *panel_dst = (uint32_t *)dst + b_block_offset(K, block) + (size_t)q * ((kc + 1) / 2) * NR;
     pack_b_panel(trans_b, B, ldb, K, n0, nc, k0, kc, q, panel_dst);
 #else
-    (void)trans_b; (void)N; (void)K; (void)B; (void)ldb; (void)panel; (void)dst;
+    (void)trans_b;
+    (void)N;
+    (void)K;
+    (void)B;
+    (void)ldb;
+    (void)panel;
+    (void)dst;
 #endif
 }
 
@@ -250,7 +269,12 @@ void gemm_1t_bf16ab(int M, int N, int K, float alpha, const void *Ab, const void
 #if GEMM_HAVE_BF16
     gemm_bf16(0, M, N, K, alpha, Ab, NULL, 0, Bp, beta, C, ldc);
 #else
-    (void)alpha; (void)Ab; (void)Bp; (void)beta; (void)C; (void)ldc;
+    (void)alpha;
+    (void)Ab;
+    (void)Bp;
+    (void)beta;
+    (void)C;
+    (void)ldc;
 #endif
 }
 

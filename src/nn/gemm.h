@@ -15,7 +15,7 @@ typedef enum { GEMM_F32 = 0, GEMM_BF16 } gemm_precision;
 /* Whether the AVX512-BF16 kernels are compiled in (x86-64, GCC or clang), and the attribute that compiles one
  * function for them whatever the build's target; they run only where gemm_bf16_supported(). */
 #if defined(__x86_64__) && defined(__GNUC__)
-#define GEMM_HAVE_BF16 1
+#define GEMM_HAVE_BF16   1
 #define GEMM_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
 #else
 #define GEMM_HAVE_BF16 0

@@ -16,8 +16,8 @@ conv_layer conv_layer_load(wloader *L, const char *name, int in_ch, int out_ch, 
 
 /* y = conv(x read as `in` says; NULL: as it is). Winograd reads through `in` itself; for the other
  * convolutions the input is written out first (conv_input_apply). */
-static void conv_forward_read(compute *cc, const conv_layer *cl, const float *x, const conv_input *in, int B, int H, int W,
-                              float *y) {
+static void conv_forward_read(compute *cc, const conv_layer *cl, const float *x, const conv_input *in, int B, int H,
+                              int W, float *y) {
     const conv_desc *d = &cl->d;
     if (compute_stopped(cc)) return;
     arena_mark mark = compute_mark(cc);
@@ -86,8 +86,8 @@ static void add_time_embedding(compute *cc, const resnet_block *r, const float *
     compute_reset(cc, mark);
 }
 
-void resnet_block_forward(compute *cc, const resnet_block *r, const float *x, const float *emb, int emb_dim, int B, int H,
-                          int W, float *y) {
+void resnet_block_forward(compute *cc, const resnet_block *r, const float *x, const float *emb, int emb_dim, int B,
+                          int H, int W, float *y) {
     const size_t HW = (size_t)H * W;
     const norm_spec norm1 = {&r->norm1_w, &r->norm1_b, r->groups, r->eps, 1};
     const norm_spec norm2 = {&r->norm2_w, &r->norm2_b, r->groups, r->eps, 1};

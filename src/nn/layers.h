@@ -7,7 +7,7 @@
 #include "nn/kernels.h"
 
 typedef struct {
-    weight w, b;   /* [out, in, kh, kw], [out] */
+    weight w, b; /* [out, in, kh, kw], [out] */
     conv_desc d;
 } conv_layer;
 
@@ -43,8 +43,8 @@ typedef struct {
 
 /* y[B, out, H, W] = skip(x) + conv2(SiLU(GN2(conv1(SiLU(GN1(x))) + emb_proj(SiLU(emb))))).
  * emb[B, emb_dim] may be NULL (VAE). */
-void resnet_block_forward(compute *cc, const resnet_block *r, const float *x, const float *emb, int emb_dim, int B, int H,
-                          int W, float *y);
+void resnet_block_forward(compute *cc, const resnet_block *r, const float *x, const float *emb, int emb_dim, int B,
+                          int H, int W, float *y);
 
 /* y[B, C, H, W] = GroupNorm(x) (+ SiLU) per batch item. */
 void group_norm_batch(compute *cc, const float *x, int B, int C, int HW, int G, float eps, const weight *g,

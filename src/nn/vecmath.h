@@ -11,9 +11,13 @@
 #endif
 
 /* e^r for |r| <= ln2/2 (Cephes expf polynomial), for a float or a v16 r. */
-#define EXPF_POLY(r)                                                                                        \
-    (((((((r) * 1.9875691500e-4f + 1.3981999507e-3f) * (r) + 8.3334519073e-3f) * (r) + 4.1665795894e-2f) * \
-          (r) + 1.6666665459e-1f) * (r) + 5.0000001201e-1f) * (r) * (r) + (r) + 1.0f)
+#define EXPF_POLY(r)                                                                                                   \
+    (((((((r)*1.9875691500e-4f + 1.3981999507e-3f) * (r) + 8.3334519073e-3f) * (r) + 4.1665795894e-2f) * (r) +         \
+       1.6666665459e-1f) *                                                                                             \
+          (r) +                                                                                                        \
+      5.0000001201e-1f) *                                                                                              \
+         (r) * (r) +                                                                                                   \
+     (r) + 1.0f)
 
 /* exp(x) for float, vectorisable: 2^n · p(r) with x = n·ln2 + r, |r| <= ln2/2, and a degree-6
  * polynomial for e^r (Cephes expf coefficients; about 1 ulp). Inputs below -87.3 give 0. */
@@ -23,7 +27,10 @@ static inline float fast_expf(float x) {
     float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest (1.5·2^23 trick) */
     float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
     float p = EXPF_POLY(r);
-    union { int32_t i; float f; } scale = {((int32_t)n + 127) << 23}; /* 2^n */
+    union {
+        int32_t i;
+        float f;
+    } scale = {((int32_t)n + 127) << 23}; /* 2^n */
     return x < lo ? 0.0f : p * scale.f;
 }
 
@@ -40,15 +47,21 @@ static inline float silu1(float v) { return v / (1.0f + fast_expf(-v)); }
 /* y[i] = x[i]·s + t, then SiLU when silu, for i < n (conv_input's map, kernels.h): the one place the map is
  * computed, so that a convolution reading x through it sees exactly what group_norm writes. y may equal x. */
 static inline void channel_map_row(const float *x, size_t n, float s, float t, int silu, float *y) {
-    if (silu) for (size_t i = 0; i < n; i++) y[i] = silu1(x[i] * s + t);
-    else for (size_t i = 0; i < n; i++) y[i] = x[i] * s + t;
+    if (silu)
+        for (size_t i = 0; i < n; i++) y[i] = silu1(x[i] * s + t);
+    else
+        for (size_t i = 0; i < n; i++) y[i] = x[i] * s + t;
 }
 
 /* 16 float lanes (one AVX-512 register; two AVX2 ones elsewhere) and lane masks. */
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t vi16 __attribute__((vector_size(64)));
 
-static inline v16 v16_load(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+static inline v16 v16_load(const float *p) {
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
 static inline v16 v16_splat(float x) { return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
 static inline v16 v16_select(vi16 mask, v16 a, v16 b) { return (v16)((mask & (vi16)a) | (~mask & (vi16)b)); }
 static inline v16 v16_max(v16 a, v16 b) { return v16_select(a > b, a, b); }

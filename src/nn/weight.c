@@ -18,7 +18,10 @@ float half_to_float(uint16_t h) {
         bits = sign;
     } else { /* subnormal: normalise */
         exp = 113;
-        while (!(mant & 0x400)) { mant <<= 1; exp--; }
+        while (!(mant & 0x400)) {
+            mant <<= 1;
+            exp--;
+        }
         bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
     }
     float f;
@@ -70,15 +73,23 @@ static void halves_to_floats(const uint16_t *src, float *dst, size_t n) {
 }
 
 void weight_rows_f32(const weight *w, int64_t offset, int64_t n, float *dst, int threads) {
-    if (w->f32) { memcpy(dst, w->f32 + offset, (size_t)n * sizeof(float)); return; }
-    if (w->dtype == ST_F32) { memcpy(dst, (const char *)w->half + offset * 4, (size_t)n * sizeof(float)); return; }
+    if (w->f32) {
+        memcpy(dst, w->f32 + offset, (size_t)n * sizeof(float));
+        return;
+    }
+    if (w->dtype == ST_F32) {
+        memcpy(dst, (const char *)w->half + offset * 4, (size_t)n * sizeof(float));
+        return;
+    }
     const uint16_t *src = (const uint16_t *)w->half + offset;
     const int64_t chunk = 1 << 16;
-    #pragma omp parallel for schedule(static) num_threads(threads) if (n > 4 * chunk)
+#pragma omp parallel for schedule(static) num_threads(threads) if (n > 4 * chunk)
     for (int64_t c = 0; c < n; c += chunk) {
         int64_t m = n - c < chunk ? n - c : chunk;
-        if (w->dtype == ST_F16) halves_to_floats(src + c, dst + c, (size_t)m);
-        else for (int64_t i = 0; i < m; i++) dst[c + i] = bf16_to_float(src[c + i]);
+        if (w->dtype == ST_F16)
+            halves_to_floats(src + c, dst + c, (size_t)m);
+        else
+            for (int64_t i = 0; i < m; i++) dst[c + i] = bf16_to_float(src[c + i]);
     }
 }
 

@@ -12,11 +12,11 @@
 #include <stdint.h>
 
 typedef struct {
-    const float *f32;  /* non-NULL when usable as float32 in place (or converted at load) */
-    const void *half;  /* F16/BF16 data, when f32 is NULL */
+    const float *f32; /* non-NULL when usable as float32 in place (or converted at load) */
+    const void *half; /* F16/BF16 data, when f32 is NULL */
     st_dtype dtype;
     int64_t numel;
-    int mapped;        /* half points into a file mapping (its pages may be given back) */
+    int mapped; /* half points into a file mapping (its pages may be given back) */
 } weight;
 
 /* Converts `n` values of w starting at element `offset` into dst, on up to `threads` threads. */

@@ -26,14 +26,16 @@
  * transform every input tile and every weight once (64 MB each), but transformed weights in 32 MB chunks when a
  * block has few tiles (the 16x16 latent level): each weight is then used by few tiles and the smaller chunk stays
  * in cache between its transform and its GEMMs. */
-#define BLOCK_FLOATS ((size_t)16 << 20)          /* transformed inputs per tile block */
-#define U_CHUNK_FLOATS ((size_t)16 << 20)        /* transformed weights per output chunk */
-#define U_CHUNK_FLOATS_FEW_TILES ((size_t)8 << 20) /* the same for blocks of under FEW_TILES tiles */
-#define FEW_TILES 128
+#define BLOCK_FLOATS             ((size_t)16 << 20) /* transformed inputs per tile block */
+#define U_CHUNK_FLOATS           ((size_t)16 << 20) /* transformed weights per output chunk */
+#define U_CHUNK_FLOATS_FEW_TILES ((size_t)8 << 20)  /* the same for blocks of under FEW_TILES tiles */
+#define FEW_TILES                128
 
 /* Tiles are 4x4 output blocks; tile rows of all batch items are numbered item · tiles_y + ty, and
  * a block is `block_rows` whole tile rows (`block` tiles, tile k = row offset · tiles_x + tx). */
-typedef struct { int B, C, O, H, W, tiles_y, tiles_x, rows, block_rows, block; } wino_shape;
+typedef struct {
+    int B, C, O, H, W, tiles_y, tiles_x, rows, block_rows, block;
+} wino_shape;
 
 static wino_shape wino_shape_of(int B, int C, int O, int H, int W) {
     wino_shape s = {B, C, O, H, W, (H + 3) / 4, (W + 3) / 4, 0, 0, 0};
@@ -46,7 +48,8 @@ static wino_shape wino_shape_of(int B, int C, int O, int H, int W) {
     return s;
 }
 
-/* Output channels per chunk so that U[36, chunk, C] stays within its bound for blocks of `block` tiles (multiple of 16). */
+/* Output channels per chunk so that U[36, chunk, C] stays within its bound for blocks of `block` tiles (multiple of
+ * 16). */
 static int wino_out_chunk(int C, int O, int block) {
     size_t fit = (block < FEW_TILES ? U_CHUNK_FLOATS_FEW_TILES : U_CHUNK_FLOATS) / ((size_t)36 * C);
     int chunks = (int)(((size_t)O + fit - 1) / (fit ? fit : 1));
@@ -66,13 +69,14 @@ int conv_uses_winograd(const conv_desc *d, int H, int W, int B) {
 size_t conv_winograd_work_size(compute *cc, const conv_desc *d, int B, int H, int W) {
     const wino_shape s = wino_shape_of(B, d->in_ch, d->out_ch, H, W);
     size_t ob = (size_t)wino_out_chunk(s.C, s.O, s.block);
-    return (size_t)36 * (ob * s.C + (size_t)s.block * (s.C + ob)) + (size_t)27 * s.C * cc->threads; /* U, V, M, weight temp */
+    return (size_t)36 * (ob * s.C + (size_t)s.block * (s.C + ob)) +
+           (size_t)27 * s.C * cc->threads; /* U, V, M, weight temp */
 }
 
 /* out[k·os] = (G·a)[k], a[k·is] for k < 3, along one axis, for n lanes (vectorised over them):
  * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]. */
 static void wino_g_1d(const float *a, size_t is, float *out, size_t os, int n) {
-    #pragma omp simd
+#pragma omp simd
     for (int c = 0; c < n; c++) {
         float a0 = a[c], a1 = a[is + c], a2 = a[2 * is + c];
         float e = a0 + a2, f = a0 * (1.0f / 24) + a2 * (1.0f / 6);
@@ -86,21 +90,23 @@ static void wino_g_1d(const float *a, size_t is, float *out, size_t os, int n) {
 }
 
 /* U[p][o, c] = (G g Gᵀ)[p] for o in [o0, o0 + n), g = w[o0 + o, c] (3x3). */
-static void wino_weights(compute *cc, const float *w, int C, int o0, int n, float *U, float *tmp /* [threads, 27, C] */) {
-    const size_t plane = (size_t)n * C; /* one p of U */
-    #pragma omp parallel for schedule(static) num_threads(cc->threads) /* one tmp slice per thread */
+static void wino_weights(compute *cc, const float *w, int C, int o0, int n, float *U,
+                         float *tmp /* [threads, 27, C] */) {
+    const size_t plane = (size_t)n * C;                            /* one p of U */
+#pragma omp parallel for schedule(static) num_threads(cc->threads) /* one tmp slice per thread */
     for (int o = 0; o < n; o++) {
 #ifdef _OPENMP
         float *g = tmp + (size_t)omp_get_thread_num() * 27 * C; /* [3, 3, C]: tap-major copy of w[o0 + o] */
 #else
         float *g = tmp;
 #endif
-        float *gg = g + (size_t)9 * C;                          /* [6, 3, C]: G · g */
+        float *gg = g + (size_t)9 * C; /* [6, 3, C]: G · g */
         const float *wo = w + (size_t)(o0 + o) * C * 9;
         for (int c = 0; c < C; c++)
             for (int k = 0; k < 9; k++) g[(size_t)k * C + c] = wo[(size_t)c * 9 + k];
         for (int j = 0; j < 3; j++) wino_g_1d(g + (size_t)j * C, 3 * (size_t)C, gg + (size_t)j * C, 3 * (size_t)C, C);
-        for (int i = 0; i < 6; i++) wino_g_1d(gg + (size_t)i * 3 * C, C, U + (size_t)i * 6 * plane + (size_t)o * C, plane, C);
+        for (int i = 0; i < 6; i++)
+            wino_g_1d(gg + (size_t)i * 3 * C, C, U + (size_t)i * 6 * plane + (size_t)o * C, plane, C);
     }
 }
 
@@ -109,8 +115,8 @@ static void wino_weights(compute *cc, const float *w, int C, int o0, int n, floa
 /* One channel plane as a convolution reads it (conv_input): the plane xc (H x W, or H/2 x W/2 when up) and its map. */
 typedef struct {
     const float *xc;
-    int up;          /* nearest 2x upsampling */
-    int map, silu;   /* affine map s, t (then SiLU) */
+    int up;        /* nearest 2x upsampling */
+    int map, silu; /* affine map s, t (then SiLU) */
     float s, t;
 } plane_reader;
 
@@ -123,7 +129,7 @@ static void read_segment(const plane_reader *r, int H, int W, int yy, int xs, in
     }
     memset(seg, 0, (size_t)lo * sizeof(float));
     const float *src = seg + lo; /* the valid part, before the map */
-    if (r->up) { /* torch 'nearest' at exactly 2x: (i, j) reads (i/2, j/2) */
+    if (r->up) {                 /* torch 'nearest' at exactly 2x: (i, j) reads (i/2, j/2) */
         const float *row = r->xc + (size_t)(yy / 2) * (W / 2);
         for (int q = lo; q < hi; q++) seg[q] = row[(xs + q) / 2];
     } else if (r->map) {
@@ -139,8 +145,8 @@ static void read_segment(const plane_reader *r, int H, int W, int yy, int xs, in
  * input row y0 of the plane r reads (H x W); d is zero outside the image. V rows are `plane` apart.
  * Bᵀ = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]. */
 static void wino_input_row(const plane_reader *r, int H, int W, int y0, int tx0, int ntx, float *V, size_t plane) {
-    float seg[4 * ROW_CHUNK + 4];  /* seg[q] = x[y0 + i, 4·tx0 - 1 + q]: one patch row of the chunk, zero outside */
-    float h[6][6][ROW_CHUNK];      /* h[i][j][k] = (d B)[i, j] of tile k */
+    float seg[4 * ROW_CHUNK + 4]; /* seg[q] = x[y0 + i, 4·tx0 - 1 + q]: one patch row of the chunk, zero outside */
+    float h[6][6][ROW_CHUNK];     /* h[i][j][k] = (d B)[i, j] of tile k */
     for (int i = 0; i < 6; i++) {
         read_segment(r, H, W, y0 + i, 4 * tx0 - 1, 4 * ntx + 2, seg);
         for (int k = 0; k < ntx; k++) {
@@ -157,7 +163,7 @@ static void wino_input_row(const plane_reader *r, int H, int W, int y0, int tx0,
     for (int j = 0; j < 6; j++) {
         float *v0 = V + (size_t)j * plane, *v1 = v0 + 6 * plane, *v2 = v0 + 12 * plane, *v3 = v0 + 18 * plane,
               *v4 = v0 + 24 * plane, *v5 = v0 + 30 * plane;
-        #pragma omp simd
+#pragma omp simd
         for (int k = 0; k < ntx; k++) {
             float e0 = h[0][j][k], e1 = h[1][j][k], e2 = h[2][j][k], e3 = h[3][j][k], e4 = h[4][j][k], e5 = h[5][j][k];
             v0[k] = 4.0f * e0 - 5.0f * e2 + e4;
@@ -173,7 +179,8 @@ static void wino_input_row(const plane_reader *r, int H, int W, int y0, int tx0,
 /* Output rows 4·ty.. of channel plane yc[H, W] from M[p][k] (rows `plane` apart) for the tiles
  * tx0 + k, k < ntx: Y = Aᵀ m A + bias, pixels outside the image dropped.
  * Aᵀ = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]. */
-static void wino_output_row(const float *M, size_t plane, int tx0, int ntx, int ty, int H, int W, float bias, float *yc) {
+static void wino_output_row(const float *M, size_t plane, int tx0, int ntx, int ty, int H, int W, float bias,
+                            float *yc) {
     float r[4][6][ROW_CHUNK]; /* r[i][j][k] = (Aᵀ m)[i, j] of tile k */
     float row[4 * ROW_CHUNK]; /* one output row of the chunk */
     for (int j = 0; j < 6; j++) {
@@ -205,29 +212,31 @@ static void wino_output_row(const float *M, size_t plane, int tx0, int ntx, int 
 
 /* Tile rows [r0, r0 + nr) of the batch (row index = item · tiles_y + ty) into V[p][c, k], x read as `in` says
  * (NULL: as it is). */
-static void wino_inputs(compute *cc, const wino_shape *s, const float *x, const conv_input *in, int r0, int nr, float *V) {
+static void wino_inputs(compute *cc, const wino_shape *s, const float *x, const conv_input *in, int r0, int nr,
+                        float *V) {
     const size_t plane = (size_t)s->C * s->block;
     const int chunks = (s->tiles_x + ROW_CHUNK - 1) / ROW_CHUNK;
     const int up = in && in->upsample2x, map = in && in->scale;
     const size_t x_plane = up ? (size_t)(s->H / 2) * (s->W / 2) : (size_t)s->H * s->W; /* floats per plane of x */
-    #pragma omp parallel for schedule(static) num_threads(cc->threads) collapse(2)
+#pragma omp parallel for schedule(static) num_threads(cc->threads) collapse(2)
     for (int c = 0; c < s->C; c++)
         for (int task = 0; task < nr * chunks; task++) {
             int rr = r0 + task / chunks, b = rr / s->tiles_y, ty = rr % s->tiles_y, tx0 = task % chunks * ROW_CHUNK;
             int ntx = s->tiles_x - tx0 < ROW_CHUNK ? s->tiles_x - tx0 : ROW_CHUNK;
             size_t k0 = (size_t)(task / chunks) * s->tiles_x + tx0;
             const size_t bc = (size_t)b * s->C + c; /* item b's channel c */
-            const plane_reader r = {x + bc * x_plane, up, map, map && in->silu, map ? in->scale[bc] : 1.0f,
+            const plane_reader r = {x + bc * x_plane,          up, map, map && in->silu, map ? in->scale[bc] : 1.0f,
                                     map ? in->shift[bc] : 0.0f};
             wino_input_row(&r, s->H, s->W, 4 * ty - 1, tx0, ntx, V + (size_t)c * s->block + k0, plane);
         }
 }
 
 /* Output channels [o0, o0 + n) of tile rows [r0, r0 + nr) from M[p][o, k]. */
-static void wino_outputs(compute *cc, const wino_shape *s, const float *M, int o0, int n, int r0, int nr, const float *bias, float *y) {
+static void wino_outputs(compute *cc, const wino_shape *s, const float *M, int o0, int n, int r0, int nr,
+                         const float *bias, float *y) {
     const size_t plane = (size_t)n * s->block;
     const int chunks = (s->tiles_x + ROW_CHUNK - 1) / ROW_CHUNK;
-    #pragma omp parallel for schedule(static) num_threads(cc->threads) collapse(2)
+#pragma omp parallel for schedule(static) num_threads(cc->threads) collapse(2)
     for (int o = 0; o < n; o++)
         for (int task = 0; task < nr * chunks; task++) {
             int rr = r0 + task / chunks, b = rr / s->tiles_y, ty = rr % s->tiles_y, tx0 = task % chunks * ROW_CHUNK;
@@ -238,14 +247,14 @@ static void wino_outputs(compute *cc, const wino_shape *s, const float *M, int o
         }
 }
 
-void conv2d_winograd(compute *cc, const conv_desc *d, const float *x, const conv_input *in, int B, int H, int W, const float *w,
-                     const float *b, float *y, float *work) {
+void conv2d_winograd(compute *cc, const conv_desc *d, const float *x, const conv_input *in, int B, int H, int W,
+                     const float *w, const float *b, float *y, float *work) {
     const wino_shape s = wino_shape_of(B, d->in_ch, d->out_ch, H, W);
     const int ob = wino_out_chunk(s.C, s.O, s.block);
-    float *U = work;                                   /* [36, ob, C] */
-    float *V = U + (size_t)36 * ob * s.C;             /* [36, C, block] */
-    float *M = V + (size_t)36 * s.C * s.block;        /* [36, ob, block] */
-    float *g = M + (size_t)36 * ob * s.block;         /* [threads, 27, C] */
+    float *U = work;                           /* [36, ob, C] */
+    float *V = U + (size_t)36 * ob * s.C;      /* [36, C, block] */
+    float *M = V + (size_t)36 * s.C * s.block; /* [36, ob, block] */
+    float *g = M + (size_t)36 * ob * s.block;  /* [threads, 27, C] */
     const int chunks = (s.O + ob - 1) / ob, blocks = (s.rows + s.block_rows - 1) / s.block_rows;
     /* loop order: redo whichever transform is cheaper to redo (V per chunk, or U per block) */
     const int chunk_outer = (double)(chunks - 1) * s.C * s.rows * s.tiles_x <= (double)(blocks - 1) * s.O * s.C;
@@ -261,10 +270,10 @@ void conv2d_winograd(compute *cc, const conv_desc *d, const float *x, const conv
             have_chunk = ci;
             have_block = bi;
             compute_count(cc, 72.0 * n * nt * s.C);
-            #pragma omp parallel for schedule(static) num_threads(cc->threads)
+#pragma omp parallel for schedule(static) num_threads(cc->threads)
             for (int p = 0; p < 36; p++) /* M[p][n, nt] = U[p][n, C] · V[p][C, nt] */
-                gemm_1t(GEMM_F32, 0, n, nt, s.C, 1.0f, U + (size_t)p * n * s.C, s.C, V + (size_t)p * s.C * s.block, s.block,
-                        0.0f, M + (size_t)p * n * s.block, s.block);
+                gemm_1t(GEMM_F32, 0, n, nt, s.C, 1.0f, U + (size_t)p * n * s.C, s.C, V + (size_t)p * s.C * s.block,
+                        s.block, 0.0f, M + (size_t)p * n * s.block, s.block);
             wino_outputs(cc, &s, M, o0, n, r0, nr, b, y);
         }
 }

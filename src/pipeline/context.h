@@ -15,17 +15,17 @@
 #include "text/tokenizer.h"
 
 struct sd_ctx {
-    sd_model model;     /* the checkpoint's tensors and what they are (model.d) */
+    sd_model model; /* the checkpoint's tensors and what they are (model.d) */
     tokenizer *tok;
     text_encoder te[MAX_TEXT_ENCODERS]; /* [model.d.n_text] */
     unet un;
     vae va;
-    taesd *tae;         /* TAESD in place of the VAE, or NULL */
+    taesd *tae; /* TAESD in place of the VAE, or NULL */
     noise_schedule sched;
-    compute cc;         /* threads, precision, low memory, arena, scratch: every network runs in it */
-    int keep_weights;   /* sd_load_params.keep_weights: stages keep their mapped pages (batches) */
-    int low_memory;     /* sd_load_params.low_memory: weights' pages dropped after each use, small VAE tiles */
-    cond_cache prompts; /* encodings of the prompts used so far */
+    compute cc;           /* threads, precision, low memory, arena, scratch: every network runs in it */
+    int keep_weights;     /* sd_load_params.keep_weights: stages keep their mapped pages (batches) */
+    int low_memory;       /* sd_load_params.low_memory: weights' pages dropped after each use, small VAE tiles */
+    cond_cache prompts;   /* encodings of the prompts used so far */
     char text_names[160]; /* the encoders' names joined with " + " (sd_model_info.text_encoder) */
     sd_timings timings;
 };

@@ -30,18 +30,18 @@
 #include <sys/resource.h>
 
 typedef struct {
-    int H, W, h, w;           /* image and latent size */
-    int C;                    /* latent channels */
-    size_t n;                 /* C·h·w latent values */
+    int H, W, h, w; /* image and latent size */
+    int C;          /* latent channels */
+    size_t n;       /* C·h·w latent values */
     int guided, v_pred;
     conditioning uncond, cond;
-    float *pair;              /* [2, len, width]: uncond then cond, when one batched UNet pass serves both */
-    float *added;             /* [2, added_dim]: uncond's then cond's added conditioning, or NULL */
-    float *image_latent;      /* [C, h, w] scaled latent of the init image, or NULL */
-    float *noise;             /* [C, h, w] the start noise (the 4-channel inpainting blend reuses it) */
-    float *mask;              /* [h, w] latent-resolution mask, 1 = repaint, or NULL */
-    float *masked_latent;     /* [C, h, w] scaled latent of the masked image (9-channel UNet), or NULL */
-    int vae_tiled;            /* tile size of the VAE in pixels, 0 = untiled (plan_vae) */
+    float *pair;          /* [2, len, width]: uncond then cond, when one batched UNet pass serves both */
+    float *added;         /* [2, added_dim]: uncond's then cond's added conditioning, or NULL */
+    float *image_latent;  /* [C, h, w] scaled latent of the init image, or NULL */
+    float *noise;         /* [C, h, w] the start noise (the 4-channel inpainting blend reuses it) */
+    float *mask;          /* [h, w] latent-resolution mask, 1 = repaint, or NULL */
+    float *masked_latent; /* [C, h, w] scaled latent of the masked image (9-channel UNet), or NULL */
+    int vae_tiled;        /* tile size of the VAE in pixels, 0 = untiled (plan_vae) */
 } generation;
 
 static size_t peak_rss_bytes(void) {
@@ -110,7 +110,8 @@ static int available_memory(size_t *bytes, char *err, size_t errlen) {
 /* Whether the VAE runs in tiles, and their size (*tile_px, 0 = untiled): asked for (and the image is larger than a
  * tile), low-memory mode, or needed because the untiled decoder would not fit; sizes whose tiled decode cannot
  * fit either are refused, before any compute. */
-static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W, int *tile_px, char *err, size_t errlen) {
+static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W, int *tile_px, char *err,
+                          size_t errlen) {
     size_t have, need;
     if (available_memory(&have, err, errlen) != 0) return SD_ERR_ARG;
     const char *what = "the VAE decoder";
@@ -128,8 +129,9 @@ static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W,
         }
     }
     if (have && need > have)
-        return fail(err, errlen, SD_ERR_NOMEM, "size %dx%d needs about %.1f GB for %s but only %.1f GB of memory is available",
-                    W, H, (double)need / 1e9, what, (double)have / 1e9);
+        return fail(err, errlen, SD_ERR_NOMEM,
+                    "size %dx%d needs about %.1f GB for %s but only %.1f GB of memory is available", W, H,
+                    (double)need / 1e9, what, (double)have / 1e9);
     return SD_OK;
 }
 
@@ -187,7 +189,8 @@ static sd_status encode_prompts(sd_ctx *c, const sd_gen_params *p, generation *g
     }
     const int A = c->un.c.added_dim;
     if (A) {
-        if (!(g->added = malloc((size_t)2 * A * sizeof(float)))) return fail(err, errlen, SD_ERR_NOMEM, "out of memory");
+        if (!(g->added = malloc((size_t)2 * A * sizeof(float))))
+            return fail(err, errlen, SD_ERR_NOMEM, "out of memory");
         added_vector(c, g, g->guided ? &g->uncond : &g->cond, g->added);
         added_vector(c, g, &g->cond, g->added + A);
     }
@@ -209,8 +212,8 @@ static sd_status encode_image(sd_ctx *c, const generation *g, const float *image
     }
     float *mean = malloc(g->n * sizeof(float)), *logvar = malloc(g->n * sizeof(float)); /* [C, h, w] each */
     sd_status st = !mean || !logvar ? SD_ERR_NOMEM
-                   : g->vae_tiled ? vae_encode_tiled(&c->cc, &c->va, image, g->H, g->W, g->vae_tiled, mean, logvar)
-                                  : vae_encode(&c->cc, &c->va, image, 1, g->H, g->W, mean, logvar);
+                   : g->vae_tiled   ? vae_encode_tiled(&c->cc, &c->va, image, g->H, g->W, g->vae_tiled, mean, logvar)
+                                    : vae_encode(&c->cc, &c->va, image, 1, g->H, g->W, mean, logvar);
     if (st != SD_OK) {
         stage_failure(g, st, "the VAE encoder", err, errlen);
     } else {
@@ -262,16 +265,20 @@ static sd_status prepare_inputs(sd_ctx *c, const sd_gen_params *p, generation *g
         return SD_OK;
     }
     if ((p->init_image || inpaint9) && !c->va.has_encoder)
-        return fail(err, errlen, SD_ERR_MODEL, "%s: has no VAE encoder (" VAE_PREFIX "encoder.*), which img2img and "
-                    "inpainting need", c->model.store.file.path);
+        return fail(err, errlen, SD_ERR_MODEL,
+                    "%s: has no VAE encoder (" VAE_PREFIX "encoder.*), which img2img and "
+                    "inpainting need",
+                    c->model.store.file.path);
     float *image = malloc(3 * P * sizeof(float)); /* [3, H, W] */
     float *mask = malloc(P * sizeof(float));      /* [H, W] */
     sd_status st = !image || !mask ? SD_ERR_NOMEM : load_images(p, g, inpaint, image, mask);
     if (st != SD_OK) fail(err, errlen, st, "out of memory preparing the init image");
     /* diffusers encodes the init image unless a 9-channel inpainting run starts from pure noise */
     if (st == SD_OK && p->init_image && (!inpaint9 || p->strength < 1.0)) {
-        if (!(g->image_latent = malloc(g->n * sizeof(float)))) st = fail(err, errlen, SD_ERR_NOMEM, "out of memory");
-        else st = encode_image(c, g, image, rng, g->image_latent, err, errlen);
+        if (!(g->image_latent = malloc(g->n * sizeof(float))))
+            st = fail(err, errlen, SD_ERR_NOMEM, "out of memory");
+        else
+            st = encode_image(c, g, image, rng, g->image_latent, err, errlen);
     }
     if (st == SD_OK) rng_randn(rng, g->noise, g->n);
     if (st == SD_OK && inpaint) st = prepare_mask(c, g, image, mask, rng, err, errlen);
@@ -329,7 +336,8 @@ static sd_status run_unet(sd_ctx *c, const generation *g, const sampler *smp, in
     if (st == SD_OK && g->v_pred) { /* v -> epsilon: eps = sqrt(ᾱ)·v + sqrt(1-ᾱ)·x_in (Salimans & Ho 2022) */
         float ab = sampler_alpha_bar(smp, i), ra = sqrtf(ab), rb = sqrtf(1.0f - ab);
         for (int b = 0; b < k; b++)
-            for (size_t j = 0; j < g->n; j++) out[b * g->n + j] = ra * out[b * g->n + j] + rb * in[(batched ? b * per : 0) + j];
+            for (size_t j = 0; j < g->n; j++)
+                out[b * g->n + j] = ra * out[b * g->n + j] + rb * in[(batched ? b * per : 0) + j];
     }
     return st;
 }
@@ -370,9 +378,9 @@ static sd_status denoise(sd_ctx *c, const sd_gen_params *p, const generation *g,
                          char *err, size_t errlen) {
     const int evals = sampler_evals(smp), begin = sampler_begin(smp);
     const size_t per = (size_t)c->un.c.in_ch * g->h * g->w;
-    float *in = malloc(2 * per * sizeof(float));      /* [2, in_ch, h, w] */
-    float *out = malloc(2 * g->n * sizeof(float));    /* [2, C, h, w] */
-    float *eps = malloc(g->n * sizeof(float));        /* [C, h, w] */
+    float *in = malloc(2 * per * sizeof(float));   /* [2, in_ch, h, w] */
+    float *out = malloc(2 * g->n * sizeof(float)); /* [2, C, h, w] */
+    float *eps = malloc(g->n * sizeof(float));     /* [C, h, w] */
     double *times = malloc((size_t)evals * sizeof(double));
     sd_status st = !in || !out || !eps || !times ? fail(err, errlen, SD_ERR_NOMEM, "out of memory") : SD_OK;
     const double flops0 = c->cc.flops;
@@ -421,18 +429,20 @@ static void to_rgb8(const float *image, int H, int W, uint8_t *rgb) {
 static sd_status decode(sd_ctx *c, const generation *g, const float *latent, sd_image *img, char *err, size_t errlen) {
     const model_desc *d = &c->model.d;
     const size_t P = (size_t)g->H * g->W;
-    float *z = malloc(g->n * sizeof(float));          /* [C, h, w] */
-    float *image = malloc(3 * P * sizeof(float));     /* [3, H, W] */
-    img->rgb = malloc(3 * P);                         /* [H, W, 3] */
+    float *z = malloc(g->n * sizeof(float));      /* [C, h, w] */
+    float *image = malloc(3 * P * sizeof(float)); /* [3, H, W] */
+    img->rgb = malloc(3 * P);                     /* [H, W, 3] */
     sd_status st = !z || !image || !img->rgb ? SD_ERR_NOMEM : SD_OK;
     for (size_t j = 0; st == SD_OK && j < g->n; j++) /* TAESD takes the latent as it is */
         z[j] = c->tae ? latent[j] : latent[j] / d->vae_scale + d->vae_shift;
     if (st == SD_OK)
-        st = c->tae ? taesd_decode(&c->cc, c->tae, z, g->h, g->w, image)
-           : g->vae_tiled ? vae_decode_tiled(&c->cc, &c->va, z, g->h, g->w, g->vae_tiled, image)
-                          : vae_decode(&c->cc, &c->va, z, 1, g->h, g->w, image);
-    if (st == SD_OK) to_rgb8(image, g->H, g->W, img->rgb);
-    else stage_failure(g, st, "the VAE decoder", err, errlen);
+        st = c->tae         ? taesd_decode(&c->cc, c->tae, z, g->h, g->w, image)
+             : g->vae_tiled ? vae_decode_tiled(&c->cc, &c->va, z, g->h, g->w, g->vae_tiled, image)
+                            : vae_decode(&c->cc, &c->va, z, 1, g->h, g->w, image);
+    if (st == SD_OK)
+        to_rgb8(image, g->H, g->W, img->rgb);
+    else
+        stage_failure(g, st, "the VAE decoder", err, errlen);
     free(z);
     free(image);
     return st;
@@ -441,7 +451,8 @@ static sd_status decode(sd_ctx *c, const generation *g, const float *latent, sd_
 /* ---------------- the whole run ---------------- */
 
 static int v_prediction(const sd_ctx *c, const sd_gen_params *p) {
-    return p->prediction == SD_PREDICTION_V || (p->prediction == SD_PREDICTION_DEFAULT && c->model.d.prediction == PRED_V);
+    return p->prediction == SD_PREDICTION_V ||
+           (p->prediction == SD_PREDICTION_DEFAULT && c->model.d.prediction == PRED_V);
 }
 
 /* The generation's sizes and switches, after the parameters are checked. */
@@ -464,8 +475,8 @@ static sd_status plan(sd_ctx *c, const sd_gen_params *p, generation *g, char *er
 /* The sampler: the family's default spacing where the caller leaves it to the sampler. */
 static sampler *make_sampler(const sd_ctx *c, const sd_gen_params *p, const generation *g, char *err, size_t errlen) {
     const sd_spacing spacing = p->spacing ? p->spacing : c->model.d.default_spacing;
-    sampler_opts so = {p->sampler, p->steps, spacing, p->schedule == SD_SCHEDULE_KARRAS, p->eta,
-                       p->init_image ? p->strength : 1.0};
+    sampler_opts so = {
+        p->sampler, p->steps, spacing, p->schedule == SD_SCHEDULE_KARRAS, p->eta, p->init_image ? p->strength : 1.0};
     return sampler_create(&so, &c->sched, g->n, err, errlen);
 }
 
@@ -504,8 +515,10 @@ sd_status sd_generate(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err
     if (st != SD_OK) return st;
     float *latent = malloc(g.n * sizeof(float)); /* [C, h, w] */
     sampler *smp = NULL;
-    if (!latent) st = fail(err, SD_ERR_LEN, SD_ERR_NOMEM, "out of memory");
-    else if (!(smp = make_sampler(c, p, &g, err, SD_ERR_LEN))) st = SD_ERR_ARG;
+    if (!latent)
+        st = fail(err, SD_ERR_LEN, SD_ERR_NOMEM, "out of memory");
+    else if (!(smp = make_sampler(c, p, &g, err, SD_ERR_LEN)))
+        st = SD_ERR_ARG;
     if (st == SD_OK) st = run_stages(c, p, &g, smp, latent, img, err, SD_ERR_LEN);
     sampler_free(smp);
     generation_free(&g);

@@ -16,8 +16,8 @@
 
 #define MIN_SIZE 64
 #define MAX_SIZE 4096
-#define STR2(x) #x
-#define STR(x) STR2(x)
+#define STR2(x)  #x
+#define STR(x)   STR2(x)
 
 const char *sd_version(void) { return STR(SD_VERSION_MAJOR) "." STR(SD_VERSION_MINOR) "." STR(SD_VERSION_PATCH); }
 
@@ -54,10 +54,10 @@ void sd_release_stage(sd_ctx *c, const char *prefix) {
 static sd_status detect_prediction(sd_ctx *c, char *err, size_t errlen) {
     model_desc *d = &c->model.d;
     const int h = 8, w = 8, in = c->un.c.in_ch, out_ch = c->un.c.out_ch, D = c->un.c.ctx_dim, A = c->un.c.added_dim;
-    float *x = malloc((size_t)in * h * w * sizeof(float));      /* [1, in, 8, 8] */
-    float *y = malloc((size_t)out_ch * h * w * sizeof(float));  /* [1, out, 8, 8] */
-    float *ctx = malloc((size_t)2 * D * sizeof(float));         /* [1, 2, D] */
-    float *added = calloc((size_t)A + 1, sizeof(float));        /* [1, A] */
+    float *x = malloc((size_t)in * h * w * sizeof(float));     /* [1, in, 8, 8] */
+    float *y = malloc((size_t)out_ch * h * w * sizeof(float)); /* [1, out, 8, 8] */
+    float *ctx = malloc((size_t)2 * D * sizeof(float));        /* [1, 2, D] */
+    float *added = calloc((size_t)A + 1, sizeof(float));       /* [1, A] */
     const float t = 999.0f;
     sd_status st = SD_ERR_NOMEM;
     if (x && y && ctx && added) {
@@ -114,9 +114,7 @@ static sd_status complete_description(sd_ctx *c, const char *path, char *err, si
 
 int sd_bf16_supported(void) { return gemm_bf16_supported(); }
 
-void sd_load_params_default(sd_load_params *p) {
-    memset(p, 0, sizeof *p);
-}
+void sd_load_params_default(sd_load_params *p) { memset(p, 0, sizeof *p); }
 
 /* The LoRA set for the requested files, hung on the store so that the weight loader merges the deltas. */
 static sd_status open_loras(sd_ctx *c, const sd_load_params *p, char *err, size_t errlen) {
@@ -162,7 +160,8 @@ static sd_status load_taesd(sd_ctx *c, const char *path, char *err, size_t errle
 static sd_status load_networks(sd_ctx *c, char *err, size_t errlen) {
     sd_model *m = &c->model;
     sd_status st = SD_OK;
-    for (int i = 0; i < m->d.n_text && st == SD_OK; i++) st = text_encoder_load(&c->te[i], &m->store, &m->d.text[i], err, errlen);
+    for (int i = 0; i < m->d.n_text && st == SD_OK; i++)
+        st = text_encoder_load(&c->te[i], &m->store, &m->d.text[i], err, errlen);
     if (st == SD_OK) st = unet_load(&c->un, &m->store, &m->d, err, errlen);
     if (st == SD_OK) st = vae_load(&c->va, &m->store, err, errlen);
     return st;
@@ -269,16 +268,18 @@ static void print_encoders(const sd_ctx *c, FILE *f) {
     for (int i = 0; i < d->n_text; i++) {
         const text_encoder_desc *e = &d->text[i];
         const text_config *tc = &c->te[i].c;
-        fprintf(f, "text encoder%s %s, output after %d of its %d layers%s%s%s\n", d->n_text > 1 ? (i ? " 2:" : " 1:") : ": ",
-                e->name, tc->layers - e->skip, tc->layers, e->final_norm ? "" : " (no final LayerNorm)",
+        fprintf(f, "text encoder%s %s, output after %d of its %d layers%s%s%s\n",
+                d->n_text > 1 ? (i ? " 2:" : " 1:") : ": ", e->name, tc->layers - e->skip, tc->layers,
+                e->final_norm ? "" : " (no final LayerNorm)",
                 e->pooled ? ", pooled output through text_projection" : "",
                 d->family == FAMILY_SD2 ? " (SD 2.x: the penultimate layer of ViT-H/14's 24)" : "");
     }
     for (int i = 0; i < d->n_text; i++) {
         const text_config *tc = &c->te[i].c;
         fprintf(f, "text encoder%s %lld parameters; hidden %d, layers %d, heads %d, mlp %d, vocab %d; dtypes ",
-                d->n_text > 1 ? (i ? " 2:" : " 1:") : ": ", (long long)store_param_count(&c->model.store, d->text[i].prefix),
-                tc->hidden, tc->layers, tc->heads, tc->mlp, tc->vocab);
+                d->n_text > 1 ? (i ? " 2:" : " 1:") : ": ",
+                (long long)store_param_count(&c->model.store, d->text[i].prefix), tc->hidden, tc->layers, tc->heads,
+                tc->mlp, tc->vocab);
         print_dtypes(&c->model.store, d->text[i].prefix, f);
     }
 }
@@ -295,10 +296,13 @@ void sd_print_info(const sd_ctx *c, FILE *f) {
     fprintf(f, "tensors:       %d\n", m->store.file.n_tensors);
     print_encoders(c, f);
     fprintf(f, "conditioning:  context %d per token", d->context_width);
-    if (u->added_dim) fprintf(f, ", added vector %d (pooled %d + %d size ids x %d)", u->added_dim, d->pooled_width, d->time_ids,
-                              d->time_id_dim);
+    if (u->added_dim)
+        fprintf(f, ", added vector %d (pooled %d + %d size ids x %d)", u->added_dim, d->pooled_width, d->time_ids,
+                d->time_id_dim);
     fprintf(f, "\n");
-    fprintf(f, "unet:          %lld parameters; channels %d, in %d, time %d, context %d, heads %s%d, blocks %d in / %d out; dtypes ",
+    fprintf(f,
+            "unet:          %lld parameters; channels %d, in %d, time %d, context %d, heads %s%d, blocks %d in / %d "
+            "out; dtypes ",
             (long long)store_param_count(&m->store, UNET_PREFIX), u->model_ch, u->in_ch, u->time_dim, u->ctx_dim,
             u->head_dim ? "of width " : "", u->head_dim ? u->head_dim : u->heads, u->n_input, u->n_output);
     print_dtypes(&m->store, UNET_PREFIX, f);
@@ -342,7 +346,8 @@ static sd_status check_pixels(const char *what, const sd_pixels *px, char *err) 
         return SD_ERR_ARG;
     }
     if (px->width < 8 || px->height < 8 || px->width > MAX_SIZE || px->height > MAX_SIZE) {
-        snprintf(err, SD_ERR_LEN, "%s: %dx%d is outside %dx%d..%dx%d pixels", what, px->width, px->height, 8, 8, MAX_SIZE, MAX_SIZE);
+        snprintf(err, SD_ERR_LEN, "%s: %dx%d is outside %dx%d..%dx%d pixels", what, px->width, px->height, 8, 8,
+                 MAX_SIZE, MAX_SIZE);
         return SD_ERR_ARG;
     }
     return SD_OK;
@@ -350,20 +355,48 @@ static sd_status check_pixels(const char *what, const sd_pixels *px, char *err) 
 
 sd_status sd_gen_params_check(const sd_gen_params *p, char err[SD_ERR_LEN]) {
     sd_status st;
-    if (!p->prompt) { snprintf(err, SD_ERR_LEN, "prompt: missing"); return SD_ERR_ARG; }
-    if ((st = check_size("width", p->width, err)) != SD_OK || (st = check_size("height", p->height, err)) != SD_OK) return st;
-    if (p->steps < 1 || p->steps > 1000) { snprintf(err, SD_ERR_LEN, "steps: %d is outside 1..1000", p->steps); return SD_ERR_ARG; }
-    if (!(p->cfg_scale >= 0) || !isfinite(p->cfg_scale)) { snprintf(err, SD_ERR_LEN, "cfg-scale: %g must be a number >= 0", p->cfg_scale); return SD_ERR_ARG; }
-    if (!(p->eta >= 0) || !isfinite(p->eta)) { snprintf(err, SD_ERR_LEN, "eta: %g must be a number >= 0", p->eta); return SD_ERR_ARG; }
-    if (!sd_sampler_get_info(p->sampler)) { snprintf(err, SD_ERR_LEN, "sampling-method: unknown sampler %d", (int)p->sampler); return SD_ERR_ARG; }
+    if (!p->prompt) {
+        snprintf(err, SD_ERR_LEN, "prompt: missing");
+        return SD_ERR_ARG;
+    }
+    if ((st = check_size("width", p->width, err)) != SD_OK || (st = check_size("height", p->height, err)) != SD_OK)
+        return st;
+    if (p->steps < 1 || p->steps > 1000) {
+        snprintf(err, SD_ERR_LEN, "steps: %d is outside 1..1000", p->steps);
+        return SD_ERR_ARG;
+    }
+    if (!(p->cfg_scale >= 0) || !isfinite(p->cfg_scale)) {
+        snprintf(err, SD_ERR_LEN, "cfg-scale: %g must be a number >= 0", p->cfg_scale);
+        return SD_ERR_ARG;
+    }
+    if (!(p->eta >= 0) || !isfinite(p->eta)) {
+        snprintf(err, SD_ERR_LEN, "eta: %g must be a number >= 0", p->eta);
+        return SD_ERR_ARG;
+    }
+    if (!sd_sampler_get_info(p->sampler)) {
+        snprintf(err, SD_ERR_LEN, "sampling-method: unknown sampler %d", (int)p->sampler);
+        return SD_ERR_ARG;
+    }
     if ((unsigned)p->schedule > SD_SCHEDULE_KARRAS || (unsigned)p->spacing > SD_SPACING_TRAILING ||
-        (unsigned)p->rng > SD_RNG_CUDA || (unsigned)p->prediction > SD_PREDICTION_V)
-        { snprintf(err, SD_ERR_LEN, "invalid scheduler, spacing, rng or prediction value"); return SD_ERR_ARG; }
-    if (p->init_image && !(p->strength > 0.0 && p->strength <= 1.0))
-        { snprintf(err, SD_ERR_LEN, "strength: %g is outside (0, 1]", p->strength); return SD_ERR_ARG; }
-    if (p->clip_skip < 0 || p->clip_skip > 100) { snprintf(err, SD_ERR_LEN, "clip-skip: %d is outside 1..100", p->clip_skip); return SD_ERR_ARG; }
-    if (p->mask && !p->init_image) { snprintf(err, SD_ERR_LEN, "mask: needs an init image (-i)"); return SD_ERR_ARG; }
-    if ((st = check_pixels("init image", p->init_image, err)) != SD_OK || (st = check_pixels("mask", p->mask, err)) != SD_OK) return st;
+        (unsigned)p->rng > SD_RNG_CUDA || (unsigned)p->prediction > SD_PREDICTION_V) {
+        snprintf(err, SD_ERR_LEN, "invalid scheduler, spacing, rng or prediction value");
+        return SD_ERR_ARG;
+    }
+    if (p->init_image && !(p->strength > 0.0 && p->strength <= 1.0)) {
+        snprintf(err, SD_ERR_LEN, "strength: %g is outside (0, 1]", p->strength);
+        return SD_ERR_ARG;
+    }
+    if (p->clip_skip < 0 || p->clip_skip > 100) {
+        snprintf(err, SD_ERR_LEN, "clip-skip: %d is outside 1..100", p->clip_skip);
+        return SD_ERR_ARG;
+    }
+    if (p->mask && !p->init_image) {
+        snprintf(err, SD_ERR_LEN, "mask: needs an init image (-i)");
+        return SD_ERR_ARG;
+    }
+    if ((st = check_pixels("init image", p->init_image, err)) != SD_OK ||
+        (st = check_pixels("mask", p->mask, err)) != SD_OK)
+        return st;
     return SD_OK;
 }
 
@@ -372,11 +405,17 @@ sd_status sd_gen_params_check(const sd_gen_params *p, char err[SD_ERR_LEN]) {
 sd_status sd_pixels_read(const char *path, sd_pixels *out, char err[SD_ERR_LEN]) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "rb");
-    if (!f) { snprintf(err, SD_ERR_LEN, "%s: cannot open: %s", path, strerror(errno)); return SD_ERR_IO; }
+    if (!f) {
+        snprintf(err, SD_ERR_LEN, "%s: cannot open: %s", path, strerror(errno));
+        return SD_ERR_IO;
+    }
     int w, h, ch;
     uint8_t *data = stbi_load_from_file(f, &w, &h, &ch, 0);
     fclose(f);
-    if (!data) { snprintf(err, SD_ERR_LEN, "%s: not a readable PNG, JPEG or BMP image (%s)", path, stbi_failure_reason()); return SD_ERR_FORMAT; }
+    if (!data) {
+        snprintf(err, SD_ERR_LEN, "%s: not a readable PNG, JPEG or BMP image (%s)", path, stbi_failure_reason());
+        return SD_ERR_FORMAT;
+    }
     out->width = w;
     out->height = h;
     out->channels = ch;
@@ -406,13 +445,14 @@ int sd_prompt_lora_tags(const char *prompt, sd_lora_tag *tags, int max_tags, cha
             snprintf(num, sizeof num, "%.*s", (int)(nl < sizeof num ? nl : sizeof num - 1), colon + 1);
             mult = strtod(num, &end);
             if (nl == 0 || nl >= sizeof num || *end || end == num || !isfinite(mult)) {
-                snprintf(err, SD_ERR_LEN, "prompt: %.*s: '%.*s' is not a multiplier (write <lora:NAME:0.8>)", (int)tl, tag,
-                         (int)(nl > 60 ? 60 : nl), colon + 1);
+                snprintf(err, SD_ERR_LEN, "prompt: %.*s: '%.*s' is not a multiplier (write <lora:NAME:0.8>)", (int)tl,
+                         tag, (int)(nl > 60 ? 60 : nl), colon + 1);
                 return -1;
             }
         }
         if (name_len == 0 || name_len >= sizeof tags->name || memchr(args, '/', name_len)) {
-            snprintf(err, SD_ERR_LEN, "prompt: %.*s: the LoRA name must be a file name without '/' (1..255 bytes)", (int)(tl > 300 ? 300 : tl), tag);
+            snprintf(err, SD_ERR_LEN, "prompt: %.*s: the LoRA name must be a file name without '/' (1..255 bytes)",
+                     (int)(tl > 300 ? 300 : tl), tag);
             return -1;
         }
         if (n < max_tags) {

@@ -68,7 +68,10 @@ static void randn_cpu_float(sd_rng *r, float *out, size_t n) {
 
 /* at::normal_distribution<double>: Box-Muller, caching the sine half for the next call. */
 static double normal_f64(sd_rng *r) {
-    if (r->has_cached_normal) { r->has_cached_normal = 0; return r->cached_normal; }
+    if (r->has_cached_normal) {
+        r->has_cached_normal = 0;
+        return r->cached_normal;
+    }
     double u1 = uniform_f64(r), u2 = uniform_f64(r);
     double radius = sqrt(-2.0 * log1p(-u2)), theta = 2.0 * PI_D * u1;
     r->cached_normal = radius * sin(theta);
@@ -82,7 +85,10 @@ static void philox_round(uint32_t ctr[4], const uint32_t key[2]) {
     uint64_t p0 = (uint64_t)0xD2511F53u * ctr[0], p1 = (uint64_t)0xCD9E8D57u * ctr[2];
     uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0, hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
     uint32_t c0 = hi1 ^ ctr[1] ^ key[0], c2 = hi0 ^ ctr[3] ^ key[1];
-    ctr[0] = c0; ctr[1] = lo1; ctr[2] = c2; ctr[3] = lo0;
+    ctr[0] = c0;
+    ctr[1] = lo1;
+    ctr[2] = c2;
+    ctr[3] = lo0;
 }
 
 static void philox4x32_10(const uint32_t counter[4], uint64_t seed, uint32_t out[4]) {
@@ -141,6 +147,8 @@ void rng_randn(sd_rng *r, float *out, size_t n) {
         r->offset += 4;
         return;
     }
-    if (n >= 16) randn_cpu_float(r, out, n);
-    else for (size_t i = 0; i < n; i++) out[i] = (float)normal_f64(r);
+    if (n >= 16)
+        randn_cpu_float(r, out, n);
+    else
+        for (size_t i = 0; i < n; i++) out[i] = (float)normal_f64(r);
 }

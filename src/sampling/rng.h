@@ -13,12 +13,12 @@ typedef enum { RNG_CPU = 0, RNG_CUDA } rng_kind;
 
 typedef struct {
     rng_kind kind;
-    uint32_t mt[624];      /* mt19937 state */
+    uint32_t mt[624]; /* mt19937 state */
     int mti;
     int has_cached_normal; /* torch's cached second Box-Muller value (double path) */
     double cached_normal;
-    uint64_t seed;         /* Philox key */
-    uint64_t offset;       /* Philox offset (32-bit values), advanced per draw */
+    uint64_t seed;   /* Philox key */
+    uint64_t offset; /* Philox offset (32-bit values), advanced per draw */
 } sd_rng;
 
 void rng_init(sd_rng *r, rng_kind kind, uint64_t seed);

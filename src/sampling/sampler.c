@@ -8,11 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LEADING SD_SPACING_LEADING
+#define LEADING  SD_SPACING_LEADING
 #define LINSPACE SD_SPACING_LINSPACE
 
 /* kind, {CLI name, AUTOMATIC1111 name, default spacing (diffusers, SD 1.5 config), uses eta, uses karras,
  * evaluations per step, warm-up evaluations}, setup, step, add-noise form */
+/* clang-format off */
 const sampler_row sampler_table[SD_SAMPLER_COUNT] = {
     {SD_SAMPLER_LMS, {"lms", "LMS", LINSPACE, 0, 1, 1, 0}, sigma_sampler_setup, lms_step, NOISE_SIGMA},
     {SD_SAMPLER_DDPM, {"ddpm", "DDPM", LEADING, 0, 0, 1, 0}, alpha_sampler_setup, ddpm_step, NOISE_ALPHA_BAR},
@@ -21,10 +22,13 @@ const sampler_row sampler_table[SD_SAMPLER_COUNT] = {
     {SD_SAMPLER_EULER, {"euler", "Euler", LINSPACE, 0, 1, 1, 0}, sigma_sampler_setup, euler_step, NOISE_SIGMA},
     {SD_SAMPLER_EULER_A, {"euler_a", "Euler a", LINSPACE, 0, 1, 1, 0}, sigma_sampler_setup, euler_a_step, NOISE_SIGMA},
     {SD_SAMPLER_HEUN, {"heun", "Heun", LINSPACE, 0, 1, 2, 0}, sigma_sampler_setup, heun_step, NOISE_SIGMA},
-    {SD_SAMPLER_DPMPP_2M, {"dpm++2m", "DPM++ 2M", LINSPACE, 0, 1, 1, 0}, multistep_sampler_setup, dpmpp_2m_step, NOISE_ALPHA_SIGMA},
-    {SD_SAMPLER_UNIPC, {"unipc", "UniPC", LINSPACE, 0, 1, 1, 0}, multistep_sampler_setup, unipc_step, NOISE_ALPHA_SIGMA},
+    {SD_SAMPLER_DPMPP_2M, {"dpm++2m", "DPM++ 2M", LINSPACE, 0, 1, 1, 0}, multistep_sampler_setup, dpmpp_2m_step,
+     NOISE_ALPHA_SIGMA},
+    {SD_SAMPLER_UNIPC, {"unipc", "UniPC", LINSPACE, 0, 1, 1, 0}, multistep_sampler_setup, unipc_step,
+     NOISE_ALPHA_SIGMA},
     {SD_SAMPLER_LCM, {"lcm", "LCM", LEADING, 0, 0, 1, 0}, alpha_sampler_setup, lcm_step, NOISE_ALPHA_BAR},
 };
+/* clang-format on */
 
 const sampler_row *sampler_row_of(sd_sampler k) {
     return (unsigned)k < SD_SAMPLER_COUNT && sampler_table[k].kind == k ? &sampler_table[k] : NULL;
@@ -37,7 +41,8 @@ static int begin_index(const sampler *s, char *err, size_t errlen) {
     int run = (int)((double)N * s->o.strength);
     if (run > N) run = N;
     if (run < 1) {
-        snprintf(err, errlen, "strength: %g with %d steps runs no step (needs strength >= %g)", s->o.strength, N, 1.0 / N);
+        snprintf(err, errlen, "strength: %g with %d steps runs no step (needs strength >= %g)", s->o.strength, N,
+                 1.0 / N);
         return -1;
     }
     return (N - run) * s->row->info.evals_per_step;
@@ -45,9 +50,18 @@ static int begin_index(const sampler *s, char *err, size_t errlen) {
 
 sampler *sampler_create(const sampler_opts *o, const noise_schedule *sched, size_t n, char *err, size_t errlen) {
     const sampler_row *row = sampler_row_of(o->kind);
-    if (!row || !row->setup || !row->step) { snprintf(err, errlen, "sampler: unknown sampler %d", (int)o->kind); return NULL; }
-    if (o->steps < 1 || o->steps > TRAIN_STEPS) { snprintf(err, errlen, "steps: %d is outside 1..%d", o->steps, TRAIN_STEPS); return NULL; }
-    if (!(o->strength > 0 && o->strength <= 1)) { snprintf(err, errlen, "strength: %g is outside (0, 1]", o->strength); return NULL; }
+    if (!row || !row->setup || !row->step) {
+        snprintf(err, errlen, "sampler: unknown sampler %d", (int)o->kind);
+        return NULL;
+    }
+    if (o->steps < 1 || o->steps > TRAIN_STEPS) {
+        snprintf(err, errlen, "steps: %d is outside 1..%d", o->steps, TRAIN_STEPS);
+        return NULL;
+    }
+    if (!(o->strength > 0 && o->strength <= 1)) {
+        snprintf(err, errlen, "strength: %g is outside (0, 1]", o->strength);
+        return NULL;
+    }
     sampler *s = calloc(1, sizeof *s);
     if (!s) goto nomem;
     s->o = *o;
@@ -63,11 +77,15 @@ sampler *sampler_create(const sampler_opts *o, const noise_schedule *sched, size
     s->saved = calloc(n, sizeof(float));
     s->noise = calloc(n, sizeof(float));
     s->tmp = calloc(n, sizeof(float));
-    if (!s->timesteps || !s->sigmas || !s->input_scale || !s->alpha_bar || !s->saved || !s->noise || !s->tmp) goto nomem;
+    if (!s->timesteps || !s->sigmas || !s->input_scale || !s->alpha_bar || !s->saved || !s->noise || !s->tmp)
+        goto nomem;
     for (int i = 0; i < SAMPLER_HISTORY; i++)
         if (!(s->hist[i] = calloc(n, sizeof(float)))) goto nomem;
     if (row->setup(s) != 0) goto nomem;
-    if ((s->begin = begin_index(s, err, errlen)) < 0) { sampler_free(s); return NULL; }
+    if ((s->begin = begin_index(s, err, errlen)) < 0) {
+        sampler_free(s);
+        return NULL;
+    }
     return s;
 nomem:
     snprintf(err, errlen, "sampler: out of memory for %zu latent values", n);
@@ -78,8 +96,13 @@ nomem:
 void sampler_free(sampler *s) {
     if (!s) return;
     for (int i = 0; i < SAMPLER_HISTORY; i++) free(s->hist[i]);
-    free(s->timesteps); free(s->sigmas); free(s->input_scale); free(s->alpha_bar);
-    free(s->saved); free(s->noise); free(s->tmp);
+    free(s->timesteps);
+    free(s->sigmas);
+    free(s->input_scale);
+    free(s->alpha_bar);
+    free(s->saved);
+    free(s->noise);
+    free(s->tmp);
     free(s);
 }
 
@@ -97,8 +120,13 @@ void sampler_add_noise(const sampler *s, int i, const float *x0, const float *no
     if (i < s->evals) {
         float sigma = s->sigmas[i];
         switch (s->row->noise) {
-        case NOISE_SIGMA: b = sigma; break;
-        case NOISE_ALPHA_SIGMA: a = 1.0f / sqrtf(sigma * sigma + 1.0f); b = a * sigma; break;
+        case NOISE_SIGMA:
+            b = sigma;
+            break;
+        case NOISE_ALPHA_SIGMA:
+            a = 1.0f / sqrtf(sigma * sigma + 1.0f);
+            b = a * sigma;
+            break;
         case NOISE_ALPHA_BAR: {
             float ab = alpha_cumprod_at(s, s->timesteps[i], 1.0f);
             a = sqrtf(ab);

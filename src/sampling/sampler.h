@@ -22,10 +22,10 @@ typedef struct sampler sampler;
 typedef struct {
     sd_sampler kind;
     int steps;
-    sd_spacing spacing;   /* SD_SPACING_DEFAULT = the sampler's diffusers default */
-    int karras;           /* use_karras_sigmas (sigma-based samplers and DPM++) */
-    float eta;            /* DDIM */
-    double strength;      /* img2img: the part of the schedule that runs (1 = all; 0 < strength <= 1) */
+    sd_spacing spacing; /* SD_SPACING_DEFAULT = the sampler's diffusers default */
+    int karras;         /* use_karras_sigmas (sigma-based samplers and DPM++) */
+    float eta;          /* DDIM */
+    double strength;    /* img2img: the part of the schedule that runs (1 = all; 0 < strength <= 1) */
 } sampler_opts;
 
 typedef void (*sampler_step_fn)(sampler *s, int i, const float *eps, float *x, sd_rng *rng);
@@ -33,9 +33,9 @@ typedef int (*sampler_setup_fn)(sampler *s);
 
 /* How a clean latent x0 is noised to the level of evaluation i (diffusers' add_noise). */
 typedef enum {
-    NOISE_SIGMA,        /* x0 + σ·noise (sigma-space samplers) */
-    NOISE_ALPHA_SIGMA,  /* α·x0 + α·σ·noise, α = 1/√(σ²+1) (DPM-Solver, UniPC) */
-    NOISE_ALPHA_BAR     /* √ᾱ_t·x0 + √(1−ᾱ_t)·noise (DDPM-family) */
+    NOISE_SIGMA,       /* x0 + σ·noise (sigma-space samplers) */
+    NOISE_ALPHA_SIGMA, /* α·x0 + α·σ·noise, α = 1/√(σ²+1) (DPM-Solver, UniPC) */
+    NOISE_ALPHA_BAR    /* √ᾱ_t·x0 + √(1−ᾱ_t)·noise (DDPM-family) */
 } noise_form;
 
 /* One row per sampler: everything that differs between them. */
@@ -54,9 +54,9 @@ const sampler_row *sampler_row_of(sd_sampler k); /* NULL when unknown */
 sampler *sampler_create(const sampler_opts *o, const noise_schedule *s, size_t n, char *err, size_t errlen);
 void sampler_free(sampler *s);
 
-int sampler_evals(const sampler *s);              /* model evaluations of the whole schedule (PNDM, Heun: more than steps) */
-int sampler_begin(const sampler *s);              /* first evaluation that runs (img2img strength), 0 for txt2img */
-float sampler_init_sigma(const sampler *s);       /* init_noise_sigma */
+int sampler_evals(const sampler *s);        /* model evaluations of the whole schedule (PNDM, Heun: more than steps) */
+int sampler_begin(const sampler *s);        /* first evaluation that runs (img2img strength), 0 for txt2img */
+float sampler_init_sigma(const sampler *s); /* init_noise_sigma */
 double sampler_timestep(const sampler *s, int i); /* UNet timestep of evaluation i */
 float sampler_input_scale(const sampler *s, int i);
 float sampler_alpha_bar(const sampler *s, int i); /* ᾱ of the model input (v-prediction -> epsilon) */

@@ -67,8 +67,12 @@ void pndm_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
     const size_t n = s->n;
     double t = s->timesteps[i], prev_t = t - step_ratio(s);
     float *e = s->tmp; /* the combined model output */
-    if (s->counter != 1) sampler_push_history(s, eps, SAMPLER_HISTORY);
-    else { prev_t = t; t = t + step_ratio(s); }
+    if (s->counter != 1)
+        sampler_push_history(s, eps, SAMPLER_HISTORY);
+    else {
+        prev_t = t;
+        t = t + step_ratio(s);
+    }
     float **h = s->hist;
     int m = s->n_hist;
     if (m == 1 && s->counter == 0) {

@@ -9,23 +9,23 @@
 struct sampler {
     sampler_opts o;
     const noise_schedule *sched;
-    size_t n;             /* latent values */
+    size_t n; /* latent values */
     int evals, begin;
-    double *timesteps;    /* [evals] */
-    float *sigmas;        /* [evals + 1] sigma-space samplers, DPM++ and UniPC (0 at the end) */
-    float *input_scale;   /* [evals] */
-    float *alpha_bar;     /* [evals] */
+    double *timesteps;  /* [evals] */
+    float *sigmas;      /* [evals + 1] sigma-space samplers, DPM++ and UniPC (0 at the end) */
+    float *input_scale; /* [evals] */
+    float *alpha_bar;   /* [evals] */
     float init_sigma;
     const sampler_row *row;
     /* state carried between steps */
     float *hist[SAMPLER_HISTORY]; /* [n] each: derivatives / model outputs, newest last */
     int n_hist;
-    float *saved;         /* [n] Heun's / PNDM's / UniPC's sample from the previous step */
-    float *noise;         /* [n] */
-    float *tmp;           /* [n] */
+    float *saved; /* [n] Heun's / PNDM's / UniPC's sample from the previous step */
+    float *noise; /* [n] */
+    float *tmp;   /* [n] */
     int counter, lower_order_nums, this_order;
     float heun_dt;
-    int heun_first;       /* 1 while the next Heun call is a first-order one */
+    int heun_first; /* 1 while the next Heun call is a first-order one */
 };
 
 /* Pushes a copy of v into the history (dropping the oldest when full). */

@@ -11,7 +11,9 @@
 
 #define SOLVER_ORDER 2
 
-typedef struct { float alpha, sigma, lambda; } noise_level;
+typedef struct {
+    float alpha, sigma, lambda;
+} noise_level;
 
 static noise_level level_at(float sigma) {
     noise_level l;
@@ -99,7 +101,8 @@ static void unipc_correct(sampler *s, int i, int order, const float *model_t, co
 void unipc_step(sampler *s, int i, const float *eps, float *x, sd_rng *rng) {
     const size_t n = s->n;
     data_prediction(x, eps, s->sigmas[i], n, s->tmp);
-    if (s->n_hist > 0) unipc_correct(s, i, s->this_order, s->tmp, s->saved, x); /* after a first step (diffusers: last_sample) */
+    if (s->n_hist > 0)
+        unipc_correct(s, i, s->this_order, s->tmp, s->saved, x); /* after a first step (diffusers: last_sample) */
     sampler_push_history(s, s->tmp, SOLVER_ORDER);
     int order = s->evals - i < SOLVER_ORDER ? s->evals - i : SOLVER_ORDER; /* lower_order_final */
     if (order > s->lower_order_nums + 1) order = s->lower_order_nums + 1;

@@ -106,7 +106,11 @@ int sigma_sampler_setup(sampler *s) {
     const int N = s->o.steps;
     const sd_sampler k = s->o.kind;
     double *t = malloc((size_t)N * sizeof(double)), *sig = malloc((size_t)N * sizeof(double));
-    if (!t || !sig) { free(t); free(sig); return -1; }
+    if (!t || !sig) {
+        free(t);
+        free(sig);
+        return -1;
+    }
     timesteps_spaced(s->o.spacing, N, 1, t);
     if (k == SD_SAMPLER_EULER_A || k == SD_SAMPLER_HEUN) /* these classes build timesteps in float32 */
         for (int i = 0; i < N; i++) t[i] = (float)t[i];
@@ -125,7 +129,10 @@ int sigma_sampler_setup(sampler *s) {
         s->heun_first = 1;
     } else {
         s->evals = N;
-        for (int i = 0; i < N; i++) { s->sigmas[i] = (float)sig[i]; s->timesteps[i] = (float)t[i]; }
+        for (int i = 0; i < N; i++) {
+            s->sigmas[i] = (float)sig[i];
+            s->timesteps[i] = (float)t[i];
+        }
     }
     s->sigmas[s->evals] = 0.0f;
     float max = 0.0f;

@@ -5,7 +5,7 @@
 #include <math.h>
 
 #define BETA_START 0.00085
-#define BETA_END 0.012
+#define BETA_END   0.012
 
 /* torch.linspace in float32: start + i·step for the first half, end - (n-1-i)·step for the rest. */
 static void linspace_f32(float start, float end, int n, float *out) {
@@ -49,9 +49,12 @@ void timesteps_trailing(int n, double *t) {
 }
 
 void timesteps_spaced(sd_spacing k, int n, int offset, double *t) {
-    if (k == SD_SPACING_LEADING) timesteps_leading(n, offset, t);
-    else if (k == SD_SPACING_TRAILING) timesteps_trailing(n, t);
-    else timesteps_linspace(n, t);
+    if (k == SD_SPACING_LEADING)
+        timesteps_leading(n, offset, t);
+    else if (k == SD_SPACING_TRAILING)
+        timesteps_trailing(n, t);
+    else
+        timesteps_linspace(n, t);
 }
 
 double sigma_at(const noise_schedule *s, double t) {
@@ -66,7 +69,8 @@ double sigma_at(const noise_schedule *s, double t) {
 double sigma_to_t(const noise_schedule *s, double sigma) {
     double log_sigma = log(sigma > 1e-10 ? sigma : 1e-10);
     int low = 0;
-    for (int i = 0; i < TRAIN_STEPS; i++) if (log_sigma - s->log_sigmas[i] >= 0) low = i; /* last index at or below */
+    for (int i = 0; i < TRAIN_STEPS; i++)
+        if (log_sigma - s->log_sigmas[i] >= 0) low = i; /* last index at or below */
     if (low > TRAIN_STEPS - 2) low = TRAIN_STEPS - 2;
     double lo = s->log_sigmas[low], hi = s->log_sigmas[low + 1];
     double w = (lo - log_sigma) / (lo - hi);

@@ -8,7 +8,6 @@
 
 #define TRAIN_STEPS 1000
 
-
 typedef struct {
     float alphas_cumprod[TRAIN_STEPS]; /* float32 cumprod of 1 - beta, as torch computes it */
     float sigmas[TRAIN_STEPS];         /* sqrt((1 - ac) / ac), float32 */
@@ -18,9 +17,9 @@ typedef struct {
 void schedule_init(noise_schedule *s);
 
 /* Timesteps (descending, float64) for n steps with the given spacing; `offset` is steps_offset. */
-void timesteps_linspace(int n, double *t);                    /* linspace(0, 999, n)[::-1] */
-void timesteps_leading(int n, int offset, double *t);         /* arange(n)·(1000//n) + offset, reversed */
-void timesteps_trailing(int n, double *t);                    /* round(arange(1000, 0, -1000/n)) - 1 */
+void timesteps_linspace(int n, double *t);            /* linspace(0, 999, n)[::-1] */
+void timesteps_leading(int n, int offset, double *t); /* arange(n)·(1000//n) + offset, reversed */
+void timesteps_trailing(int n, double *t);            /* round(arange(1000, 0, -1000/n)) - 1 */
 void timesteps_spaced(sd_spacing k, int n, int offset, double *t);
 
 /* sigma at fractional timestep t: np.interp over the 1000-entry table. */

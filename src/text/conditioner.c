@@ -8,9 +8,9 @@
 typedef struct {
     prompt_chunk *chunks;
     int n, cap;
-    int ids[CHUNK_TOKENS];  /* the chunk being filled */
+    int ids[CHUNK_TOKENS]; /* the chunk being filled */
     float w[CHUNK_TOKENS];
-    int len, last_comma;    /* tokens in it; position of its last comma (-1: none) */
+    int len, last_comma; /* tokens in it; position of its last comma (-1: none) */
     int pad_id;
 } chunker;
 
@@ -61,17 +61,23 @@ int conditioner_parse(const tokenizer *tok, const char *text, prompt_parse *pp, 
     int none;
     memset(pp, 0, sizeof *pp);
     if (tokenizer_encode(tok, text, &none, 0, err, errlen) < 0) return -1; /* decodes the whole text, keeps no id */
-    if (prompt_parse_text(text, pp) != 0) { snprintf(err, errlen, "prompt: out of memory parsing"); return -2; }
+    if (prompt_parse_text(text, pp) != 0) {
+        snprintf(err, errlen, "prompt: out of memory parsing");
+        return -2;
+    }
     return 0;
 }
 
-int conditioner_chunks(const tokenizer *tok, const prompt_parse *pp, int pad_id, prompt_chunk **out, int *n,
-                       char *err, size_t errlen) {
+int conditioner_chunks(const tokenizer *tok, const prompt_parse *pp, int pad_id, prompt_chunk **out, int *n, char *err,
+                       size_t errlen) {
     chunker k = {NULL, 0, 0, {0}, {0}, 0, -1, pad_id};
     int rc = 0;
     for (int s = 0; s < pp->n && rc == 0; s++) {
         const prompt_span *sp = &pp->spans[s];
-        if (prompt_span_is_break(sp)) { rc = next_chunk(&k) ? -2 : 0; continue; }
+        if (prompt_span_is_break(sp)) {
+            rc = next_chunk(&k) ? -2 : 0;
+            continue;
+        }
         size_t cap = strlen(sp->text) + 1; /* every token takes at least one byte */
         int *ids = malloc(cap * sizeof(int));
         long m = ids ? tokenizer_encode(tok, sp->text, ids, (long)cap, err, errlen) : -2;
@@ -81,7 +87,10 @@ int conditioner_chunks(const tokenizer *tok, const prompt_parse *pp, int pad_id,
         free(ids);
     }
     if (rc == 0 && (k.len > 0 || k.n == 0) && next_chunk(&k) != 0) rc = -2;
-    if (rc != 0) { free(k.chunks); return rc; }
+    if (rc != 0) {
+        free(k.chunks);
+        return rc;
+    }
     *out = k.chunks;
     *n = k.n;
     return 0;
@@ -103,8 +112,8 @@ static void apply_weights(float *z, const float *w, int D) {
     for (size_t j = 0; j < (size_t)CLIP_CONTEXT * D; j++) z[j] *= restore;
 }
 
-int conditioner_prepare(const conditioner *c, const char *text, const char *what, prompt_chunk **chunks, int *n, char *err,
-                        size_t errlen) {
+int conditioner_prepare(const conditioner *c, const char *text, const char *what, prompt_chunk **chunks, int *n,
+                        char *err, size_t errlen) {
     prompt_parse pp;
     char terr[256];
     *chunks = NULL;
@@ -141,7 +150,8 @@ static sd_status encode_chunk(const conditioner *c, int e, const prompt_chunk *k
     sd_status st = text_encoder_forward(c->cc, te, &in, &out);
     if (st == SD_OK) apply_weights(z, k->weights, w);
     if (z != ctx) {
-        for (int i = 0; st == SD_OK && i < CLIP_CONTEXT; i++) memcpy(ctx + (size_t)i * ld, z + (size_t)i * w, (size_t)w * sizeof(float));
+        for (int i = 0; st == SD_OK && i < CLIP_CONTEXT; i++)
+            memcpy(ctx + (size_t)i * ld, z + (size_t)i * w, (size_t)w * sizeof(float));
         free(z);
     }
     return st;
@@ -169,18 +179,20 @@ sd_status conditioner_encode(const conditioner *c, const char *text, int clip_sk
     out->len = CLIP_CONTEXT * n;
     out->width = c->d->context_width;
     out->pooled_width = pooled_width(c);
-    out->ctx = malloc((size_t)out->len * out->width * sizeof(float)); /* [77·n, width] */
+    out->ctx = malloc((size_t)out->len * out->width * sizeof(float));                           /* [77·n, width] */
     out->pooled = out->pooled_width ? malloc((size_t)out->pooled_width * sizeof(float)) : NULL; /* [pooled_width] */
     sd_status st = !out->ctx || (out->pooled_width && !out->pooled) ? SD_ERR_NOMEM : SD_OK;
     for (int i = 0; i < n && st == SD_OK; i++)
         for (int e = 0, col = 0; e < c->d->n_text && st == SD_OK; col += c->te[e++].c.hidden) {
             float *z = out->ctx + (size_t)i * CLIP_CONTEXT * out->width + col;
-            st = encode_chunk(c, e, &chunks[i], clip_skip, z, out->width, i == 0 && c->d->text[e].pooled ? out->pooled : NULL);
+            st = encode_chunk(c, e, &chunks[i], clip_skip, z, out->width,
+                              i == 0 && c->d->text[e].pooled ? out->pooled : NULL);
         }
     free(chunks);
     if (st != SD_OK) {
         conditioning_free(out);
-        snprintf(err, errlen, "%s", st == SD_ERR_CANCELLED ? "cancelled in the text encoder" : "out of memory in the text encoder");
+        snprintf(err, errlen, "%s",
+                 st == SD_ERR_CANCELLED ? "cancelled in the text encoder" : "out of memory in the text encoder");
     }
     return st;
 }
@@ -242,7 +254,10 @@ sd_status conditioner_encode_cached(const conditioner *c, cond_cache *cache, con
 }
 
 void cond_cache_free(cond_cache *cache) {
-    for (int i = 0; i < cache->n; i++) { free(cache->text[i]); conditioning_free(&cache->cd[i]); }
+    for (int i = 0; i < cache->n; i++) {
+        free(cache->text[i]);
+        conditioning_free(&cache->cd[i]);
+    }
     memset(cache, 0, sizeof *cache);
 }
 
@@ -256,8 +271,10 @@ int conditioner_describe(const conditioner *c, const char *text, const char *wha
     if (rc == 0 && f) {
         fprintf(f, "sd: %s: %d chunk%s of 75 tokens;", what, n, n == 1 ? "" : "s");
         for (int i = 0; i < pp.n; i++) {
-            if (prompt_span_is_break(&pp.spans[i])) fprintf(f, " BREAK");
-            else fprintf(f, " \"%s\" x%.4g", pp.spans[i].text, pp.spans[i].weight);
+            if (prompt_span_is_break(&pp.spans[i]))
+                fprintf(f, " BREAK");
+            else
+                fprintf(f, " \"%s\" x%.4g", pp.spans[i].text, pp.spans[i].weight);
         }
         fprintf(f, "\n");
         for (int i = 0; i < n; i++) {

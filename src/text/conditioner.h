@@ -17,15 +17,15 @@
 
 #include <stdio.h>
 
-#define CHUNK_TOKENS 75
+#define CHUNK_TOKENS    75
 #define COMMA_BACKTRACK 20
-#define CLIP_COMMA 267 /* ",</w>" */
+#define CLIP_COMMA      267 /* ",</w>" */
 
 typedef struct {
     const tokenizer *tok;
     const text_encoder *te; /* [d->n_text] */
     const model_desc *d;
-    compute *cc;            /* NULL where nothing is encoded (checks, descriptions) */
+    compute *cc; /* NULL where nothing is encoded (checks, descriptions) */
 } conditioner;
 
 /* One chunk as the text encoder takes it. */
@@ -49,13 +49,13 @@ int conditioner_parse(const tokenizer *tok, const char *text, prompt_parse *pp, 
 
 /* The chunks of a parsed prompt (malloc'd *out, *n >= 1). pad_id follows the first EOS. Returns 0, -1 with err
  * set (bad text), -2 without memory. */
-int conditioner_chunks(const tokenizer *tok, const prompt_parse *pp, int pad_id, prompt_chunk **out, int *n,
-                       char *err, size_t errlen);
+int conditioner_chunks(const tokenizer *tok, const prompt_parse *pp, int pad_id, prompt_chunk **out, int *n, char *err,
+                       size_t errlen);
 
 /* The chunks of `text` (named `what` in messages), as conditioner_encode makes them (malloc'd *chunks). Returns 0,
  * -1 with err set (bad text), -2 without memory. */
-int conditioner_prepare(const conditioner *c, const char *text, const char *what, prompt_chunk **chunks, int *n, char *err,
-                        size_t errlen);
+int conditioner_prepare(const conditioner *c, const char *text, const char *what, prompt_chunk **chunks, int *n,
+                        char *err, size_t errlen);
 
 /* Encodes `text` (named `what` in messages: "prompt", "negative prompt"). clip_skip >= 1 (1 = the family's
  * default layer). Returns SD_OK, or SD_ERR_ARG with err set (bad text, clip skip past the first layer), or the compute

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROUND_MULTIPLIER 1.1
+#define ROUND_MULTIPLIER  1.1
 #define SQUARE_MULTIPLIER (1 / 1.1)
 
 typedef struct {
@@ -54,7 +54,8 @@ static void push_text(parser *ps, const char *s, size_t len) {
     size_t start = 0;
     for (size_t i = 0; i + 5 <= len; i++) {
         if (memcmp(s + i, "BREAK", 5) != 0) continue;
-        if ((i > 0 && word_char((unsigned char)s[i - 1])) || (i + 5 < len && word_char((unsigned char)s[i + 5]))) continue;
+        if ((i > 0 && word_char((unsigned char)s[i - 1])) || (i + 5 < len && word_char((unsigned char)s[i + 5])))
+            continue;
         size_t a = i, b = i + 5;
         while (a > start && isspace((unsigned char)s[a - 1])) a--;
         while (b < len && isspace((unsigned char)s[b])) b++;
@@ -131,7 +132,10 @@ static char *strip_tags(const char *text) {
     size_t kl, al, tl;
     if (!out) return NULL;
     for (const char *s = text, *tag; *s; s = tag + tl) {
-        if (!(tag = prompt_next_tag(s, &kind, &kl, &args, &al, &tl))) { strcpy(o, s); return out; }
+        if (!(tag = prompt_next_tag(s, &kind, &kl, &args, &al, &tl))) {
+            strcpy(o, s);
+            return out;
+        }
         memcpy(o, s, (size_t)(tag - s));
         o += tag - s;
     }
@@ -150,16 +154,35 @@ int prompt_parse_text(const char *raw, prompt_parse *out) {
         const char *s = text + i;
         double w;
         size_t n;
-        if (s[0] == '\\' && s[1] && strchr("()[]\\", s[1])) { push_span(&ps, s + 1, 1, 1.0); i += 2; }
-        else if (s[0] == '\\') { push_span(&ps, "", 0, 1.0); i += 1; }
-        else if (s[0] == '(') { ps.round[ps.n_round++] = out->n; i++; }
-        else if (s[0] == '[') { ps.square[ps.n_square++] = out->n; i++; }
-        else if (s[0] == ':' && (n = weight_token(s, &w)) && ps.n_round) { multiply_from(&ps, ps.round[--ps.n_round], w); i += n; }
-        else if (s[0] == ')' && ps.n_round) { multiply_from(&ps, ps.round[--ps.n_round], ROUND_MULTIPLIER); i++; }
-        else if (s[0] == ']' && ps.n_square) { multiply_from(&ps, ps.square[--ps.n_square], SQUARE_MULTIPLIER); i++; }
-        else if (s[0] == ':' && (n = weight_token(s, &w))) { push_text(&ps, s, n); i += n; } /* no open '(': text */
-        else if (s[0] == ':' || s[0] == ')' || s[0] == ']') { push_text(&ps, s, 1); i++; }
-        else {
+        if (s[0] == '\\' && s[1] && strchr("()[]\\", s[1])) {
+            push_span(&ps, s + 1, 1, 1.0);
+            i += 2;
+        } else if (s[0] == '\\') {
+            push_span(&ps, "", 0, 1.0);
+            i += 1;
+        } else if (s[0] == '(') {
+            ps.round[ps.n_round++] = out->n;
+            i++;
+        } else if (s[0] == '[') {
+            ps.square[ps.n_square++] = out->n;
+            i++;
+        } else if (s[0] == ':' && (n = weight_token(s, &w)) && ps.n_round) {
+            multiply_from(&ps, ps.round[--ps.n_round], w);
+            i += n;
+        } else if (s[0] == ')' && ps.n_round) {
+            multiply_from(&ps, ps.round[--ps.n_round], ROUND_MULTIPLIER);
+            i++;
+        } else if (s[0] == ']' && ps.n_square) {
+            multiply_from(&ps, ps.square[--ps.n_square], SQUARE_MULTIPLIER);
+            i++;
+        } else if (s[0] == ':' && (n = weight_token(s, &w))) {
+            push_text(&ps, s, n);
+            i += n;
+        } /* no open '(': text */
+        else if (s[0] == ':' || s[0] == ')' || s[0] == ']') {
+            push_text(&ps, s, 1);
+            i++;
+        } else {
             size_t j = i;
             while (j < len && !is_special(text[j])) j++;
             push_text(&ps, s, j - i);
@@ -174,7 +197,10 @@ int prompt_parse_text(const char *raw, prompt_parse *out) {
     free(ps.round);
     free(ps.square);
     free(text);
-    if (ps.failed) { prompt_parse_free(out); return -1; }
+    if (ps.failed) {
+        prompt_parse_free(out);
+        return -1;
+    }
     return 0;
 }
 

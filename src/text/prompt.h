@@ -7,14 +7,14 @@
 #include <stddef.h>
 
 typedef struct {
-    char *text;     /* UTF-8, malloc'd */
-    double weight;  /* product of the enclosing brackets' multipliers; -1 for BREAK */
+    char *text;    /* UTF-8, malloc'd */
+    double weight; /* product of the enclosing brackets' multipliers; -1 for BREAK */
 } prompt_span;
 
 typedef struct {
     prompt_span *spans;
     int n;
-    int unclosed;   /* brackets still open at the end (closed there, as AUTOMATIC1111 does) */
+    int unclosed; /* brackets still open at the end (closed there, as AUTOMATIC1111 does) */
 } prompt_parse;
 
 /* AUTOMATIC1111's extra-network tag at or after s, `<(\w+):([^>]+)>` (modules/extra_networks.py): returns its

@@ -16,19 +16,25 @@
 extern const unsigned char sd_vocab_gz[];
 extern const size_t sd_vocab_gz_size;
 
-#define N_MERGES 48894 /* lines 2..48895 of bpe_simple_vocab_16e6.txt */
-#define STR_TABLE_BITS 17
+#define N_MERGES        48894 /* lines 2..48895 of bpe_simple_vocab_16e6.txt */
+#define STR_TABLE_BITS  17
 #define PAIR_TABLE_BITS 17
 
-typedef struct { const char *key; int id; } str_slot;   /* token text -> id */
-typedef struct { uint64_t key; int rank; } pair_slot;   /* (left id, right id) -> merge rank */
+typedef struct {
+    const char *key;
+    int id;
+} str_slot; /* token text -> id */
+typedef struct {
+    uint64_t key;
+    int rank;
+} pair_slot; /* (left id, right id) -> merge rank */
 
 struct tokenizer {
-    int byte_id[256];                       /* byte -> id of its single-byte token */
+    int byte_id[256]; /* byte -> id of its single-byte token */
     str_slot strs[1 << STR_TABLE_BITS];
-    pair_slot pairs[1 << PAIR_TABLE_BITS];  /* key 0 = empty (ids are never both 0 in a merge) */
-    char *text;                             /* decompressed merges file (keys point into it) */
-    char *pool;                             /* storage of merged token strings */
+    pair_slot pairs[1 << PAIR_TABLE_BITS]; /* key 0 = empty (ids are never both 0 in a merge) */
+    char *text;                            /* decompressed merges file (keys point into it) */
+    char *pool;                            /* storage of merged token strings */
 };
 
 /* ---------- hash tables ---------- */
@@ -40,7 +46,9 @@ static uint32_t hash_str(const char *s, size_t n) { /* FNV-1a */
 }
 
 static uint32_t hash_u64(uint64_t k) {
-    k ^= k >> 33; k *= 0xff51afd7ed558ccdULL; k ^= k >> 33;
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
     return (uint32_t)k;
 }
 
@@ -77,7 +85,10 @@ static void pair_insert(tokenizer *t, int a, int b, int rank) {
     uint64_t k = pair_key(a, b);
     uint32_t i = hash_u64(k) & mask;
     while (t->pairs[i].key && t->pairs[i].key != k) i = (i + 1) & mask;
-    if (t->pairs[i].key == 0) { t->pairs[i].key = k; t->pairs[i].rank = rank; }
+    if (t->pairs[i].key == 0) {
+        t->pairs[i].key = k;
+        t->pairs[i].rank = rank;
+    }
 }
 
 /* ---------- vocabulary ---------- */
@@ -88,11 +99,17 @@ static void byte_alphabet(uint32_t byte_cp[256], int byte_id[256]) {
     int n = 0, extra = 0;
     for (int b = 0; b < 256; b++) {
         int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-        if (printable) { byte_cp[b] = (uint32_t)b; byte_id[b] = n++; }
+        if (printable) {
+            byte_cp[b] = (uint32_t)b;
+            byte_id[b] = n++;
+        }
     }
     for (int b = 0; b < 256; b++) {
         int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-        if (!printable) { byte_cp[b] = 256u + (uint32_t)extra++; byte_id[b] = n++; }
+        if (!printable) {
+            byte_cp[b] = 256u + (uint32_t)extra++;
+            byte_id[b] = n++;
+        }
     }
 }
 
@@ -102,8 +119,12 @@ static char *gunzip(const unsigned char *gz, size_t n, int *out_len) {
     int flags = gz[3];
     size_t p = 10;
     if (flags & 4) p += 2 + (size_t)(gz[p] | (gz[p + 1] << 8));
-    if (flags & 8) while (p < n && gz[p++]) {}
-    if (flags & 16) while (p < n && gz[p++]) {}
+    if (flags & 8)
+        while (p < n && gz[p++]) {
+        }
+    if (flags & 16)
+        while (p < n && gz[p++]) {
+        }
     if (flags & 2) p += 2;
     if (p >= n) return NULL;
     return stbi_zlib_decode_noheader_malloc((const char *)gz + p, (int)(n - p - 8), out_len);
@@ -125,10 +146,12 @@ tokenizer *tokenizer_create(char *err, size_t errlen) {
     for (int b = 0; b < 256; b++) {
         unsigned char u[4];
         int k = utf8_encode(byte_cp[b], u);
-        memcpy(pool, u, (size_t)k); pool[k] = 0;
+        memcpy(pool, u, (size_t)k);
+        pool[k] = 0;
         str_insert(t, pool, t->byte_id[b]);
         pool += k + 1;
-        memcpy(pool, u, (size_t)k); memcpy(pool + k, "</w>", 5);
+        memcpy(pool, u, (size_t)k);
+        memcpy(pool + k, "</w>", 5);
         str_insert(t, pool, t->byte_id[b] + 256);
         pool += k + 5;
     }
@@ -169,8 +192,10 @@ static size_t normalise(const uint32_t *in, size_t n, uint32_t *out) {
     size_t m = 0;
     for (size_t i = 0; i < n; i++) { /* NFC: compose a starter with the following marks */
         uint32_t c;
-        if (m > 0 && (c = uni_compose_pair(out[m - 1], in[i]))) out[m - 1] = c;
-        else out[m++] = in[i];
+        if (m > 0 && (c = uni_compose_pair(out[m - 1], in[i])))
+            out[m - 1] = c;
+        else
+            out[m++] = in[i];
     }
     size_t k = 0;
     for (size_t i = 0; i < m; i++) { /* \s+ -> " " */
@@ -194,7 +219,9 @@ static size_t normalise(const uint32_t *in, size_t n, uint32_t *out) {
 
 /* ---------- BPE ---------- */
 
-typedef struct { int rank, pos; } heap_item;
+typedef struct {
+    int rank, pos;
+} heap_item;
 
 static void heap_push(heap_item *h, int *n, heap_item it) {
     int i = (*n)++;
@@ -245,7 +272,8 @@ static long bpe_word(const tokenizer *t, const unsigned char *bytes, int n, int 
         next[i] = next[j];
         if (next[j] >= 0) prev[next[j]] = i;
         int r;
-        if (prev[i] >= 0 && (r = pair_rank(t, sym[prev[i]], sym[i])) >= 0) heap_push(heap, &hn, (heap_item){r, prev[i]});
+        if (prev[i] >= 0 && (r = pair_rank(t, sym[prev[i]], sym[i])) >= 0)
+            heap_push(heap, &hn, (heap_item){r, prev[i]});
         if (next[i] >= 0 && (r = pair_rank(t, sym[i], sym[next[i]])) >= 0) heap_push(heap, &hn, (heap_item){r, i});
     }
     for (int i = 0; i >= 0 && count < max_ids; i = next[i]) ids[count++] = sym[i];
@@ -259,7 +287,8 @@ static const uint32_t special_eos[] = {'<', '|', 'e', 'n', 'd', 'o', 'f', 't', '
 
 static int match_at(const uint32_t *s, size_t n, size_t i, const uint32_t *pat, size_t plen) {
     if (i + plen > n) return 0;
-    for (size_t k = 0; k < plen; k++) if (s[i + k] != pat[k]) return 0;
+    for (size_t k = 0; k < plen; k++)
+        if (s[i + k] != pat[k]) return 0;
     return 1;
 }
 
@@ -273,7 +302,11 @@ static size_t pattern_match(const uint32_t *s, size_t n, size_t i) {
         if ((d == 'r' || d == 'v') && e == 'e') return 3;
         if (d == 'l' && e == 'l') return 3;
     }
-    if (uni_is_letter(c)) { size_t j = i; while (j < n && uni_is_letter(s[j])) j++; return j - i; }
+    if (uni_is_letter(c)) {
+        size_t j = i;
+        while (j < n && uni_is_letter(s[j])) j++;
+        return j - i;
+    }
     if (uni_is_number(c)) return 1;
     if (uni_is_space(c)) return 0;
     size_t j = i;
@@ -299,24 +332,47 @@ long tokenizer_encode(const tokenizer *t, const char *text, int *ids, long max_i
         goto done;
     }
     long ncp = utf8_decode(text, len, cps, &bad);
-    if (ncp < 0) { snprintf(err, errlen, "prompt: invalid UTF-8 at byte %zu", bad); goto done; }
+    if (ncp < 0) {
+        snprintf(err, errlen, "prompt: invalid UTF-8 at byte %zu", bad);
+        goto done;
+    }
     size_t n = normalise(cps, (size_t)ncp, norm);
     count = 0;
     for (size_t i = 0; i < n && count < max_ids;) {
-        if (match_at(norm, n, i, special_bos, 15)) { ids[count++] = CLIP_BOS; i += 15; continue; }
-        if (match_at(norm, n, i, special_eos, 13)) { ids[count++] = CLIP_EOS; i += 13; continue; }
+        if (match_at(norm, n, i, special_bos, 15)) {
+            ids[count++] = CLIP_BOS;
+            i += 15;
+            continue;
+        }
+        if (match_at(norm, n, i, special_eos, 13)) {
+            ids[count++] = CLIP_EOS;
+            i += 13;
+            continue;
+        }
         size_t m = pattern_match(norm, n, i);
-        if (m == 0) { i++; continue; }
+        if (m == 0) {
+            i++;
+            continue;
+        }
         /* a pre-token never runs into a special token's text */
         for (size_t k = 1; k < m; k++)
-            if (match_at(norm, n, i + k, special_bos, 15) || match_at(norm, n, i + k, special_eos, 13)) { m = k; break; }
+            if (match_at(norm, n, i + k, special_bos, 15) || match_at(norm, n, i + k, special_eos, 13)) {
+                m = k;
+                break;
+            }
         int nb = 0;
         for (size_t k = 0; k < m; k++) nb += utf8_encode(norm[i + k], w.bytes + nb);
         count = bpe_word(t, w.bytes, nb, w.sym, w.next, w.prev, w.heap, ids, count, max_ids);
         i += m;
     }
 done:
-    free(cps); free(norm); free(w.sym); free(w.next); free(w.prev); free(w.heap); free(w.bytes);
+    free(cps);
+    free(norm);
+    free(w.sym);
+    free(w.next);
+    free(w.prev);
+    free(w.heap);
+    free(w.bytes);
     return count;
 }
 

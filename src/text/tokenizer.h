@@ -6,9 +6,9 @@
 
 #include <stddef.h>
 
-#define CLIP_BOS 49406 /* <|startoftext|> */
-#define CLIP_EOS 49407 /* <|endoftext|> */
-#define CLIP_VOCAB 49408
+#define CLIP_BOS     49406 /* <|startoftext|> */
+#define CLIP_EOS     49407 /* <|endoftext|> */
+#define CLIP_VOCAB   49408
 #define CLIP_CONTEXT 77
 
 typedef struct tokenizer tokenizer;

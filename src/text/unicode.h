@@ -13,9 +13,9 @@ long utf8_decode(const char *s, size_t len, uint32_t *cps, size_t *bad_offset);
 /* Appends the UTF-8 encoding of cp to out; returns bytes written (1..4). */
 int utf8_encode(uint32_t cp, unsigned char *out);
 
-int uni_is_letter(uint32_t cp);     /* \p{L} */
-int uni_is_number(uint32_t cp);     /* \p{N} */
-int uni_is_space(uint32_t cp);      /* White_Space */
+int uni_is_letter(uint32_t cp); /* \p{L} */
+int uni_is_number(uint32_t cp); /* \p{N} */
+int uni_is_space(uint32_t cp);  /* White_Space */
 /* Lowercases cp into out (1 or 2 code points); returns the count. */
 int uni_lower(uint32_t cp, uint32_t out[2]);
 /* Canonical composition of a pair, or 0 when the pair does not compose. */

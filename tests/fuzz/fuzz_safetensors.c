@@ -13,7 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(&f, 0, sizeof f);
     if (st_parse(&f, data, size, "fuzz", err, sizeof err) == 0) {
         volatile double sum = 0;
-    (void)sum;
+        (void)sum;
         for (int i = 0; i < f.n_tensors; i++) {
             const st_tensor *t = &f.tensors[i];
             if (st_find(&f, t->name) != t) __builtin_trap();

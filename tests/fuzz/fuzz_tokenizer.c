@@ -18,7 +18,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     text[size] = 0;
     int *ids = malloc((4 * size + 8) * sizeof(int)), padded[CLIP_CONTEXT];
     long n = tokenizer_encode(tok, text, ids, (long)(4 * size + 8), err, sizeof err);
-    for (long i = 0; i < n; i++) if (ids[i] < 0 || ids[i] >= CLIP_VOCAB) __builtin_trap();
+    for (long i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= CLIP_VOCAB) __builtin_trap();
     if (tokenizer_encode_padded(tok, text, padded, CLIP_CONTEXT, CLIP_EOS, err, sizeof err) == 0) {
         if (padded[0] != CLIP_BOS || padded[CLIP_CONTEXT - 1] != CLIP_EOS) __builtin_trap();
     } else if (n >= 0) {
@@ -35,7 +36,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int c = 0; rc == 0 && c < k; c++) {
             if (chunks[c].ids[0] != CLIP_BOS || chunks[c].ids[CLIP_CONTEXT - 1] != CLIP_EOS) __builtin_trap();
             for (int i = 0; i < CLIP_CONTEXT; i++)
-                if (chunks[c].ids[i] < 0 || chunks[c].ids[i] >= CLIP_VOCAB || chunks[c].weights[i] != chunks[c].weights[i]) __builtin_trap();
+                if (chunks[c].ids[i] < 0 || chunks[c].ids[i] >= CLIP_VOCAB ||
+                    chunks[c].weights[i] != chunks[c].weights[i])
+                    __builtin_trap();
         }
         free(chunks);
         prompt_parse_free(&pp);

@@ -11,7 +11,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int replay_file(const char *path) {
     FILE *f = fopen(path, "rb");
-    if (!f) { fprintf(stderr, "cannot open %s\n", path); return 1; }
+    if (!f) {
+        fprintf(stderr, "cannot open %s\n", path);
+        return 1;
+    }
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -27,8 +30,16 @@ int main(int argc, char **argv) {
     int files = 0, failed = 0;
     for (int i = 1; i < argc; i++) {
         struct stat sb;
-        if (stat(argv[i], &sb) != 0) { fprintf(stderr, "missing %s\n", argv[i]); failed++; continue; }
-        if (!S_ISDIR(sb.st_mode)) { failed += replay_file(argv[i]); files++; continue; }
+        if (stat(argv[i], &sb) != 0) {
+            fprintf(stderr, "missing %s\n", argv[i]);
+            failed++;
+            continue;
+        }
+        if (!S_ISDIR(sb.st_mode)) {
+            failed += replay_file(argv[i]);
+            files++;
+            continue;
+        }
         DIR *d = opendir(argv[i]);
         for (struct dirent *e; d && (e = readdir(d));) {
             if (e->d_name[0] == '.') continue;
