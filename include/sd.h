@@ -160,12 +160,16 @@ SD_API void sd_print_info(const sd_ctx *ctx, FILE *f);
 
 /* What the loaded model is. */
 typedef struct {
-    const char *family;        /* "SD 1.x", "SD 2.x" */
-    const char *text_encoder;  /* "CLIP ViT-L/14", "OpenCLIP ViT-H/14" (by naming; sizes may differ) */
+    const char *family;        /* "SD 1.x", "SD 2.x", "SDXL" */
+    const char *text_encoder;  /* "CLIP ViT-L/14", "OpenCLIP ViT-H/14", "CLIP ViT-L/14 + OpenCLIP ViT-bigG/14" (by
+                                  naming; sizes may differ) */
     sd_prediction prediction;  /* the model's default (never DEFAULT) */
     int default_width, default_height;
     int unet_in_channels;      /* 4, or 9 for inpainting models */
     int latent_channels;
+    sd_spacing default_spacing; /* the family's timestep spacing for every sampler, or SD_SPACING_DEFAULT: each
+                                   sampler's own (sd_sampler_info.default_spacing) */
+    int size_conditioning;     /* the UNet takes SDXL's size conditioning (original_width, ... of sd_gen_params) */
 } sd_model_info;
 SD_API void sd_get_model_info(const sd_ctx *ctx, sd_model_info *info);
 
@@ -207,8 +211,14 @@ typedef struct {
     double strength;
     sd_progress_fn progress;     /* optional */
     void *progress_user;
-    sd_cancel_fn cancel;         /* optional, asked after every step */
+    sd_cancel_fn cancel;         /* optional, polled between the networks' layers: a non-zero answer stops the run */
     void *cancel_user;
+    /* SDXL's size conditioning (the UNet's added input; other families ignore it). 0 = the default: the original and
+     * the target size are the output size, the crop (top, left) is 0, 0 (diffusers' original_size, crops_coords_top_left,
+     * target_size) */
+    int original_width, original_height;
+    int crop_top, crop_left;
+    int target_width, target_height;
 } sd_gen_params;
 
 SD_API void sd_gen_params_default(sd_gen_params *p);

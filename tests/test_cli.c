@@ -505,7 +505,7 @@ static void test_lora_inputs(void) {
     expect_error("lora multiplier", 2, "--lora: '", SMALL_RUN("--lora", bad_mult));
     expect_error("lora multiplier text", 2, "'abc' is not a multiplier", SMALL_RUN("--lora", bad_mult));
     expect_error("lora ranks", 2, "lora_up has rank 2 but lora_down has rank 4", SMALL_RUN("--lora", rank_path));
-    expect_error("lora other family", 2, "matches a layer of this model", SMALL_RUN("--lora", sdxl_path));
+    expect_error("lora other family", 2, "a LoRA for another model", SMALL_RUN("--lora", sdxl_path));
     expect_error("lora tag not in dir", 2, "prompt: <lora:missing>: no readable 'missing.safetensors' in",
                  ARGS("-m", model, "-p", "a dog <lora:missing:0.5>", "--lora-model-dir", dir, "-o", out));
     expect_error(
@@ -626,6 +626,66 @@ static void test_formats_cli(void) {
     expect_parameters(out, ", VAE: vae_alt.safetensors", "parameters name the VAE");
 }
 
+/* SDXL: --info describes both encoders and the added conditioning; the size-conditioning options reach the PNG;
+ * bad input (mixed families, a refiner, an SD 1.x LoRA, a VAE of other shapes, bad sizes) is refused naming it. */
+static void test_sdxl(void) {
+    char xl[1024], cmd[1600], lora[1024], vae[800], o2[700];
+    snprintf(xl, sizeof xl, "%s/sdxl-tiny/model_f16.safetensors", SD_FIXTURES);
+    snprintf(cmd, sizeof cmd, "%s --info -m %s > %s/infoxl.txt", SD_BIN, xl, tmpdir);
+    CHECK(system(cmd) == 0, "--info on SDXL");
+    snprintf(cmd, sizeof cmd, "%s/infoxl.txt", tmpdir);
+    char *info = read_text_file(cmd);
+    CHECK(info && strstr(info, "family:        SDXL") && strstr(info, "text encoder 1: CLIP ViT-L/14") &&
+              strstr(info, "text encoder 2: OpenCLIP ViT-bigG/14") && strstr(info, "pooled output through text_projection") &&
+              strstr(info, "added vector 224 (pooled 128 + 6 size ids x 16)") && strstr(info, "default size:  1024x1024") &&
+              strstr(info, "scale 0.13025"),
+          "--info on SDXL: %s", info ? info : "");
+    free(info);
+    snprintf(o2, sizeof o2, "%s/xl.png", tmpdir);
+    char *err = NULL;
+    int rc = run_sd(ARGS("-m", xl, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "1", "--original-size", "2048x1536",
+                         "--crop-coords", "0x32", "--timestep-spacing", "leading", "-o", o2),
+                    &err);
+    CHECK(rc == 0, "SDXL with size conditioning: %d %s", rc, err ? err : "");
+    free(err);
+    expect_parameters(o2, "Original size: 2048x1536, Crop coords: 0x32, RNG", "SDXL size conditioning recorded");
+    char *text = output_read_png_text(o2, "parameters");
+    CHECK(text && !strstr(text, "Timestep spacing") && !strstr(text, "Target size"),
+          "leading is SDXL's default spacing, the target size the default: neither recorded: %s", text ? text : "");
+    free(text);
+    expect_error("bad --original-size", 2, "--original-size: '2048x' is not WxH",
+                 ARGS("-m", xl, "-p", "x", "--original-size", "2048x", "-o", out));
+    expect_error("bad --crop-coords", 2, "--crop-coords: '-1x0' is not TOPxLEFT",
+                 ARGS("-m", xl, "-p", "x", "--crop-coords", "-1x0", "-o", out));
+    snprintf(lora, sizeof lora, "%s/sd1-lora/lora_kohya.safetensors", SD_FIXTURES);
+    expect_error("SD 1.x LoRA on SDXL", 2, "does not fit tensor 'model.diffusion_model.",
+                 ARGS("-m", xl, "-p", "x", "--lora", lora, "-o", out));
+    snprintf(vae, sizeof vae, "%s", edited_model("sd1-formats/vae_alt.safetensors", "vae_xl_wide.safetensors",
+                                                  "\"shape\":[64,4,3,3],\"data_offsets\":[256,",
+                                                  "\"shape\":[32,8,3,3],\"data_offsets\":[256,"));
+    expect_error("VAE of other shapes", 2, "takes 4 channels; expected 8 (the VAE's latent)",
+                 ARGS("-m", xl, "-p", "x", "--vae", vae, "-o", out));
+    expect_model_error(write_st("xl_mixed.safetensors",
+                                "{\"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight\":{\"dtype\":"
+                                "\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"conditioner.embedders.0.transformer."
+                                "text_model.embeddings.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],"
+                                "\"data_offsets\":[4,8]}}",
+                                8),
+                       "mixes model families");
+    expect_model_error(write_st("xl_refiner.safetensors",
+                                "{\"conditioner.embedders.0.model.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],"
+                                "\"data_offsets\":[0,4]}}",
+                                4),
+                       "an SDXL refiner (sd_xl_refiner_1.0");
+    expect_model_error(edited_model("sdxl-tiny/model_f16.safetensors", "xl_no_te2.safetensors",
+                                    "conditioner.embedders.1.model.token_embedding.weight",
+                                    "conditioner.embedders.1.model.token_embedding.weighX"),
+                       "missing tensor 'conditioner.embedders.1.model.token_embedding.weight' (text encoder 2)");
+    expect_model_error(edited_model("sdxl-tiny/model_f16.safetensors", "xl_no_label.safetensors",
+                                    "model.diffusion_model.label_emb.0.0.weight", "model.diffusion_model.label_emb.0.0.weighX"),
+                       "missing tensor 'model.diffusion_model.label_emb.0.0.weight'");
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) return 2;
     snprintf(model, sizeof model, "%s/model_f32.safetensors", SD_FIXTURES);
@@ -633,6 +693,7 @@ int main(void) {
     test_arguments();
     test_bad_models();
     test_help_and_info();
+    test_sdxl();
     test_batch();
     test_determinism();
     test_signal();

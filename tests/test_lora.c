@@ -154,13 +154,13 @@ static void test_bad_files(void) {
                                                 "\"dtype\":\"F32\",\"shape\":[32,4],\"data_offsets\":[0,512]}}",
                                                 512);
     expect_refused("model_f32.safetensors", nodown, "has an up weight but no down weight");
-    const char *sdxl = write_test_safetensors(tmpdir, "sdxl.safetensors",
-                                              "{\"lora_unet_input_blocks_4_1_proj_in.lora_down.weight\":{\"dtype\":"
-                                              "\"F32\",\"shape\":[4,32],\"data_offsets\":[0,512]},"
-                                              "\"lora_unet_input_blocks_4_1_proj_in.lora_up.weight\":{\"dtype\":"
-                                              "\"F32\",\"shape\":[32,4],\"data_offsets\":[512,1024]}}",
-                                              1024);
-    expect_refused("model_f32.safetensors", sdxl, "none of its 1 LoRA modules matches a layer of this model");
+    char other[1024]; /* an SDXL LoRA on SD 1.x, an SD 1.x LoRA on SDXL: refused naming a tensor that does not fit */
+    snprintf(other, sizeof other, "%s/sdxl-tiny/lora_kohya_sdxl.safetensors", SD_FIXTURES);
+    expect_refused("model_f32.safetensors", other,
+                   "module 'unet_input_blocks_4_1_proj_in' (128 x 128) does not fit tensor "
+                   "'model.diffusion_model.input_blocks.4.1.proj_in.weight' (64 x 64): a LoRA for another model?");
+    lora_path(other, sizeof other, "lora_kohya.safetensors");
+    expect_refused("sdxl-tiny/model_f16.safetensors", other, "does not fit tensor 'model.diffusion_model.");
     const char *wide = write_test_safetensors(tmpdir, "wide.safetensors", /* a LoRA for a 64-channel UNet */
                                               "{\"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight\":{"
                                               "\"dtype\":\"F32\",\"shape\":[4,64],\"data_offsets\":[0,1024]},"
@@ -173,9 +173,43 @@ static void test_bad_files(void) {
     expect_refused("model_f32.safetensors", "/nonexistent/x.safetensors", "/nonexistent/x.safetensors: cannot open");
 }
 
+/* SDXL: every kohya module of lora_kohya_sdxl (UNet in single-file names, lora_te1_ in transformers names, lora_te2_
+ * in transformers names onto OpenCLIP's tensors, q/k/v as row ranges of in_proj) resolves to the tensor and rows of
+ * lora_kohya_sdxl_names.json ("name[row0:row1]" for a row range). */
+static void test_sdxl_name_table(void) {
+    sd_model m;
+    open_model(&m, "sdxl-tiny/model_f16.safetensors");
+    lora_set *s = lora_set_create(&m.store, &m.d);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/sdxl-tiny/lora_kohya_sdxl_names.json", SD_FIXTURES);
+    char *text = read_text_file(path);
+    cJSON *names = text ? cJSON_Parse(text) : NULL;
+    int n = 0, ok = 0;
+    for (const cJSON *e = names ? names->child : NULL; e; e = e->next, n++) {
+        char want[512];
+        int want_row0 = 0;
+        snprintf(want, sizeof want, "%s", e->valuestring);
+        char *bracket = strchr(want, '[');
+        if (bracket) { /* "tensor[row0:row1]" */
+            want_row0 = atoi(bracket + 1);
+            *bracket = 0;
+        }
+        int row0 = -1;
+        const st_tensor *t = s ? lora_set_lookup(s, e->string + 5, &row0) : NULL; /* without "lora_" */
+        if (t && !strcmp(t->name, want) && row0 == want_row0) ok++;
+        else CHECK(0, "%s -> %s row %d, want %s", e->string, t ? t->name : "(none)", row0, e->valuestring);
+    }
+    CHECK(n == 213 && ok == 213, "SDXL name table: %d of %d modules map to their tensors", ok, n);
+    cJSON_Delete(names);
+    free(text);
+    lora_set_free(s);
+    model_close(&m);
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) return 2;
     test_name_table();
+    test_sdxl_name_table();
     test_openclip_rows();
     test_merged_networks();
     test_bad_files();

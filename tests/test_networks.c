@@ -198,6 +198,125 @@ static void test_vae_tiling(void) {
     net_free(&n);
 }
 
+/* ---------------- SDXL (sdxl-tiny) ---------------- */
+
+typedef struct {
+    sd_model m;
+    text_encoder te[2];
+    unet un;
+    vae va;
+    compute cc;
+} xl_net;
+
+static int xl_load(xl_net *n) {
+    char path[1024], err[512] = "";
+    snprintf(path, sizeof path, "%s/sdxl-tiny/model_f16.safetensors", SD_FIXTURES);
+    memset(n, 0, sizeof *n);
+    int ok = model_open(&n->m, path, NULL, err, sizeof err) == SD_OK && n->m.d.family == FAMILY_SDXL && n->m.d.n_text == 2;
+    for (int i = 0; ok && i < 2; i++) ok = text_encoder_load(&n->te[i], &n->m.store, &n->m.d.text[i], err, sizeof err) == SD_OK;
+    ok = ok && unet_load(&n->un, &n->m.store, &n->m.d, err, sizeof err) == SD_OK &&
+         vae_load(&n->va, &n->m.store, err, sizeof err) == SD_OK;
+    CHECK(ok, "load sdxl-tiny: %s", err);
+    compute_init(&n->cc, 0, 0, 0);
+    compute_reserve_scratch(&n->cc, (size_t)n->m.store.max_half_matrix + 1);
+    return ok;
+}
+
+static void xl_free(xl_net *n) {
+    for (int i = 0; i < 2; i++) text_encoder_free(&n->te[i]);
+    unet_free(&n->un);
+    vae_free(&n->va);
+    compute_free(&n->cc);
+    model_close(&n->m);
+}
+
+/* Token ids of both tokenizers (exact), the context [77, 256] = both encoders' penultimate hidden states side by side
+ * and the pooled output (each <= 1e-4), for the plain prompts of the text cases (diffusers reads no emphasis). */
+static void test_xl_text(xl_net *n, const st_file *ex, tokenizer *tok, const cJSON *cases) {
+    static const char *names[] = {"dog", "empty", "astronaut"};
+    for (size_t c = 0; c < 3; c++) {
+        char key[128], err[256];
+        snprintf(key, sizeof key, "text.%s", names[c]);
+        const char *prompt = case_prompt(cases, key);
+        float ctx[77 * 256], pooled[128];
+        int ids[2][77];
+        for (int e = 0; e < 2; e++) {
+            size_t cnt;
+            snprintf(key, sizeof key, "text.%s.ids%d", names[c], e + 1);
+            const float *want = fixture_f32(ex, key, &cnt); /* stored as float32 */
+            int ok = prompt && tokenizer_encode_padded(tok, prompt, ids[e], 77, n->m.d.text[e].pad_id, err, sizeof err) == 0;
+            for (int i = 0; ok && i < 77; i++) ok = ids[e][i] == (int)want[i];
+            CHECK(ok && cnt == 77, "%s: token ids differ from the reference", key);
+            float hidden[77 * 128];
+            const text_input in = {ids[e], NULL};
+            const text_output out = {n->te[e].c.layers - n->m.d.text[e].skip, n->m.d.text[e].final_norm, hidden,
+                                     n->m.d.text[e].pooled ? pooled : NULL};
+            CHECK(text_encoder_forward(&n->cc, &n->te[e], &in, &out) == SD_OK, "%s: encoder %d", key, e + 1);
+            for (int i = 0; i < 77; i++) memcpy(ctx + i * 256 + e * 128, hidden + i * 128, 128 * sizeof(float));
+        }
+        size_t cnt;
+        snprintf(key, sizeof key, "text.%s.context", names[c]);
+        const float *want = fixture_f32(ex, key, &cnt);
+        double d = max_abs_diff(ctx, want, cnt);
+        printf("%-28s max abs error %.3g\n", key, d);
+        CHECK(cnt == 77 * 256 && d <= 1e-4, "%s: max abs error %.3g (limit 1e-4)", key, d);
+        snprintf(key, sizeof key, "text.%s.pooled", names[c]);
+        want = fixture_f32(ex, key, &cnt);
+        d = max_abs_diff(pooled, want, cnt);
+        printf("%-28s max abs error %.3g\n", key, d);
+        CHECK(cnt == 128 && d <= 1e-4, "%s: max abs error %.3g (limit 1e-4)", key, d);
+    }
+}
+
+/* The UNet with its added conditioning (pooled text + size ids), batch 2 at 16x24, <= 1e-3. */
+static void test_xl_unet(xl_net *n, const st_file *ex) {
+    static const char *cases[] = {"t981", "t500"};
+    const model_desc *d = &n->m.d;
+    for (size_t c = 0; c < 2; c++) {
+        char key[128];
+        size_t nout;
+#define XL(field) (snprintf(key, sizeof key, "unet.%s." field, cases[c]), fixture_f32(ex, key, NULL))
+        const float *x = XL("x"), *t = XL("t"), *ctx = XL("ctx"), *pooled = XL("text_embeds"), *ids = XL("time_ids");
+#undef XL
+        float added[2 * 224];
+        CHECK(n->un.c.added_dim == 224 && d->pooled_width == 128 && d->time_ids == 6 && d->time_id_dim == 16,
+              "added conditioning: %d = %d + %d x %d", n->un.c.added_dim, d->pooled_width, d->time_ids, d->time_id_dim);
+        for (int b = 0; b < 2; b++)
+            unet_added_vector(pooled + b * 128, 128, ids + b * 6, 6, 16, added + b * 224);
+        snprintf(key, sizeof key, "unet.%s.out", cases[c]);
+        const float *want = fixture_f32(ex, key, &nout);
+        float *out = malloc(nout * sizeof(float));
+        const unet_input in = {x, t, ctx, 77, added, NULL, 2, 16, 24};
+        CHECK(unet_forward(&n->cc, &n->un, &in, out) == SD_OK, "sdxl unet forward");
+        double e = max_abs_diff(out, want, nout);
+        printf("%-28s max abs error %.3g (max |ref| %.3g)\n", key, e, max_abs(want, nout));
+        CHECK(nout == 2 * 4 * 16 * 24 && e <= 1e-3, "%s: max abs error %.3g (limit 1e-3)", key, e);
+        free(out);
+    }
+}
+
+static void test_sdxl(tokenizer *tok) {
+    xl_net n;
+    if (!xl_load(&n)) return;
+    st_file ex;
+    open_fixture(&ex, "sdxl-tiny/expected.safetensors");
+    cJSON *cases = fixture_json("sdxl-tiny/cases.json");
+    printf("-- sdxl-tiny/model_f16.safetensors\n");
+    test_xl_text(&n, &ex, tok, cases);
+    test_xl_unet(&n, &ex);
+    size_t nz, nimg;
+    const float *z = fixture_f32(&ex, "vae.decode.z", &nz), *want = fixture_f32(&ex, "vae.decode.image", &nimg);
+    float *img = malloc(nimg * sizeof(float));
+    CHECK(vae_decode(&n.cc, &n.va, z, 1, 16, 16, img) == SD_OK, "sdxl vae decode");
+    double d = max_abs_diff(img, want, nimg);
+    printf("%-28s max abs error %.3g\n", "vae.decode.image", d);
+    CHECK(nimg == 3 * 128 * 128 && d <= 2e-3, "sdxl vae.decode.image: max abs error %.3g (limit 2e-3)", d);
+    free(img);
+    cJSON_Delete(cases);
+    st_close(&ex);
+    xl_free(&n);
+}
+
 int main(void) {
     char err[256];
     tokenizer *tok = tokenizer_create(err, sizeof err);
@@ -205,6 +324,7 @@ int main(void) {
     test_fixture("", sd1, 2, tok);         /* sd1-tiny */
     test_fixture("sd2-tiny", sd2, 1, tok); /* OpenCLIP text encoder, linear projections, head width 16 */
     test_vae_tiling();
+    test_sdxl(tok);
     tokenizer_free(tok);
     return test_finish();
 }

@@ -107,8 +107,10 @@ static void run_case(const suite *su, const char *name, const cJSON *c, const st
     char model[1024], out[512], latent[512], steps[16], guidance[32], seed[32], width[16], height[16], eta[32];
     char init[1024], mask[1024], strength[32];
     model_path(su, name, c, model, sizeof model);
-    snprintf(out, sizeof out, "%s/%s%s.png", tmpdir, su->bf16 ? "bf16." : "", name);
-    snprintf(latent, sizeof latent, "%s/%s%s.safetensors", tmpdir, su->bf16 ? "bf16." : "", name);
+    char label[300]; /* the output's name: the suite's folder, bf16, the case */
+    snprintf(label, sizeof label, "%s%s%s%s", su->dir, su->dir[0] ? "." : "", su->bf16 ? "bf16." : "", name);
+    snprintf(out, sizeof out, "%s/%s.png", tmpdir, label);
+    snprintf(latent, sizeof latent, "%s/%s.safetensors", tmpdir, label);
     snprintf(steps, sizeof steps, "%d", json_int(c, "steps"));
     snprintf(guidance, sizeof guidance, "%.17g", cJSON_GetObjectItem(c, "guidance")->valuedouble);
     snprintf(seed, sizeof seed, "%d", json_int(c, "seed"));
@@ -141,7 +143,7 @@ static void run_case(const suite *su, const char *name, const cJSON *c, const st
                             "--prediction",
                             json_str(cfg, "prediction_type")};
     int n = 26;
-    if (cJSON_IsTrue(cJSON_GetObjectItem(cfg, "use_karras_sigmas"))) {
+    if (cJSON_IsTrue(cJSON_GetObjectItem(cfg, "use_karras_sigmas"))) { /* the recorded config decides, not the name */
         args[n++] = "--scheduler";
         args[n++] = "karras";
     }
@@ -277,28 +279,24 @@ int main(int argc, char **argv) {
     if (!keep && !mkdtemp(tmpdir)) return 2;
     static char converted[600];
     snprintf(converted, sizeof converted, "%s/converted.safetensors", tmpdir);
+    /* clang-format off */
     const suite suites[] = {
-        {.dir = "", .cases = 16},           /* sd1-tiny: every sampler, negative prompt, no guidance, f16 */
-        {.dir = "sd1-spacing", .cases = 3}, /* explicit non-default timestep spacings */
-        {.dir = "sd2-tiny", .cases = 3},    /* SD 2.x: v-prediction euler / ddim, SD-Turbo-style 1 step */
-        {.dir = "sd1-img2img", .cases = 9}, /* img2img and 4- / 9-channel inpainting */
-        {.dir = "sd1-sizes", .cases = 2},   /* sides divisible by 8 but not 64: odd latent sizes */
-        {.dir = "sd1-prompts",
-         .cases = 10}, /* emphasis, BREAK, long prompts (unequal lengths: two UNet passes), clip skip */
-        {.dir = "sd1-lora", .cases = 4},    /* kohya LoRA at 1.0 and 0.6, two stacked, PEFT naming */
-        {.dir = "sd1-formats", .cases = 1}, /* a standalone VAE (.safetensors) replacing the model's */
+        {.dir = "", .cases = 16},            /* sd1-tiny: every sampler, negative prompt, no guidance, f16 */
+        {.dir = "sd1-spacing", .cases = 3},  /* explicit non-default timestep spacings */
+        {.dir = "sd2-tiny", .cases = 3},     /* SD 2.x: v-prediction euler / ddim, SD-Turbo-style 1 step */
+        {.dir = "sd1-img2img", .cases = 9},  /* img2img and 4- / 9-channel inpainting */
+        {.dir = "sd1-sizes", .cases = 2},    /* sides divisible by 8 but not 64: odd latent sizes */
+        {.dir = "sd1-prompts", .cases = 10}, /* emphasis, BREAK, long prompts (unequal lengths: two passes), clip skip */
+        {.dir = "sd1-lora", .cases = 4},     /* kohya LoRA at 1.0 and 0.6, two stacked, PEFT naming */
+        {.dir = "sd1-formats", .cases = 1},  /* a standalone VAE (.safetensors) replacing the model's */
         {.dir = "sd1-formats", .cases = 1, .vae = "vae_alt.ckpt"}, /* the same VAE as a .ckpt */
-        {.dir = "",
-         .cases = 1,
-         .model = "sd1-formats/sd1-tiny-diffusers",
-         .only = "f16.pipe.lms"},                                            /* a diffusers fp16 folder */
-        {.dir = "", .cases = 1, .model = converted, .only = "f16.pipe.lms"}, /* sd-convert model_f16.ckpt */
-        {.dir = "taesd",
-         .cases = 3,
-         .model = "model_f32.safetensors",
-         .taesd = "taesd"},                  /* TAESD decoding (F32, F16) */
+        {.dir = "", .cases = 1, .model = "sd1-formats/sd1-tiny-diffusers", .only = "f16.pipe.lms"}, /* diffusers fp16 */
+        {.dir = "", .cases = 1, .model = converted, .only = "f16.pipe.lms"},       /* sd-convert model_f16.ckpt */
+        {.dir = "taesd", .cases = 3, .model = "model_f32.safetensors", .taesd = "taesd"}, /* TAESD (F32, F16) */
+        {.dir = "sdxl-tiny", .cases = 6, .model = "sdxl-tiny/model_f16.safetensors"},   /* SDXL, a LoRA, Turbo */
         {.dir = "", .cases = 16, .bf16 = 1}, /* sd1-tiny in bfloat16 (argument "bf16") */
     };
+    /* clang-format on */
     if (argc > 1 && !strcmp(argv[1], "bf16") && !sd_bf16_supported()) { /* it would compute float32 and test nothing */
         printf("skipped: this CPU has no AVX512-BF16\n");
         return TEST_SKIPPED;

@@ -95,6 +95,19 @@ static int parse_seed(const char *s, job_settings *j, char *err, size_t errlen) 
     return CLI_OK;
 }
 
+/* "AxB": two whole numbers in 0..65536 (a size WxH, or a crop TOPxLEFT). */
+static int parse_pair(const char *opt, const char *s, const char *form, int *a, int *b, char *err, size_t errlen) {
+    char *end, *end2;
+    errno = 0;
+    long x = strtol(s, &end, 10), y = *end == 'x' ? strtol(end + 1, &end2, 10) : -1;
+    if (errno || end == s || *end != 'x' || end2 == end + 1 || *end2 || !(s[0] >= '0' && s[0] <= '9') ||
+        !(end[1] >= '0' && end[1] <= '9') || x > 65536 || y < 0 || y > 65536)
+        return BAD("%s: '%s' is not %s (two whole numbers in 0..65536, e.g. 1024x1024)", opt, s, form);
+    *a = (int)x;
+    *b = (int)y;
+    return CLI_OK;
+}
+
 static int parse_choice(const char *opt, const char *s, const char *const *names, int n, int *out, char *err,
                         size_t errlen) {
     for (int i = 0; i < n; i++)
@@ -171,6 +184,12 @@ int cli_job_option(job_settings *j, const char *opt, const char *val, char *err,
         if (!(rc = parse_choice(opt, val, spacings, 3, &choice, err, errlen))) g->spacing = (sd_spacing)(choice + 1);
     } else if (is(opt, NULL, "--rng")) {
         if (!(rc = parse_choice(opt, val, rngs, 2, &choice, err, errlen))) g->rng = (sd_rng_kind)choice;
+    } else if (is(opt, NULL, "--original-size")) {
+        rc = parse_pair(opt, val, "WxH", &g->original_width, &g->original_height, err, errlen);
+    } else if (is(opt, NULL, "--target-size")) {
+        rc = parse_pair(opt, val, "WxH", &g->target_width, &g->target_height, err, errlen);
+    } else if (is(opt, NULL, "--crop-coords")) {
+        rc = parse_pair(opt, val, "TOPxLEFT", &g->crop_top, &g->crop_left, err, errlen);
     } else if (is(opt, NULL, "--prediction")) {
         if (!(rc = parse_choice(opt, val, predictions, 2, &choice, err, errlen)))
             g->prediction = (sd_prediction)(choice + 1);
@@ -279,7 +298,8 @@ static const option_name OPTIONS[] = {
     {"-W", 1, 0}, {"--width", 1, 0}, {"-H", 1, 0}, {"--height", 1, 0}, {"--steps", 1, 0}, {"-b", 1, 0},
     {"--batch-count", 1, 0}, {"--cfg-scale", 1, 0}, {"--eta", 1, 0}, {"-s", 1, 0}, {"--seed", 1, 0},
     {"--sampling-method", 1, 0}, {"--scheduler", 1, 0}, {"--timestep-spacing", 1, 0}, {"--rng", 1, 0},
-    {"--prediction", 1, 0}, {"--clip-skip", 1, 0}, {"--vae-tiling", 0, 0},
+    {"--prediction", 1, 0}, {"--clip-skip", 1, 0}, {"--vae-tiling", 0, 0}, {"--original-size", 1, 0},
+    {"--target-size", 1, 0}, {"--crop-coords", 1, 0},
 };
 /* clang-format on */
 

@@ -8,6 +8,16 @@
 
 static const char *base_name(const char *path) { return strrchr(path, '/') ? strrchr(path, '/') + 1 : path; }
 
+/* SDXL's size conditioning, where it is not the default (the output size, no crop). */
+static void append_size_conditioning(char *t, size_t len, int *n, const sd_gen_params *g) {
+    if (g->original_width || g->original_height)
+        *n += snprintf(t + *n, len - (size_t)*n, ", Original size: %dx%d", g->original_width, g->original_height);
+    if (g->crop_top || g->crop_left)
+        *n += snprintf(t + *n, len - (size_t)*n, ", Crop coords: %dx%d", g->crop_top, g->crop_left);
+    if (g->target_width || g->target_height)
+        *n += snprintf(t + *n, len - (size_t)*n, ", Target size: %dx%d", g->target_width, g->target_height);
+}
+
 char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx, const sd_image *img) {
     const sd_gen_params *g = &s->gen;
     const sd_sampler_info *si = sd_sampler_get_info(g->sampler);
@@ -44,7 +54,9 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
         if (i == a->n_loras - 1) APPEND("\"");
     }
     if (g->eta > 0 && si->uses_eta) APPEND(", Eta DDIM: %g", g->eta);
-    if (g->spacing && g->spacing != si->default_spacing) APPEND(", Timestep spacing: %s", sd_spacing_name(g->spacing));
+    const sd_spacing spacing = mi.default_spacing ? mi.default_spacing : si->default_spacing; /* the run's default */
+    if (g->spacing && g->spacing != spacing) APPEND(", Timestep spacing: %s", sd_spacing_name(g->spacing));
+    if (mi.size_conditioning) append_size_conditioning(t, len, &n, g);
     if (g->prediction && g->prediction != mi.prediction)
         APPEND(", Prediction: %s", g->prediction == SD_PREDICTION_V ? "v_prediction" : "epsilon");
     APPEND(", RNG: %s", g->rng == SD_RNG_CUDA ? "GPU" : "CPU");

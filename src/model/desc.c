@@ -24,7 +24,8 @@ typedef struct {
     const char *root; /* the text encoders' common prefix */
     int n_text;
     encoder_rule text[MAX_TEXT_ENCODERS];
-    float vae_scale;        /* the family's latent scaling factor (ldm scale_factor) */
+    int time_ids;           /* size and crop ids in the added conditioning (SDXL: 6), 0 without one */
+    float vae_scale;        /* the family's latent scaling factor (ldm / sgm scale_factor) */
     int unet_head_dim;      /* fixed head width (0: unet_heads heads of any width, 8 by default) */
     const char *prediction; /* the default prediction type; NULL: decided from the UNet (SD 2.x) */
     int default_size;
@@ -34,34 +35,36 @@ typedef struct {
 } family_rule;
 
 /* The first encoder's token embedding identifies the family. */
+/* clang-format off */
 static const family_rule FAMILIES[] = {
-    {FAMILY_SD1,
-     "SD 1.x",
-     "cond_stage_model.",
-     1,
-     {{"CLIP ViT-L/14 (transformers naming)", TEXT_CLIP, "cond_stage_model.transformer.text_model.", 0, 1, CLIP_EOS_ID,
-       0, 1}},
-     0.18215f,
-     0,
-     "epsilon",
-     512,
-     SD_SPACING_DEFAULT,
-     0,
-     512},
-    {FAMILY_SD2,
-     "SD 2.x",
-     "cond_stage_model.",
-     1,
+    {FAMILY_SD1, "SD 1.x", "cond_stage_model.", 1,
+     {{"CLIP ViT-L/14 (transformers naming)", TEXT_CLIP, "cond_stage_model.transformer.text_model.", 0, 1,
+       CLIP_EOS_ID, 0, 1}},
+     0, 0.18215f, 0, "epsilon", 512, SD_SPACING_DEFAULT, 0, 512},
+    {FAMILY_SD2, "SD 2.x", "cond_stage_model.", 1,
      {{"OpenCLIP ViT-H/14 (open_clip naming)", TEXT_OPENCLIP, "cond_stage_model.model.", 1, 1, OPENCLIP_PAD_ID, 0, 0}},
-     0.18215f,
-     64,
-     NULL,
-     512,
-     SD_SPACING_DEFAULT,
-     0,
-     512},
+     0, 0.18215f, 64, NULL, 512, SD_SPACING_DEFAULT, 0, 512},
+    /* SDXL (sgm): both encoders' penultimate hidden states side by side, no final LayerNorm; the pooled output and
+     * six size ids as added conditioning; diffusers' SDXL scheduler config (leading spacing); heads 64 wide */
+    {FAMILY_SDXL, "SDXL", "conditioner.", 2,
+     {{"CLIP ViT-L/14 (transformers naming)", TEXT_CLIP, "conditioner.embedders.0.transformer.text_model.", 1, 0,
+       CLIP_EOS_ID, 0, 0},
+      {"OpenCLIP ViT-bigG/14 (open_clip naming)", TEXT_OPENCLIP, "conditioner.embedders.1.model.", 1, 0,
+       OPENCLIP_PAD_ID, 1, 0}},
+     6, 0.13025f, 64, "epsilon", 1024, SD_SPACING_LEADING, 1, 1024},
 };
+/* clang-format on */
 #define N_FAMILIES ((int)(sizeof FAMILIES / sizeof *FAMILIES))
+
+/* Checkpoints of other families, recognised to be refused by name. */
+static const struct {
+    const char *probe, *what;
+} UNSUPPORTED[] = {
+    {"conditioner.embedders.0.model.token_embedding.weight",
+     "an SDXL refiner (sd_xl_refiner_1.0: one OpenCLIP encoder and aesthetic-score conditioning), not supported yet"},
+    {"model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight", "an SD 3 checkpoint (MMDiT), not supported"},
+    {"model.diffusion_model.double_blocks.0.img_attn.qkv.weight", "a FLUX checkpoint, not supported"},
+};
 
 /* The tensor whose presence identifies an encoder (its token embedding). */
 static void token_embedding_name(const encoder_rule *e, char *out, size_t len) {
@@ -79,6 +82,11 @@ static const st_tensor *token_embedding(const tensor_store *s, const encoder_rul
 static const family_rule *find_family(const tensor_store *s, char *err, size_t errlen) {
     const family_rule *found = NULL;
     const char *path = s->file.path;
+    for (size_t i = 0; i < sizeof UNSUPPORTED / sizeof *UNSUPPORTED; i++)
+        if (store_find(s, UNSUPPORTED[i].probe)) {
+            snprintf(err, errlen, "%s: is %s (it has '%s')", path, UNSUPPORTED[i].what, UNSUPPORTED[i].probe);
+            return NULL;
+        }
     for (int i = 0; i < N_FAMILIES; i++) {
         if (!token_embedding(s, &FAMILIES[i].text[0])) continue;
         if (found) {
@@ -200,6 +208,40 @@ static int read_channels(model_desc *d, const tensor_store *s, char *err, size_t
     return 0;
 }
 
+/* The added conditioning: its width from label_emb's input, the pooled part from the encoder that has one, and the
+ * size ids' embedding width from what is left. */
+static int read_added(model_desc *d, const tensor_store *s, const family_rule *f, char *err, size_t errlen) {
+    const st_tensor *label = store_find(s, UNET_PREFIX "label_emb.0.0.weight");
+    if (!f->time_ids) return 0;
+    if (!label || label->ndim != 2) {
+        snprintf(err, errlen, "%s: missing tensor '" UNET_PREFIX "label_emb.0.0.weight' (%s's added conditioning)",
+                 s->file.path, f->name);
+        return -1;
+    }
+    d->added_width = (int)label->shape[1];
+    d->time_ids = f->time_ids;
+    for (int i = 0; i < d->n_text; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "%stext_projection", d->text[i].prefix);
+        const st_tensor *p = d->text[i].pooled ? store_find(s, name) : NULL;
+        if (d->text[i].pooled && (!p || p->ndim != 2)) {
+            snprintf(err, errlen, "%s: missing tensor '%s' (the pooled text output)", s->file.path, name);
+            return -1;
+        }
+        if (p) d->pooled_width = (int)p->shape[1];
+    }
+    int rest = d->added_width - d->pooled_width;
+    d->time_id_dim = rest > 0 && rest % (2 * d->time_ids) == 0 ? rest / d->time_ids : 0;
+    if (!d->time_id_dim) {
+        snprintf(err, errlen,
+                 "%s: tensor '" UNET_PREFIX "label_emb.0.0.weight' takes %d inputs: not the pooled output's %d plus %d "
+                 "size embeddings",
+                 s->file.path, d->added_width, d->pooled_width, d->time_ids);
+        return -1;
+    }
+    return 0;
+}
+
 sd_status desc_read(model_desc *d, const tensor_store *s, char *err, size_t errlen) {
     memset(d, 0, sizeof *d);
     const family_rule *f = find_family(s, err, errlen);
@@ -211,7 +253,9 @@ sd_status desc_read(model_desc *d, const tensor_store *s, char *err, size_t errl
         if (read_encoder(d, s, &f->text[i], i, err, errlen) != 0) return SD_ERR_MODEL;
         d->context_width += d->text[i].width;
     }
-    if (read_unet_metadata(d, s, f, err, errlen) != 0 || read_channels(d, s, err, errlen) != 0) return SD_ERR_MODEL;
+    if (read_unet_metadata(d, s, f, err, errlen) != 0 || read_channels(d, s, err, errlen) != 0 ||
+        read_added(d, s, f, err, errlen) != 0)
+        return SD_ERR_MODEL;
     d->vae_scale = f->vae_scale;
     d->vae_shift = 0.0f;
     d->default_size = f->default_size;

@@ -30,6 +30,7 @@ typedef struct {
 } lora_file;
 
 struct lora_set {
+    int n_text;      /* the model's text encoders (their roots: "te", or "te1", "te2") */
     target *targets; /* [n_targets] sorted by key */
     int n_targets, cap_targets;
     lora_file *files; /* [n_files] */
@@ -118,6 +119,7 @@ static void text_root(const model_desc *d, int i, char *root, size_t len) {
 lora_set *lora_set_create(const tensor_store *st, const model_desc *d) {
     lora_set *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    s->n_text = d->n_text;
     const int L = unet_levels_resnets(st);
     const size_t ulen = strlen(UNET_PREFIX);
     for (int i = 0; i < st->file.n_tensors; i++) {
@@ -128,8 +130,10 @@ lora_set *lora_set_create(const tensor_store *st, const model_desc *d) {
         if (!strncmp(t->name, UNET_PREFIX, ulen) && nlen > ulen + 7 && !strcmp(t->name + nlen - 7, ".weight")) {
             char orig[256], path[256];
             snprintf(orig, sizeof orig, "%.*s", (int)(nlen - ulen - 7), t->name + ulen);
+            /* kohya names SD 1.x / 2.x modules after diffusers' layout, SDXL ones after the single file's (sgm) */
             if (naming_unet_to_diffusers(orig, L, path, sizeof path) == 0)
                 rc = add_target(s, "unet", path, t, 0, (int)t->shape[0]);
+            if (rc == 0) rc = add_target(s, "unet", orig, t, 0, (int)t->shape[0]);
         } else {
             for (int e = 0; e < d->n_text && rc == 0; e++) {
                 char root[8];
@@ -161,7 +165,7 @@ void lora_set_free(lora_set *s) {
 
 /* Module key of a LoRA tensor name, in the table's form ("unet_…" / "te_…"), and what the tensor is:
  * 'd' down, 'u' up, 'a' alpha, 0 another kind. Returns 0, or -1 when the name has no known root. */
-static int module_key(const char *name, char *key, size_t len, char *kind) {
+static int module_key(const lora_set *s, const char *name, char *key, size_t len, char *kind) {
     static const struct {
         const char *suffix;
         char kind;
@@ -170,8 +174,11 @@ static int module_key(const char *name, char *key, size_t len, char *kind) {
                     {".alpha", 'a'},
                     {".lora_A.weight", 'd'},
                     {".lora_B.weight", 'u'}};
-    static const char *const roots[][2] = {
-        {"lora_unet_", "unet_"}, {"lora_te_", "te_"}, {"unet.", "unet_"}, {"text_encoder.", "te_"}};
+    /* kohya's lora_te_ (one encoder), lora_te1_ / lora_te2_ (SDXL); PEFT's text_encoder. is the first encoder */
+    const char *const roots[][2] = {{"lora_unet_", "unet_"},         {"lora_te_", "te_"},
+                                    {"lora_te1_", "te1_"},           {"lora_te2_", "te2_"},
+                                    {"unet.", "unet_"},              {"text_encoder_2.", "te2_"},
+                                    {"text_encoder.", s->n_text > 1 ? "te1_" : "te_"}};
     if (!strncmp(name, "base_model.model.", 17)) name += 17; /* PEFT's wrapper prefix */
     size_t nlen = strlen(name), cut = nlen;
     *kind = 0;
@@ -315,7 +322,7 @@ static int map_modules(lora_set *s, lora_file *f, int file_index, const char *pa
         return -1;
     }
     for (int i = 0; i < st->n_tensors; i++) {
-        k[i].known = module_key(st->tensors[i].name, k[i].key, sizeof k[i].key, &k[i].kind) == 0;
+        k[i].known = module_key(s, st->tensors[i].name, k[i].key, sizeof k[i].key, &k[i].kind) == 0;
         k[i].index = i;
         if (!k[i].kind) {
             f->unsupported++;

@@ -2,14 +2,16 @@
  *   W' = W + Σ_loras mult · scale · up · down,   scale = alpha / rank (1 without alpha)
  * (1×1 convolutions as matrices; LoCon: down is k×k, up 1×1, Δ[o,i,y,x] = Σ_r up[o,r] · down[r,i,y,x]).
  *
- * File formats: kohya / AUTOMATIC1111 (`lora_unet_<diffusers path>` / `lora_te_<transformers path>` with '.'
+ * File formats: kohya / AUTOMATIC1111 (`lora_unet_<diffusers path>` for SD 1.x / 2.x, `lora_unet_<single-file
+ * path>` for SDXL, `lora_te_<transformers path>`, or `lora_te1_` / `lora_te2_` for SDXL's two encoders, with '.'
  * as '_', `.lora_down.weight`, `.lora_up.weight`, optional `.alpha`) and diffusers / PEFT
- * (`unet.<path>.lora_A.weight` = down, `.lora_B.weight` = up, `text_encoder.<path>…`).
+ * (`unet.<path>.lora_A.weight` = down, `.lora_B.weight` = up, `text_encoder.<path>…`, `text_encoder_2.<path>…`).
  *
  * Names: the set derives, from the checkpoint's own tensor list, the diffusers / transformers module path of
  * every weight matrix (the UNet's input_blocks.3i+j+1 ↔ down_blocks.i.*.j rule and the resnet layer names
- * of diffusers' conversion script; OpenCLIP's fused in_proj as three row ranges) and looks the LoRA's
- * modules up in that table: no per-layer list is written by hand. */
+ * of diffusers' conversion script; OpenCLIP's fused in_proj as three row ranges, its c_fc / c_proj / out_proj as
+ * transformers' fc1 / fc2 / out_proj) and the single-file path of every UNet matrix, and looks the LoRA's modules
+ * up in that table: no per-layer list is written by hand. */
 #ifndef SD_LORA_H
 #define SD_LORA_H
 

@@ -167,10 +167,17 @@ static sd_status encode_negative(sd_ctx *c, const conditioner *cd, const sd_gen_
     return conditioner_encode_cached(cd, &c->prompts, neg, skip, "negative prompt", &g->uncond, err, errlen);
 }
 
-/* The added conditioning of item b (0 uncond, 1 cond): pooled text and the size ids (H, W, 0, 0, H, W). */
-static void added_vector(const sd_ctx *c, const generation *g, const conditioning *cd, float *added) {
+/* The added conditioning of one conditioning: its pooled text and the size ids (original height, width, crop top,
+ * left, target height, width; by default (H, W, 0, 0, H, W), diffusers' StableDiffusionXLPipeline). */
+static void added_vector(const sd_ctx *c, const sd_gen_params *p, const generation *g, const conditioning *cd,
+                         float *added) {
     const model_desc *d = &c->model.d;
-    const float ids[6] = {(float)g->H, (float)g->W, 0.0f, 0.0f, (float)g->H, (float)g->W};
+    const float ids[6] = {(float)(p->original_height ? p->original_height : g->H),
+                          (float)(p->original_width ? p->original_width : g->W),
+                          (float)p->crop_top,
+                          (float)p->crop_left,
+                          (float)(p->target_height ? p->target_height : g->H),
+                          (float)(p->target_width ? p->target_width : g->W)};
     unet_added_vector(cd->pooled, d->pooled_width, ids, d->time_ids, d->time_id_dim, added);
 }
 
@@ -191,8 +198,8 @@ static sd_status encode_prompts(sd_ctx *c, const sd_gen_params *p, generation *g
     if (A) {
         if (!(g->added = malloc((size_t)2 * A * sizeof(float))))
             return fail(err, errlen, SD_ERR_NOMEM, "out of memory");
-        added_vector(c, g, g->guided ? &g->uncond : &g->cond, g->added);
-        added_vector(c, g, &g->cond, g->added + A);
+        added_vector(c, p, g, g->guided ? &g->uncond : &g->cond, g->added);
+        added_vector(c, p, g, &g->cond, g->added + A);
     }
     return SD_OK;
 }

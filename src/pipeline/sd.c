@@ -92,6 +92,18 @@ static sd_status complete_description(sd_ctx *c, const char *path, char *err, si
                  d->context_width, c->un.c.ctx_dim);
         return SD_ERR_MODEL;
     }
+    if (c->un.c.added_dim != d->added_width) {
+        snprintf(err, errlen, "%s: tensor '" UNET_PREFIX "label_emb.0.0.weight' %s, but the %s family %s", path,
+                 c->un.c.added_dim ? "takes added conditioning" : "is missing", d->family_name,
+                 d->added_width ? "has added conditioning" : "has none");
+        return SD_ERR_MODEL;
+    }
+    for (int i = 0; i < d->n_text; i++)
+        if (d->text[i].pooled && c->te[i].c.projection != d->pooled_width) {
+            snprintf(err, errlen, "%s: text encoder %d's projection gives %d values, the UNet takes %d", path, i + 1,
+                     c->te[i].c.projection, d->pooled_width);
+            return SD_ERR_MODEL;
+        }
     if (c->un.c.out_ch != d->latent_ch) {
         snprintf(err, errlen, "%s: tensor '" UNET_PREFIX "out.2.weight' gives %d channels, the VAE's latent has %d",
                  path, c->un.c.out_ch, d->latent_ch);
@@ -239,6 +251,8 @@ void sd_get_model_info(const sd_ctx *c, sd_model_info *info) {
     info->default_width = info->default_height = d->default_size;
     info->unet_in_channels = d->unet_in_ch;
     info->latent_channels = d->latent_ch;
+    info->default_spacing = d->default_spacing;
+    info->size_conditioning = d->time_ids > 0;
 }
 
 static void print_dtypes(const tensor_store *s, const char *prefix, FILE *f) {
@@ -339,6 +353,13 @@ static sd_status check_size(const char *what, int v, char *err) {
     return SD_OK;
 }
 
+/* A size-conditioning value: 0 (the default) or a pixel count. */
+static sd_status check_condition_size(const char *what, int v, char *err) {
+    if (v >= 0 && v <= 65536) return SD_OK;
+    snprintf(err, SD_ERR_LEN, "%s: %d is outside 0..65536 pixels", what, v);
+    return SD_ERR_ARG;
+}
+
 static sd_status check_pixels(const char *what, const sd_pixels *px, char *err) {
     if (!px) return SD_OK;
     if (!px->data || px->width < 1 || px->height < 1 || px->channels < 1 || px->channels > 4) {
@@ -397,6 +418,12 @@ sd_status sd_gen_params_check(const sd_gen_params *p, char err[SD_ERR_LEN]) {
     if ((st = check_pixels("init image", p->init_image, err)) != SD_OK ||
         (st = check_pixels("mask", p->mask, err)) != SD_OK)
         return st;
+    const int sizes[6] = {p->original_width, p->original_height, p->crop_top,
+                          p->crop_left,      p->target_width,    p->target_height};
+    static const char *const names[6] = {"original width", "original height", "crop top",
+                                         "crop left",      "target width",    "target height"};
+    for (int i = 0; i < 6; i++)
+        if ((st = check_condition_size(names[i], sizes[i], err)) != SD_OK) return st;
     return SD_OK;
 }
 
