@@ -37,7 +37,7 @@ extern "C" {
 #define SD_VERSION_MAJOR 0
 #define SD_VERSION_MINOR 2
 #define SD_VERSION_PATCH 0
-#define SD_ERR_LEN 512
+#define SD_ERR_LEN       512
 
 /* "0.2.0": the version of the library actually linked. */
 SD_API const char *sd_version(void);
@@ -60,7 +60,7 @@ typedef enum {
     SD_SAMPLER_LMS = 0, /* LMSDiscrete, order 4 (default) */
     SD_SAMPLER_DDPM,
     SD_SAMPLER_DDIM,
-    SD_SAMPLER_PNDM,    /* PLMS, skip_prk_steps */
+    SD_SAMPLER_PNDM, /* PLMS, skip_prk_steps */
     SD_SAMPLER_EULER,
     SD_SAMPLER_EULER_A,
     SD_SAMPLER_HEUN,
@@ -85,13 +85,13 @@ typedef enum { SD_PREDICTION_DEFAULT = 0, SD_PREDICTION_EPSILON, SD_PREDICTION_V
 
 /* What a sampler is and which options change its result (one table inside the library). */
 typedef struct {
-    const char *name;         /* command-line name: "lms", "dpm++2m", ... */
-    const char *a1111_name;   /* AUTOMATIC1111's name for the PNG parameters: "LMS", "DPM++ 2M", ... */
+    const char *name;       /* command-line name: "lms", "dpm++2m", ... */
+    const char *a1111_name; /* AUTOMATIC1111's name for the PNG parameters: "LMS", "DPM++ 2M", ... */
     sd_spacing default_spacing;
-    int uses_eta;             /* --eta changes the result */
-    int uses_karras;          /* --scheduler karras changes the result */
-    int evals_per_step;       /* UNet evaluations per step after the first (2 for Heun) */
-    int warmup_evals;         /* extra UNet evaluations before the steps (1 for PNDM's warm-up) */
+    int uses_eta;       /* --eta changes the result */
+    int uses_karras;    /* --scheduler karras changes the result */
+    int evals_per_step; /* UNet evaluations per step after the first (2 for Heun) */
+    int warmup_evals;   /* extra UNet evaluations before the steps (1 for PNDM's warm-up) */
 } sd_sampler_info;
 
 /* NULL when s is not a sampler. */
@@ -106,8 +106,8 @@ typedef struct sd_ctx sd_ctx;
 /* Arithmetic of the networks' matrix products (linear layers, convolutions, attention). */
 typedef enum {
     SD_PRECISION_F32 = 0, /* float32 (default) */
-    SD_PRECISION_BF16     /* inputs rounded to bfloat16, products summed in float32 (AVX512-BF16 CPUs; float32 elsewhere);
-                             norms, softmax and the sampler stay float32 */
+    SD_PRECISION_BF16 /* inputs rounded to bfloat16, products summed in float32 (AVX512-BF16 CPUs; float32 elsewhere);
+                         norms, softmax and the sampler stay float32 */
 } sd_precision;
 
 /* Whether this CPU computes SD_PRECISION_BF16 in bfloat16 (AVX512-BF16, checked at run time). */
@@ -125,19 +125,22 @@ typedef struct {
 
 typedef struct {
     const char *model_path; /* .safetensors, .ckpt (read without executing it) or a diffusers folder */
-    const char *vae_path;  /* optional: a standalone VAE (.safetensors / .ckpt) replacing the model's */
+    const char *vae_path;   /* optional: a standalone VAE (.safetensors / .ckpt) replacing the model's */
     const char *taesd_path; /* optional: TAESD (tiny autoencoder) decoding and encoding instead of the VAE */
-    int n_threads;         /* <= 0: the number of cores */
-    const sd_lora *loras;  /* merged into the weights at load, in float32: sampling speed is unchanged */
+    int n_threads;          /* <= 0: the number of cores */
+    const sd_lora *loras;   /* merged into the weights at load, in float32: sampling speed is unchanged */
     int n_loras;
-    FILE *log;             /* optional: one line per LoRA (modules applied); NULL for silence */
-    int verbose;           /* with log: also the LoRA keys that matched no layer */
-    int keep_weights;      /* 1: the weights' mapped pages stay resident between stages and images (batches: nothing
-                              is read again per image; the peak memory then holds every network's weights). 0: each
-                              stage gives its pages back when done, so the peak is the largest stage */
-    int low_memory;        /* 1: each F16/BF16 weight's mapped pages are given back as soon as the layer has converted
-                              them (about one layer resident), and the VAE runs in 256-pixel tiles */
+    FILE *log;              /* optional: one line per LoRA (modules applied); NULL for silence */
+    int verbose;            /* with log: also the LoRA keys that matched no layer */
+    int keep_weights;       /* 1: the weights' mapped pages stay resident between stages and images (batches: nothing
+                               is read again per image; the peak memory then holds every network's weights). 0: each
+                               stage gives its pages back when done, so the peak is the largest stage */
+    int low_memory;         /* 1: each F16/BF16 weight's mapped pages are given back as soon as the layer has converted
+                               them (about one layer resident), and the VAE runs in 256-pixel tiles */
     sd_precision precision; /* of the matrix products, for every image of this context */
+    const char *embeddings_dir; /* optional: a folder of textual-inversion embeddings (*.pt, *.bin, *.safetensors),
+                                   each usable in prompts by its file name without the extension; files this model
+                                   cannot use are noted on `log` and refused only when a prompt names them */
 } sd_load_params;
 
 SD_API void sd_load_params_default(sd_load_params *p);
@@ -160,22 +163,22 @@ SD_API void sd_print_info(const sd_ctx *ctx, FILE *f);
 
 /* What the loaded model is. */
 typedef struct {
-    const char *family;        /* "SD 1.x", "SD 2.x", "SDXL" */
-    const char *text_encoder;  /* "CLIP ViT-L/14", "OpenCLIP ViT-H/14", "CLIP ViT-L/14 + OpenCLIP ViT-bigG/14" (by
-                                  naming; sizes may differ) */
-    sd_prediction prediction;  /* the model's default (never DEFAULT) */
+    const char *family;       /* "SD 1.x", "SD 2.x", "SDXL" */
+    const char *text_encoder; /* "CLIP ViT-L/14", "OpenCLIP ViT-H/14", "CLIP ViT-L/14 + OpenCLIP ViT-bigG/14" (by
+                                 naming; sizes may differ) */
+    sd_prediction prediction; /* the model's default (never DEFAULT) */
     int default_width, default_height;
-    int unet_in_channels;      /* 4, or 9 for inpainting models */
+    int unet_in_channels; /* 4, or 9 for inpainting models */
     int latent_channels;
     sd_spacing default_spacing; /* the family's timestep spacing for every sampler, or SD_SPACING_DEFAULT: each
                                    sampler's own (sd_sampler_info.default_spacing) */
-    int size_conditioning;     /* the UNet takes SDXL's size conditioning (original_width, ... of sd_gen_params) */
+    int size_conditioning;      /* the UNet takes SDXL's size conditioning (original_width, ... of sd_gen_params) */
 } sd_model_info;
 SD_API void sd_get_model_info(const sd_ctx *ctx, sd_model_info *info);
 
 typedef struct {
-    int step, steps;      /* 1-based UNet evaluation just finished, total */
-    double seconds;       /* seconds spent in this evaluation */
+    int step, steps; /* 1-based UNet evaluation just finished, total */
+    double seconds;  /* seconds spent in this evaluation */
 } sd_progress;
 
 typedef void (*sd_progress_fn)(const sd_progress *p, void *user);
@@ -185,7 +188,7 @@ typedef int (*sd_cancel_fn)(void *user);
 /* An 8-bit image in memory: rows top to bottom, channels interleaved (1 grey, 3 RGB, 4 RGBA). */
 typedef struct {
     int width, height, channels;
-    const uint8_t *data;  /* [height, width, channels] */
+    const uint8_t *data; /* [height, width, channels] */
 } sd_pixels;
 
 typedef struct {
@@ -198,24 +201,24 @@ typedef struct {
     sd_sampler sampler;
     sd_schedule schedule;
     sd_spacing spacing;
-    float eta;                   /* DDIM eta (default 0) */
+    float eta; /* DDIM eta (default 0) */
     sd_rng_kind rng;
-    sd_prediction prediction;    /* DEFAULT = from the model's metadata / family */
-    int clip_skip;               /* 0 or 1 = the family's layer; N > 1 uses the hidden state N-1 layers earlier */
-    int vae_tiling;              /* 1: decode (and encode) in 512-pixel tiles as diffusers' enable_tiling() does,
-                                    for images over 512 pixels; 0: only when the untiled VAE would not fit in memory */
+    sd_prediction prediction; /* DEFAULT = from the model's metadata / family */
+    int clip_skip;            /* 0 or 1 = the family's layer; N > 1 uses the hidden state N-1 layers earlier */
+    int vae_tiling;           /* 1: decode (and encode) in 512-pixel tiles as diffusers' enable_tiling() does,
+                                 for images over 512 pixels; 0: only when the untiled VAE would not fit in memory */
     /* img2img / inpainting: an init image (and a mask, white = repaint) make the run start from the
      * image noised to where `strength` (0 < s <= 1, default 0.75) puts it, as diffusers does. */
     const sd_pixels *init_image; /* NULL = txt2img */
     const sd_pixels *mask;       /* NULL = no inpainting; needs init_image */
     double strength;
-    sd_progress_fn progress;     /* optional */
+    sd_progress_fn progress; /* optional */
     void *progress_user;
-    sd_cancel_fn cancel;         /* optional, polled between the networks' layers: a non-zero answer stops the run */
+    sd_cancel_fn cancel; /* optional, polled between the networks' layers: a non-zero answer stops the run */
     void *cancel_user;
     /* SDXL's size conditioning (the UNet's added input; other families ignore it). 0 = the default: the original and
-     * the target size are the output size, the crop (top, left) is 0, 0 (diffusers' original_size, crops_coords_top_left,
-     * target_size) */
+     * the target size are the output size, the crop (top, left) is 0, 0 (diffusers' original_size,
+     * crops_coords_top_left, target_size) */
     int original_width, original_height;
     int crop_top, crop_left;
     int target_width, target_height;
@@ -227,9 +230,9 @@ SD_API void sd_gen_params_default(sd_gen_params *p);
 SD_API sd_status sd_gen_params_check(const sd_gen_params *p, char err[SD_ERR_LEN]);
 
 typedef struct {
-    int width, height;      /* pixels */
-    uint8_t *rgb;           /* [height, width, 3] */
-    float *latent;          /* [latent_channels, height/8, width/8]: the final latent (unscaled sampler output) */
+    int width, height; /* pixels */
+    uint8_t *rgb;      /* [height, width, 3] */
+    float *latent;     /* [latent_channels, height/8, width/8]: the final latent (unscaled sampler output) */
     int latent_channels;
 } sd_image;
 
@@ -244,13 +247,24 @@ SD_API sd_status sd_pixels_read(const char *path, sd_pixels *out, char err[SD_ER
 SD_API void sd_pixels_free(sd_pixels *p);
 
 /* Writes what the prompt parser and the chunker made of `prompt` (weighted spans, chunks of 75 tokens) to f,
- * one line each, prefixed "sd: <what>: " (f may be NULL). Returns the number of brackets the parser had to close (0 when the
- * syntax was balanced), or -1 when the text is not valid UTF-8. */
+ * one line each, prefixed "sd: <what>: " (f may be NULL). Returns the number of brackets the parser had to close (0
+ * when the syntax was balanced), or -1 when the text is not valid UTF-8. */
 SD_API int sd_describe_prompt(const sd_ctx *ctx, const char *prompt, const char *what, FILE *f);
 
 /* Checks that `prompt` (named `what` in the message: "prompt", "negative prompt") can be encoded, without encoding
  * it: SD_OK, or SD_ERR_ARG with err set (not UTF-8). For checking a batch of prompts before making any image. */
 SD_API sd_status sd_check_prompt(const sd_ctx *ctx, const char *prompt, const char *what, char err[SD_ERR_LEN]);
+
+/* A textual-inversion embedding a prompt uses. */
+typedef struct {
+    const char *name; /* the file name without the extension */
+    const char *hash; /* the first 12 hex digits of the file's SHA-256 (AUTOMATIC1111's "TI hashes") */
+    int vectors;      /* how many token positions it takes */
+} sd_embedding_use;
+
+/* The embeddings `prompt` names (each once, in the order of first use): returns how many (the first `max` stored in
+ * out; the strings belong to the context), or -1 when the prompt cannot be encoded (sd_check_prompt says why). */
+SD_API int sd_prompt_embeddings(const sd_ctx *ctx, const char *prompt, sd_embedding_use *out, int max);
 
 /* Stage timings and memory of the last sd_generate call, in seconds / bytes. */
 typedef struct {

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "output.h"
 #include "sd.h"
+#include "io/sha256.h"
 #include "test_util.h"
 
 #include <signal.h>
@@ -636,15 +637,16 @@ static void test_sdxl(void) {
     snprintf(cmd, sizeof cmd, "%s/infoxl.txt", tmpdir);
     char *info = read_text_file(cmd);
     CHECK(info && strstr(info, "family:        SDXL") && strstr(info, "text encoder 1: CLIP ViT-L/14") &&
-              strstr(info, "text encoder 2: OpenCLIP ViT-bigG/14") && strstr(info, "pooled output through text_projection") &&
-              strstr(info, "added vector 224 (pooled 128 + 6 size ids x 16)") && strstr(info, "default size:  1024x1024") &&
-              strstr(info, "scale 0.13025"),
+              strstr(info, "text encoder 2: OpenCLIP ViT-bigG/14") &&
+              strstr(info, "pooled output through text_projection") &&
+              strstr(info, "added vector 224 (pooled 128 + 6 size ids x 16)") &&
+              strstr(info, "default size:  1024x1024") && strstr(info, "scale 0.13025"),
           "--info on SDXL: %s", info ? info : "");
     free(info);
     snprintf(o2, sizeof o2, "%s/xl.png", tmpdir);
     char *err = NULL;
-    int rc = run_sd(ARGS("-m", xl, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "1", "--original-size", "2048x1536",
-                         "--crop-coords", "0x32", "--timestep-spacing", "leading", "-o", o2),
+    int rc = run_sd(ARGS("-m", xl, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "1", "--original-size",
+                         "2048x1536", "--crop-coords", "0x32", "--timestep-spacing", "leading", "-o", o2),
                     &err);
     CHECK(rc == 0, "SDXL with size conditioning: %d %s", rc, err ? err : "");
     free(err);
@@ -660,30 +662,83 @@ static void test_sdxl(void) {
     snprintf(lora, sizeof lora, "%s/sd1-lora/lora_kohya.safetensors", SD_FIXTURES);
     expect_error("SD 1.x LoRA on SDXL", 2, "does not fit tensor 'model.diffusion_model.",
                  ARGS("-m", xl, "-p", "x", "--lora", lora, "-o", out));
-    snprintf(vae, sizeof vae, "%s", edited_model("sd1-formats/vae_alt.safetensors", "vae_xl_wide.safetensors",
-                                                  "\"shape\":[64,4,3,3],\"data_offsets\":[256,",
-                                                  "\"shape\":[32,8,3,3],\"data_offsets\":[256,"));
+    snprintf(vae, sizeof vae, "%s",
+             edited_model("sd1-formats/vae_alt.safetensors", "vae_xl_wide.safetensors",
+                          "\"shape\":[64,4,3,3],\"data_offsets\":[256,",
+                          "\"shape\":[32,8,3,3],\"data_offsets\":[256,"));
     expect_error("VAE of other shapes", 2, "takes 4 channels; expected 8 (the VAE's latent)",
                  ARGS("-m", xl, "-p", "x", "--vae", vae, "-o", out));
-    expect_model_error(write_st("xl_mixed.safetensors",
-                                "{\"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight\":{\"dtype\":"
-                                "\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"conditioner.embedders.0.transformer."
-                                "text_model.embeddings.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],"
-                                "\"data_offsets\":[4,8]}}",
-                                8),
-                       "mixes model families");
-    expect_model_error(write_st("xl_refiner.safetensors",
-                                "{\"conditioner.embedders.0.model.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],"
-                                "\"data_offsets\":[0,4]}}",
-                                4),
-                       "an SDXL refiner (sd_xl_refiner_1.0");
+    char folder[800]; /* an SDXL diffusers folder: refused with what to do instead */
+    snprintf(folder, sizeof folder, "%s/xl_folder", tmpdir);
+    snprintf(
+        cmd, sizeof cmd,
+        "mkdir -p %s/unet %s/text_encoder && echo '{\"addition_embed_type\": \"text_time\"}' > %s/unet/config.json && "
+        "echo '{}' > %s/text_encoder/config.json",
+        folder, folder, folder, folder);
+    CHECK(system(cmd) == 0, "SDXL folder");
+    expect_model_error(folder, "an SDXL diffusers folder: not supported yet (use its single-file checkpoint)");
+    expect_model_error(
+        write_st("xl_mixed.safetensors",
+                 "{\"cond_stage_model.transformer.text_model.embeddings.token_embedding.weight\":{\"dtype\":"
+                 "\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"conditioner.embedders.0.transformer."
+                 "text_model.embeddings.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],"
+                 "\"data_offsets\":[4,8]}}",
+                 8),
+        "mixes model families");
+    expect_model_error(
+        write_st("xl_refiner.safetensors",
+                 "{\"conditioner.embedders.0.model.token_embedding.weight\":{\"dtype\":\"F32\",\"shape\":[1],"
+                 "\"data_offsets\":[0,4]}}",
+                 4),
+        "an SDXL refiner (sd_xl_refiner_1.0");
     expect_model_error(edited_model("sdxl-tiny/model_f16.safetensors", "xl_no_te2.safetensors",
                                     "conditioner.embedders.1.model.token_embedding.weight",
                                     "conditioner.embedders.1.model.token_embedding.weighX"),
                        "missing tensor 'conditioner.embedders.1.model.token_embedding.weight' (text encoder 2)");
     expect_model_error(edited_model("sdxl-tiny/model_f16.safetensors", "xl_no_label.safetensors",
-                                    "model.diffusion_model.label_emb.0.0.weight", "model.diffusion_model.label_emb.0.0.weighX"),
+                                    "model.diffusion_model.label_emb.0.0.weight",
+                                    "model.diffusion_model.label_emb.0.0.weighX"),
                        "missing tensor 'model.diffusion_model.label_emb.0.0.weight'");
+}
+
+/* --embd-dir: a usable embedding is listed by -v and recorded as TI hashes; a hostile .pt beside it is skipped with a
+ * note naming the refused global, refused by name when a prompt uses it, and nothing of it ever runs. */
+static void test_embeddings(void) {
+    char dir[700], src[1024], cmd[3000], err_path[800], png[800], hex[65];
+    snprintf(dir, sizeof dir, "%s/embd", tmpdir);
+    snprintf(err_path, sizeof err_path, "%s/embd.err", tmpdir);
+    snprintf(png, sizeof png, "%s/embd.png", tmpdir);
+    snprintf(src, sizeof src, "%s/sd1-embeddings/emb_one.safetensors", SD_FIXTURES);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s %s/ && cp %s/sd1-formats/malicious.ckpt %s/evil.pt", dir, src, dir,
+             SD_FIXTURES, dir);
+    CHECK(system(cmd) == 0, "embedding folder");
+    CHECK(sha256_file_hex(src, hex) == 0, "sha256 of emb_one");
+    snprintf(cmd, sizeof cmd,
+             "%s -m %s -p 'a (emb_one:1.2) cat' -n emb_one -W 64 -H 64 --steps 1 --embd-dir %s -v -o %s > %s 2>&1",
+             SD_BIN, model, dir, png, err_path);
+    int status = system(cmd);
+    char *said = read_text_file(err_path), want[200];
+    snprintf(want, sizeof want, "TI hashes: \"emb_one: %.12s\"", hex);
+    CHECK(WEXITSTATUS(status) == 0 && said && strstr(said, "embedding evil (") &&
+              strstr(said, "skipped: pickle global 'posix.system' is not allowed") &&
+              strstr(said, "sd: prompt: embedding emb_one (1 vector, hash") &&
+              !strstr(said, "this-line-must-never-run"),
+          "--embd-dir with a hostile file: status %d, '%s'", WEXITSTATUS(status), said ? said : "");
+    free(said);
+    expect_parameters(png, want, "TI hashes (the prompt's and the negative prompt's embedding, once)");
+    snprintf(cmd, sizeof cmd, "%s -m %s -p 'a evil cat' --embd-dir %s -o %s > %s 2>&1", SD_BIN, model, dir, png,
+             err_path);
+    unlink(png);
+    status = system(cmd);
+    said = read_text_file(err_path);
+    const char *line = said ? strstr(said, "sd: error:") : NULL;
+    CHECK(WEXITSTATUS(status) == 2 && line && strstr(line, "embedding 'evil'") &&
+              strstr(line, "pickle global 'posix.system' is not allowed") && one_line(line) && !exists(png) &&
+              !strstr(said, "this-line-must-never-run"),
+          "a prompt naming the hostile file: status %d, '%s'", WEXITSTATUS(status), said ? said : "");
+    free(said);
+    expect_error("--embd-dir missing", 2, "--embd-dir: /nonexistent/embeddings: No such file or directory",
+                 SMALL_RUN("--embd-dir", "/nonexistent/embeddings"));
 }
 
 int main(void) {
@@ -694,6 +749,7 @@ int main(void) {
     test_bad_models();
     test_help_and_info();
     test_sdxl();
+    test_embeddings();
     test_batch();
     test_determinism();
     test_signal();

@@ -22,6 +22,7 @@ typedef struct {
     const char *vae;   /* optional: --vae for every case (under the suite's folder) */
     const char *taesd; /* optional: --taesd for every case (f16.* cases: its _f16 twin) */
     int bf16;          /* --precision bf16: looser PNG bounds (BF16_*), the latent is not compared */
+    int embd;          /* --embd-dir: the suite's folder */
 } suite;
 
 /* bf16 bounds for sd1-tiny's pipe cases (20 steps of a random-weight model at CFG 7.5: every rounding is
@@ -87,6 +88,11 @@ static int json_int(const cJSON *c, const char *key) { return cJSON_GetObjectIte
 /* The model a case runs on: sd1-tiny's unless the suite has its own; inpaint9 cases use the 9-channel UNet. */
 static void model_path(const suite *su, const char *name, const cJSON *c, char *out, size_t len) {
     const cJSON *ch = cJSON_GetObjectItem(c, "unet_channels");
+    const char *own = json_str(c, "model"); /* "sd1-tiny/model_f32.safetensors", "sdxl-tiny/..." */
+    if (own) {
+        snprintf(out, len, "%s/%s", SD_FIXTURES, !strncmp(own, "sd1-tiny/", 9) ? own + 9 : own); /* sd1-tiny: the top */
+        return;
+    }
     if (su->model)
         snprintf(out, len, "%s%s%s", su->model[0] == '/' ? "" : SD_FIXTURES, su->model[0] == '/' ? "" : "/", su->model);
     else if (!strcmp(su->dir, "sd2-tiny"))
@@ -200,6 +206,12 @@ static void run_case(const suite *su, const char *name, const cJSON *c, const st
         args[n++] = "--precision";
         args[n++] = "bf16";
     }
+    char embd[1024];
+    if (su->embd) {
+        snprintf(embd, sizeof embd, "%s/%s", SD_FIXTURES, su->dir);
+        args[n++] = "--embd-dir";
+        args[n++] = embd;
+    }
     args[n] = NULL;
     char *err_text = NULL;
     int rc = run_sd(args, &err_text);
@@ -294,6 +306,7 @@ int main(int argc, char **argv) {
         {.dir = "", .cases = 1, .model = converted, .only = "f16.pipe.lms"},       /* sd-convert model_f16.ckpt */
         {.dir = "taesd", .cases = 3, .model = "model_f32.safetensors", .taesd = "taesd"}, /* TAESD (F32, F16) */
         {.dir = "sdxl-tiny", .cases = 6, .model = "sdxl-tiny/model_f16.safetensors"},   /* SDXL, a LoRA, Turbo */
+        {.dir = "sd1-embeddings", .cases = 4, .embd = 1}, /* textual inversion: prompt, negative, emphasis, SDXL */
         {.dir = "", .cases = 16, .bf16 = 1}, /* sd1-tiny in bfloat16 (argument "bf16") */
     };
     /* clang-format on */

@@ -34,7 +34,7 @@ static void check_conditioning(const char *name, const char *text, const char *k
     prompt_chunk *chunks = NULL;
     int n = 0;
     CHECK(prompt_parse_text(text, &pp) == 0 &&
-              conditioner_chunks(tok, &pp, CLIP_EOS, &chunks, &n, err, sizeof err) == 0,
+              conditioner_chunks(tok, &pp, CLIP_EOS, NULL, &chunks, &n, err, sizeof err) == 0,
           "%s: chunks: %s", name, err);
     prompt_parse_free(&pp);
     snprintf(k, sizeof k, "%s.ids", key);
@@ -120,7 +120,7 @@ int main(void) {
         CHECK(0, "load: %s", err);
         return test_finish();
     }
-    cond = (conditioner){tok, &te, &m.d, &cc};
+    cond = (conditioner){tok, &te, &m.d, &cc, NULL};
     test_documented_examples();
     test_extra_network_tags();
     cJSON *cases = fixture_json("sd1-prompts/cases.json");

@@ -2,9 +2,8 @@
  * the machine's sgemm peak, load time, text-encoder time per prompt, median guided UNet step,
  * VAE decode, whole image, peak RSS, and GFLOP/s per stage against models/flops.json.
  *
- *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]... [--vae-tiling]
- * [--low-memory]
- *            [--taesd FILE] [--precision f32|bf16]
+ *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]...
+ *            [--vae-tiling] [--low-memory] [--taesd FILE] [--precision f32|bf16] [--turbo]
  */
 #include "blas_env.h"
 #include "model/desc.h"
@@ -94,6 +93,7 @@ static int threads_used(int threads) {
 typedef struct {
     const char *model, *taesd;
     int width, height, steps, runs, threads, n_loras, vae_tiling, low_memory;
+    int turbo; /* one unguided step as SD-Turbo / SDXL-Turbo run: euler_a, trailing spacing, cfg 0 */
     const sd_lora *loras;
 } bench_opts;
 
@@ -139,6 +139,11 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
         p.steps = o->steps;
         p.seed = 42 + (uint64_t)r;
         p.vae_tiling = o->vae_tiling;
+        if (o->turbo) {
+            p.sampler = SD_SAMPLER_EULER_A;
+            p.spacing = SD_SPACING_TRAILING;
+            p.cfg_scale = 0.0f;
+        }
         sd_image img;
         t0 = now_s();
         st = sd_generate(ctx, &p, &img, err);
@@ -151,7 +156,7 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
         sd_image_free(&img);
         sd_timings t;
         sd_get_timings(ctx, &t);
-        text[r] = t.text_s / 2; /* two prompts: negative and positive */
+        text[r] = t.text_s / (p.cfg_scale > 1.0f ? 2 : 1); /* guided: two prompts, negative and positive */
         step[r] = t.step_median_s;
         decode[r] = t.decode_s;
         rss = t.peak_rss_bytes;
@@ -172,8 +177,11 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     if (is_sd15(o->model)) {
         const char *scaled = scale == 1 ? "" : ", FLOPs scaled from 512";
         printf("text encoder / prompt:  %.3f s  (%.1f GFLOP/s)\n", mt, FLOPS_TEXT_77 / mt / 1e9);
-        printf("guided UNet step:       %.3f s  (%.1f GFLOP/s%s)\n", ms, FLOPS_UNET_STEP_512 * scale / ms / 1e9,
-               scaled);
+        if (o->turbo) /* flops.json counts the guided step */
+            printf("unguided UNet step:     %.3f s\n", ms);
+        else
+            printf("guided UNet step:       %.3f s  (%.1f GFLOP/s%s)\n", ms, FLOPS_UNET_STEP_512 * scale / ms / 1e9,
+                   scaled);
         print_floor(step_flops, peak, ms);
         if (o->taesd)
             printf("TAESD decode:           %.3f s\n", md); /* flops.json counts the full VAE */
@@ -182,7 +190,7 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
                    scaled);
     } else { /* flops.json counts SD 1.5 */
         printf("text encoder / prompt:  %.3f s\n", mt);
-        printf("guided UNet step:       %.3f s\n", ms);
+        printf("%s UNet step:     %s%.3f s\n", o->turbo ? "unguided" : "guided", o->turbo ? "" : "  ", ms);
         print_floor(step_flops, peak, ms);
         printf("VAE decode:             %.3f s\n", md);
         printf("(GFLOP/s are given for SD 1.5 shapes only)\n");
@@ -200,7 +208,8 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
 static void usage(FILE *f) {
     fprintf(
         f, "usage: sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t N] [--precision f32|bf16|f32,bf16]\n"
-           "                [--lora FILE[:MULT]] [--taesd FILE] [--vae-tiling] [--low-memory]\n");
+           "                [--lora FILE[:MULT]] [--taesd FILE] [--vae-tiling] [--low-memory] [--turbo]\n"
+           "  --turbo: one unguided step as SD-Turbo / SDXL-Turbo run (euler_a, trailing spacing, cfg 0)\n");
 }
 
 int main(int argc, char **argv) {
@@ -218,6 +227,12 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(argv[i], "--low-memory")) {
             o.low_memory = 1;
+            i--;
+            continue;
+        }
+        if (!strcmp(argv[i], "--turbo")) {
+            o.turbo = 1;
+            o.steps = 1;
             i--;
             continue;
         }

@@ -251,6 +251,8 @@ static int run_option(cli_args *a, const char *opt, const char *val, char *err, 
         return parse_lora(a, val, err, errlen);
     else if (is(opt, NULL, "--lora-model-dir"))
         a->lora_dir = val;
+    else if (is(opt, NULL, "--embd-dir"))
+        a->embd_dir = val;
     else if (is(opt, NULL, "--vae"))
         a->vae = val;
     else if (is(opt, NULL, "--taesd"))
@@ -289,6 +291,7 @@ typedef struct {
 /* clang-format off */
 static const option_name OPTIONS[] = {
     {"-m", 1, 1}, {"--model", 1, 1}, {"--lora", 1, 1}, {"--lora-model-dir", 1, 1}, {"--vae", 1, 1}, {"--taesd", 1, 1},
+    {"--embd-dir", 1, 1},
     {"-t", 1, 1}, {"--threads", 1, 1}, {"--precision", 1, 1}, {"--prompt-file", 1, 1}, {"--sweep", 1, 1},
     {"--grid", 1, 1}, {"--shard", 1, 1}, {"-v", 0, 1}, {"--verbose", 0, 1}, {"--low-memory", 0, 1}, {"--info", 0, 1},
     {"--json", 0, 1}, {"--skip-existing", 0, 1},

@@ -27,6 +27,7 @@ typedef struct {
 /* The run: the model and what is loaded with it, and how the jobs are made and reported. */
 typedef struct {
     const char *model, *lora_dir, *vae, *taesd;
+    const char *embd_dir;             /* --embd-dir DIR: textual-inversion embeddings */
     const char *prompt_file;          /* --prompt-file FILE ("-" = standard input) */
     const char *sweeps[CLI_MAX_AXES]; /* --sweep KEY=VALUES, in order (a fourth is refused while parsing) */
     int n_sweeps;

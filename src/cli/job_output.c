@@ -18,6 +18,24 @@ static void append_size_conditioning(char *t, size_t len, int *n, const sd_gen_p
         *n += snprintf(t + *n, len - (size_t)*n, ", Target size: %dx%d", g->target_width, g->target_height);
 }
 
+/* AUTOMATIC1111's TI hashes: "name: hash, ..." of the embeddings the prompt and the negative prompt use. */
+static void append_ti_hashes(char *t, size_t len, int *n, const sd_ctx *ctx, const sd_gen_params *g) {
+    sd_embedding_use used[32];
+    int k = sd_prompt_embeddings(ctx, g->prompt, used, 16);
+    k = k < 0 ? 0 : k > 16 ? 16 : k;
+    int m = sd_prompt_embeddings(ctx, g->negative_prompt, used + k, 16);
+    m = m < 0 ? 0 : m > 16 ? 16 : m;
+    int written = 0;
+    for (int i = 0; i < k + m; i++) {
+        int dup = 0;
+        for (int j = 0; j < i; j++) dup |= !strcmp(used[j].name, used[i].name);
+        if (dup) continue;
+        *n += snprintf(t + *n, len - (size_t)*n, "%s%s: %s", written++ ? ", " : ", TI hashes: \"", used[i].name,
+                       used[i].hash);
+    }
+    if (written) *n += snprintf(t + *n, len - (size_t)*n, "\"");
+}
+
 char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx, const sd_image *img) {
     const sd_gen_params *g = &s->gen;
     const sd_sampler_info *si = sd_sampler_get_info(g->sampler);
@@ -25,7 +43,8 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
     sd_get_model_info(ctx, &mi);
     const char *model = base_name(a->model);
     int model_len = strrchr(model, '.') ? (int)(strrchr(model, '.') - model) : (int)strlen(model);
-    size_t len = strlen(g->prompt) + strlen(g->negative_prompt) + strlen(model) + 1024;
+    size_t len =
+        strlen(g->prompt) + strlen(g->negative_prompt) + strlen(model) + 1024 + 32 * 300; /* TI hashes: 32 names */
     for (int i = 0; i < a->n_loras; i++) len += strlen(a->loras[i].path) + 32;
     if (a->vae) len += strlen(a->vae);
     if (a->taesd) len += strlen(a->taesd);
@@ -53,6 +72,7 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
                a->loras[i].multiplier);
         if (i == a->n_loras - 1) APPEND("\"");
     }
+    append_ti_hashes(t, len, &n, ctx, g);
     if (g->eta > 0 && si->uses_eta) APPEND(", Eta DDIM: %g", g->eta);
     const sd_spacing spacing = mi.default_spacing ? mi.default_spacing : si->default_spacing; /* the run's default */
     if (g->spacing && g->spacing != spacing) APPEND(", Timestep spacing: %s", sd_spacing_name(g->spacing));

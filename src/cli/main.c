@@ -220,6 +220,15 @@ static void warn_ignored_options(const job_list *L) {
     }
 }
 
+/* -v: the embeddings a prompt uses, and how many positions each takes. */
+static void describe_embeddings(const sd_ctx *ctx, const char *text, const char *what) {
+    sd_embedding_use used[16];
+    int n = sd_prompt_embeddings(ctx, text, used, 16);
+    for (int i = 0; i < n && i < 16; i++)
+        fprintf(stderr, "sd: %s: embedding %s (%d vector%s, hash %s)\n", what, used[i].name, used[i].vectors,
+                used[i].vectors == 1 ? "" : "s", used[i].hash);
+}
+
 /* Every job's prompts are valid text (checked before any image); unclosed brackets are noted once per text. */
 static int check_prompts(const sd_ctx *ctx, const job_list *L, int verbose) {
     for (int i = 0; i < L->n; i++) {
@@ -234,6 +243,7 @@ static int check_prompts(const sd_ctx *ctx, const job_list *L, int verbose) {
             if (st != SD_OK && j->line) return error(exit_code(st), "%s line %d: %s", L->source, j->line, err);
             if (st != SD_OK) return error(exit_code(st), "%s", err);
             int unclosed = sd_describe_prompt(ctx, texts[k], names[k], verbose && L->n == 1 ? stderr : NULL);
+            if (verbose) describe_embeddings(ctx, texts[k], names[k]);
             if (unclosed > 0)
                 fprintf(stderr, "sd: note: %s: %d bracket%s never closed; closed at the end, as AUTOMATIC1111 does\n",
                         names[k], unclosed, unclosed == 1 ? " was" : "s were");
@@ -512,6 +522,7 @@ static int run(cli_args *a) {
     lp.verbose = a->verbose;
     lp.low_memory = a->low_memory;
     lp.precision = a->precision;
+    lp.embeddings_dir = a->embd_dir;
     if (a->precision == SD_PRECISION_BF16 && !sd_bf16_supported())
         fprintf(stderr, "sd: warning: --precision bf16: this CPU has no AVX512-BF16; computing in float32\n");
     lp.keep_weights = jobs_to_run(a, &L) > 1; /* a batch: each image reuses the pages the previous one read */

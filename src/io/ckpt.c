@@ -419,9 +419,7 @@ static int step(unpickler *u) {
     case 0x89:
         if ((v = new_pv(u, PV_BOOL))) v->i = op == 0x88;
         return push(u, v);
-    case 'K':
-        NEED(1);
-        return push_int(u, *u->p++);
+    case 'K': NEED(1); return push_int(u, *u->p++);
     case 'M':
         NEED(2);
         u->p += 2;
@@ -539,17 +537,31 @@ static int compare_names(const void *a, const void *b) {
     return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
 }
 
-/* The state dict's tensors as the table's entries (sorted by name). */
-static int fill_table(st_file *f, const pv *sd, char *why, size_t wl) {
-    f->tensors = calloc((size_t)sd->n / 2 + 1, sizeof *f->tensors);
-    if (!f->tensors) return snprintf(why, wl, "out of memory"), -1;
-    for (int i = 0; i + 1 < sd->n; i += 2) {
-        const pv *k = sd->items[i], *t = sd->items[i + 1];
-        if (k->kind != PV_STR || t->kind != PV_TENSOR)
-            continue; /* other entries (numbers, nested dicts) are not weights */
+/* Adds the tensors of dict d (and of the dicts nested in it, named "key.name", to depth 4) to f's table. */
+static int add_tensors(st_file *f, int *cap, const pv *d, const char *prefix, int depth, char *why, size_t wl) {
+    for (int i = 0; i + 1 < d->n; i += 2) {
+        const pv *k = d->items[i], *t = d->items[i + 1];
+        if (k->kind != PV_STR) continue;
+        char name[1024];
+        if (snprintf(name, sizeof name, "%s%s", prefix, k->s) >= (int)sizeof name)
+            return snprintf(why, wl, "a tensor name longer than %zu bytes", sizeof name - 1), -1;
+        if (t->kind == PV_DICT && depth < 4) { /* nested: {"params_ema": {...}}, {"string_to_param": {...}} */
+            char nested[1030];
+            snprintf(nested, sizeof nested, "%s.", name);
+            if (add_tensors(f, cap, t, nested, depth + 1, why, wl) != 0) return -1;
+            continue;
+        }
+        if (t->kind != PV_TENSOR) continue; /* other entries (numbers, strings) are not weights */
+        if (f->n_tensors == *cap) {
+            int c = *cap ? 2 * *cap : 256;
+            st_tensor *p = realloc(f->tensors, (size_t)c * sizeof *p);
+            if (!p) return snprintf(why, wl, "out of memory"), -1;
+            f->tensors = p;
+            *cap = c;
+        }
         st_tensor *e = &f->tensors[f->n_tensors];
-        e->name = strdup(k->s);
-        if (!e->name) return snprintf(why, wl, "out of memory"), -1;
+        memset(e, 0, sizeof *e);
+        if (!(e->name = strdup(name))) return snprintf(why, wl, "out of memory"), -1;
         f->n_tensors++;
         e->dtype = t->dtype;
         e->ndim = t->ndim;
@@ -558,6 +570,14 @@ static int fill_table(st_file *f, const pv *sd, char *why, size_t wl) {
         e->nbytes = (size_t)t->numel * st_dtype_size(t->dtype);
         e->data = t->storage->data + (size_t)t->offset * st_dtype_size(t->dtype);
     }
+    return 0;
+}
+
+/* The dict's tensors as the table's entries (sorted by name): the state dict's own, and those of nested dicts under
+ * their key ("params_ema.conv_first.weight", "string_to_param.*"). */
+static int fill_table(st_file *f, const pv *sd, char *why, size_t wl) {
+    int cap = 0;
+    if (add_tensors(f, &cap, sd, "", 0, why, wl) != 0) return -1;
     qsort(f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, compare_names);
     for (int i = 1; i < f->n_tensors; i++)
         if (!strcmp(f->tensors[i - 1].name, f->tensors[i].name))

@@ -19,7 +19,9 @@
 int ckpt_is_zip(const void *buf, size_t size);
 
 /* Opens path into f (tensors named as in the checkpoint's state_dict, or its top-level dict when there is
- * none). Returns 0, or -1 (cannot read) / -2 (not a usable checkpoint) with "<path>: <problem>" in err. */
+ * none; the tensors of dicts nested in it are named "key.name": {"params_ema": {...}} gives
+ * "params_ema.conv_first.weight", an A1111 embedding's {"string_to_param": {"*": tensor}} gives "string_to_param.*").
+ * Returns 0, or -1 (cannot read) / -2 (not a usable checkpoint) with "<path>: <problem>" in err. */
 int ckpt_open(st_file *f, const char *path, char *err, size_t errlen);
 
 /* Same over a buffer that the caller keeps alive (fuzzing). */

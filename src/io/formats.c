@@ -183,6 +183,9 @@ static int folder_metadata(st_file *f, const folder_configs *c, const char *dir,
 static int open_folder(st_file *f, const char *dir, const folder_configs *c, char *err, size_t errlen) {
     memset(f, 0, sizeof *f);
     if (!(f->path = strdup(dir))) return st_fail(err, errlen, dir, "out of memory");
+    if (cJSON_IsString(cJSON_GetObjectItem(c->unet, "addition_embed_type")))
+        return st_fail(err, errlen, dir,
+                       "an SDXL diffusers folder: not supported yet (use its single-file checkpoint)");
     if (config_int(c->unet, "cross_attention_dim", 768) != 768 && config_int(c->text, "hidden_size", 768) == 1024)
         return st_fail(err, errlen, dir,
                        "an SD 2.x diffusers folder: not supported yet (use its single-file checkpoint)");

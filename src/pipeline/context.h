@@ -26,6 +26,7 @@ struct sd_ctx {
     int keep_weights;     /* sd_load_params.keep_weights: stages keep their mapped pages (batches) */
     int low_memory;       /* sd_load_params.low_memory: weights' pages dropped after each use, small VAE tiles */
     cond_cache prompts;   /* encodings of the prompts used so far */
+    embedding_set emb;    /* textual-inversion embeddings of sd_load_params.embeddings_dir (none without one) */
     char text_names[160]; /* the encoders' names joined with " + " (sd_model_info.text_encoder) */
     sd_timings timings;
 };

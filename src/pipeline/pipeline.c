@@ -182,7 +182,7 @@ static void added_vector(const sd_ctx *c, const sd_gen_params *p, const generati
 }
 
 static sd_status encode_prompts(sd_ctx *c, const sd_gen_params *p, generation *g, char *err, size_t errlen) {
-    const conditioner cd = {c->tok, c->te, &c->model.d, &c->cc};
+    const conditioner cd = {c->tok, c->te, &c->model.d, &c->cc, &c->emb};
     const int skip = p->clip_skip > 1 ? p->clip_skip : 1;
     sd_status st = conditioner_encode_cached(&cd, &c->prompts, p->prompt, skip, "prompt", &g->cond, err, errlen);
     if (st == SD_OK && g->guided) st = encode_negative(c, &cd, p, skip, g, err, errlen);
@@ -545,17 +545,36 @@ sd_status sd_generate(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err
 }
 
 int sd_describe_prompt(const sd_ctx *c, const char *prompt, const char *what, FILE *f) {
-    const conditioner cd = {c->tok, c->te, &c->model.d, NULL};
+    const conditioner cd = {c->tok, c->te, &c->model.d, NULL, &c->emb};
     return conditioner_describe(&cd, prompt, what, f);
 }
 
 sd_status sd_check_prompt(const sd_ctx *c, const char *prompt, const char *what, char err[SD_ERR_LEN]) {
-    const conditioner cd = {c->tok, c->te, &c->model.d, NULL};
+    const conditioner cd = {c->tok, c->te, &c->model.d, NULL, &c->emb};
     prompt_chunk *chunks;
     int n, rc = conditioner_prepare(&cd, prompt, what, &chunks, &n, err, SD_ERR_LEN);
     free(chunks);
     if (rc == -2) snprintf(err, SD_ERR_LEN, "out of memory");
     return rc == 0 ? SD_OK : rc == -1 ? SD_ERR_ARG : SD_ERR_NOMEM;
+}
+
+int sd_prompt_embeddings(const sd_ctx *c, const char *prompt, sd_embedding_use *out, int max) {
+    const conditioner cd = {c->tok, c->te, &c->model.d, NULL, &c->emb};
+    prompt_chunk *chunks;
+    char err[SD_ERR_LEN];
+    int n, found = 0;
+    if (conditioner_prepare(&cd, prompt, "prompt", &chunks, &n, err, sizeof err) != 0) return -1;
+    for (int k = 0; k < n; k++)
+        for (int i = 0; i < CLIP_CONTEXT; i++) {
+            const embedding *e = chunks[k].emb[i];
+            int seen = !e || chunks[k].emb_row[i] != 0; /* each use starts at row 0 */
+            for (int j = 0; !seen && j < found && j < max; j++) seen = !strcmp(out[j].name, e->name);
+            if (seen) continue;
+            if (found < max) out[found] = (sd_embedding_use){e->name, e->hash, e->n_vectors};
+            found++;
+        }
+    free(chunks);
+    return found;
 }
 
 sd_status sd_txt2img(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[SD_ERR_LEN]) {

@@ -168,6 +168,13 @@ static sd_status load_taesd(sd_ctx *c, const char *path, char *err, size_t errle
     return SD_OK;
 }
 
+/* The embeddings of dir, for this model's encoders. */
+static sd_status load_embeddings(sd_ctx *c, const char *dir, FILE *log, char *err, size_t errlen) {
+    int widths[MAX_TEXT_ENCODERS];
+    for (int i = 0; i < c->model.d.n_text; i++) widths[i] = c->model.d.text[i].width;
+    return embeddings_load_dir(&c->emb, dir, c->tok, &c->model.d, widths, log, err, errlen);
+}
+
 /* The networks of the checkpoint: every text encoder, the UNet, the VAE (LoRAs merge as they load). */
 static sd_status load_networks(sd_ctx *c, char *err, size_t errlen) {
     sd_model *m = &c->model;
@@ -204,6 +211,7 @@ sd_status sd_load_with(sd_ctx **out, const sd_load_params *p, char err[SD_ERR_LE
     c->model.store.lora = NULL;
     if (st == SD_OK && p->taesd_path) st = load_taesd(c, p->taesd_path, err, SD_ERR_LEN);
     if (st == SD_OK && !(c->tok = tokenizer_create(err, SD_ERR_LEN))) st = SD_ERR_RUNTIME;
+    if (st == SD_OK && p->embeddings_dir) st = load_embeddings(c, p->embeddings_dir, p->log, err, SD_ERR_LEN);
     int64_t half = c->model.store.max_half_matrix;
     if (c->tae && taesd_max_half(c->tae) > half) half = taesd_max_half(c->tae);
     if (st == SD_OK && compute_reserve_scratch(&c->cc, (size_t)half) != SD_OK) {
@@ -236,6 +244,7 @@ void sd_free(sd_ctx *c) {
     free(c->tae);
     tokenizer_free(c->tok);
     cond_cache_free(&c->prompts);
+    embeddings_free(&c->emb);
     compute_free(&c->cc);
     model_close(&c->model);
     free(c);

@@ -5,12 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One position of a chunk: a token, or row `row` of an embedding's vectors (id EMB_SLOT). */
+typedef struct {
+    int id;
+    float w;
+    const embedding *emb;
+    int row;
+} slot;
+
 typedef struct {
     prompt_chunk *chunks;
     int n, cap;
-    int ids[CHUNK_TOKENS]; /* the chunk being filled */
-    float w[CHUNK_TOKENS];
-    int len, last_comma; /* tokens in it; position of its last comma (-1: none) */
+    slot at[CHUNK_TOKENS]; /* the chunk being filled */
+    int len, last_comma;   /* positions in it; position of its last comma (-1: none) */
     int pad_id;
 } chunker;
 
@@ -24,36 +31,67 @@ static int next_chunk(chunker *k) {
         k->cap = cap;
     }
     prompt_chunk *c = &k->chunks[k->n++];
+    memset(c, 0, sizeof *c);
     c->tokens = k->len;
     c->ids[0] = CLIP_BOS;
     c->weights[0] = 1.0f;
     for (int i = 0; i < CHUNK_TOKENS + 1; i++) {
-        c->ids[i + 1] = i < k->len ? k->ids[i] : i == k->len ? CLIP_EOS : k->pad_id;
-        c->weights[i + 1] = i < k->len ? k->w[i] : 1.0f;
+        const slot *t = i < k->len ? &k->at[i] : NULL;
+        c->ids[i + 1] = t ? t->id : i == k->len ? CLIP_EOS : k->pad_id;
+        c->weights[i + 1] = t ? t->w : 1.0f;
+        c->emb[i + 1] = t ? t->emb : NULL;
+        c->emb_row[i + 1] = t ? t->row : 0;
+        c->embedded |= t && t->emb;
     }
     k->len = 0;
     k->last_comma = -1;
     return 0;
 }
 
-/* Adds one token (AUTOMATIC1111's loop body: comma bookkeeping, back-tracking, a full chunk closes). */
-static int add_token(chunker *k, int id, float w) {
+/* Before a token or an embedding starting with token id: AUTOMATIC1111's loop head (comma bookkeeping, moving
+ * the words after a comma of the last 20 positions to the next chunk, a full chunk closes). */
+static int make_room(chunker *k, int id) {
     if (id == CLIP_COMMA) {
         k->last_comma = k->len;
     } else if (k->len == CHUNK_TOKENS && k->last_comma != -1 && k->len - k->last_comma <= COMMA_BACKTRACK) {
-        int at = k->last_comma + 1, moved = k->len - at, ids[CHUNK_TOKENS];
-        float ws[CHUNK_TOKENS];
-        memcpy(ids, k->ids + at, (size_t)moved * sizeof(int));
-        memcpy(ws, k->w + at, (size_t)moved * sizeof(float));
+        int at = k->last_comma + 1, moved = k->len - at;
+        slot keep[CHUNK_TOKENS];
+        memcpy(keep, k->at + at, (size_t)moved * sizeof *keep);
         k->len = at;
         if (next_chunk(k) != 0) return -1;
-        memcpy(k->ids, ids, (size_t)moved * sizeof(int));
-        memcpy(k->w, ws, (size_t)moved * sizeof(float));
+        memcpy(k->at, keep, (size_t)moved * sizeof *keep);
         k->len = moved;
     }
     if (k->len == CHUNK_TOKENS && next_chunk(k) != 0) return -1;
-    k->ids[k->len] = id;
-    k->w[k->len++] = w;
+    return 0;
+}
+
+static int add_token(chunker *k, int id, float w) {
+    if (make_room(k, id) != 0) return -1;
+    k->at[k->len++] = (slot){id, w, NULL, 0};
+    return 0;
+}
+
+/* An embedding's N vectors, all in one chunk: a new chunk when they do not fit in this one. */
+static int add_embedding(chunker *k, const embedding *e, float w) {
+    if (make_room(k, e->ids[0]) != 0) return -1;
+    if (k->len + e->n_vectors > CHUNK_TOKENS && next_chunk(k) != 0) return -1;
+    for (int r = 0; r < e->n_vectors; r++) k->at[k->len++] = (slot){EMB_SLOT, w, e, r};
+    return 0;
+}
+
+/* The tokens of one span, embeddings spliced in. Returns 0, -1 with err set (an unusable embedding), -2. */
+static int add_span(chunker *k, const int *ids, long m, float w, const embedding_set *emb, char *err, size_t errlen) {
+    for (long i = 0; i < m;) {
+        const embedding *e = embeddings_match(emb, ids + i, (int)(m - i));
+        if (e && e->unusable) {
+            snprintf(err, errlen, "prompt: embedding '%s' (%s) cannot be used with this model: %s", e->name, e->path,
+                     e->unusable);
+            return -1;
+        }
+        if (e ? add_embedding(k, e, w) : add_token(k, ids[i], w)) return -2;
+        i += e ? e->n_ids : 1;
+    }
     return 0;
 }
 
@@ -68,9 +106,9 @@ int conditioner_parse(const tokenizer *tok, const char *text, prompt_parse *pp, 
     return 0;
 }
 
-int conditioner_chunks(const tokenizer *tok, const prompt_parse *pp, int pad_id, prompt_chunk **out, int *n, char *err,
-                       size_t errlen) {
-    chunker k = {NULL, 0, 0, {0}, {0}, 0, -1, pad_id};
+int conditioner_chunks(const tokenizer *tok, const prompt_parse *pp, int pad_id, const embedding_set *emb,
+                       prompt_chunk **out, int *n, char *err, size_t errlen) {
+    chunker k = {NULL, 0, 0, {{0}}, 0, -1, pad_id};
     int rc = 0;
     for (int s = 0; s < pp->n && rc == 0; s++) {
         const prompt_span *sp = &pp->spans[s];
@@ -82,8 +120,7 @@ int conditioner_chunks(const tokenizer *tok, const prompt_parse *pp, int pad_id,
         int *ids = malloc(cap * sizeof(int));
         long m = ids ? tokenizer_encode(tok, sp->text, ids, (long)cap, err, errlen) : -2;
         if (m < 0) rc = (int)(m == -2 ? -2 : -1);
-        for (long i = 0; i < m && rc == 0; i++)
-            if (add_token(&k, ids[i], (float)sp->weight) != 0) rc = -2;
+        if (rc == 0) rc = add_span(&k, ids, m, (float)sp->weight, emb, err, errlen);
         free(ids);
     }
     if (rc == 0 && (k.len > 0 || k.n == 0) && next_chunk(&k) != 0) rc = -2;
@@ -119,7 +156,7 @@ int conditioner_prepare(const conditioner *c, const char *text, const char *what
     *chunks = NULL;
     *n = 0;
     int rc = conditioner_parse(c->tok, text, &pp, terr, sizeof terr);
-    if (rc == 0) rc = conditioner_chunks(c->tok, &pp, c->d->text[0].pad_id, chunks, n, terr, sizeof terr);
+    if (rc == 0) rc = conditioner_chunks(c->tok, &pp, c->d->text[0].pad_id, c->emb, chunks, n, terr, sizeof terr);
     prompt_parse_free(&pp);
     if (rc == -1) snprintf(err, errlen, "%s: %s", what, strchr(terr, ':') ? strchr(terr, ':') + 2 : terr);
     return rc;
@@ -142,8 +179,11 @@ static sd_status encode_chunk(const conditioner *c, int e, const prompt_chunk *k
     const text_encoder *te = &c->te[e];
     const int w = te->c.hidden;
     int ids[CLIP_CONTEXT];
+    const float *vectors[CLIP_CONTEXT]; /* the embeddings' rows for this encoder, or NULL: the token's own */
     chunk_ids(k, c->d->text[e].pad_id, ids);
-    const text_input in = {ids, NULL};
+    for (int i = 0; i < CLIP_CONTEXT; i++)
+        vectors[i] = k->emb[i] ? k->emb[i]->vectors[e] + (size_t)k->emb_row[i] * w : NULL;
+    const text_input in = {ids, k->embedded ? vectors : NULL};
     float *z = ld == w ? ctx : malloc((size_t)CLIP_CONTEXT * w * sizeof(float)); /* [77, w] */
     if (!z) return SD_ERR_NOMEM;
     const text_output out = {context_layers(c, e, clip_skip), c->d->text[e].final_norm, z, pooled};
@@ -267,7 +307,7 @@ int conditioner_describe(const conditioner *c, const char *text, const char *wha
     int n = 0;
     char err[256];
     if (conditioner_parse(c->tok, text, &pp, err, sizeof err) != 0) return -1;
-    int rc = conditioner_chunks(c->tok, &pp, c->d->text[0].pad_id, &chunks, &n, err, sizeof err);
+    int rc = conditioner_chunks(c->tok, &pp, c->d->text[0].pad_id, c->emb, &chunks, &n, err, sizeof err);
     if (rc == 0 && f) {
         fprintf(f, "sd: %s: %d chunk%s of 75 tokens;", what, n, n == 1 ? "" : "s");
         for (int i = 0; i < pp.n; i++) {

@@ -13,6 +13,7 @@
 #include "nn/compute.h"
 #include "text/prompt.h"
 #include "nets/text_encoder.h"
+#include "text/embeddings.h"
 #include "text/tokenizer.h"
 
 #include <stdio.h>
@@ -25,14 +26,20 @@ typedef struct {
     const tokenizer *tok;
     const text_encoder *te; /* [d->n_text] */
     const model_desc *d;
-    compute *cc; /* NULL where nothing is encoded (checks, descriptions) */
+    compute *cc;              /* NULL where nothing is encoded (checks, descriptions) */
+    const embedding_set *emb; /* textual-inversion embeddings the prompts may name, or NULL */
 } conditioner;
+
+#define EMB_SLOT (-1) /* the id of a position that holds an embedding's vector */
 
 /* One chunk as the text encoder takes it. */
 typedef struct {
-    int ids[CLIP_CONTEXT];       /* BOS, the tokens, EOS, then the padding id given to conditioner_chunks */
-    float weights[CLIP_CONTEXT]; /* per-token multipliers (1 for BOS, EOS, padding) */
-    int tokens;                  /* the prompt's tokens in it (positions 1..tokens) */
+    int ids[CLIP_CONTEXT];              /* BOS, the tokens, EOS, then the padding id given to conditioner_chunks */
+    float weights[CLIP_CONTEXT];        /* per-token multipliers (1 for BOS, EOS, padding) */
+    int tokens;                         /* the prompt's tokens in it (positions 1..tokens) */
+    const embedding *emb[CLIP_CONTEXT]; /* the embedding whose vector position i holds (its id is EMB_SLOT), or NULL */
+    int emb_row[CLIP_CONTEXT];          /* ... and which of its vectors */
+    int embedded;                       /* any position holds an embedding's vector */
 } prompt_chunk;
 
 /* A prompt's conditioning: ctx[len, width], len = 77 · chunks; pooled[pooled_width] or NULL. */
@@ -47,10 +54,11 @@ typedef struct {
  * bytes valid), then parses it. Returns 0, -1 with err set (invalid UTF-8), -2 without memory. */
 int conditioner_parse(const tokenizer *tok, const char *text, prompt_parse *pp, char *err, size_t errlen);
 
-/* The chunks of a parsed prompt (malloc'd *out, *n >= 1). pad_id follows the first EOS. Returns 0, -1 with err
- * set (bad text), -2 without memory. */
-int conditioner_chunks(const tokenizer *tok, const prompt_parse *pp, int pad_id, prompt_chunk **out, int *n, char *err,
-                       size_t errlen);
+/* The chunks of a parsed prompt (malloc'd *out, *n >= 1), with the embeddings of emb (may be NULL) spliced in.
+ * pad_id follows the first EOS. Returns 0, -1 with err set (bad text, an embedding this model cannot use), -2 without
+ * memory. */
+int conditioner_chunks(const tokenizer *tok, const prompt_parse *pp, int pad_id, const embedding_set *emb,
+                       prompt_chunk **out, int *n, char *err, size_t errlen);
 
 /* The chunks of `text` (named `what` in messages), as conditioner_encode makes them (malloc'd *chunks). Returns 0,
  * -1 with err set (bad text), -2 without memory. */

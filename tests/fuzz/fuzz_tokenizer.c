@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (parsed == 0) {
         prompt_chunk *chunks = NULL;
         int k = 0;
-        int rc = conditioner_chunks(tok, &pp, CLIP_EOS, &chunks, &k, err, sizeof err);
+        int rc = conditioner_chunks(tok, &pp, CLIP_EOS, NULL, &chunks, &k, err, sizeof err);
         if (rc == 0 && k < 1) __builtin_trap();
         for (int c = 0; rc == 0 && c < k; c++) {
             if (chunks[c].ids[0] != CLIP_BOS || chunks[c].ids[CLIP_CONTEXT - 1] != CLIP_EOS) __builtin_trap();
