@@ -138,9 +138,11 @@ typedef struct {
     int low_memory;         /* 1: each F16/BF16 weight's mapped pages are given back as soon as the layer has converted
                                them (about one layer resident), and the VAE runs in 256-pixel tiles */
     sd_precision precision; /* of the matrix products, for every image of this context */
-    const char *embeddings_dir; /* optional: a folder of textual-inversion embeddings (*.pt, *.bin, *.safetensors),
-                                   each usable in prompts by its file name without the extension; files this model
-                                   cannot use are noted on `log` and refused only when a prompt names them */
+    const char *controlnet_path; /* optional: a ControlNet for the model (.pth / .safetensors); the images then need a
+                                    control image (sd_gen_params.control_image) */
+    const char *embeddings_dir;  /* optional: a folder of textual-inversion embeddings (*.pt, *.bin, *.safetensors),
+                                    each usable in prompts by its file name without the extension; files this model
+                                    cannot use are noted on `log` and refused only when a prompt names them */
 } sd_load_params;
 
 SD_API void sd_load_params_default(sd_load_params *p);
@@ -222,6 +224,12 @@ typedef struct {
     int original_width, original_height;
     int crop_top, crop_left;
     int target_width, target_height;
+    /* ControlNet (a context loaded with sd_load_params.controlnet_path): the control image (resized to the output size
+     * with the Lanczos filter, RGB in [0, 1]), the residuals' strength (>= 0, default 1) and the fraction of the steps
+     * it guides: step i of n when i/n >= control_start and (i+1)/n <= control_end (defaults 0 and 1) */
+    const sd_pixels *control_image;
+    float control_strength;
+    double control_start, control_end; /* doubles: diffusers compares i/n with them in double precision */
 } sd_gen_params;
 
 SD_API void sd_gen_params_default(sd_gen_params *p);

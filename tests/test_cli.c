@@ -741,6 +741,52 @@ static void test_embeddings(void) {
                  SMALL_RUN("--embd-dir", "/nonexistent/embeddings"));
 }
 
+/* --control-net: the PNG records it as AUTOMATIC1111's extension does; ControlNets of another family, truncated or
+ * hostile files, missing or unreadable control images, out-of-range settings are refused in one line, exit 2. */
+static void test_controlnet(void) {
+    char cn[1024], f16[1024], hint[1024], sd2[1024], mal[1024], trunc[800], png[800], cmd[3000];
+    snprintf(cn, sizeof cn, "%s/sd1-controlnet/control_tiny.pth", SD_FIXTURES);
+    snprintf(f16, sizeof f16, "%s/sd1-controlnet/control_tiny_f16.safetensors", SD_FIXTURES);
+    snprintf(hint, sizeof hint, "%s/sd1-controlnet/control/edges_128x128.png", SD_FIXTURES);
+    snprintf(sd2, sizeof sd2, "%s/sd2-tiny/model_f32.safetensors", SD_FIXTURES);
+    snprintf(mal, sizeof mal, "%s/sd1-formats/malicious.ckpt", SD_FIXTURES);
+    snprintf(png, sizeof png, "%s/cn.png", tmpdir);
+    CHECK(run_sd(SMALL_RUN("--control-net", cn, "--control-image", hint, "--control-strength", "0.5", "--control-start",
+                           "0.25", "-o", png),
+                 NULL) == 0,
+          "a ControlNet run");
+    expect_parameters(png,
+                      "ControlNet 0: \"Module: none, Model: control_tiny, Weight: 0.5, Resize Mode: Just Resize, "
+                      "Low Vram: False, Guidance Start: 0.25, Guidance End: 1,",
+                      "ControlNet parameters");
+    expect_error("ControlNet of another family", 2,
+                 "a ControlNet for another model: the transformers' projections (linear or 1x1 convolutions) differ",
+                 ARGS("-m", sd2, "-p", "x", "--control-net", cn, "--control-image", hint, "-o", out));
+    expect_error("a checkpoint as ControlNet", 2, "not a ControlNet (no tensor 'input_hint_block.0.weight'",
+                 SMALL_RUN("--control-net", model, "--control-image", hint));
+    expect_error("hostile ControlNet", 2, "pickle global 'posix.system' is not allowed",
+                 SMALL_RUN("--control-net", mal, "--control-image", hint));
+    snprintf(trunc, sizeof trunc, "%s/cn_trunc.pth", tmpdir);
+    snprintf(cmd, sizeof cmd, "head -c 100000 %s > %s", cn, trunc);
+    CHECK(system(cmd) == 0, "truncated copy");
+    expect_error("truncated ControlNet", 2, trunc, SMALL_RUN("--control-net", trunc, "--control-image", hint));
+    expect_error("no control image", 2, "control image: the ControlNet needs one (--control-image FILE)",
+                 SMALL_RUN("--control-net", f16));
+    expect_error("control image without a ControlNet", 2, "control image: no ControlNet is loaded (--control-net FILE)",
+                 SMALL_RUN("--control-image", hint));
+    expect_error("missing control image", 2, "--control-image: /nonexistent/edges.png: cannot open",
+                 SMALL_RUN("--control-net", f16, "--control-image", "/nonexistent/edges.png"));
+    expect_error("unreadable control image", 2,
+                 "--control-image: ", SMALL_RUN("--control-net", f16, "--control-image", cn));
+    expect_error("strength", 2, "--control-strength: 11 is outside 0..10",
+                 SMALL_RUN("--control-net", f16, "--control-image", hint, "--control-strength", "11"));
+    expect_error("start", 2, "--control-start: 1.5 is outside 0..1",
+                 SMALL_RUN("--control-net", f16, "--control-image", hint, "--control-start", "1.5"));
+    expect_error(
+        "window", 2, "control-start: 0.6 must be below control-end 0.4",
+        SMALL_RUN("--control-net", f16, "--control-image", hint, "--control-start", "0.6", "--control-end", "0.4"));
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) return 2;
     snprintf(model, sizeof model, "%s/model_f32.safetensors", SD_FIXTURES);
@@ -750,6 +796,7 @@ int main(void) {
     test_help_and_info();
     test_sdxl();
     test_embeddings();
+    test_controlnet();
     test_batch();
     test_determinism();
     test_signal();

@@ -212,8 +212,10 @@ static int xl_load(xl_net *n) {
     char path[1024], err[512] = "";
     snprintf(path, sizeof path, "%s/sdxl-tiny/model_f16.safetensors", SD_FIXTURES);
     memset(n, 0, sizeof *n);
-    int ok = model_open(&n->m, path, NULL, err, sizeof err) == SD_OK && n->m.d.family == FAMILY_SDXL && n->m.d.n_text == 2;
-    for (int i = 0; ok && i < 2; i++) ok = text_encoder_load(&n->te[i], &n->m.store, &n->m.d.text[i], err, sizeof err) == SD_OK;
+    int ok =
+        model_open(&n->m, path, NULL, err, sizeof err) == SD_OK && n->m.d.family == FAMILY_SDXL && n->m.d.n_text == 2;
+    for (int i = 0; ok && i < 2; i++)
+        ok = text_encoder_load(&n->te[i], &n->m.store, &n->m.d.text[i], err, sizeof err) == SD_OK;
     ok = ok && unet_load(&n->un, &n->m.store, &n->m.d, err, sizeof err) == SD_OK &&
          vae_load(&n->va, &n->m.store, err, sizeof err) == SD_OK;
     CHECK(ok, "load sdxl-tiny: %s", err);
@@ -244,7 +246,8 @@ static void test_xl_text(xl_net *n, const st_file *ex, tokenizer *tok, const cJS
             size_t cnt;
             snprintf(key, sizeof key, "text.%s.ids%d", names[c], e + 1);
             const float *want = fixture_f32(ex, key, &cnt); /* stored as float32 */
-            int ok = prompt && tokenizer_encode_padded(tok, prompt, ids[e], 77, n->m.d.text[e].pad_id, err, sizeof err) == 0;
+            int ok =
+                prompt && tokenizer_encode_padded(tok, prompt, ids[e], 77, n->m.d.text[e].pad_id, err, sizeof err) == 0;
             for (int i = 0; ok && i < 77; i++) ok = ids[e][i] == (int)want[i];
             CHECK(ok && cnt == 77, "%s: token ids differ from the reference", key);
             float hidden[77 * 128];
@@ -281,8 +284,7 @@ static void test_xl_unet(xl_net *n, const st_file *ex) {
         float added[2 * 224];
         CHECK(n->un.c.added_dim == 224 && d->pooled_width == 128 && d->time_ids == 6 && d->time_id_dim == 16,
               "added conditioning: %d = %d + %d x %d", n->un.c.added_dim, d->pooled_width, d->time_ids, d->time_id_dim);
-        for (int b = 0; b < 2; b++)
-            unet_added_vector(pooled + b * 128, 128, ids + b * 6, 6, 16, added + b * 224);
+        for (int b = 0; b < 2; b++) unet_added_vector(pooled + b * 128, 128, ids + b * 6, 6, 16, added + b * 224);
         snprintf(key, sizeof key, "unet.%s.out", cases[c]);
         const float *want = fixture_f32(ex, key, &nout);
         float *out = malloc(nout * sizeof(float));

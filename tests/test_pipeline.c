@@ -17,12 +17,13 @@ static char tmpdir[256] = "/tmp/sd-test-pipe-XXXXXX";
 typedef struct {
     const char *dir; /* "" = sd1-tiny at the top */
     int cases;
-    const char *model; /* optional: the model every case runs on instead (a path under tests/fixtures, or absolute) */
-    const char *only;  /* optional: the one case to run */
-    const char *vae;   /* optional: --vae for every case (under the suite's folder) */
-    const char *taesd; /* optional: --taesd for every case (f16.* cases: its _f16 twin) */
-    int bf16;          /* --precision bf16: looser PNG bounds (BF16_*), the latent is not compared */
-    int embd;          /* --embd-dir: the suite's folder */
+    const char *model;   /* optional: the model every case runs on instead (a path under tests/fixtures, or absolute) */
+    const char *only;    /* optional: the one case to run */
+    const char *vae;     /* optional: --vae for every case (under the suite's folder) */
+    const char *taesd;   /* optional: --taesd for every case (f16.* cases: its _f16 twin) */
+    int bf16;            /* --precision bf16: looser PNG bounds (BF16_*), the latent is not compared */
+    int embd;            /* --embd-dir: the suite's folder */
+    const char *control; /* optional: --control-net (under the suite's folder); cases give their control image */
 } suite;
 
 /* bf16 bounds for sd1-tiny's pipe cases (20 steps of a random-weight model at CFG 7.5: every rounding is
@@ -122,7 +123,7 @@ static void run_case(const suite *su, const char *name, const cJSON *c, const st
     snprintf(seed, sizeof seed, "%d", json_int(c, "seed"));
     snprintf(width, sizeof width, "%d", json_int(c, "width"));
     snprintf(height, sizeof height, "%d", json_int(c, "height"));
-    const char *args[48] = {"-m",
+    const char *args[64] = {"-m",
                             model,
                             "-p",
                             json_str(c, "prompt"),
@@ -205,6 +206,18 @@ static void run_case(const suite *su, const char *name, const cJSON *c, const st
     if (su->bf16) {
         args[n++] = "--precision";
         args[n++] = "bf16";
+    }
+    char control[1024], control_image[1024], cs[32], c0[32], c1[32];
+    if (su->control) {
+        snprintf(control, sizeof control, "%s/%s/%s", SD_FIXTURES, su->dir, su->control);
+        snprintf(control_image, sizeof control_image, "%s/%s/%s", SD_FIXTURES, su->dir, json_str(c, "control_image"));
+        snprintf(cs, sizeof cs, "%.17g", cJSON_GetObjectItem(c, "control_strength")->valuedouble);
+        snprintf(c0, sizeof c0, "%.17g", cJSON_GetObjectItem(c, "control_start")->valuedouble);
+        snprintf(c1, sizeof c1, "%.17g", cJSON_GetObjectItem(c, "control_end")->valuedouble);
+        const char *more[] = {"--control-net",      control, "--control-image", control_image,
+                              "--control-strength", cs,      "--control-start", c0,
+                              "--control-end",      c1};
+        for (size_t i = 0; i < sizeof more / sizeof *more; i++) args[n++] = more[i];
     }
     char embd[1024];
     if (su->embd) {
@@ -298,7 +311,7 @@ int main(int argc, char **argv) {
         {.dir = "sd2-tiny", .cases = 3},     /* SD 2.x: v-prediction euler / ddim, SD-Turbo-style 1 step */
         {.dir = "sd1-img2img", .cases = 9},  /* img2img and 4- / 9-channel inpainting */
         {.dir = "sd1-sizes", .cases = 2},    /* sides divisible by 8 but not 64: odd latent sizes */
-        {.dir = "sd1-prompts", .cases = 10}, /* emphasis, BREAK, long prompts (unequal lengths: two passes), clip skip */
+        {.dir = "sd1-prompts", .cases = 10}, /* emphasis, BREAK, long prompts (two passes), clip skip */
         {.dir = "sd1-lora", .cases = 4},     /* kohya LoRA at 1.0 and 0.6, two stacked, PEFT naming */
         {.dir = "sd1-formats", .cases = 1},  /* a standalone VAE (.safetensors) replacing the model's */
         {.dir = "sd1-formats", .cases = 1, .vae = "vae_alt.ckpt"}, /* the same VAE as a .ckpt */
@@ -307,6 +320,8 @@ int main(int argc, char **argv) {
         {.dir = "taesd", .cases = 3, .model = "model_f32.safetensors", .taesd = "taesd"}, /* TAESD (F32, F16) */
         {.dir = "sdxl-tiny", .cases = 6, .model = "sdxl-tiny/model_f16.safetensors"},   /* SDXL, a LoRA, Turbo */
         {.dir = "sd1-embeddings", .cases = 4, .embd = 1}, /* textual inversion: prompt, negative, emphasis, SDXL */
+        {.dir = "sd1-controlnet", .cases = 4, .control = "control_tiny.pth"},            /* ControlNet, .pth */
+        {.dir = "sd1-controlnet", .cases = 4, .control = "control_tiny_f16.safetensors"}, /* ... F16 safetensors */
         {.dir = "", .cases = 16, .bf16 = 1}, /* sd1-tiny in bfloat16 (argument "bf16") */
     };
     /* clang-format on */

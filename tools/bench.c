@@ -93,7 +93,8 @@ static int threads_used(int threads) {
 typedef struct {
     const char *model, *taesd;
     int width, height, steps, runs, threads, n_loras, vae_tiling, low_memory;
-    int turbo; /* one unguided step as SD-Turbo / SDXL-Turbo run: euler_a, trailing spacing, cfg 0 */
+    int turbo;               /* one unguided step as SD-Turbo / SDXL-Turbo run: euler_a, trailing spacing, cfg 0 */
+    const char *control_net; /* a ControlNet: every step runs it on a generated control image */
     const sd_lora *loras;
 } bench_opts;
 
@@ -115,6 +116,7 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     lp.n_loras = o->n_loras;
     lp.low_memory = o->low_memory;
     lp.precision = precision;
+    lp.controlnet_path = o->control_net;
     lp.log = stderr;
     sd_status st = sd_load_with(&ctx, &lp, err);
     double load_s = now_s() - t0;
@@ -125,6 +127,11 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     /* the peak: the best of measurements before and after every run (a noisy neighbour during one of them
      * would otherwise lower the floor and flatter the step / floor ratio) */
     double peak = sgemm_peak(o->threads);
+    uint8_t *edges = calloc((size_t)3 * o->width * o->height, 1); /* a control image: a white grid on black */
+    for (int y = 0; edges && y < o->height; y++)
+        for (int x = 0; x < o->width; x++)
+            if (x % 64 == 0 || y % 64 == 0) memset(edges + 3 * ((size_t)y * o->width + x), 255, 3);
+    const sd_pixels control = {o->width, o->height, 3, edges};
     double text[50], step[50], decode[50], total[50], step_flops = 0;
     size_t rss = 0;
     int bf16 = 0;
@@ -139,6 +146,7 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
         p.steps = o->steps;
         p.seed = 42 + (uint64_t)r;
         p.vae_tiling = o->vae_tiling;
+        p.control_image = o->control_net ? &control : NULL;
         if (o->turbo) {
             p.sampler = SD_SAMPLER_EULER_A;
             p.spacing = SD_SPACING_TRAILING;
@@ -151,6 +159,7 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
         if (st != SD_OK) {
             fprintf(stderr, "sd-bench: error: %s\n", err);
             sd_free(ctx);
+            free(edges);
             return st == SD_ERR_NOMEM || st == SD_ERR_RUNTIME ? 1 : 2;
         }
         sd_image_free(&img);
@@ -200,6 +209,7 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     printf("(%dx%d, medians of %d run%s, %d threads, %s products)\n", o->width, o->height, o->runs,
            o->runs > 1 ? "s" : "", threads_used(o->threads), bf16 ? "bfloat16" : "float32");
     sd_free(ctx);
+    free(edges);
     res->step = ms;
     res->decode = md;
     return 0;
@@ -209,6 +219,7 @@ static void usage(FILE *f) {
     fprintf(
         f, "usage: sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t N] [--precision f32|bf16|f32,bf16]\n"
            "                [--lora FILE[:MULT]] [--taesd FILE] [--vae-tiling] [--low-memory] [--turbo]\n"
+           "                [--control-net FILE]\n"
            "  --turbo: one unguided step as SD-Turbo / SDXL-Turbo run (euler_a, trailing spacing, cfg 0)\n");
 }
 
@@ -259,6 +270,8 @@ int main(int argc, char **argv) {
             o.threads = atoi(v);
         else if (!strcmp(argv[i], "--taesd"))
             o.taesd = v;
+        else if (!strcmp(argv[i], "--control-net"))
+            o.control_net = v;
         else if (!strcmp(argv[i], "--precision")) { /* f32, bf16, or f32,bf16: both, one after the other, compared */
             if (!strcmp(v, "f32") || !strcmp(v, "bf16")) {
                 precisions[0] = v[0] == 'b' ? SD_PRECISION_BF16 : SD_PRECISION_F32;

@@ -149,7 +149,21 @@ int cli_job_option(job_settings *j, const char *opt, const char *val, char *err,
         j->init_path = val;
     else if (is(opt, NULL, "--mask"))
         j->mask_path = val;
-    else if (is(opt, NULL, "--strength")) {
+    else if (is(opt, NULL, "--control-image"))
+        j->control_path = val;
+    else if (is(opt, NULL, "--control-strength")) {
+        if (!(rc = parse_float(opt, val, &g->control_strength, err, errlen)) &&
+            !(g->control_strength >= 0 && g->control_strength <= 10))
+            rc = BAD("--control-strength: %s is outside 0..10", val);
+    } else if (is(opt, NULL, "--control-start") || is(opt, NULL, "--control-end")) {
+        double f = 0; /* a double: diffusers compares the step fraction with it in double precision */
+        if (!(rc = parse_double(opt, val, &f, err, errlen)) && !(f >= 0 && f <= 1))
+            rc = BAD("%s: %s is outside 0..1 (a fraction of the steps)", opt, val);
+        else if (!rc && opt[10] == 's')
+            g->control_start = f;
+        else if (!rc)
+            g->control_end = f;
+    } else if (is(opt, NULL, "--strength")) {
         double s = 0; /* a double, as diffusers multiplies steps · strength in double precision */
         if (!(rc = parse_double(opt, val, &s, err, errlen)) && !(s > 0 && s <= 1))
             rc = BAD("--strength: %s is outside (0, 1]", val);
@@ -253,6 +267,8 @@ static int run_option(cli_args *a, const char *opt, const char *val, char *err, 
         a->lora_dir = val;
     else if (is(opt, NULL, "--embd-dir"))
         a->embd_dir = val;
+    else if (is(opt, NULL, "--control-net"))
+        a->control_net = val;
     else if (is(opt, NULL, "--vae"))
         a->vae = val;
     else if (is(opt, NULL, "--taesd"))
@@ -291,13 +307,14 @@ typedef struct {
 /* clang-format off */
 static const option_name OPTIONS[] = {
     {"-m", 1, 1}, {"--model", 1, 1}, {"--lora", 1, 1}, {"--lora-model-dir", 1, 1}, {"--vae", 1, 1}, {"--taesd", 1, 1},
-    {"--embd-dir", 1, 1},
+    {"--embd-dir", 1, 1}, {"--control-net", 1, 1},
     {"-t", 1, 1}, {"--threads", 1, 1}, {"--precision", 1, 1}, {"--prompt-file", 1, 1}, {"--sweep", 1, 1},
     {"--grid", 1, 1}, {"--shard", 1, 1}, {"-v", 0, 1}, {"--verbose", 0, 1}, {"--low-memory", 0, 1}, {"--info", 0, 1},
     {"--json", 0, 1}, {"--skip-existing", 0, 1},
     {"-h", 0, 1}, {"--help", 0, 1}, {"--version", 0, 1},
     {"-p", 1, 0}, {"--prompt", 1, 0}, {"-n", 1, 0}, {"--negative-prompt", 1, 0}, {"-o", 1, 0}, {"--output", 1, 0},
     {"--latent-out", 1, 0}, {"-i", 1, 0}, {"--init-img", 1, 0}, {"--mask", 1, 0}, {"--strength", 1, 0},
+    {"--control-image", 1, 0}, {"--control-strength", 1, 0}, {"--control-start", 1, 0}, {"--control-end", 1, 0},
     {"-W", 1, 0}, {"--width", 1, 0}, {"-H", 1, 0}, {"--height", 1, 0}, {"--steps", 1, 0}, {"-b", 1, 0},
     {"--batch-count", 1, 0}, {"--cfg-scale", 1, 0}, {"--eta", 1, 0}, {"-s", 1, 0}, {"--seed", 1, 0},
     {"--sampling-method", 1, 0}, {"--scheduler", 1, 0}, {"--timestep-spacing", 1, 0}, {"--rng", 1, 0},

@@ -20,14 +20,16 @@ typedef struct {
     sd_gen_params gen;
     const char *output, *latent_out; /* templates: may hold {seed}-style placeholders */
     const char *init_path, *mask_path;
-    int batch;      /* images from this job: seeds seed, seed+1, ... */
-    int seed_given; /* 0: a random seed is drawn for the job */
+    const char *control_path; /* --control-image FILE */
+    int batch;                /* images from this job: seeds seed, seed+1, ... */
+    int seed_given;           /* 0: a random seed is drawn for the job */
 } job_settings;
 
 /* The run: the model and what is loaded with it, and how the jobs are made and reported. */
 typedef struct {
     const char *model, *lora_dir, *vae, *taesd;
     const char *embd_dir;             /* --embd-dir DIR: textual-inversion embeddings */
+    const char *control_net;          /* --control-net FILE: a ControlNet */
     const char *prompt_file;          /* --prompt-file FILE ("-" = standard input) */
     const char *sweeps[CLI_MAX_AXES]; /* --sweep KEY=VALUES, in order (a fourth is refused while parsing) */
     int n_sweeps;

@@ -48,6 +48,7 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
     for (int i = 0; i < a->n_loras; i++) len += strlen(a->loras[i].path) + 32;
     if (a->vae) len += strlen(a->vae);
     if (a->taesd) len += strlen(a->taesd);
+    if (a->control_net) len += strlen(a->control_net) + 256;
     char *t = malloc(len);
     if (!t) return NULL;
     int n = snprintf(t, len, "%s\n", g->prompt);
@@ -73,6 +74,13 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
         if (i == a->n_loras - 1) APPEND("\"");
     }
     append_ti_hashes(t, len, &n, ctx, g);
+    if (a->control_net) { /* as AUTOMATIC1111's ControlNet extension writes it */
+        const char *name = base_name(a->control_net), *dot = strrchr(name, '.');
+        APPEND(", ControlNet 0: \"Module: none, Model: %.*s, Weight: %g, Resize Mode: Just Resize, Low Vram: False, "
+               "Guidance Start: %g, Guidance End: %g, Pixel Perfect: False, Control Mode: Balanced\"",
+               dot && dot != name ? (int)(dot - name) : (int)strlen(name), name, g->control_strength, g->control_start,
+               g->control_end);
+    }
     if (g->eta > 0 && si->uses_eta) APPEND(", Eta DDIM: %g", g->eta);
     const sd_spacing spacing = mi.default_spacing ? mi.default_spacing : si->default_spacing; /* the run's default */
     if (g->spacing && g->spacing != spacing) APPEND(", Timestep spacing: %s", sd_spacing_name(g->spacing));

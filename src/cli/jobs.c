@@ -119,6 +119,7 @@ static const sweep_key KEYS[] = {
     {"width", NULL, "--width", "Width", V_INT},
     {"height", NULL, "--height", "Height", V_INT},
     {"strength", NULL, "--strength", "Denoising", V_FLOAT},
+    {"control-strength", NULL, "--control-strength", "ControlNet Weight", V_FLOAT},
     {"prompt", NULL, NULL, "Prompt S/R", V_TEXT},
 };
 /* clang-format on */
@@ -249,7 +250,7 @@ int jobs_parse_sweep(const char *spec, sweep_axis *ax, char *err, size_t errlen)
     if (!eq) return BAD("--sweep %s: not KEY=VALUES (e.g. seed=1-8)", spec);
     if (!k)
         return BAD("--sweep %s: unknown key '%.*s' (one of: seed, steps, cfg-scale, sampling-method, scheduler, width, "
-                   "height, strength, prompt)",
+                   "height, strength, control-strength, prompt)",
                    spec, (int)klen, spec);
     value_list l = {0};
     int rc = split_values(eq + 1, k->kind, &l, spec, err, errlen);
@@ -297,12 +298,14 @@ static int load_image(job_list *L, const char *opt, const char *path, const sd_p
 
 /* The image the job's path names (read once per path), attached to gen. */
 static int attach_images(job_list *L, job_settings *s, char *err, size_t errlen) {
-    const sd_pixels *init = NULL, *mask = NULL;
+    const sd_pixels *init = NULL, *mask = NULL, *control = NULL;
     if (s->mask_path && !s->init_path) return BAD("--mask: needs an init image (-i FILE)");
     int rc = s->init_path ? load_image(L, "--init-img", s->init_path, &init, err, errlen) : 0;
     if (!rc && s->mask_path) rc = load_image(L, "--mask", s->mask_path, &mask, err, errlen);
+    if (!rc && s->control_path) rc = load_image(L, "--control-image", s->control_path, &control, err, errlen);
     s->gen.init_image = init;
     s->gen.mask = mask;
+    s->gen.control_image = control;
     return rc;
 }
 

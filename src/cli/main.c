@@ -106,13 +106,21 @@ static void usage(FILE *f) {
         "      --latent-out FILE      also write the final latent as safetensors            [default: none]\n"
         "      --lora FILE[:MULT]     merge a LoRA (kohya or PEFT naming) at load; repeatable [default MULT: 1]\n"
         "      --lora-model-dir DIR   where the prompt's <lora:NAME:MULT> tags find NAME.safetensors [default: .]\n"
+        "      --embd-dir DIR         textual-inversion embeddings (*.pt, *.bin, *.safetensors), each used where a\n"
+        "                             prompt names it by its file name without the extension [default: none]\n"
+        "      --control-net FILE     a ControlNet (.pth / .safetensors) guiding every image by its control image\n"
+        "      --control-image FILE   the ControlNet's image (edges, depth, pose, ...), resized to the output size\n"
+        "      --control-strength S   the ControlNet residuals' weight, 0..10                [default: 1]\n"
+        "      --control-start F      the fraction of the steps where the ControlNet starts  [default: 0]\n"
+        "      --control-end F        ... and where it ends                                  [default: 1]\n"
         "\n"
         "batches and sweeps:\n"
         "      --prompt-file FILE     one job per line (- = standard input): a plain prompt, or options as above\n"
         "                             with shell quoting (--prompt \"a cat\" --seed 5 -o cats/{seed}.png); lines\n"
         "                             override the command line's options; blank lines and # comments skipped\n"
         "      --sweep KEY=VALUES     an axis of values (at most 3; the product is run): KEY is seed, steps,\n"
-        "                             cfg-scale, sampling-method, scheduler, width, height, strength or prompt;\n"
+        "                             cfg-scale, sampling-method, scheduler, width, height, strength,\n"
+        "                             control-strength or prompt;\n"
         "                             VALUES a, b, c | 1-8 | 10-30:5 (step) | 3:9[4] (count); prompt=S/R\n"
         "                             replaces the first value's text in the prompt by each value\n"
         "      --grid FILE.png        after a sweep, a contact sheet of the images with the values as labels\n"
@@ -523,6 +531,7 @@ static int run(cli_args *a) {
     lp.low_memory = a->low_memory;
     lp.precision = a->precision;
     lp.embeddings_dir = a->embd_dir;
+    lp.controlnet_path = a->control_net;
     if (a->precision == SD_PRECISION_BF16 && !sd_bf16_supported())
         fprintf(stderr, "sd: warning: --precision bf16: this CPU has no AVX512-BF16; computing in float32\n");
     lp.keep_weights = jobs_to_run(a, &L) > 1; /* a batch: each image reuses the pages the previous one read */

@@ -114,19 +114,25 @@ static uint8_t *resized(const sd_pixels *p, int W, int H) {
     return out;
 }
 
-int image_to_model_input(const sd_pixels *p, int W, int H, float *out) {
+/* out[3, H, W] from the image as RGB (alpha dropped, grey replicated) resized to W x H: v/255, then 2x − 1 when
+ * normalize (diffusers' VaeImageProcessor, do_normalize). */
+static int to_rgb(const sd_pixels *p, int W, int H, int normalize, float *out) {
     uint8_t *px = resized(p, W, H);
     if (!px) return -1;
     const size_t P = (size_t)W * H;
     const int ch = p->channels;
     for (size_t i = 0; i < P; i++)
         for (int c = 0; c < 3; c++) {
-            uint8_t v = px[i * ch + (ch >= 3 ? c : 0)];         /* RGB(A): drop alpha; grey (+alpha): replicate */
-            out[c * P + i] = 2.0f * ((float)v / 255.0f) - 1.0f; /* image_processor: v/255, then 2x − 1 */
+            float v = (float)px[i * ch + (ch >= 3 ? c : 0)] / 255.0f; /* RGB(A): drop alpha; grey (+alpha): replicate */
+            out[c * P + i] = normalize ? 2.0f * v - 1.0f : v;
         }
     free(px);
     return 0;
 }
+
+int image_to_model_input(const sd_pixels *p, int W, int H, float *out) { return to_rgb(p, W, H, 1, out); }
+
+int image_to_unit_rgb(const sd_pixels *p, int W, int H, float *out) { return to_rgb(p, W, H, 0, out); }
 
 int image_binary_mask(const sd_pixels *p, int W, int H, float *mask) {
     uint8_t *px = resized(p, W, H);

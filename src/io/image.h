@@ -14,6 +14,8 @@ int image_resize_lanczos(const uint8_t *src, int w, int h, int ch, uint8_t *dst,
 
 /* out[3, H, W] = 2·(v/255) − 1 of the image as RGB (alpha dropped, grey replicated), resized to W x H. */
 int image_to_model_input(const sd_pixels *p, int W, int H, float *out);
+/* The same in [0, 1]: v/255 (a ControlNet's control image, an upscaler's input). */
+int image_to_unit_rgb(const sd_pixels *p, int W, int H, float *out);
 
 /* mask[H, W] = 1 where the mask, resized to W x H in its own channels and converted to grey as Pillow's
  * convert("L") does, is >= 128 (v/255 >= 0.5: repaint), else 0. */

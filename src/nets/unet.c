@@ -5,11 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define UNET_GROUPS     32
-#define UNET_RES_EPS    1e-5f /* ResBlock GroupNorm */
-#define UNET_ATTN_EPS   1e-6f /* SpatialTransformer GroupNorm */
-#define UNET_LN_EPS     1e-5f /* BasicTransformerBlock LayerNorm */
-#define UNET_MAX_BLOCKS 64
+#define UNET_GROUPS   32
+#define UNET_RES_EPS  1e-5f /* ResBlock GroupNorm */
+#define UNET_ATTN_EPS 1e-6f /* SpatialTransformer GroupNorm */
+#define UNET_LN_EPS   1e-5f /* BasicTransformerBlock LayerNorm */
 
 /* ---------------- loading ---------------- */
 
@@ -166,42 +165,49 @@ static void load_output_block(wloader *L, const char *root, unet_block *b, int i
     }
 }
 
-static int read_config(wloader *L, unet_config *c, const model_desc *d) {
-    wl_prefix(L, UNET_PREFIX);
+/* Sizes under root: channels, time and context widths, block counts (the output blocks only with the decoder). */
+static int read_config(wloader *L, unet_config *c, const model_desc *d, const char *root, int decoder) {
+    wl_prefix(L, "%s", root);
     const st_tensor *cin = wl_find(L, "input_blocks.0.0.weight"), *t0 = wl_find(L, "time_embed.0.weight");
     const st_tensor *out = wl_find(L, "out.2.weight");
     if (!cin || cin->ndim != 4) {
-        wl_fail(L, "missing or malformed tensor '" UNET_PREFIX "input_blocks.0.0.weight'");
+        wl_fail(L, "missing or malformed tensor '%sinput_blocks.0.0.weight'", root);
         return -1;
     }
     if (!t0 || t0->ndim != 2) {
-        wl_fail(L, "missing or malformed tensor '" UNET_PREFIX "time_embed.0.weight'");
+        wl_fail(L, "missing or malformed tensor '%stime_embed.0.weight'", root);
         return -1;
     }
-    if (!out || out->ndim != 4) {
-        wl_fail(L, "missing or malformed tensor '" UNET_PREFIX "out.2.weight'");
+    if (decoder && (!out || out->ndim != 4)) {
+        wl_fail(L, "missing or malformed tensor '%sout.2.weight'", root);
         return -1;
     }
     c->model_ch = (int)cin->shape[0];
     c->in_ch = (int)cin->shape[1];
     c->time_dim = (int)t0->shape[0];
-    c->out_ch = (int)out->shape[0];
+    c->out_ch = decoder ? (int)out->shape[0] : 0;
     c->heads = d->unet_heads;
     c->head_dim = d->unet_head_dim;
     c->ctx_dim = 0;
     const st_tensor *label = wl_find(L, "label_emb.0.0.weight");
     c->added_dim = label && label->ndim == 2 ? (int)label->shape[1] : 0;
     const st_file *f = &L->s->file;
+    for (int k = 0; k < f->n_tensors; k++) { /* the projections' kind from any proj_in */
+        const char *n = f->tensors[k].name, *key = ".proj_in.weight";
+        size_t len = strlen(n), klen = strlen(key);
+        if (strncmp(n, root, strlen(root)) == 0 && len > klen && strcmp(n + len - klen, key) == 0)
+            c->linear_proj = f->tensors[k].ndim == 2;
+    }
     for (int k = 0; k < f->n_tensors && !c->ctx_dim; k++) { /* context width from any cross-attention key */
         const char *n = f->tensors[k].name, *key = "attn2.to_k.weight";
         size_t len = strlen(n), klen = strlen(key);
-        if (strncmp(n, UNET_PREFIX, strlen(UNET_PREFIX)) == 0 && len > klen && strcmp(n + len - klen, key) == 0 &&
+        if (strncmp(n, root, strlen(root)) == 0 && len > klen && strcmp(n + len - klen, key) == 0 &&
             f->tensors[k].ndim == 2)
             c->ctx_dim = (int)f->tensors[k].shape[1];
     }
     while (c->n_input < UNET_MAX_BLOCKS && block_exists(L, "input_blocks", c->n_input)) c->n_input++;
-    while (c->n_output < UNET_MAX_BLOCKS && block_exists(L, "output_blocks", c->n_output)) c->n_output++;
-    if (c->n_input < 2 || c->n_output < 1) {
+    while (decoder && c->n_output < UNET_MAX_BLOCKS && block_exists(L, "output_blocks", c->n_output)) c->n_output++;
+    if (c->n_input < 2 || (decoder && c->n_output < 1)) {
         wl_fail(L, "UNet has no input/output blocks");
         return -1;
     }
@@ -212,57 +218,95 @@ static int read_config(wloader *L, unet_config *c, const model_desc *d) {
     return 0;
 }
 
-sd_status unet_load(unet *u, tensor_store *s, const model_desc *d, char *err, size_t errlen) {
+/* conv_in, the time embedding and label_emb under root. */
+static void load_stem(wloader *L, unet *u, const char *root) {
+    const unet_config *c = &u->c;
+    wl_prefix(L, "%s", root);
+    u->conv_in = conv_layer_load(L, "input_blocks.0.0", c->in_ch, c->model_ch, 3, 1, 1);
+    u->time1_w = wl_mat(L, "time_embed.0.weight", c->time_dim, c->model_ch);
+    u->time1_b = wl_vec(L, "time_embed.0.bias", c->time_dim);
+    u->time2_w = wl_mat(L, "time_embed.2.weight", c->time_dim, c->time_dim);
+    u->time2_b = wl_vec(L, "time_embed.2.bias", c->time_dim);
+    if (c->added_dim) {
+        u->label1_w = wl_mat(L, "label_emb.0.0.weight", c->time_dim, c->added_dim);
+        u->label1_b = wl_vec(L, "label_emb.0.0.bias", c->time_dim);
+        u->label2_w = wl_mat(L, "label_emb.0.2.weight", c->time_dim, c->time_dim);
+        u->label2_b = wl_vec(L, "label_emb.0.2.bias", c->time_dim);
+    }
+}
+
+/* The middle block under root, on ch channels. */
+static void load_middle(wloader *L, unet *u, const char *root, int ch) {
+    const unet_config *c = &u->c;
+    wl_prefix(L, "%smiddle_block.0.", root);
+    u->mid_res1.has_res = 1;
+    load_resblock(L, &u->mid_res1.res, ch, c->time_dim);
+    wl_prefix(L, "%smiddle_block.1.", root);
+    u->mid_attn.has_attn = 1;
+    load_transformer(L, &u->mid_attn.attn, ch, c);
+    wl_prefix(L, "%smiddle_block.2.", root);
+    u->mid_res2.has_res = 1;
+    load_resblock(L, &u->mid_res2.res, ch, c->time_dim);
+}
+
+/* The encoder half under root (stem, input blocks, middle block): skips[i] the channels of input block i's output.
+ * Returns the channels at the middle block. */
+static int load_encoder(wloader *L, unet *u, const char *root, int *skips) {
+    const unet_config *c = &u->c;
+    int ch = c->model_ch;
+    load_stem(L, u, root);
+    skips[0] = ch;
+    for (int i = 1; i < c->n_input && !L->failed; i++) {
+        load_input_block(L, root, &u->input[i], i, ch, c);
+        ch = u->input[i].out_ch;
+        skips[i] = ch;
+    }
+    load_middle(L, u, root, ch);
+    return ch;
+}
+
+/* The output blocks and the output layers (UNET_PREFIX), from ch channels at the middle block. */
+static void load_decoder(wloader *L, unet *u, const int *skips, int ch) {
+    const unet_config *c = &u->c;
+    int n_skips = c->n_input;
+    if (c->n_output != n_skips && !L->failed)
+        wl_fail(L, "UNet has %d output blocks for %d skip connections", c->n_output, n_skips);
+    for (int i = 0; i < c->n_output && !L->failed; i++) {
+        load_output_block(L, UNET_PREFIX, &u->output[i], i, ch + skips[--n_skips], c);
+        ch = u->output[i].out_ch;
+    }
+    wl_prefix(L, UNET_PREFIX);
+    u->out_norm_w = wl_vec(L, "out.0.weight", ch);
+    u->out_norm_b = wl_vec(L, "out.0.bias", ch);
+    u->conv_out = conv_layer_load(L, "out.2", ch, c->out_ch, 3, 1, 1);
+}
+
+/* The UNet under root: the whole of it, or its encoder half (a ControlNet's copy). */
+static sd_status load(unet *u, tensor_store *s, const model_desc *d, const char *root, int decoder, char *err,
+                      size_t errlen) {
     memset(u, 0, sizeof *u);
     wloader L = {s, err, errlen, 0, ""};
     unet_config *c = &u->c;
-    if (read_config(&L, c, d) != 0) return SD_ERR_MODEL;
-    wl_prefix(&L, UNET_PREFIX);
-    u->conv_in = conv_layer_load(&L, "input_blocks.0.0", c->in_ch, c->model_ch, 3, 1, 1);
-    u->time1_w = wl_mat(&L, "time_embed.0.weight", c->time_dim, c->model_ch);
-    u->time1_b = wl_vec(&L, "time_embed.0.bias", c->time_dim);
-    u->time2_w = wl_mat(&L, "time_embed.2.weight", c->time_dim, c->time_dim);
-    u->time2_b = wl_vec(&L, "time_embed.2.bias", c->time_dim);
-    if (c->added_dim) {
-        u->label1_w = wl_mat(&L, "label_emb.0.0.weight", c->time_dim, c->added_dim);
-        u->label1_b = wl_vec(&L, "label_emb.0.0.bias", c->time_dim);
-        u->label2_w = wl_mat(&L, "label_emb.0.2.weight", c->time_dim, c->time_dim);
-        u->label2_b = wl_vec(&L, "label_emb.0.2.bias", c->time_dim);
-    }
+    if (read_config(&L, c, d, root, decoder) != 0) return SD_ERR_MODEL;
     u->input = calloc((size_t)c->n_input, sizeof *u->input);
-    u->output = calloc((size_t)c->n_output, sizeof *u->output);
+    u->output = calloc((size_t)c->n_output + 1, sizeof *u->output);
     if (!u->input || !u->output) {
         snprintf(err, errlen, "out of memory loading the UNet");
         return SD_ERR_NOMEM;
     }
-    int skips[UNET_MAX_BLOCKS], n_skips = 0, ch = c->model_ch;
-    skips[n_skips++] = ch;
-    for (int i = 1; i < c->n_input && !L.failed; i++) {
-        load_input_block(&L, UNET_PREFIX, &u->input[i], i, ch, c);
-        ch = u->input[i].out_ch;
-        skips[n_skips++] = ch;
-    }
-    wl_prefix(&L, UNET_PREFIX "middle_block.0.");
-    u->mid_res1.has_res = 1;
-    load_resblock(&L, &u->mid_res1.res, ch, c->time_dim);
-    wl_prefix(&L, UNET_PREFIX "middle_block.1.");
-    u->mid_attn.has_attn = 1;
-    load_transformer(&L, &u->mid_attn.attn, ch, c);
-    wl_prefix(&L, UNET_PREFIX "middle_block.2.");
-    u->mid_res2.has_res = 1;
-    load_resblock(&L, &u->mid_res2.res, ch, c->time_dim);
-    if (c->n_output != n_skips && !L.failed)
-        wl_fail(&L, "UNet has %d output blocks for %d skip connections", c->n_output, n_skips);
-    for (int i = 0; i < c->n_output && !L.failed; i++) {
-        load_output_block(&L, UNET_PREFIX, &u->output[i], i, ch + skips[--n_skips], c);
-        ch = u->output[i].out_ch;
-    }
-    wl_prefix(&L, UNET_PREFIX);
-    u->out_norm_w = wl_vec(&L, "out.0.weight", ch);
-    u->out_norm_b = wl_vec(&L, "out.0.bias", ch);
-    u->conv_out = conv_layer_load(&L, "out.2", ch, c->out_ch, 3, 1, 1);
+    int skips[UNET_MAX_BLOCKS];
+    int ch = load_encoder(&L, u, root, skips);
+    if (decoder) load_decoder(&L, u, skips, ch);
     if (c->ctx_dim == 0 && !L.failed) wl_fail(&L, "UNet has no cross-attention (attn2.to_k) weights");
     return L.failed ? SD_ERR_MODEL : SD_OK;
+}
+
+sd_status unet_load(unet *u, tensor_store *s, const model_desc *d, char *err, size_t errlen) {
+    return load(u, s, d, UNET_PREFIX, 1, err, errlen);
+}
+
+sd_status unet_load_encoder(unet *u, tensor_store *s, const model_desc *d, const char *root, char *err, size_t errlen) {
+    return load(u, s, d, root, 0, err, errlen);
 }
 
 static void free_block(unet_block *b) { free(b->attn.blocks); }
@@ -484,42 +528,63 @@ typedef struct {
     int ch[UNET_MAX_BLOCKS], h[UNET_MAX_BLOCKS], w[UNET_MAX_BLOCKS];
 } unet_skips;
 
-/* Room for skip i: [B, ch, H, W]. */
-static float *new_skip(compute *cc, unet_skips *sk, int i, int ch, int H, int W, int B) {
-    sk->ch[i] = ch;
-    sk->h[i] = H;
-    sk->w[i] = W;
-    return sk->x[i] = compute_alloc(cc, (size_t)B * ch * H * W);
+void unet_block_shape(const unet *u, int i, int h, int w, int *ch, int *H, int *W) {
+    *ch = u->c.model_ch;
+    *H = h;
+    *W = w;
+    for (int k = 1; k <= i && k < u->c.n_input; k++) {
+        if (u->input[k].has_down) {
+            *H = (*H + 1) / 2;
+            *W = (*W + 1) / 2;
+        }
+        *ch = u->input[k].out_ch;
+    }
 }
 
-sd_status unet_forward(compute *cc, const unet *u, const unet_input *in, float *out) {
+size_t unet_block_floats(const unet *u, int i, int B, int h, int w) {
+    int ch, H, W;
+    unet_block_shape(u, i, h, w, &ch, &H, &W);
+    return (size_t)B * ch * H * W;
+}
+
+/* The encoder half of an evaluation: conv_in (+ add [model_ch, h, w] for every item), the input blocks (their outputs
+ * into skips[i], given or from the arena), the middle block. Returns the middle block's output (one of pp), its size
+ * in *H, *W; NULL when the pass stopped. */
+static float *encode(const unet_pass *ps, const unet *u, const unet_input *in, const float *add, float *const *given,
+                     unet_skips *sk, float **pp, int *H, int *W) {
+    compute *cc = ps->cc;
     const unet_config *c = &u->c;
     const int B = in->B;
-    if (compute_stopped(cc)) return cc->status;
-    arena_mark mark = compute_mark(cc);
-    size_t big = max_activation(u, B, in->h, in->w);
-    float *emb = compute_alloc(cc, (size_t)B * c->time_dim);                                 /* [B, time_dim] */
-    float *pp[3] = {compute_alloc(cc, big), compute_alloc(cc, big), compute_alloc(cc, big)}; /* ping-pong */
-    unet_skips sk;
-    if (!emb || !pp[0] || !pp[1] || !pp[2]) return cc->status;
-    time_embed(cc, u, in->t, in->added, B, emb);
-    const unet_pass ps = {cc, emb, in->ctx, in->ctx_len, B};
-    int H = in->h, W = in->w;
-    if (!new_skip(cc, &sk, 0, c->model_ch, H, W, B)) return cc->status;
-    conv_layer_forward(cc, &u->conv_in, in->x, B, H, W, sk.x[0]);
+    for (int i = 0; i < c->n_input; i++) {
+        unet_block_shape(u, i, in->h, in->w, &sk->ch[i], &sk->h[i], &sk->w[i]);
+        sk->x[i] = given ? given[i] : compute_alloc(cc, unet_block_floats(u, i, B, in->h, in->w));
+        if (!sk->x[i]) return NULL;
+    }
+    *H = in->h;
+    *W = in->w;
+    conv_layer_forward(cc, &u->conv_in, in->x, B, *H, *W, sk->x[0]);
+    for (int b = 0; add && b < B; b++)
+        add_inplace(cc, sk->x[0] + (size_t)b * c->model_ch * *H * *W, add, (size_t)c->model_ch * *H * *W);
     for (int i = 1; i < c->n_input && !compute_stopped(cc); i++) {
         const unet_block *blk = &u->input[i];
-        float *cur = run_block(u, blk, sk.x[i - 1], pp[0], pp[1], &ps, &H, &W, 0, 0);
-        if (!new_skip(cc, &sk, i, blk->out_ch, H, W, B)) return cc->status;
-        memcpy(sk.x[i], cur, (size_t)B * blk->out_ch * H * W * sizeof(float));
+        float *cur = run_block(u, blk, sk->x[i - 1], pp[0], pp[1], ps, H, W, 0, 0);
+        memcpy(sk->x[i], cur, (size_t)B * blk->out_ch * *H * *W * sizeof(float));
     }
-    if (compute_stopped(cc)) return cc->status;
-    float *cur = run_block(u, &u->mid_res1, sk.x[c->n_input - 1], pp[0], pp[1], &ps, &H, &W, 0, 0);
-    cur = run_block(u, &u->mid_attn, cur, pp[0], pp[1], &ps, &H, &W, 0, 0);
-    cur = run_block(u, &u->mid_res2, cur, pp[1], pp[2], &ps, &H, &W, 0, 0);
-    int ch = u->mid_res2.res.out_ch, n_skip = c->n_input;
-    if (in->residuals) add_inplace(cc, cur, in->residuals[c->n_input], (size_t)B * ch * H * W);
-    for (int i = 0; i < c->n_output && !compute_stopped(cc); i++) {
+    if (compute_stopped(cc)) return NULL;
+    float *cur = run_block(u, &u->mid_res1, sk->x[c->n_input - 1], pp[0], pp[1], ps, H, W, 0, 0);
+    cur = run_block(u, &u->mid_attn, cur, pp[0], pp[1], ps, H, W, 0, 0);
+    return run_block(u, &u->mid_res2, cur, pp[1], pp[2], ps, H, W, 0, 0);
+}
+
+/* The decoder half: the output blocks on the middle block's output cur (+ its residual) and the skips (+ theirs),
+ * then the output layers into out. */
+static void decode(const unet_pass *ps, const unet *u, const unet_input *in, const unet_skips *sk, float *cur,
+                   float **pp, int H, int W, float *out) {
+    compute *cc = ps->cc;
+    const int B = in->B;
+    int ch = u->mid_res2.res.out_ch, n_skip = u->c.n_input;
+    if (in->residuals) add_inplace(cc, cur, in->residuals[u->c.n_input], (size_t)B * ch * H * W);
+    for (int i = 0; i < u->c.n_output && !compute_stopped(cc); i++) {
         const unet_block *blk = &u->output[i];
         int s = --n_skip;
         float *cat = cur == pp[0] ? pp[1] : pp[0];
@@ -527,13 +592,50 @@ sd_status unet_forward(compute *cc, const unet *u, const unet_input *in, float *
         int k = 0;
         for (int j = 0; j < 3; j++)
             if (pp[j] != cat) others[k++] = pp[j];
-        concat_channels(cc, cur, ch, sk.x[s], in->residuals ? in->residuals[s] : NULL, sk.ch[s], B, (size_t)H * W, cat);
+        concat_channels(cc, cur, ch, sk->x[s], in->residuals ? in->residuals[s] : NULL, sk->ch[s], B, (size_t)H * W,
+                        cat);
         int next = s > 0 ? s - 1 : 0;
-        cur = run_block(u, blk, cat, others[0], others[1], &ps, &H, &W, sk.h[next], sk.w[next]);
+        cur = run_block(u, blk, cat, others[0], others[1], ps, &H, &W, sk->h[next], sk->w[next]);
         ch = blk->out_ch;
     }
     const norm_spec norm_out = {&u->out_norm_w, &u->out_norm_b, UNET_GROUPS, UNET_RES_EPS, 1};
     conv_layer_forward_normed(cc, &u->conv_out, &norm_out, cur, B, H, W, out);
+}
+
+/* The time embedding and the ping-pong buffers of one evaluation (from the arena); 0, or -1 (status set). */
+static int begin_pass(compute *cc, const unet *u, const unet_input *in, unet_pass *ps, float **pp) {
+    const int B = in->B;
+    size_t big = max_activation(u, B, in->h, in->w);
+    float *emb = compute_alloc(cc, (size_t)B * u->c.time_dim);  /* [B, time_dim] */
+    for (int i = 0; i < 3; i++) pp[i] = compute_alloc(cc, big); /* ping-pong activations */
+    if (!emb || !pp[0] || !pp[1] || !pp[2]) return -1;
+    time_embed(cc, u, in->t, in->added, B, emb);
+    *ps = (unet_pass){cc, emb, in->ctx, in->ctx_len, B};
+    return 0;
+}
+
+sd_status unet_forward(compute *cc, const unet *u, const unet_input *in, float *out) {
+    if (compute_stopped(cc)) return cc->status;
+    arena_mark mark = compute_mark(cc);
+    unet_pass ps;
+    unet_skips sk;
+    float *pp[3];
+    int H, W;
+    float *mid = begin_pass(cc, u, in, &ps, pp) ? NULL : encode(&ps, u, in, NULL, NULL, &sk, pp, &H, &W);
+    if (mid) decode(&ps, u, in, &sk, mid, pp, H, W, out);
+    compute_reset(cc, mark);
+    return compute_stopped(cc) ? cc->status : SD_OK;
+}
+
+sd_status unet_encoder_forward(compute *cc, const unet *u, const unet_input *in, const float *add, float *const *outs) {
+    if (compute_stopped(cc)) return cc->status;
+    arena_mark mark = compute_mark(cc);
+    unet_pass ps;
+    unet_skips sk;
+    float *pp[3];
+    int H, W;
+    float *mid = begin_pass(cc, u, in, &ps, pp) ? NULL : encode(&ps, u, in, add, outs, &sk, pp, &H, &W);
+    if (mid) memcpy(outs[u->c.n_input], mid, unet_block_floats(u, u->c.n_input, in->B, in->h, in->w) * sizeof(float));
     compute_reset(cc, mark);
     return compute_stopped(cc) ? cc->status : SD_OK;
 }

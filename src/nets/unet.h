@@ -12,6 +12,8 @@
 #include "model/desc.h"
 #include "nn/layers.h"
 
+#define UNET_MAX_BLOCKS 64 /* input or output blocks at most */
+
 typedef struct {
     weight norm1_w, norm1_b, norm2_w, norm2_b, norm3_w, norm3_b;
     weight q1, k1, v1, o1_w, o1_b;     /* self-attention */
@@ -35,7 +37,8 @@ typedef struct {
 
 typedef struct {
     int in_ch, out_ch, model_ch, time_dim, ctx_dim, heads, head_dim;
-    int added_dim; /* the added conditioning's width (label_emb.0.0's input), 0 without one */
+    int added_dim;   /* the added conditioning's width (label_emb.0.0's input), 0 without one */
+    int linear_proj; /* the transformers' proj_in / proj_out are linear layers (SD 2.x, SDXL), not 1x1 convolutions */
     int n_input, n_output;
 } unet_config;
 
@@ -68,6 +71,18 @@ typedef struct {
 
 /* out[B, out_ch, h, w] = unet(in). Returns SD_OK, or the compute context's failure. */
 sd_status unet_forward(compute *cc, const unet *u, const unet_input *in, float *out);
+
+/* Only the encoder half of a UNet under root (conv_in, the time embedding, label_emb, the input blocks, the middle
+ * block): a ControlNet's copy of it. */
+sd_status unet_load_encoder(unet *u, tensor_store *s, const model_desc *d, const char *root, char *err, size_t errlen);
+
+/* The encoder half on `in` (in->residuals unused), with add[model_ch, h, w] added to conv_in's output of every item
+ * (may be NULL): outs[i] = input block i's output (i < n_input), outs[n_input] = the middle block's, each
+ * unet_block_floats(u, i, B, h, w) floats. */
+sd_status unet_encoder_forward(compute *cc, const unet *u, const unet_input *in, const float *add, float *const *outs);
+size_t unet_block_floats(const unet *u, int i, int B, int h, int w);
+/* Channels and size of input block i's output (i = n_input: the middle block's) at latent size h x w. */
+void unet_block_shape(const unet *u, int i, int h, int w, int *ch, int *H, int *W);
 
 /* The added conditioning vector of one item: [pooled (pooled_width); time_id_dim-channel sinusoidal embeddings
  * of each of n_ids size/crop ids], SDXL's (sgm ConcatTimestepEmbedderND). added[pooled_width + n_ids·time_id_dim]. */

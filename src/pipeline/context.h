@@ -5,6 +5,7 @@
 #include "sd.h"
 
 #include "model/model.h"
+#include "nets/controlnet.h"
 #include "nets/taesd.h"
 #include "nets/text_encoder.h"
 #include "nets/unet.h"
@@ -20,7 +21,8 @@ struct sd_ctx {
     text_encoder te[MAX_TEXT_ENCODERS]; /* [model.d.n_text] */
     unet un;
     vae va;
-    taesd *tae; /* TAESD in place of the VAE, or NULL */
+    taesd *tae;     /* TAESD in place of the VAE, or NULL */
+    controlnet *cn; /* a ControlNet guiding the UNet, or NULL */
     noise_schedule sched;
     compute cc;           /* threads, precision, low memory, arena, scratch: every network runs in it */
     int keep_weights;     /* sd_load_params.keep_weights: stages keep their mapped pages (batches) */

@@ -42,6 +42,9 @@ typedef struct {
     float *mask;          /* [h, w] latent-resolution mask, 1 = repaint, or NULL */
     float *masked_latent; /* [C, h, w] scaled latent of the masked image (9-channel UNet), or NULL */
     int vae_tiled;        /* tile size of the VAE in pixels, 0 = untiled (plan_vae) */
+    float *hint;          /* [model_ch, h, w] the ControlNet's hint encoder on the control image, or NULL */
+    float *control_x;     /* [2, C, h, w] the ControlNet's input when the UNet takes more channels, or NULL */
+    float *residuals[UNET_MAX_BLOCKS + 1]; /* [2, ch_i, h_i, w_i] the ControlNet's residuals of one evaluation */
 } generation;
 
 static size_t peak_rss_bytes(void) {
@@ -59,6 +62,9 @@ static void generation_free(generation *g) {
     free(g->noise);
     free(g->mask);
     free(g->masked_latent);
+    free(g->hint);
+    free(g->control_x);
+    for (int i = 0; i <= UNET_MAX_BLOCKS; i++) free(g->residuals[i]);
 }
 
 /* Writes the message and returns st. */
@@ -295,6 +301,22 @@ static sd_status prepare_inputs(sd_ctx *c, const sd_gen_params *p, generation *g
     return st;
 }
 
+/* The ControlNet's hint (once per image: the control image at the output size, RGB in [0, 1], through the hint
+ * encoder) and its buffers: the residuals for a batch of two, the input when the UNet takes more channels. */
+static sd_status prepare_control(sd_ctx *c, const sd_gen_params *p, generation *g, char *err, size_t errlen) {
+    const controlnet *cn = c->cn;
+    if (!cn) return SD_OK;
+    float *image = malloc((size_t)3 * g->H * g->W * sizeof(float)); /* [3, H, W] */
+    g->hint = malloc((size_t)cn->enc.c.model_ch * g->h * g->w * sizeof(float));
+    int ok = image && g->hint && image_to_unit_rgb(p->control_image, g->W, g->H, image) == 0;
+    for (int i = 0; ok && i <= cn->enc.c.n_input; i++)
+        ok = (g->residuals[i] = malloc(unet_block_floats(&cn->enc, i, 2, g->h, g->w) * sizeof(float))) != NULL;
+    if (ok && cn->enc.c.in_ch != c->un.c.in_ch) ok = (g->control_x = malloc(2 * g->n * sizeof(float))) != NULL;
+    sd_status st = ok ? controlnet_hint(&c->cc, cn, image, g->H, g->W, g->hint) : SD_ERR_NOMEM;
+    free(image);
+    return st == SD_OK ? st : stage_failure(g, st, "the ControlNet's hint encoder", err, errlen);
+}
+
 /* x[n] = the latent the loop starts from. */
 static void start_latent(const sd_gen_params *p, const generation *g, const sampler *smp, float *x) {
     if (g->image_latent && !(g->mask && p->strength >= 1.0)) {
@@ -319,25 +341,48 @@ static void scaled_input(const sd_ctx *c, const generation *g, const float *x, f
     for (int b = 1; b < B; b++) memcpy(in + b * per, in, per * sizeof(float));
 }
 
+/* Whether the ControlNet guides evaluation i (diffusers' controlnet_keep: i/n >= start and (i+1)/n <= end over
+ * the n evaluations the run makes). */
+static int control_active(const sd_ctx *c, const sd_gen_params *p, const sampler *smp, int i) {
+    const double k = i - sampler_begin(smp), n = sampler_evals(smp) - sampler_begin(smp);
+    return c->cn && k / n >= p->control_start && (k + 1) / n <= p->control_end;
+}
+
+/* One UNet pass on ui, with the ControlNet's residuals when it guides this evaluation. */
+static sd_status unet_pass(sd_ctx *c, const sd_gen_params *p, const generation *g, int active, unet_input ui,
+                           float *out) {
+    if (!active) return unet_forward(&c->cc, &c->un, &ui, out);
+    unet_input ci = ui; /* the ControlNet takes the latent alone where the UNet takes more channels (inpainting) */
+    if (g->control_x) {
+        const size_t per = (size_t)c->un.c.in_ch * g->h * g->w;
+        for (int b = 0; b < ui.B; b++) memcpy(g->control_x + b * g->n, ui.x + b * per, g->n * sizeof(float));
+        ci.x = g->control_x;
+    }
+    sd_status st = controlnet_forward(&c->cc, c->cn, &ci, g->hint, p->control_strength, g->residuals);
+    ui.residuals = (const float *const *)g->residuals;
+    return st == SD_OK ? unet_forward(&c->cc, &c->un, &ui, out) : st;
+}
+
 /* out[k, C, h, w] = UNet outputs of evaluation i for each conditioning (as epsilon); one batched call when
  * the conditionings have the same length, else one call each. */
-static sd_status run_unet(sd_ctx *c, const generation *g, const sampler *smp, int i, const float *x, float *in,
-                          float *out) {
+static sd_status run_unet(sd_ctx *c, const sd_gen_params *p, const generation *g, const sampler *smp, int i,
+                          const float *x, float *in, float *out) {
     const conditioning *conds[2] = {g->guided ? &g->uncond : &g->cond, &g->cond};
     const int k = g->guided ? 2 : 1, batched = g->pair != NULL, A = c->un.c.added_dim;
     const size_t per = (size_t)c->un.c.in_ch * g->h * g->w;
     const float scale = sampler_input_scale(smp, i);
     const float t[2] = {(float)sampler_timestep(smp, i), (float)sampler_timestep(smp, i)};
     scaled_input(c, g, x, scale, batched ? 2 : 1, in);
+    const int active = control_active(c, p, smp, i);
     sd_status st = SD_OK;
     if (batched) {
         const unet_input ui = {in, t, g->pair, g->cond.len, g->added, NULL, 2, g->h, g->w};
-        st = unet_forward(&c->cc, &c->un, &ui, out);
+        st = unet_pass(c, p, g, active, ui, out);
     } else {
         for (int b = 0; b < k && st == SD_OK; b++) {
             const float *added = !g->added ? NULL : g->added + (size_t)(k == 2 ? b : 1) * A;
             const unet_input ui = {in, t, conds[b]->ctx, conds[b]->len, added, NULL, 1, g->h, g->w};
-            st = unet_forward(&c->cc, &c->un, &ui, out + b * g->n);
+            st = unet_pass(c, p, g, active, ui, out + b * g->n);
         }
     }
     if (st == SD_OK && g->v_pred) { /* v -> epsilon: eps = sqrt(ᾱ)·v + sqrt(1-ᾱ)·x_in (Salimans & Ho 2022) */
@@ -393,7 +438,7 @@ static sd_status denoise(sd_ctx *c, const sd_gen_params *p, const generation *g,
     const double flops0 = c->cc.flops;
     for (int i = begin; i < evals && st == SD_OK; i++) {
         double t0 = sd_now();
-        if ((st = run_unet(c, g, smp, i, x, in, out)) == SD_ERR_CANCELLED) {
+        if ((st = run_unet(c, p, g, smp, i, x, in, out)) == SD_ERR_CANCELLED) {
             fail(err, errlen, st, "cancelled during step %d of %d", i - begin + 1, evals - begin);
             break;
         }
@@ -465,6 +510,10 @@ static int v_prediction(const sd_ctx *c, const sd_gen_params *p) {
 /* The generation's sizes and switches, after the parameters are checked. */
 static sd_status plan(sd_ctx *c, const sd_gen_params *p, generation *g, char *err, size_t errlen) {
     sd_status st = sd_gen_params_check(p, err);
+    if (st == SD_OK && c->cn && !p->control_image)
+        st = fail(err, errlen, SD_ERR_ARG, "control image: the ControlNet needs one (--control-image FILE)");
+    if (st == SD_OK && !c->cn && p->control_image)
+        st = fail(err, errlen, SD_ERR_ARG, "control image: no ControlNet is loaded (--control-net FILE)");
     if (st == SD_OK) st = resolve_size(c, p, &g->W, &g->H, err, errlen);
     if (st == SD_OK) st = plan_vae(c, p, g->H, g->W, &g->vae_tiled, err, errlen);
     c->timings.vae_tiled = g->vae_tiled;
@@ -498,11 +547,13 @@ static sd_status run_stages(sd_ctx *c, const sd_gen_params *p, generation *g, sa
     rng_init(&rng, p->rng == SD_RNG_CUDA ? RNG_CUDA : RNG_CPU, p->seed);
     t0 = sd_now();
     if ((st = prepare_inputs(c, p, g, &rng, err, errlen)) != SD_OK) return st;
+    if ((st = prepare_control(c, p, g, err, errlen)) != SD_OK) return st;
     c->timings.encode_s = sd_now() - t0;
     start_latent(p, g, smp, latent);
     t0 = sd_now();
     st = denoise(c, p, g, smp, &rng, latent, err, errlen);
     sd_release_stage(c, UNET_PREFIX);
+    if (c->cn && !c->keep_weights) store_release(&c->cn->store, ""); /* the ControlNet's stage is over too */
     if (st != SD_OK) return st;
     c->timings.sampling_s = sd_now() - t0;
     t0 = sd_now();

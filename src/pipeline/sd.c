@@ -175,6 +175,16 @@ static sd_status load_embeddings(sd_ctx *c, const char *dir, FILE *log, char *er
     return embeddings_load_dir(&c->emb, dir, c->tok, &c->model.d, widths, log, err, errlen);
 }
 
+/* A ControlNet for the loaded UNet. */
+static sd_status load_controlnet(sd_ctx *c, const char *path, char *err, size_t errlen) {
+    if (!(c->cn = calloc(1, sizeof *c->cn))) {
+        snprintf(err, errlen, "out of memory");
+        return SD_ERR_NOMEM;
+    }
+    sd_status st = controlnet_load(c->cn, path, &c->model.d, &c->un, err, errlen);
+    return st == SD_OK || st == SD_ERR_NOMEM ? st : SD_ERR_MODEL;
+}
+
 /* The networks of the checkpoint: every text encoder, the UNet, the VAE (LoRAs merge as they load). */
 static sd_status load_networks(sd_ctx *c, char *err, size_t errlen) {
     sd_model *m = &c->model;
@@ -210,10 +220,12 @@ sd_status sd_load_with(sd_ctx **out, const sd_load_params *p, char err[SD_ERR_LE
     lora_set_free(c->model.store.lora); /* merged: the adapters are not needed any more */
     c->model.store.lora = NULL;
     if (st == SD_OK && p->taesd_path) st = load_taesd(c, p->taesd_path, err, SD_ERR_LEN);
+    if (st == SD_OK && p->controlnet_path) st = load_controlnet(c, p->controlnet_path, err, SD_ERR_LEN);
     if (st == SD_OK && !(c->tok = tokenizer_create(err, SD_ERR_LEN))) st = SD_ERR_RUNTIME;
     if (st == SD_OK && p->embeddings_dir) st = load_embeddings(c, p->embeddings_dir, p->log, err, SD_ERR_LEN);
     int64_t half = c->model.store.max_half_matrix;
     if (c->tae && taesd_max_half(c->tae) > half) half = taesd_max_half(c->tae);
+    if (c->cn && c->cn->store.max_half_matrix > half) half = c->cn->store.max_half_matrix;
     if (st == SD_OK && compute_reserve_scratch(&c->cc, (size_t)half) != SD_OK) {
         snprintf(err, SD_ERR_LEN, "out of memory for the weight conversion buffer");
         st = SD_ERR_NOMEM;
@@ -242,6 +254,8 @@ void sd_free(sd_ctx *c) {
     vae_free(&c->va);
     if (c->tae) taesd_free(c->tae);
     free(c->tae);
+    if (c->cn) controlnet_free(c->cn);
+    free(c->cn);
     tokenizer_free(c->tok);
     cond_cache_free(&c->prompts);
     embeddings_free(&c->emb);
@@ -333,6 +347,12 @@ void sd_print_info(const sd_ctx *c, FILE *f) {
             (long long)store_param_count(&m->store, VAE_PREFIX), c->va.z_ch, d->vae_scale, c->va.dec.n_levels,
             c->va.has_encoder ? "yes" : "no");
     print_dtypes(&m->store, VAE_PREFIX, f);
+    if (c->cn) {
+        fprintf(f, "controlnet:    %s: %lld parameters, hint encoder to %d channels, %d zero convolutions; dtypes ",
+                c->cn->store.file.path, (long long)store_param_count(&c->cn->store, ""), c->cn->enc.c.model_ch,
+                c->cn->enc.c.n_input);
+        print_dtypes(&c->cn->store, "", f);
+    }
     fprintf(f, "metadata:      %d keys\n", m->store.file.n_meta);
     for (int i = 0; i < m->store.file.n_meta; i++)
         fprintf(f, "  %s = %s\n", m->store.file.meta[i].key, m->store.file.meta[i].value);
@@ -351,6 +371,9 @@ void sd_gen_params_default(sd_gen_params *p) {
     p->seed = 42;
     p->sampler = SD_SAMPLER_LMS;
     p->strength = 0.75;
+    p->control_strength = 1.0f;
+    p->control_start = 0.0;
+    p->control_end = 1.0;
 }
 
 static sd_status check_size(const char *what, int v, char *err) {
@@ -381,6 +404,24 @@ static sd_status check_pixels(const char *what, const sd_pixels *px, char *err) 
         return SD_ERR_ARG;
     }
     return SD_OK;
+}
+
+/* The ControlNet settings: a strength in 0..10, a window 0 <= start < end <= 1, a valid control image. */
+static sd_status check_control(const sd_gen_params *p, char *err) {
+    if (!(p->control_strength >= 0.0f && p->control_strength <= 10.0f)) {
+        snprintf(err, SD_ERR_LEN, "control-strength: %g is outside 0..10", p->control_strength);
+        return SD_ERR_ARG;
+    }
+    if (!(p->control_start >= 0.0 && p->control_start <= 1.0) || !(p->control_end >= 0.0 && p->control_end <= 1.0)) {
+        snprintf(err, SD_ERR_LEN, "control-start / control-end: %g / %g must be fractions of the steps in 0..1",
+                 p->control_start, p->control_end);
+        return SD_ERR_ARG;
+    }
+    if (!(p->control_start < p->control_end)) {
+        snprintf(err, SD_ERR_LEN, "control-start: %g must be below control-end %g", p->control_start, p->control_end);
+        return SD_ERR_ARG;
+    }
+    return check_pixels("control image", p->control_image, err);
 }
 
 sd_status sd_gen_params_check(const sd_gen_params *p, char err[SD_ERR_LEN]) {
@@ -427,6 +468,7 @@ sd_status sd_gen_params_check(const sd_gen_params *p, char err[SD_ERR_LEN]) {
     if ((st = check_pixels("init image", p->init_image, err)) != SD_OK ||
         (st = check_pixels("mask", p->mask, err)) != SD_OK)
         return st;
+    if ((st = check_control(p, err)) != SD_OK) return st;
     const int sizes[6] = {p->original_width, p->original_height, p->crop_top,
                           p->crop_left,      p->target_width,    p->target_height};
     static const char *const names[6] = {"original width", "original height", "crop top",
