@@ -184,7 +184,9 @@ typedef struct {
 } sd_progress;
 
 typedef void (*sd_progress_fn)(const sd_progress *p, void *user);
-/* Returns non-zero to stop the run after the current step. */
+/* Returns non-zero to stop the run: polled between the networks' layers and inside long kernels (attention, large
+ * convolutions, tiles) at least every few milliseconds of work, always on the thread that called the library; the
+ * call then returns SD_ERR_CANCELLED. */
 typedef int (*sd_cancel_fn)(void *user);
 
 /* An 8-bit image in memory: rows top to bottom, channels interleaved (1 grey, 3 RGB, 4 RGBA). */

@@ -165,6 +165,7 @@ static void fa_attention(compute *cc, const float *Q, int ldq, const float *K, i
     }
 #pragma omp parallel for schedule(dynamic, 2) num_threads(cc->threads)
     for (int task = 0; task < heads * tasks; task++) {
+        if (compute_poll(cc)) continue; /* stopping: the rest is skipped */
         const int h = task / tasks, b0 = task % tasks * FA_BLOCKS, r0 = b0 * FA_LANES;
         const int rows = n - r0 < FA_BLOCKS * FA_LANES ? n - r0 : FA_BLOCKS * FA_LANES;
         fa_task(QT + ((size_t)h * blocks + b0) * dh * FA_LANES, KP + (size_t)h * m * dh, VP + (size_t)h * m * dh, m, dh,
@@ -312,6 +313,7 @@ static void fa_attention_bf16(compute *cc, const float *Q, int ldq, const float 
     }
 #pragma omp parallel for schedule(dynamic, 2) num_threads(cc->threads)
     for (int task = 0; task < heads * tasks; task++) {
+        if (compute_poll(cc)) continue; /* stopping: the rest is skipped */
         const int h = task / tasks, b0 = task % tasks * FA_BLOCKS, r0 = b0 * FA_LANES;
         const int rows = n - r0 < FA_BLOCKS * FA_LANES ? n - r0 : FA_BLOCKS * FA_LANES;
         fa_task_bf16(QT + ((size_t)h * blocks + b0) * dp * FA_LANES, KB + (size_t)h * m * dp,
@@ -342,6 +344,7 @@ void attention(compute *cc, const float *Q, int ldq, const float *K, int ldk, co
     compute_count(cc, 4.0 * n * m * dh * heads); /* S = Q·Kᵀ and P·V */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(cc->threads) if (heads * blocks > 1)
     for (int task = 0; task < heads * blocks; task++) {
+        if (compute_poll(cc)) continue;
         const int h = task / blocks, r0 = (task % blocks) * R, rows = r0 + R <= n ? R : n - r0;
         float *S = work + (size_t)thread_index() * R * (m + 1); /* [rows, m] scores */
         float *inv_sum = S + (size_t)R * m;                     /* [rows] */

@@ -55,9 +55,18 @@ void compute_begin(compute *cc, sd_cancel_fn cancel, void *cancel_user) {
     cc->status = SD_OK;
 }
 
+/* status is read by every thread of a team while the master may set it: atomic loads and stores */
+static sd_status status_get(const compute *cc) { return __atomic_load_n(&cc->status, __ATOMIC_RELAXED); }
+
 int compute_stopped(compute *cc) {
-    if (cc->status == SD_OK && cc->cancel && cc->cancel(cc->cancel_user)) cc->status = SD_ERR_CANCELLED;
-    return cc->status != SD_OK;
+    if (status_get(cc) == SD_OK && cc->cancel && cc->cancel(cc->cancel_user))
+        __atomic_store_n(&cc->status, SD_ERR_CANCELLED, __ATOMIC_RELAXED);
+    return status_get(cc) != SD_OK;
+}
+
+int compute_poll(compute *cc) {
+    if (omp_get_thread_num() == 0) return compute_stopped(cc);
+    return status_get(cc) != SD_OK;
 }
 
 float *compute_alloc(compute *cc, size_t n) {

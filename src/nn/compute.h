@@ -9,7 +9,8 @@
  *   arena            activations of the stage that runs
  *   scratch          the float32 conversion of one F16/BF16 matrix
  *   bf16_a, bf16_b   the bf16 copies of a product's A and packed B, kept between products
- *   cancel           polled between layers (compute_stopped): a caller's Ctrl-C stops a pass within a layer
+ *   cancel           polled between layers (compute_stopped) and between the work items of long kernels
+ *                    (compute_poll): a caller's Ctrl-C stops a pass within milliseconds of work
  *   status           SD_OK, or the first failure (SD_ERR_NOMEM from the arena, SD_ERR_CANCELLED): once set, every
  *                    layer returns at once and the network reports it
  *   flops            multiply-add FLOPs of the matrix products run (2·M·N·K each), for the benchmark's floor
@@ -62,6 +63,10 @@ void compute_begin(compute *cc, sd_cancel_fn cancel, void *cancel_user);
 /* Whether the pass must stop: a failure recorded, or the cancel callback asks for it (then status becomes
  * SD_ERR_CANCELLED). Networks call it between layers. */
 int compute_stopped(compute *cc);
+
+/* Inside a parallel loop of a long kernel: whether the remaining work items are to be skipped because the pass
+ * must stop. The team's master thread (the caller's) polls the cancel callback; every thread reads the outcome. */
+int compute_poll(compute *cc);
 
 /* n floats from the arena, or NULL with status SD_ERR_NOMEM. */
 float *compute_alloc(compute *cc, size_t n);

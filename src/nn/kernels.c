@@ -90,6 +90,7 @@ static void gemm(compute *cc, int trans_b, int M, int N, int K, float alpha, con
     const size_t ab_row = (size_t)(K + 1) / 2; /* words per row of Ab */
 #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int p0 = 0; p0 < len; p0 += chunk) {
+        if (compute_poll(cc)) continue;
         int w = len - p0 < chunk ? len - p0 : chunk;
         if (split_n)
             gemm_panel(prec, trans_b, M, w, K, alpha, A, lda, Ab, trans_b ? B + (size_t)p0 * ldb : B + p0, ldb, NULL,
@@ -188,7 +189,7 @@ static void conv2d_item(compute *cc, const conv_desc *d, const float *x, int H, 
         return;
     }
     size_t tile = conv_tile_pixels(d, H, W);
-    for (size_t p0 = 0; p0 < P; p0 += tile) {
+    for (size_t p0 = 0; p0 < P && !compute_stopped(cc); p0 += tile) {
         size_t p1 = p0 + tile < P ? p0 + tile : P;
         im2col_tile(cc, d, x, H, W, Wo, p0, p1, work, p1 - p0);
         /* y[O, p0:p1] += W[O, K] · col[K, p1-p0] */

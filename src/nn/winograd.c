@@ -261,6 +261,7 @@ void conv2d_winograd(compute *cc, const conv_desc *d, const float *x, const conv
     int have_chunk = -1, have_block = -1;
     for (int outer = 0; outer < (chunk_outer ? chunks : blocks); outer++)
         for (int inner = 0; inner < (chunk_outer ? blocks : chunks); inner++) {
+            if (compute_stopped(cc)) return; /* a block is milliseconds to a second of work */
             const int ci = chunk_outer ? outer : inner, bi = chunk_outer ? inner : outer;
             const int o0 = ci * ob, n = s.O - o0 < ob ? s.O - o0 : ob;
             const int r0 = bi * s.block_rows, nr = s.rows - r0 < s.block_rows ? s.rows - r0 : s.block_rows;
