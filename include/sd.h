@@ -102,6 +102,14 @@ SD_API int sd_sampler_from_name(const char *name); /* -1 when unknown */
 SD_API const char *sd_spacing_name(sd_spacing s);  /* "leading", ... ("default" for 0) */
 
 typedef struct sd_ctx sd_ctx;
+typedef struct sd_upscaler sd_upscaler; /* an ESRGAN / Real-ESRGAN super-resolution model (sd_upscaler_load) */
+
+/* The upscaler of the hires fix's second pass (AUTOMATIC1111's "Hires upscaler"). */
+typedef enum {
+    SD_HIRES_LATENT = 0, /* bilinear resize of the first pass's latent ("Latent") */
+    SD_HIRES_LANCZOS,    /* Lanczos resize of the first pass's image */
+    SD_HIRES_MODEL       /* an upscale model on the first pass's image (sd_gen_params.hires_model), then Lanczos */
+} sd_hires_upscaler;
 
 /* Arithmetic of the networks' matrix products (linear layers, convolutions, attention). */
 typedef enum {
@@ -218,7 +226,7 @@ typedef struct {
     double strength;
     sd_progress_fn progress; /* optional */
     void *progress_user;
-    sd_cancel_fn cancel; /* optional, polled between the networks' layers: a non-zero answer stops the run */
+    sd_cancel_fn cancel; /* optional (see sd_cancel_fn): a non-zero answer stops the run */
     void *cancel_user;
     /* SDXL's size conditioning (the UNet's added input; other families ignore it). 0 = the default: the original and
      * the target size are the output size, the crop (top, left) is 0, 0 (diffusers' original_size,
@@ -232,6 +240,14 @@ typedef struct {
     const sd_pixels *control_image;
     float control_strength;
     double control_start, control_end; /* doubles: diffusers compares i/n with them in double precision */
+    /* Hires fix (AUTOMATIC1111's): hires_scale > 1 runs a second pass, the img2img of the first pass's result
+     * upscaled to (W·scale, H·scale) rounded down to 8, with the same prompt, seed and sampler, hires_steps steps
+     * (0: steps) at denoising strength hires_strength (default 0.7) */
+    double hires_scale;
+    sd_hires_upscaler hires_upscaler;
+    sd_upscaler *hires_model; /* SD_HIRES_MODEL: the upscaler */
+    int hires_steps;
+    double hires_strength;
 } sd_gen_params;
 
 SD_API void sd_gen_params_default(sd_gen_params *p);
@@ -251,6 +267,32 @@ SD_API sd_status sd_generate(sd_ctx *ctx, const sd_gen_params *p, sd_image *out,
 /* Same as sd_generate (kept for callers of the first API). */
 SD_API sd_status sd_txt2img(sd_ctx *ctx, const sd_gen_params *p, sd_image *out, char err[SD_ERR_LEN]);
 SD_API void sd_image_free(sd_image *img);
+
+/* A rough time in seconds for one sampling step at width x height (0: the model's size): the UNet's FLOPs there (a
+ * batch of two when guided; self-attention grows with the square of the pixel count) over this machine's
+ * matrix-product rate, measured by a short probe (about 0.2 s). *tflop (may be NULL): the TFLOP of that step. 0
+ * when the probe could not run. */
+SD_API double sd_estimate_step(sd_ctx *ctx, int width, int height, int guided, double *tflop);
+
+/* ---- upscaling: ESRGAN / Real-ESRGAN (RRDBNet) models ---- */
+
+/* Loads an RRDBNet upscaler: Real-ESRGAN .pth (params_ema, else params; basicsr names), old ESRGAN and 2019 ESRGAN
+ * names, .safetensors; nf, nb, gc and the scale from the shapes. n_threads <= 0: all cores. */
+SD_API sd_status sd_upscaler_load(sd_upscaler **out, const char *path, int n_threads, char err[SD_ERR_LEN]);
+SD_API void sd_upscaler_free(sd_upscaler *u);
+/* Output pixels per input pixel: 4, 2 or 1. */
+SD_API int sd_upscaler_scale(const sd_upscaler *u);
+/* SD_OK when an image of width x height can be upscaled by u in the memory available (SD_MEMORY_LIMIT or
+ * MemAvailable), else SD_ERR_ARG with err naming the sizes and the memory needed. */
+SD_API sd_status sd_upscaler_check(const sd_upscaler *u, int width, int height, char err[SD_ERR_LEN]);
+
+/* out->rgb = in upscaled (RGB; alpha dropped, grey replicated; width·scale x height·scale), in tiles of
+ * SD_UPSCALE_TILE input pixels with SD_UPSCALE_PAD more of context on every side; cancel (may be NULL) is polled
+ * between tiles and layers. A size whose output would not fit in memory is refused before any compute. */
+#define SD_UPSCALE_TILE 256
+#define SD_UPSCALE_PAD 16
+SD_API sd_status sd_upscale(sd_upscaler *u, const sd_pixels *in, sd_cancel_fn cancel, void *cancel_user, sd_image *out,
+                            char err[SD_ERR_LEN]);
 
 /* Reads a PNG, JPEG or BMP file into 8-bit pixels (malloc'd data, free with sd_pixels_free). */
 SD_API sd_status sd_pixels_read(const char *path, sd_pixels *out, char err[SD_ERR_LEN]);

@@ -199,7 +199,7 @@ static void test_grid(void) {
     sd_pixels_free(&g);
     char *params = output_read_png_text(grid, "parameters");
     CHECK(params && strstr(params, "a dog\nSteps: 1, Sampler: LMS") &&
-              strstr(params, "Script: X/Y/Z plot, X Type: Seed, X Values: \"1-3\", Y Type: Steps, Y Values: \"1,2\""),
+              strstr(params, "Script: X/Y/Z plot, X Type: Seed, X Values: 1-3, Y Type: Steps, Y Values: \"1,2\""),
           "grid parameters: %s", params ? params : "(none)");
     free(params);
 
@@ -222,6 +222,45 @@ static void test_grid(void) {
         sd_pixels_free(&im);
         sd_pixels_free(&g);
     }
+}
+
+/* The value of `key` in an infotext line as AUTOMATIC1111's reader takes it: a JSON string when it starts with '"'
+ * (json.loads), else the text up to the next comma (malloc'd; NULL when absent). */
+static char *infotext_value(const char *text, const char *key) {
+    char k[64];
+    snprintf(k, sizeof k, "%s: ", key);
+    const char *v = text ? strstr(text, k) : NULL;
+    if (!v) return NULL;
+    v += strlen(k);
+    if (*v != '"') return strndup(v, strcspn(v, ",\n"));
+    const char *e = v + 1;
+    while (*e && *e != '"') e += *e == '\\' && e[1] ? 2 : 1;
+    char *json = strndup(v, (size_t)(e - v + 1));
+    cJSON *s = cJSON_Parse(json);
+    char *out = cJSON_IsString(s) ? strdup(s->valuestring) : NULL;
+    cJSON_Delete(s);
+    free(json);
+    return out;
+}
+
+/* The grid's sweep values read back as AUTOMATIC1111 reads them: commas, colons and quotes survive. */
+static void test_grid_infotext(void) {
+    const char *values = "dog,cat \"x\": big";
+    char spec[64];
+    snprintf(spec, sizeof spec, "prompt=%s", values);
+    char *err = NULL;
+    int rc = run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "1", "-s", "1", "--sweep", spec,
+                         "--sweep", "seed=7", "-o", in_dir("q_{index}.png"), "--grid", in_dir("quoted.png")),
+                    &err);
+    CHECK(rc == 0, "quoted sweep grid: %s", err ? err : "");
+    free(err);
+    char *params = output_read_png_text(in_dir("quoted.png"), "parameters");
+    char *x = infotext_value(params, "X Values"), *y = infotext_value(params, "Y Values");
+    CHECK(x && !strcmp(x, values) && y && !strcmp(y, "7"), "grid values read back: X '%s', Y '%s' from %s",
+          x ? x : "(none)", y ? y : "(none)", params ? params : "(none)");
+    free(x);
+    free(y);
+    free(params);
 }
 
 /* ---- scripting ---- */
@@ -261,6 +300,24 @@ static void test_scripting(void) {
               strstr(lines, "\"skipped\":true") && err && strstr(err, "2 jobs left out") && strstr(err, "j_5.png"),
           "--skip-existing: %d %s", rc, err ? err : "");
     free(lines);
+    free(err);
+
+    /* --skip-existing with a file that is not the job's image (text; an image of another size): made again */
+    char e[SD_ERR_LEN];
+    write_text(in_dir("j_4.png"), "not a png\n");
+    CHECK(output_write_png(in_dir("j_6.png"), (const uint8_t *)"\x80\x80\x80", 1, 1, "x", "", e, sizeof e) == 0,
+          "a 1x1 PNG");
+    rc = run_sd(ARGS("-m", model, "-p", "a cat", "-W", "64", "-H", "64", "--steps", "1", "--sweep", "seed=4-6", "-o",
+                     in_dir("j_{seed}.png"), "--skip-existing"),
+                &err);
+    sd_pixels px4 = {0}, px6 = {0};
+    CHECK(rc == 0 && err && strstr(err, "j_4.png exists but is not this job's 64x64 RGB PNG: making it again") &&
+              strstr(err, "j_6.png exists but is not") && strstr(err, "1 job left out") &&
+              sd_pixels_read(in_dir("j_4.png"), &px4, e) == SD_OK && px4.width == 64 &&
+              sd_pixels_read(in_dir("j_6.png"), &px6, e) == SD_OK && px6.width == 64,
+          "--skip-existing with foreign files: %d %s", rc, err ? err : "");
+    sd_pixels_free(&px4);
+    sd_pixels_free(&px6);
     free(err);
 
     /* --shard 2/3 of 5 jobs: jobs 2 and 5 */
@@ -384,6 +441,7 @@ int main(void) {
     test_prompt_file();
     test_sweep();
     test_grid();
+    test_grid_infotext();
     test_scripting();
     test_interrupt();
     test_bad_input();

@@ -9,6 +9,7 @@
 
 #include <signal.h>
 #include <sys/stat.h>
+#include <time.h>
 
 static char tmpdir[] = "/tmp/sd-test-cli-XXXXXX";
 static const char *write_file(const char *name, const void *data, size_t len) {
@@ -35,13 +36,7 @@ static void expect_parameters(const char *png, const char *want, const char *wha
 
 /* Runs sd and expects exit `code`, a single "sd: error:" line containing `want`, and no output file. */
 static void expect_error(const char *what, int code, const char *want, const char *const *args) {
-    char *err = NULL;
-    unlink(out);
-    int rc = run_sd(args, &err);
-    CHECK(rc == code && err && !strncmp(err, "sd: error: ", 11) && strstr(err, want) && one_line(err),
-          "%s: want exit %d and '%s', got %d: %s", what, code, want, rc, err ? err : "(no stderr)");
-    CHECK(!exists(out), "%s: an output file was written", what);
-    free(err);
+    expect_sd_error(out, what, code, want, args);
 }
 
 #define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -115,10 +110,13 @@ static void test_bad_models(void) {
     expect_model_error(tmpdir, "is a directory");
     expect_model_error(write_file("empty", "", 0), "empty file");
     expect_model_error(write_file("short", "abc", 3), "too short");
-    unsigned char big[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0};
+    unsigned char big[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, '{'};
     expect_model_error(write_file("absurd", big, 16), "absurd");
     unsigned char past[16] = {100, 0, 0, 0, 0, 0, 0, 0, '{', '}'};
     expect_model_error(write_file("past", past, 10), "past the end of the file");
+    char png[1024];
+    snprintf(png, sizeof png, "%s/sd1-img2img/init.png", SD_FIXTURES);
+    expect_model_error(png, "not a model file (neither safetensors nor a PyTorch .ckpt / .pth zip)");
     /* safetensors headers that are valid JSON but not a usable checkpoint: {file, header, data bytes, error} */
     static const struct {
         const char *name, *header;
@@ -246,19 +244,26 @@ static void test_determinism(void) {
     CHECK(system(cmd) == 0, "same arguments give byte-identical PNGs (runs and -t 1 / -t 2)");
 }
 
+/* Starts sd in the background with its stderr into err_path: the tiny model, "a dog", size x size pixels, `steps`
+ * steps, the PNG to o. */
+static pid_t start_sd(const char *err_path, const char *size, const char *steps, const char *o) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 2);
+        execl(SD_BIN, SD_BIN, "-m", model, "-p", "a dog", "-W", size, "-H", size, "--steps", steps, "-o", o,
+              (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
 /* SIGINT stops within the current step: exit 1, one error line, no output and no temporary file. */
 static void test_signal(void) {
     char o[700], err_path[700];
     snprintf(o, sizeof o, "%s/sig.png", tmpdir);
     snprintf(err_path, sizeof err_path, "%s/sig.err", tmpdir);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 2);
-        execl(SD_BIN, SD_BIN, "-m", model, "-p", "a dog", "-W", "512", "-H", "512", "--steps", "1000", "-o", o,
-              (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = start_sd(err_path, "512", "1000", o);
     usleep(1500 * 1000);
     kill(pid, SIGINT);
     int status = 0;
@@ -272,13 +277,65 @@ static void test_signal(void) {
     free(err);
 }
 
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* Starts sd on a 4096x4096 image of the tiny model (one UNet evaluation: minutes of attention over 262144 tokens),
+ * sends `signals` SIGINTs `first_s` seconds later (the second 0.1 s after the first), and returns the
+ * seconds from the first signal to the exit; *status the wait status, *err its stderr. */
+static double interrupt_large(int signals, double first_s, int *status, char **err) {
+    char o[700], err_path[700];
+    snprintf(o, sizeof o, "%s/large.png", tmpdir);
+    snprintf(err_path, sizeof err_path, "%s/large.err", tmpdir);
+    pid_t pid = start_sd(err_path, "4096", "2", o);
+    usleep((useconds_t)(first_s * 1e6));
+    double t0 = seconds_now();
+    kill(pid, SIGINT);
+    if (signals > 1) {
+        usleep(100 * 1000);
+        kill(pid, SIGINT);
+    }
+    waitpid(pid, status, 0);
+    double waited = seconds_now() - t0;
+    *err = read_text_file(err_path);
+    char cmd[900];
+    snprintf(cmd, sizeof cmd, "ls -a '%s' | grep -q sd-tmp", tmpdir);
+    CHECK(!exists(o) && system(cmd) != 0, "SIGINT at 4096x4096 leaves no image and no temporary file");
+    return waited;
+}
+
+/* A size far beyond the model's: a note with the estimated time of an evaluation. Ctrl-C inside that long UNet
+ * evaluation: "stopping…" at once, the exit within 2 s (the kernels poll the flag); a second Ctrl-C quits at once. */
+static void test_signal_large(void) {
+    int status = 0;
+    char *err = NULL;
+    double s = interrupt_large(1, 3.0, &status, &err);
+    const char *last = err ? strstr(err, "sd: error:") : NULL;
+    printf("SIGINT at 4096x4096: exit %.2f s after the signal\n", s);
+    CHECK(err && strstr(err, "sd: note: 4096x4096 is 64x the pixels of this model's 512x512: about ") &&
+              strstr(err, "TFLOP per UNet evaluation, roughly ") && strstr(err, "square of the pixel count"),
+          "the note on the size: %s", err ? err : "");
+    CHECK(s < 2.0 && WIFEXITED(status) && WEXITSTATUS(status) == 1 && err && strstr(err, "sd: stopping…") && last &&
+              strstr(last, "cancelled") && one_line(last),
+          "SIGINT at 4096x4096: %.2f s (limit 2), status %d, stderr '%s'", s, status, err ? err : "");
+    free(err);
+    s = interrupt_large(2, 3.0, &status, &err);
+    CHECK(s < 1.0 && WIFEXITED(status) && WEXITSTATUS(status) == 1 && err && strstr(err, "sd: quit"),
+          "two SIGINTs: %.2f s, status %d, stderr '%s'", s, status, err ? err : "");
+    free(err);
+}
+
 /* Sizes whose activations cannot fit are refused before any compute. */
 static void test_memory_limit(void) {
     setenv("SD_MEMORY_LIMIT", "16", 1);
     char *err = NULL;
     unlink(out);
     int rc = run_sd(ARGS("-m", model, "-p", "x", "-W", "1024", "-H", "1024", "-o", out), &err);
-    CHECK(rc == 1 && err && strstr(err, "sd: error: size 1024x1024 needs about") && one_line(err) && !exists(out),
+    CHECK(rc == 1 && err && strstr(err, "sd: error: size 1024x1024 needs about") &&
+              strstr(err, "but SD_MEMORY_LIMIT allows 16 MB") && one_line(err) && !exists(out),
           "memory refusal: %d %s", rc, err ? err : "");
     free(err);
     unsetenv("SD_MEMORY_LIMIT");
@@ -401,7 +458,8 @@ static void test_image_inputs(void) {
     expect_error("init missing", 2, "--init-img: /nonexistent.png: cannot open", IMG("-i", "/nonexistent.png"));
     expect_error("init corrupt", 2, "corrupt.png: not a readable PNG, JPEG or BMP image", IMG("-i", corrupt));
     expect_error("init truncated", 2, "truncated.png: not a readable PNG, JPEG or BMP image", IMG("-i", truncated));
-    expect_error("init too small", 2, "init image: 16x16 is smaller than 64x64 pixels", IMG("-i", small));
+    expect_error("init too small", 2,
+                 "init image: 16x16 is smaller than 64x64 pixels (-W / -H of at least 64 resize it)", IMG("-i", small));
     expect_error("init too large", 2, "init image: 4104x8 is outside 8x8..4096x4096 pixels", IMG("-i", big));
     expect_error("strength 0", 2, "--strength: 0 is outside (0, 1]", IMG("-i", init, "--strength", "0"));
     expect_error("strength > 1", 2, "--strength: 1.5 is outside (0, 1]", IMG("-i", init, "--strength", "1.5"));
@@ -787,6 +845,65 @@ static void test_controlnet(void) {
         SMALL_RUN("--control-net", f16, "--control-image", hint, "--control-start", "0.6", "--control-end", "0.4"));
 }
 
+/* CLI round 3: outputs checked up front, messages naming the option and value as typed, warnings for options that do
+ * nothing, seeds at the end of their range, the short usage. */
+static void test_round3(void) {
+    char taesd[1024], ckpt[1024];
+    snprintf(taesd, sizeof taesd, "%s/taesd/taesd.safetensors", SD_FIXTURES);
+    snprintf(ckpt, sizeof ckpt, "%s/sd1-formats/model_f16.ckpt", SD_FIXTURES);
+    expect_error("-o in /proc", 2, "/proc/foo.png: cannot create a file in '/proc'",
+                 ARGS("-m", model, "-p", "x", "-o", "/proc/foo.png"));
+    expect_error("1e308", 2, "--cfg-scale: '1e308' is out of range", SMALL_RUN("--cfg-scale", "1e308"));
+    expect_error("leading space", 2, "--steps: ' 5' is not an integer", ARGS("-m", model, "-p", "x", "--steps", " 5"));
+    expect_error("leading space, number", 2, "--cfg-scale: ' 7' is not a number", SMALL_RUN("--cfg-scale", " 7"));
+    expect_error("flag=value", 2, "option '--vae-tiling' takes no value (given '--vae-tiling=1')",
+                 SMALL_RUN("--vae-tiling=1"));
+    expect_error(".ckpt heads", 2,
+                 "text hidden size 32 is not divisible by 12 heads (set the count: sd-convert IN OUT --metadata "
+                 "sd.text.heads=N)",
+                 ARGS("-m", ckpt, "-p", "x", "-o", out));
+    expect_error("seed past the end", 2,
+                 "-b 2 from seed 18446744073709551615: the seeds would pass 18446744073709551615, the largest",
+                 SMALL_RUN("-s", "18446744073709551615", "-b", "2"));
+    expect_error("seed too large", 2, "--seed: '18446744073709551616' is not an integer in 0..18446744073709551615",
+                 SMALL_RUN("-s", "18446744073709551616"));
+    expect_error("sweep seed too large", 2, "--sweep seed=18446744073709551616: '18446744073709551616' is not a seed",
+                 SMALL_RUN("--sweep", "seed=18446744073709551616"));
+    /* the last two seeds, exactly, through a sweep */
+    char o[700];
+    snprintf(o, sizeof o, "%s/s_{index}.png", tmpdir);
+    char *err = NULL;
+    CHECK(run_sd(ARGS("-m", model, "-p", "a dog", "-W", "64", "-H", "64", "--steps", "1", "--sweep",
+                      "seed=18446744073709551614-18446744073709551615", "-o", o),
+                 &err) == 0,
+          "sweep of the last seeds: %s", err ? err : "");
+    free(err);
+    snprintf(o, sizeof o, "%s/s_2.png", tmpdir);
+    expect_parameters(o, "Seed: 18446744073709551615,", "the largest seed, exactly");
+    /* warnings: the run goes on */
+    char latent[700];
+    snprintf(latent, sizeof latent, "%s/latent.png", tmpdir);
+    err = NULL;
+    CHECK(run_sd(SMALL_RUN("--strength", "0.5", "--vae-tiling", "--taesd", taesd, "--latent-out", latent), &err) == 0 &&
+              err && strstr(err, "sd: warning: --strength does nothing without an init image (-i FILE)") &&
+              strstr(err, "sd: warning: --vae-tiling does nothing with --taesd") &&
+              strstr(err, "sd: warning: --latent-out ") && strstr(err, "writes a safetensors file, not a PNG"),
+          "warnings: %s", err ? err : "");
+    free(err);
+    err = NULL;
+    CHECK(run_sd(SMALL_RUN("--sweep", "seed=1,2", "--shard", "3/4"), &err) == 0 && err &&
+              strstr(err, "sd: note: --shard 3/4: no job falls to this shard (the list has 2)"),
+          "empty shard: %s", err ? err : "");
+    free(err);
+    /* no arguments: the short usage, exit 2 */
+    const char *none[] = {NULL};
+    err = NULL;
+    CHECK(run_sd(none, &err) == 2 && err && !strncmp(err, "usage: sd -m MODEL.safetensors -p PROMPT", 40) &&
+              strstr(err, "sd --help"),
+          "no arguments: %s", err ? err : "");
+    free(err);
+}
+
 int main(void) {
     if (!mkdtemp(tmpdir)) return 2;
     snprintf(model, sizeof model, "%s/model_f32.safetensors", SD_FIXTURES);
@@ -800,6 +917,7 @@ int main(void) {
     test_batch();
     test_determinism();
     test_signal();
+    test_signal_large();
     test_memory_limit();
     test_vae_tiling();
     test_low_memory();
@@ -809,6 +927,7 @@ int main(void) {
     test_default_spacing();
     test_lora_inputs();
     test_formats_cli();
+    test_round3();
     remove_test_dir(tmpdir);
     return test_finish();
 }

@@ -159,6 +159,20 @@ static void test_convert(void) {
     char *text = read_text_file(cmd);
     CHECK(text && strstr(text, "exists (use --force"), "message: %s", text ? text : "");
     free(text);
+    /* the output is checked before the input is read: an unusable directory is named even for a missing input */
+    snprintf(cmd, sizeof cmd, "%s /nonexistent.ckpt /proc/x.safetensors 2>%s/conv.err", SD_CONVERT_BIN, tmpdir);
+    CHECK(WEXITSTATUS(system(cmd)) == 2, "sd-convert refuses an output in /proc");
+    snprintf(cmd, sizeof cmd, "%s/conv.err", tmpdir);
+    text = read_text_file(cmd);
+    CHECK(text && strstr(text, "sd-convert: error: /proc/x.safetensors: cannot create a file in its directory"),
+          "output checked first: %s", text ? text : "");
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s --version > %s/conv.out", SD_CONVERT_BIN, tmpdir);
+    CHECK(system(cmd) == 0, "sd-convert --version");
+    snprintf(cmd, sizeof cmd, "%s/conv.out", tmpdir);
+    text = read_text_file(cmd);
+    CHECK(text && !strncmp(text, "sd-convert ", 11) && strstr(text, sd_version()), "--version: %s", text ? text : "");
+    free(text);
 }
 
 int main(void) {

@@ -95,7 +95,7 @@ static void test_bad_files(void) {
     expect_st_error(tmpdir, -1, "is a directory");
     expect_st_error(write_file("empty", "", 0), -1, "empty file");
     expect_st_error(write_file("short", "abc", 3), -2, "too short");
-    unsigned char big[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0};
+    unsigned char big[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, '{'};
     expect_st_error(write_file("absurd", big, 16), -2, "absurd");
     unsigned char past[16] = {100, 0, 0, 0, 0, 0, 0, 0, '{', '}'};
     expect_st_error(write_file("past", past, 10), -2, "past the end");

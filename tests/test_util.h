@@ -188,4 +188,17 @@ static inline int run_sd_io(const char *const *args, const char *in_path, const 
 
 static inline int run_sd(const char *const *args, char **err_text) { return run_sd_io(args, NULL, NULL, err_text); }
 
+/* Runs sd and expects exit `code`, a single "sd: error:" line containing `want`, and no file at out_path. */
+static inline void expect_sd_error(const char *out_path, const char *what, int code, const char *want,
+                                   const char *const *args) {
+    char *err = NULL;
+    unlink(out_path);
+    int rc = run_sd(args, &err);
+    const char *nl = err ? strchr(err, '\n') : NULL;
+    CHECK(rc == code && err && !strncmp(err, "sd: error: ", 11) && strstr(err, want) && nl && !nl[1],
+          "%s: want exit %d and '%s', got %d: %s", what, code, want, rc, err ? err : "(no stderr)");
+    CHECK(access(out_path, F_OK) != 0, "%s: an output file was written", what);
+    free(err);
+}
+
 #endif /* SD_TEST_UTIL_H */

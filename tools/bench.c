@@ -4,9 +4,12 @@
  *
  *   sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t THREADS] [--lora FILE[:MULT]]...
  *            [--vae-tiling] [--low-memory] [--taesd FILE] [--precision f32|bf16] [--turbo]
+ *   sd-bench --upscale-model FILE [-W 512] [-H 512] [--runs 1] [-t THREADS]
+ *       the upscale of a W x H image by an ESRGAN / Real-ESRGAN model: median time, GFLOP/s, peak RSS
  */
 #include "blas_env.h"
 #include "model/desc.h"
+#include "nets/esrgan.h"
 #include "nn/kernels.h"
 #include "sd.h"
 
@@ -215,11 +218,80 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     return 0;
 }
 
+/* The process's peak resident memory (VmHWM), in bytes. */
+static double peak_rss(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lf kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb * 1024;
+}
+
+/* FLOPs of an RRDBNet on an H x W image (2 per multiply-add; 3x3 convolutions; the body at the unshuffled size). */
+static double esrgan_flops(const esrgan *e, int H, int W) {
+    const double conv = 2.0 * 9, px = (double)H * W / (e->unshuffle * e->unshuffle), nf = e->nf, gc = e->gc;
+    double rdb = conv * (nf + 4 * gc) * nf;
+    for (int m = 0; m < 4; m++) rdb += conv * (nf + m * gc) * gc;
+    const double body = conv * 3 * e->unshuffle * e->unshuffle * nf + e->nb * 3 * rdb + conv * nf * nf;
+    return px * (body + conv * nf * nf * (4 + 16 + 16) + 16 * conv * nf * 3);
+}
+
+/* sd-bench --upscale-model: a W x H image (a smooth gradient with a fine pattern) upscaled `runs` times. */
+static int bench_upscale(const char *path, int W, int H, int runs, int threads) {
+    char err[SD_ERR_LEN];
+    double t0 = now_s();
+    sd_upscaler *u = NULL;
+    esrgan e; /* its shapes, for the FLOPs */
+    if (sd_upscaler_load(&u, path, threads, err) != SD_OK || esrgan_load(&e, path, err, sizeof err) != SD_OK) {
+        fprintf(stderr, "sd-bench: error: %s\n", err);
+        sd_upscaler_free(u);
+        return 2;
+    }
+    const double load_s = now_s() - t0, flops = esrgan_flops(&e, H, W), peak = sgemm_peak(threads);
+    uint8_t *rgb = malloc((size_t)3 * W * H); /* [H, W, 3] */
+    for (int y = 0; rgb && y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < 3; c++)
+                rgb[3 * ((size_t)y * W + x) + c] = (uint8_t)((x * 255 / W + y * (c + 1) + (x ^ y) % 7) & 255);
+    const sd_pixels in = {W, H, 3, rgb};
+    double t[50];
+    sd_status st = rgb ? SD_OK : SD_ERR_NOMEM;
+    for (int r = 0; r < runs && st == SD_OK; r++) {
+        sd_image out;
+        t0 = now_s();
+        st = sd_upscale(u, &in, NULL, NULL, &out, err);
+        t[r] = now_s() - t0;
+        sd_image_free(&out);
+        fprintf(stderr, "run %d: %.3f s\n", r + 1, t[r]);
+    }
+    if (st == SD_OK) {
+        const double m = median(t, runs);
+        printf("sgemm 2048^3 peak:      %.1f GFLOP/s (OpenBLAS %s kernels, %d threads)\n", peak,
+               openblas_get_corename(), threads_used(threads));
+        printf("upscaler:               %s, nf %d, nb %d, gc %d, x%d (%s names)\n", path, e.nf, e.nb, e.gc, e.scale,
+               e.naming);
+        printf("load:                   %.3f s\n", load_s);
+        printf("upscale %dx%d -> %dx%d: %.3f s  (%.1f GFLOP/s, %.2f TFLOP without the tiles' overlap)\n", W, H,
+               W * e.scale, H * e.scale, m, flops / m / 1e9, flops / 1e12);
+        printf("peak RSS:               %.2f GB\n", peak_rss() / 1e9);
+        printf("(median of %d run%s, tiles of %d pixels with %d of context)\n", runs, runs > 1 ? "s" : "",
+               SD_UPSCALE_TILE, SD_UPSCALE_PAD);
+    } else
+        fprintf(stderr, "sd-bench: error: %s\n", err);
+    free(rgb);
+    esrgan_free(&e);
+    sd_upscaler_free(u);
+    return st == SD_OK ? 0 : 1;
+}
+
 static void usage(FILE *f) {
     fprintf(
         f, "usage: sd-bench -m MODEL [-W 512] [-H 512] [--steps 20] [--runs 1] [-t N] [--precision f32|bf16|f32,bf16]\n"
            "                [--lora FILE[:MULT]] [--taesd FILE] [--vae-tiling] [--low-memory] [--turbo]\n"
            "                [--control-net FILE]\n"
+           "       sd-bench --upscale-model FILE [-W 512] [-H 512] [--runs 1] [-t N]\n"
            "  --turbo: one unguided step as SD-Turbo / SDXL-Turbo run (euler_a, trailing spacing, cfg 0)\n");
 }
 
@@ -230,6 +302,7 @@ int main(int argc, char **argv) {
     char lora_paths[8][1024];
     sd_precision precisions[2] = {SD_PRECISION_F32};
     int n_precisions = 1;
+    const char *upscale_model = NULL;
     for (int i = 1; i < argc; i += 2) {
         if (!strcmp(argv[i], "--vae-tiling")) {
             o.vae_tiling = 1;
@@ -272,6 +345,8 @@ int main(int argc, char **argv) {
             o.taesd = v;
         else if (!strcmp(argv[i], "--control-net"))
             o.control_net = v;
+        else if (!strcmp(argv[i], "--upscale-model"))
+            upscale_model = v;
         else if (!strcmp(argv[i], "--precision")) { /* f32, bf16, or f32,bf16: both, one after the other, compared */
             if (!strcmp(v, "f32") || !strcmp(v, "bf16")) {
                 precisions[0] = v[0] == 'b' ? SD_PRECISION_BF16 : SD_PRECISION_F32;
@@ -297,6 +372,8 @@ int main(int argc, char **argv) {
         }
     }
     o.loras = loras;
+    if (upscale_model && o.runs >= 1 && o.runs <= 50 && o.width > 0 && o.height > 0)
+        return bench_upscale(upscale_model, o.width, o.height, o.runs, o.threads);
     if (!o.model || o.runs < 1 || o.runs > 50) {
         usage(stderr);
         return 2;

@@ -145,6 +145,19 @@ static int write_checkpoint(const st_file *f, int type, char **meta, int n_meta,
     return 0;
 }
 
+/* Whether no file can be created beside path (checked before the input is read): 0, or 1 with errno set. */
+static int output_dir_unusable(const char *path) {
+    char *copy = strdup(path), probe[4200];
+    if (!copy) return 1;
+    int n = snprintf(probe, sizeof probe, "%s/.sd-convert-XXXXXX", dirname(copy));
+    free(copy);
+    int fd = n < (int)sizeof probe ? mkstemp(probe) : -1;
+    if (fd < 0) return 1;
+    close(fd);
+    unlink(probe);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *in = NULL, *outp = NULL, *vae = NULL;
     char *meta[MAX_META];
@@ -155,9 +168,13 @@ int main(int argc, char **argv) {
             force = 1;
             continue;
         }
+        if (!strcmp(a, "--version")) {
+            printf("sd-convert %s\n", sd_version());
+            return 0;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: sd-convert INPUT OUTPUT.safetensors [--type f32|f16|bf16] [--vae FILE] [--metadata "
-                   "KEY=VALUE]... [--force]\n");
+                   "KEY=VALUE]... [--force]\n       sd-convert --version\n");
             return 0;
         }
         if (a[0] == '-' && a[1]) {
@@ -186,6 +203,8 @@ int main(int argc, char **argv) {
     if (!force && stat(outp, &so) == 0) return error(2, "%s: exists (use --force to replace it)%s", outp, "");
     if (stat(in, &si) == 0 && stat(outp, &so) == 0 && si.st_ino == so.st_ino && si.st_dev == so.st_dev)
         return error(2, "%s: is the input%s", outp, "");
+    if (output_dir_unusable(outp))
+        return error(2, "%s: cannot create a file in its directory: %s", outp, strerror(errno));
     sd_model m;
     char err[1024];
     if (model_open(&m, in, vae, err, sizeof err) != SD_OK) return error(2, "%s%s", err, "");

@@ -2,6 +2,7 @@
 #include "cli_options.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,8 +30,20 @@ const char *cli_sampler_list(void) {
     return list;
 }
 
+int cli_exit_code(sd_status s) {
+    switch (s) {
+    case SD_OK: return CLI_OK;
+    case SD_ERR_ARG:
+    case SD_ERR_IO:
+    case SD_ERR_FORMAT:
+    case SD_ERR_MODEL: return CLI_BAD_INPUT;
+    default: return CLI_RUNTIME;
+    }
+}
+
 void cli_defaults(cli_args *a) {
     memset(a, 0, sizeof *a);
+    a->upscale_repeats = 1;
     sd_gen_params_default(&a->job.gen);
     a->job.gen.prompt = NULL;
     a->job.output = "output.png";
@@ -44,11 +57,14 @@ void cli_free(cli_args *a) {
 
 /* ---------------- strict number parsing ---------------- */
 
+/* Whether s starts as a number may (no leading space, which strtol and strtod would skip). */
+static int number_start(const char *s) { return (*s >= '0' && *s <= '9') || *s == '-' || *s == '+' || *s == '.'; }
+
 static int parse_int(const char *opt, const char *s, long lo, long hi, long *out, char *err, size_t errlen) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end) return BAD("%s: '%s' is not an integer", opt, s);
+    if (errno || end == s || *end || !number_start(s)) return BAD("%s: '%s' is not an integer", opt, s);
     if (v < lo || v > hi) return BAD("%s: %ld is outside %ld..%ld", opt, v, lo, hi);
     *out = v;
     return CLI_OK;
@@ -59,7 +75,7 @@ static int parse_size(const char *opt, const char *s, long *out, char *err, size
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < 64 || v > 4096 || v % 8)
+    if (errno || end == s || *end || !number_start(s) || v < 64 || v > 4096 || v % 8)
         return BAD("%s: '%s' is not a multiple of 8 in 64..4096", opt, s);
     *out = v;
     return CLI_OK;
@@ -69,14 +85,16 @@ static int parse_double(const char *opt, const char *s, double *out, char *err, 
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v)) return BAD("%s: '%s' is not a number", opt, s);
+    if (errno == ERANGE && end != s && !*end && number_start(s)) return BAD("%s: '%s' is out of range", opt, s);
+    if (errno || end == s || *end || !isfinite(v) || !number_start(s)) return BAD("%s: '%s' is not a number", opt, s);
     *out = v;
     return CLI_OK;
 }
 
 static int parse_float(const char *opt, const char *s, float *out, char *err, size_t errlen) {
-    double v;
+    double v = 0;
     int rc = parse_double(opt, s, &v, err, errlen);
+    if (!rc && fabs(v) > FLT_MAX) rc = BAD("%s: '%s' is out of range", opt, s); /* not inf */
     if (!rc) *out = (float)v;
     return rc;
 }
@@ -89,7 +107,8 @@ static int parse_seed(const char *s, job_settings *j, char *err, size_t errlen) 
         return CLI_OK;
     } /* random */
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-') return BAD("--seed: '%s' is not a non-negative integer (or -1)", s);
+    if (errno || end == s || *end || !(s[0] >= '0' && s[0] <= '9'))
+        return BAD("--seed: '%s' is not an integer in 0..18446744073709551615 (or -1)", s);
     j->gen.seed = v;
     j->seed_given = 1;
     return CLI_OK;
@@ -155,6 +174,16 @@ int cli_job_option(job_settings *j, const char *opt, const char *val, char *err,
         if (!(rc = parse_float(opt, val, &g->control_strength, err, errlen)) &&
             !(g->control_strength >= 0 && g->control_strength <= 10))
             rc = BAD("--control-strength: %s is outside 0..10", val);
+    } else if (is(opt, NULL, "--hires-scale")) {
+        if (!(rc = parse_double(opt, val, &g->hires_scale, err, errlen)) &&
+            !(g->hires_scale > 1 && g->hires_scale <= 8))
+            rc = BAD("--hires-scale: %s is not above 1 and at most 8", val);
+    } else if (is(opt, NULL, "--hires-steps")) {
+        if (!(rc = parse_int(opt, val, 1, 1000, &v, err, errlen))) g->hires_steps = (int)v;
+    } else if (is(opt, NULL, "--hires-strength") || is(opt, NULL, "--hires-denoising-strength")) {
+        if (!(rc = parse_double(opt, val, &g->hires_strength, err, errlen)) &&
+            !(g->hires_strength > 0 && g->hires_strength <= 1))
+            rc = BAD("%s: %s is outside (0, 1]", opt, val);
     } else if (is(opt, NULL, "--control-start") || is(opt, NULL, "--control-end")) {
         double f = 0; /* a double: diffusers compares the step fraction with it in double precision */
         if (!(rc = parse_double(opt, val, &f, err, errlen)) && !(f >= 0 && f <= 1))
@@ -167,8 +196,10 @@ int cli_job_option(job_settings *j, const char *opt, const char *val, char *err,
         double s = 0; /* a double, as diffusers multiplies steps · strength in double precision */
         if (!(rc = parse_double(opt, val, &s, err, errlen)) && !(s > 0 && s <= 1))
             rc = BAD("--strength: %s is outside (0, 1]", val);
-        else if (!rc)
+        else if (!rc) {
             g->strength = s;
+            j->strength_given = 1;
+        }
     } else if (is(opt, "-W", "--width")) {
         if (!(rc = parse_size(opt, val, &v, err, errlen))) g->width = (int)v;
     } else if (is(opt, "-H", "--height")) {
@@ -235,7 +266,7 @@ static int parse_lora(cli_args *a, const char *val, char *err, size_t errlen) {
         char *end;
         errno = 0;
         mult = strtod(colon + 1, &end);
-        if (errno || end == colon + 1 || *end || !isfinite(mult))
+        if (errno || end == colon + 1 || *end || !isfinite(mult) || !number_start(colon + 1))
             return BAD("--lora: '%s': '%s' is not a multiplier (use FILE:MULT, e.g. style.safetensors:0.8)", val,
                        colon + 1);
         len = (size_t)(colon - val);
@@ -249,7 +280,8 @@ static int parse_shard(cli_args *a, const char *val, char *err, size_t errlen) {
     char *end, *end2;
     errno = 0;
     long i = strtol(val, &end, 10), n = *end == '/' ? strtol(end + 1, &end2, 10) : 0;
-    if (errno || end == val || *end != '/' || end2 == end + 1 || *end2 || n < 1 || i < 1 || i > n || n > 1000000)
+    if (errno || end == val || *end != '/' || end2 == end + 1 || *end2 || n < 1 || i < 1 || i > n || n > 1000000 ||
+        !number_start(val) || !number_start(end + 1))
         return BAD("--shard: '%s' is not i/n with 1 <= i <= n (e.g. 1/4: jobs 1, 5, 9, ...)", val);
     a->shard_index = (int)i;
     a->shard_count = (int)n;
@@ -269,7 +301,15 @@ static int run_option(cli_args *a, const char *opt, const char *val, char *err, 
         a->embd_dir = val;
     else if (is(opt, NULL, "--control-net"))
         a->control_net = val;
-    else if (is(opt, NULL, "--vae"))
+    else if (is(opt, NULL, "--upscale-model"))
+        a->upscale_model = val;
+    else if (is(opt, NULL, "--hires-upscaler"))
+        a->hires_upscaler = val;
+    else if (is(opt, NULL, "--upscale-repeats")) {
+        int rc = parse_int(opt, val, 1, 4, &v, err, errlen);
+        if (rc) return rc;
+        a->upscale_repeats = (int)v;
+    } else if (is(opt, NULL, "--vae"))
         a->vae = val;
     else if (is(opt, NULL, "--taesd"))
         a->taesd = val;
@@ -307,7 +347,9 @@ typedef struct {
 /* clang-format off */
 static const option_name OPTIONS[] = {
     {"-m", 1, 1}, {"--model", 1, 1}, {"--lora", 1, 1}, {"--lora-model-dir", 1, 1}, {"--vae", 1, 1}, {"--taesd", 1, 1},
-    {"--embd-dir", 1, 1}, {"--control-net", 1, 1},
+    {"--embd-dir", 1, 1}, {"--control-net", 1, 1}, {"--upscale-model", 1, 1}, {"--upscale-repeats", 1, 1},
+    {"--hires-upscaler", 1, 1}, {"--hires-scale", 1, 0}, {"--hires-steps", 1, 0}, {"--hires-strength", 1, 0},
+    {"--hires-denoising-strength", 1, 0},
     {"-t", 1, 1}, {"--threads", 1, 1}, {"--precision", 1, 1}, {"--prompt-file", 1, 1}, {"--sweep", 1, 1},
     {"--grid", 1, 1}, {"--shard", 1, 1}, {"-v", 0, 1}, {"--verbose", 0, 1}, {"--low-memory", 0, 1}, {"--info", 0, 1},
     {"--json", 0, 1}, {"--skip-existing", 0, 1},
@@ -360,7 +402,8 @@ int cli_parse(int n, char *const *tok, cli_args *a, job_settings *j, char *err, 
             val = eq + 1;
         }
         const option_name *o = find_option(opt);
-        if (!o || (eq && !o->takes_value)) return BAD("unknown option '%s' (see sd --help)", opt);
+        if (!o) return BAD("unknown option '%s' (see sd --help)", opt);
+        if (eq && !o->takes_value) return BAD("option '%s' takes no value (given '%s')", opt, tok[i]);
         if (o->run_wide && !a)
             return BAD("%s applies to the whole run (the model is loaded once); give it on the command line", opt);
         if (!o->takes_value) {

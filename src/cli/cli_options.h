@@ -14,6 +14,9 @@
 /* Result of parsing: 0 ok, or an exit status. */
 enum { CLI_OK = 0, CLI_RUNTIME = 1, CLI_BAD_INPUT = 2, CLI_HELP = -2, CLI_VERSION = -3 };
 
+/* The exit status for a library status: 0 ok, 2 bad input (arguments, files, formats, models), 1 otherwise. */
+int cli_exit_code(sd_status s);
+
 /* One job's settings: everything a prompt-file line or a sweep axis may change. Strings are borrowed (argv, the
  * prompt file's tokens, or a sweep's replacements), never owned here. */
 typedef struct {
@@ -23,6 +26,7 @@ typedef struct {
     const char *control_path; /* --control-image FILE */
     int batch;                /* images from this job: seeds seed, seed+1, ... */
     int seed_given;           /* 0: a random seed is drawn for the job */
+    int strength_given;       /* --strength was given (it does nothing without an init image) */
 } job_settings;
 
 /* The run: the model and what is loaded with it, and how the jobs are made and reported. */
@@ -30,6 +34,9 @@ typedef struct {
     const char *model, *lora_dir, *vae, *taesd;
     const char *embd_dir;             /* --embd-dir DIR: textual-inversion embeddings */
     const char *control_net;          /* --control-net FILE: a ControlNet */
+    const char *upscale_model;        /* --upscale-model FILE: upscale every image (or -i alone) with it */
+    int upscale_repeats;              /* --upscale-repeats N (default 1) */
+    const char *hires_upscaler;       /* --hires-upscaler latent|lanczos|FILE */
     const char *prompt_file;          /* --prompt-file FILE ("-" = standard input) */
     const char *sweeps[CLI_MAX_AXES]; /* --sweep KEY=VALUES, in order (a fourth is refused while parsing) */
     int n_sweeps;

@@ -128,16 +128,42 @@ int grid_render(const sweep_axis *axes, int n_axes, const grid_image *images, co
     return 0;
 }
 
+/* Appends v to t (n of len bytes used) as AUTOMATIC1111's infotext quote() writes a value: as it is unless it holds
+ * ',', ':' or a newline, else as a JSON string (json.dumps(v, ensure_ascii=False): \" \\ and control characters
+ * escaped), so that its reader gives v back. */
+static void append_quoted(char *t, size_t len, size_t *n, const char *v) {
+    if (!strpbrk(v, ",:\n")) {
+        *n += (size_t)snprintf(t + *n, len - *n, "%s", v);
+        return;
+    }
+    *n += (size_t)snprintf(t + *n, len - *n, "\"");
+    for (const unsigned char *p = (const unsigned char *)v; *p && *n + 8 < len; p++) {
+        const char *esc = *p == '"'    ? "\\\""
+                          : *p == '\\' ? "\\\\"
+                          : *p == '\n' ? "\\n"
+                          : *p == '\t' ? "\\t"
+                          : *p == '\r' ? "\\r"
+                                       : NULL;
+        if (esc)
+            *n += (size_t)snprintf(t + *n, len - *n, "%s", esc);
+        else if (*p < 0x20)
+            *n += (size_t)snprintf(t + *n, len - *n, "\\u%04x", *p);
+        else
+            t[(*n)++] = (char)*p;
+    }
+    *n += (size_t)snprintf(t + *n, len - *n, "\"");
+}
+
 char *grid_description(const sweep_axis *axes, int n_axes) {
     size_t len = 64;
-    for (int x = 0; x < n_axes; x++) len += strlen(axes[x].spec) + 64;
+    for (int x = 0; x < n_axes; x++) len += 6 * strlen(axes[x].spec) + 64; /* \u00XX: 6 bytes per byte at most */
     char *t = malloc(len);
     if (!t) return NULL;
-    int n = snprintf(t, len, "Script: X/Y/Z plot");
+    size_t n = (size_t)snprintf(t, len, "Script: X/Y/Z plot");
     for (int x = 0; x < n_axes; x++) {
         const char *eq = strchr(axes[x].spec, '=');
-        n += snprintf(t + n, len - (size_t)n, ", %c Type: %s, %c Values: \"%s\"", "XYZ"[x], axes[x].label, "XYZ"[x],
-                      eq + 1);
+        n += (size_t)snprintf(t + n, len - n, ", %c Type: %s, %c Values: ", "XYZ"[x], axes[x].label, "XYZ"[x]);
+        append_quoted(t, len, &n, eq + 1);
     }
     return t;
 }

@@ -36,7 +36,33 @@ static void append_ti_hashes(char *t, size_t len, int *n, const sd_ctx *ctx, con
     if (written) *n += snprintf(t + *n, len - (size_t)*n, "\"");
 }
 
-char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx, const sd_image *img) {
+/* The first pass's size (what AUTOMATIC1111 records as Size with the hires fix): -W/-H, else the model's. */
+static void first_pass_size(const sd_gen_params *g, const sd_model_info *mi, const sd_image *img, int *w, int *h) {
+    *w = img->width;
+    *h = img->height;
+    if (!(g->hires_scale > 1)) return;
+    *w = g->width ? g->width : mi->default_width;
+    *h = g->height ? g->height : mi->default_height;
+}
+
+/* The hires fix's second pass, by AUTOMATIC1111's names. */
+static void append_hires(char *t, size_t len, int *n, const cli_args *a, const sd_gen_params *g) {
+    const char *name = g->hires_upscaler == SD_HIRES_LATENT    ? "Latent"
+                       : g->hires_upscaler == SD_HIRES_LANCZOS ? "Lanczos"
+                                                               : NULL;
+    int name_len = name ? (int)strlen(name) : 0;
+    if (!name) {
+        name = base_name(a->hires_upscaler);
+        const char *dot = strrchr(name, '.');
+        name_len = dot && dot != name ? (int)(dot - name) : (int)strlen(name);
+    }
+    *n += snprintf(t + *n, len - (size_t)*n,
+                   ", Hires upscale: %g, Hires steps: %d, Hires upscaler: %.*s, Denoising "
+                   "strength: %g",
+                   g->hires_scale, g->hires_steps ? g->hires_steps : g->steps, name_len, name, g->hires_strength);
+}
+
+char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx, const sd_image *img, int post_scale) {
     const sd_gen_params *g = &s->gen;
     const sd_sampler_info *si = sd_sampler_get_info(g->sampler);
     sd_model_info mi;
@@ -49,6 +75,8 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
     if (a->vae) len += strlen(a->vae);
     if (a->taesd) len += strlen(a->taesd);
     if (a->control_net) len += strlen(a->control_net) + 256;
+    if (a->hires_upscaler) len += strlen(a->hires_upscaler) + 128;
+    if (a->upscale_model) len += strlen(a->upscale_model) + 128;
     char *t = malloc(len);
     if (!t) return NULL;
     int n = snprintf(t, len, "%s\n", g->prompt);
@@ -56,8 +84,10 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
     if (g->negative_prompt[0]) APPEND("Negative prompt: %s\n", g->negative_prompt);
     APPEND("Steps: %d, Sampler: %s, ", g->steps, si->a1111_name);
     if (g->schedule == SD_SCHEDULE_KARRAS && si->uses_karras) APPEND("Schedule type: Karras, ");
-    APPEND("CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %.*s", g->cfg_scale, (unsigned long long)g->seed, img->width,
-           img->height, model_len, model);
+    int w, h;
+    first_pass_size(g, &mi, img, &w, &h);
+    APPEND("CFG scale: %g, Seed: %llu, Size: %dx%d, Model: %.*s", g->cfg_scale, (unsigned long long)g->seed, w, h,
+           model_len, model);
     if (a->vae) APPEND(", VAE: %s", base_name(a->vae)); /* AUTOMATIC1111: "VAE: name.safetensors" */
     sd_timings tm;
     sd_get_timings(ctx, &tm);
@@ -66,6 +96,7 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
     if (tm.bf16) APPEND(", Precision: bf16");
     if (g->clip_skip > 1) APPEND(", Clip skip: %d", g->clip_skip);
     if (g->init_image) APPEND(", Denoising strength: %g", g->strength);
+    if (g->hires_scale > 1) append_hires(t, len, &n, a, g);
     if (g->mask) APPEND(", Mask blur: 0");
     for (int i = 0; i < a->n_loras; i++) { /* LoRA: "name: 1, other: 0.5", quoted as AUTOMATIC1111 quotes values */
         const char *name = base_name(a->loras[i].path), *dot = strrchr(name, '.');
@@ -89,12 +120,22 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
         APPEND(", Prediction: %s", g->prediction == SD_PREDICTION_V ? "v_prediction" : "epsilon");
     APPEND(", RNG: %s", g->rng == SD_RNG_CUDA ? "GPU" : "CPU");
 #undef APPEND
+    if (post_scale > 1) job_postprocess_parameters(t, len, a->upscale_model, post_scale);
     return t;
 }
 
-int job_write(const cli_args *a, const job *j, const sd_ctx *ctx, const sd_image *img, char *err, size_t errlen) {
-    char *text = job_parameters(a, &j->s, ctx, img);
-    int rc = text ? output_write_png(j->png, img->rgb, img->width, img->height, "parameters", text, err, errlen)
+void job_postprocess_parameters(char *t, size_t len, const char *model, int scale) {
+    const char *name = base_name(model), *dot = strrchr(name, '.');
+    size_t n = strlen(t);
+    snprintf(t + n, len - n, "%sPostprocess upscaler: %.*s, Postprocess upscale by: %d", n ? ", " : "",
+             dot && dot != name ? (int)(dot - name) : (int)strlen(name), name, scale);
+}
+
+int job_write(const cli_args *a, const job *j, const sd_ctx *ctx, const sd_image *img, const sd_image *post,
+              int post_scale, char *err, size_t errlen) {
+    char *text = job_parameters(a, &j->s, ctx, img, post ? post_scale : 1);
+    const sd_image *png = post ? post : img;
+    int rc = text ? output_write_png(j->png, png->rgb, png->width, png->height, "parameters", text, err, errlen)
                   : (snprintf(err, errlen, "out of memory"), -1);
     if (!rc && j->latent) {
         int64_t shape[4] = {1, img->latent_channels, img->height / 8, img->width / 8};

@@ -102,7 +102,7 @@ bad:
 
 /* ---------------- sweep values ---------------- */
 
-typedef enum { V_INT, V_FLOAT, V_TEXT } value_kind;
+typedef enum { V_INT, V_FLOAT, V_TEXT, V_SEED } value_kind; /* V_SEED: whole numbers in 0..2^64-1, exactly */
 
 typedef struct {
     const char *key, *alias, *option, *label;
@@ -111,7 +111,7 @@ typedef struct {
 
 /* clang-format off */
 static const sweep_key KEYS[] = {
-    {"seed", NULL, "--seed", "Seed", V_INT},
+    {"seed", NULL, "--seed", "Seed", V_SEED},
     {"steps", NULL, "--steps", "Steps", V_INT},
     {"cfg-scale", "cfg", "--cfg-scale", "CFG Scale", V_FLOAT},
     {"sampling-method", "sampler", "--sampling-method", "Sampler", V_TEXT},
@@ -160,9 +160,54 @@ static int push_number(value_list *l, value_kind kind, double x) {
 static int read_number(const char *s, value_kind kind, double *x, const char **end) {
     char *e;
     errno = 0;
+    *end = s;
+    if (!((*s >= '0' && *s <= '9') || *s == '-' || *s == '+' || *s == '.')) return -1; /* no leading space */
     *x = kind == V_INT ? (double)strtoll(s, &e, 10) : strtod(s, &e);
     *end = e;
     return errno || e == s || !isfinite(*x) ? -1 : 0;
+}
+
+/* A seed: a whole number in 0..2^64-1 (digits only). */
+static int read_seed(const char *s, unsigned long long *x, const char **end) {
+    char *e;
+    errno = 0;
+    *x = strtoull(s, &e, 10);
+    *end = e;
+    return errno || !(*s >= '0' && *s <= '9') ? -1 : 0;
+}
+
+/* One item of a seed list, exactly (no floating point): X, A-B, A-B:STEP, A-B[COUNT] or A:B[COUNT]. */
+static int expand_seed_item(const char *item, value_list *l, const char *spec, char *err, size_t errlen) {
+    unsigned long long a, b, step = 1, count = 0;
+    const char *p;
+    int bad = read_seed(item, &a, &p);
+    b = a;
+    if (!bad && (*p == '-' || *p == ':')) {
+        const char sep = *p;
+        bad = read_seed(p + 1, &b, &p);
+        if (!bad && *p == '[')
+            bad = read_seed(p + 1, &count, &p) || *p++ != ']' || count == 0;
+        else if (!bad && *p == ':' && sep == '-')
+            bad = read_seed(p + 1, &step, &p) || step == 0;
+        else
+            bad = bad || sep == ':';
+    }
+    if (bad || *p)
+        return BAD("--sweep %s: '%s' is not a seed (0..18446744073709551615) or a range of them (A-B, A-B:STEP, "
+                   "A-B[COUNT])",
+                   spec, item);
+    if (b < a) return BAD("--sweep %s: '%s' is an empty range (the end is below the start)", spec, item);
+    if ((count ? count - 1 : (b - a) / step) >= JOBS_MAX)
+        return BAD("--sweep %s: '%s': more than %d values", spec, item, JOBS_MAX);
+    if (!count) count = (b - a) / step + 1;
+    for (unsigned long long k = 0; k < count; k++) {
+        const unsigned long long d = b - a, m = count - 1; /* [COUNT]: floor(d·k/m) without overflow */
+        const unsigned long long v = count > 1 && step == 1 && m ? a + d / m * k + d % m * k / m : a + k * step;
+        char buf[32];
+        snprintf(buf, sizeof buf, "%llu", v);
+        if (push_value(l, buf, strlen(buf))) return NOMEM();
+    }
+    return 0;
 }
 
 /* One item of a number list: X, A-B, A-B:S, A-B[N] or A:B[N]. */
@@ -223,8 +268,9 @@ static int split_values(const char *values, value_kind kind, value_list *l, cons
         item[n] = 0;
         if (*p && *p != ',') return BAD("--sweep %s: text after a quoted value", spec);
         if (!n && !quoted) return BAD("--sweep %s: an empty value", spec);
-        int rc =
-            kind == V_TEXT ? (push_value(l, item, n) ? NOMEM() : 0) : expand_item(item, kind, l, spec, err, errlen);
+        int rc = kind == V_TEXT   ? (push_value(l, item, n) ? NOMEM() : 0)
+                 : kind == V_SEED ? expand_seed_item(item, l, spec, err, errlen)
+                                  : expand_item(item, kind, l, spec, err, errlen);
         if (rc) return rc;
         if (!*p) return 0;
         p++;
@@ -499,6 +545,9 @@ static int expand(job_list *L, const base_list *b, char *err, size_t errlen) {
             char why[SD_ERR_LEN];
             if (sd_gen_params_check(&s.gen, why) != SD_OK)
                 return b->line[i] ? BAD("%s line %d: %s", L->source, b->line[i], why) : BAD("%s", why);
+            if (s.gen.seed > UINT64_MAX - (uint64_t)(s.batch - 1))
+                return BAD("-b %d from seed %llu: the seeds would pass 18446744073709551615, the largest", s.batch,
+                           (unsigned long long)s.gen.seed);
             for (int k = 0; k < s.batch; k++) {
                 job *j = &L->jobs[L->n];
                 j->s = s;

@@ -7,13 +7,16 @@
 #include "job_output.h"
 #include "jobs.h"
 #include "output.h"
+#include "upscaling.h"
 #include "sd.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -23,26 +26,25 @@
 #define EXIT_BAD_INPUT CLI_BAD_INPUT
 
 static volatile sig_atomic_t g_cancel = 0;
+static int g_stderr_tty; /* whether a progress line may be open on stderr (set before the handler is installed) */
 
+/* SIGINT / SIGTERM: the first asks the run to stop (the library polls it within milliseconds of work) and says so;
+ * a second exits at once, removing a temporary output file being written. Only async-signal-safe calls. */
 static void on_signal(int sig) {
     (void)sig;
+    static const char first[] = "sd: stopping… (again to quit at once)\n", second[] = "sd: quit\n";
+    if (g_cancel) {
+        output_discard_pending();
+        (void)!write(2, second, sizeof second - 1);
+        _exit(EXIT_RUNTIME);
+    }
     g_cancel = 1;
+    if (g_stderr_tty) (void)!write(2, "\n", 1);
+    (void)!write(2, first, sizeof first - 1);
 }
 static int cancel_requested(void *user) {
     (void)user;
     return g_cancel != 0;
-}
-
-/* Exit status for a library status: 0 ok, 2 bad input, 1 otherwise. */
-static int exit_code(sd_status s) {
-    switch (s) {
-    case SD_OK: return 0;
-    case SD_ERR_ARG:
-    case SD_ERR_IO:
-    case SD_ERR_FORMAT:
-    case SD_ERR_MODEL: return EXIT_BAD_INPUT;
-    default: return EXIT_RUNTIME;
-    }
 }
 
 static int error(int code, const char *fmt, ...) {
@@ -55,13 +57,17 @@ static int error(int code, const char *fmt, ...) {
     return code;
 }
 
+static const char USAGE_HEAD[] =
+    "usage: sd -m MODEL.safetensors -p PROMPT [options]\n"
+    "       sd -m MODEL.safetensors --prompt-file FILE [options]\n"
+    "       sd -m MODEL.safetensors -p PROMPT --sweep KEY=VALUES [--sweep ...] [--grid FILE.png] [options]\n"
+    "       sd --info -m MODEL.safetensors\n"
+    "       sd --upscale-model ESRGAN.pth -i IN.png -o OUT.png\n";
+
 static void usage(FILE *f) {
+    fputs(USAGE_HEAD, f);
     fprintf(
         f,
-        "usage: sd -m MODEL.safetensors -p PROMPT [options]\n"
-        "       sd -m MODEL.safetensors --prompt-file FILE [options]\n"
-        "       sd -m MODEL.safetensors -p PROMPT --sweep KEY=VALUES [--sweep ...] [--grid FILE.png] [options]\n"
-        "       sd --info -m MODEL.safetensors\n"
         "\n"
         "Generates images from text prompts (and optionally an init image and a mask) with a Stable Diffusion\n"
         "1.x, 2.x or SDXL checkpoint, on the CPU. The model is loaded once for all the images of a run.\n"
@@ -114,6 +120,18 @@ static void usage(FILE *f) {
         "      --control-start F      the fraction of the steps where the ControlNet starts  [default: 0]\n"
         "      --control-end F        ... and where it ends                                  [default: 1]\n"
         "\n"
+        "upscaling:\n"
+        "      --upscale-model FILE   an ESRGAN / Real-ESRGAN model (.pth / .safetensors): every image is upscaled\n"
+        "                             by it before it is written; without -m, -i IN.png is upscaled into -o\n"
+        "      --upscale-repeats N    apply it N times, 1..4                                 [default: 1]\n"
+        "      --hires-scale S        hires fix: generate at -W x -H, upscale by S (1 < S <= 8), then re-denoise\n"
+        "                             at the large size (img2img of the upscaled image)     [default: off]\n"
+        "      --hires-upscaler U     latent (bilinear, of the latent) | lanczos (of the image), in any case |\n"
+        "                             FILE (an upscale model; then resized to the size)     [default: latent]\n"
+        "      --hires-steps N        the second pass's steps                               [default: --steps]\n"
+        "      --hires-strength D     the second pass's denoising strength, 0 < D <= 1      [default: 0.7]\n"
+        "                             (also --hires-denoising-strength, stable-diffusion.cpp's name)\n"
+        "\n"
         "batches and sweeps:\n"
         "      --prompt-file FILE     one job per line (- = standard input): a plain prompt, or options as above\n"
         "                             with shell quoting (--prompt \"a cat\" --seed 5 -o cats/{seed}.png); lines\n"
@@ -143,6 +161,10 @@ static void usage(FILE *f) {
 /* Returns -1 to continue, or an exit status. */
 static int parse_command_line(int argc, char **argv, cli_args *a) {
     char err[SD_ERR_LEN];
+    if (argc < 2) { /* nothing asked: the short usage */
+        fprintf(stderr, "%sEvery option: sd --help\n", USAGE_HEAD);
+        return EXIT_BAD_INPUT;
+    }
     cli_defaults(a);
     int rc = cli_parse(argc - 1, argv + 1, a, &a->job, err, sizeof err);
     if (rc == CLI_HELP) {
@@ -154,7 +176,12 @@ static int parse_command_line(int argc, char **argv, cli_args *a) {
         return 0;
     }
     if (rc) return error(rc, "%s", err);
-    if (!a->model) return error(EXIT_BAD_INPUT, "no model given (-m FILE)");
+    if (!a->model && !a->upscale_model) return error(EXIT_BAD_INPUT, "no model given (-m FILE)");
+    if (!a->model && !a->job.init_path)
+        return error(EXIT_BAD_INPUT, "--upscale-model without -m upscales an image: give it with -i IN.png (and -o)");
+    if (!a->model && (a->hires_upscaler || a->job.gen.hires_scale > 1))
+        return error(EXIT_BAD_INPUT, "--hires-%s: re-denoises a generation; it needs a model (-m FILE)",
+                     a->hires_upscaler ? "upscaler" : "scale");
     if (a->info) return -1;
     if (a->vae && a->taesd) return error(EXIT_BAD_INPUT, "--taesd: replaces the VAE; --vae cannot be given with it");
     if (a->grid && a->n_sweeps == 0) return error(EXIT_BAD_INPUT, "--grid: needs a sweep (--sweep KEY=VALUES)");
@@ -214,10 +241,16 @@ static int add_prompt_loras(cli_args *a, const job_list *L) {
 }
 
 /* Options the chosen sampler does not use: one warning line per sampler and option; they are not recorded either. */
-static void warn_ignored_options(const job_list *L) {
+static void warn_ignored_options(const cli_args *a, const job_list *L) {
     unsigned warned = 0; /* bit 2s: eta for sampler s, bit 2s+1: karras */
+    int strength = 0, tiling = 0;
     for (int i = 0; i < L->n; i++) {
         const sd_gen_params *g = &L->jobs[i].s.gen;
+        if (L->jobs[i].s.strength_given && !g->init_image && !strength++)
+            fprintf(stderr, "sd: warning: --strength does nothing without an init image (-i FILE)\n");
+        if (g->vae_tiling && a->taesd && !tiling++)
+            fprintf(stderr, "sd: warning: --vae-tiling does nothing with --taesd (TAESD runs whole)\n");
+
         const sd_sampler_info *si = sd_sampler_get_info(g->sampler);
         unsigned eta = 1u << (2 * g->sampler), karras = eta << 1;
         if (g->eta > 0 && !si->uses_eta && !(warned & eta))
@@ -248,8 +281,8 @@ static int check_prompts(const sd_ctx *ctx, const job_list *L, int verbose) {
         for (int k = 0; k < 2; k++) {
             char err[SD_ERR_LEN];
             sd_status st = sd_check_prompt(ctx, texts[k], names[k], err);
-            if (st != SD_OK && j->line) return error(exit_code(st), "%s line %d: %s", L->source, j->line, err);
-            if (st != SD_OK) return error(exit_code(st), "%s", err);
+            if (st != SD_OK && j->line) return error(cli_exit_code(st), "%s line %d: %s", L->source, j->line, err);
+            if (st != SD_OK) return error(cli_exit_code(st), "%s", err);
             int unclosed = sd_describe_prompt(ctx, texts[k], names[k], verbose && L->n == 1 ? stderr : NULL);
             if (verbose) describe_embeddings(ctx, texts[k], names[k]);
             if (unclosed > 0)
@@ -270,6 +303,17 @@ static int check_output(const char *path, const struct stat *model) {
 }
 
 /* Before any compute: every output can be written, none is the model, no two jobs (or the grid) write one file. */
+/* --latent-out NAME.png: a warning once the outputs are known to be usable (it writes safetensors). */
+static void warn_latent_png(const job_list *L) {
+    for (int i = 0; i < L->n; i++) {
+        const char *latent = L->jobs[i].latent, *dot = latent ? strrchr(latent, '.') : NULL;
+        if (dot && !strcasecmp(dot, ".png")) {
+            fprintf(stderr, "sd: warning: --latent-out %s: writes a safetensors file, not a PNG\n", latent);
+            return;
+        }
+    }
+}
+
 static int check_outputs(const cli_args *a, job_list *L, const sd_ctx *ctx) {
     char err[SD_ERR_LEN];
     sd_model_info mi;
@@ -285,7 +329,48 @@ static int check_outputs(const cli_args *a, job_list *L, const sd_ctx *ctx) {
         if (!rc && a->grid && !strcmp(a->grid, L->jobs[i].png))
             rc = error(EXIT_BAD_INPUT, "%s: named by --grid and by job %d's -o", a->grid, L->jobs[i].number);
     }
-    return rc || !a->grid ? rc : check_output(a->grid, model);
+    if (!rc && a->grid) rc = check_output(a->grid, model);
+    if (!rc) warn_latent_png(L);
+    return rc;
+}
+
+/* "42 s", "12 min", "3.5 h". */
+static void format_duration(double s, char *out, size_t len) {
+    if (s < 90)
+        snprintf(out, len, "%.0f s", s);
+    else if (s < 5400)
+        snprintf(out, len, "%.0f min", s / 60);
+    else
+        snprintf(out, len, "%.1f h", s / 3600);
+}
+
+/* A note for each job size of 4 times the model's pixels or more whose UNet evaluation would take a minute or more
+ * here: not refused, but said up front with the estimate. */
+static void note_large_sizes(sd_ctx *ctx, const job_list *L) {
+    sd_model_info mi;
+    sd_get_model_info(ctx, &mi);
+    const double native = (double)mi.default_width * mi.default_height;
+    int said_w = 0, said_h = 0;
+    for (int i = 0; i < L->n; i++) {
+        const sd_gen_params *g = &L->jobs[i].s.gen;
+        int w, h;
+        jobs_size(&L->jobs[i], mi.default_width, mi.default_height, &w, &h);
+        if (g->hires_scale > 1) { /* the second pass */
+            w = (int)(w * g->hires_scale) / 8 * 8;
+            h = (int)(h * g->hires_scale) / 8 * 8;
+        }
+        if ((double)w * h < 4 * native || (w == said_w && h == said_h)) continue;
+        double tflop, s = sd_estimate_step(ctx, w, h, g->cfg_scale > 1.0f, &tflop);
+        if (s < 60) continue;
+        char took[32] = "";
+        format_duration(s, took, sizeof took);
+        fprintf(stderr,
+                "sd: note: %dx%d is %.0fx the pixels of this model's %dx%d: about %.0f TFLOP per UNet evaluation, "
+                "roughly %s each here (self-attention grows with the square of the pixel count)\n",
+                w, h, (double)w * h / native, mi.default_width, mi.default_height, tflop, took);
+        said_w = w;
+        said_h = h;
+    }
 }
 
 /* ---------------- progress ---------------- */
@@ -345,6 +430,7 @@ static const char *progress_unit(const sd_gen_params *g, unsigned *said) {
 /* ---------------- running the jobs ---------------- */
 
 typedef struct {
+    sd_upscaler *post;  /* --upscale-model: applied to every image before it is written, or NULL */
     grid_image *images; /* [L->n] kept for --grid (rgb malloc'd), else NULL */
     int done, to_run;   /* images written, images this run makes */
 } run_state;
@@ -355,10 +441,35 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* A job this run leaves out: another shard's, or (--skip-existing) one whose PNG exists. */
-static int skipped(const cli_args *a, const job *j) {
+/* The size of job j's PNG: its own, after the hires fix, times the post upscaler's factor. */
+static void png_size(const cli_args *a, const sd_ctx *ctx, const sd_upscaler *post, const job *j, int *w, int *h) {
+    sd_model_info mi;
+    sd_get_model_info(ctx, &mi);
+    jobs_size(j, mi.default_width, mi.default_height, w, h);
+    if (j->s.gen.hires_scale > 1) {
+        *w = (int)(*w * j->s.gen.hires_scale) / 8 * 8;
+        *h = (int)(*h * j->s.gen.hires_scale) / 8 * 8;
+    }
+    for (int r = 0; post && r < a->upscale_repeats; r++) {
+        *w *= sd_upscaler_scale(post);
+        *h *= sd_upscaler_scale(post);
+    }
+}
+
+/* --skip-existing: job j is left out when its PNG exists and is one this run could have written (a readable RGB PNG
+ * of the job's size, *w x *h); any other file there is made again, with a note. */
+static int skipped(const cli_args *a, const sd_ctx *ctx, const sd_upscaler *post, const job *j, int *w, int *h) {
     struct stat st;
-    return a->skip_existing && strcmp(j->png, "-") && stat(j->png, &st) == 0 && S_ISREG(st.st_mode);
+    if (!a->skip_existing || !strcmp(j->png, "-") || stat(j->png, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    png_size(a, ctx, post, j, w, h);
+    sd_pixels px;
+    char err[SD_ERR_LEN];
+    const int readable = sd_pixels_read(j->png, &px, err) == SD_OK;
+    const int same = readable && px.channels == 3 && px.width == *w && px.height == *h;
+    if (readable) sd_pixels_free(&px);
+    if (!same)
+        fprintf(stderr, "sd: note: %s exists but is not this job's %dx%d RGB PNG: making it again\n", j->png, *w, *h);
+    return same;
 }
 static int in_shard(const cli_args *a, const job *j) {
     return a->shard_count == 0 || (j->number - 1) % a->shard_count == a->shard_index - 1;
@@ -386,29 +497,41 @@ static int keep_existing(const job *j, grid_image *g) {
 
 /* Makes and writes job j. Returns 0, or an exit status with err set. */
 static int run_job(const cli_args *a, sd_ctx *ctx, job *j, int jobs, run_state *rs, char *err, size_t errlen) {
-    sd_image img;
+    sd_image img, post = {0};
     double t0 = now_s();
     sd_status st = sd_generate(ctx, &j->s.gen, &img, err);
-    if (st != SD_OK) return exit_code(st);
+    if (st != SD_OK) return cli_exit_code(st);
+    int scale = 1;
+    const sd_pixels generated = {img.width, img.height, 3, img.rgb};
+    if (rs->post && (st = upscale_repeated(rs->post, &generated, a->upscale_repeats, cancel_requested, &post, &scale,
+                                           err)) != SD_OK) {
+        sd_image_free(&img);
+        return cli_exit_code(st);
+    }
+    const sd_image *shown = rs->post ? &post : &img; /* what the PNG and the grid hold */
     sd_timings tm;
     sd_get_timings(ctx, &tm);
     if (tm.vae_tiled && !j->s.gen.vae_tiling && !a->low_memory)
         fprintf(stderr, "sd: note: the VAE ran in %d-pixel tiles: the untiled decoder would not fit in memory\n",
                 tm.vae_tiled);
-    int rc = job_write(a, j, ctx, &img, err, errlen) ? EXIT_RUNTIME : 0;
+    int rc = job_write(a, j, ctx, &img, rs->post ? &post : NULL, scale, err, errlen) ? EXIT_RUNTIME : 0;
     if (!rc) {
         fprintf(stderr, "sd: wrote %s (seed %llu)\n", strcmp(j->png, "-") ? j->png : "the PNG to standard output",
                 (unsigned long long)j->s.gen.seed);
-        if (a->json) job_json_line(stdout, j, jobs, img.width, img.height, now_s() - t0, 0);
+        if (a->json) job_json_line(stdout, j, jobs, shown->width, shown->height, now_s() - t0, 0);
         if (a->verbose)
             fprintf(stderr, "sd: text %.3f s, sampling %.3f s (median step %.3f s), decode %.3f s, peak RSS %.1f MB\n",
                     tm.text_s, tm.sampling_s, tm.step_median_s, tm.decode_s, (double)tm.peak_rss_bytes / 1e6);
         if (rs->images) { /* the grid takes the pixels */
-            rs->images[j->number - 1] = (grid_image){img.width, img.height, img.rgb};
-            img.rgb = NULL;
+            rs->images[j->number - 1] = (grid_image){shown->width, shown->height, shown->rgb};
+            if (shown == &img)
+                img.rgb = NULL;
+            else
+                post.rgb = NULL;
         }
     }
     sd_image_free(&img);
+    sd_image_free(&post);
     return rc;
 }
 
@@ -418,7 +541,7 @@ static int write_grid(const cli_args *a, const job_list *L, const sd_ctx *ctx, g
     char err[SD_ERR_LEN];
     grid_plan(L->axes, L->n_axes, images, &g);
     sd_image first = {images[0].w, images[0].h, (uint8_t *)images[0].rgb, NULL, 4};
-    char *params = job_parameters(a, &L->jobs[0].s, ctx, &first), *sweep = grid_description(L->axes, L->n_axes);
+    char *params = job_parameters(a, &L->jobs[0].s, ctx, &first, 1), *sweep = grid_description(L->axes, L->n_axes);
     char *text = params && sweep ? malloc(strlen(params) + strlen(sweep) + 3) : NULL;
     int rc = !text || grid_render(L->axes, L->n_axes, images, &g, &rgb) ? error(EXIT_RUNTIME, "out of memory") : 0;
     if (!rc) {
@@ -437,8 +560,8 @@ static int write_grid(const cli_args *a, const job_list *L, const sd_ctx *ctx, g
     return rc;
 }
 
-static int run_jobs(const cli_args *a, sd_ctx *ctx, job_list *L) {
-    run_state rs = {NULL, 0, 0};
+static int run_jobs(const cli_args *a, sd_ctx *ctx, job_list *L, sd_upscaler *post) {
+    run_state rs = {post, NULL, 0, 0};
     if (a->grid && !(rs.images = calloc((size_t)L->n, sizeof *rs.images))) return error(EXIT_RUNTIME, "out of memory");
     rs.to_run = jobs_to_run(a, L);
     progress_state ps = {isatty(2), 0, L->n, "step", 0};
@@ -448,15 +571,10 @@ static int run_jobs(const cli_args *a, sd_ctx *ctx, job_list *L) {
     for (int i = 0; i < L->n && !rc; i++) {
         job *j = &L->jobs[i];
         if (!in_shard(a, j)) continue;
-        if (skipped(a, j)) {
+        int w, h;
+        if (skipped(a, ctx, post, j, &w, &h)) {
             left++;
-            if (a->json) {
-                sd_model_info mi;
-                int w, h;
-                sd_get_model_info(ctx, &mi);
-                jobs_size(j, mi.default_width, mi.default_height, &w, &h);
-                job_json_line(stdout, j, L->n, w, h, 0, 1);
-            }
+            if (a->json) job_json_line(stdout, j, L->n, w, h, 0, 1);
             if (rs.images) rc = keep_existing(j, &rs.images[i]);
             continue;
         }
@@ -495,6 +613,7 @@ static int one_sweep(const job_list *L) {
 static int run(cli_args *a) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
+    g_stderr_tty = isatty(2);
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
@@ -502,6 +621,12 @@ static int run(cli_args *a) {
     job_list L;
     memset(&L, 0, sizeof L);
     int rc = 0;
+    if (!a->model) {
+        rc = upscale_file(a, cancel_requested, err, sizeof err);
+        if (rc) return error(rc, "%s", err);
+        fprintf(stderr, "sd: wrote %s\n", a->job.output);
+        return 0;
+    }
     if (!a->info) {
         if ((rc = jobs_build(&L, a, err, sizeof err))) {
             jobs_free(&L);
@@ -509,12 +634,23 @@ static int run(cli_args *a) {
         }
         if (a->grid && !one_sweep(&L))
             rc = error(EXIT_BAD_INPUT, "--grid: needs one sweep of one job (no prompt file with several lines, no -b)");
+        if (!rc && a->shard_count > 1 && jobs_to_run(a, &L) == 0) { /* nothing to do: not an error */
+            fprintf(stderr, "sd: note: --shard %d/%d: no job falls to this shard (the list has %d)\n", a->shard_index,
+                    a->shard_count, L.n);
+            jobs_free(&L);
+            return 0;
+        }
         if (!rc) rc = add_prompt_loras(a, &L);
-        if (!rc) warn_ignored_options(&L);
+        if (!rc) warn_ignored_options(a, &L);
         if (rc) {
             jobs_free(&L);
             return rc;
         }
+    }
+    sd_upscaler *post = NULL, *hires = NULL; /* loaded before the model: a bad file is refused at once */
+    if (!a->info && (rc = upscalers_load(a, &post, &hires, err, sizeof err))) {
+        jobs_free(&L);
+        return error(rc, "%s", err);
     }
     sd_ctx *ctx = NULL;
     double t0 = now_s();
@@ -537,13 +673,23 @@ static int run(cli_args *a) {
     lp.keep_weights = jobs_to_run(a, &L) > 1; /* a batch: each image reuses the pages the previous one read */
     sd_status st = sd_load_with(&ctx, &lp, err);
     if (st != SD_OK)
-        rc = error(exit_code(st), "%s", err);
+        rc = error(cli_exit_code(st), "%s", err);
     else if (a->verbose)
         fprintf(stderr, "sd: loaded %s (%.3f s)\n", a->model, now_s() - t0);
     if (!rc && a->info)
         sd_print_info(ctx, stdout);
-    else if (!rc && !(rc = check_prompts(ctx, &L, a->verbose)) && !(rc = check_outputs(a, &L, ctx)))
-        rc = run_jobs(a, ctx, &L);
+    else if (!rc && !(rc = check_prompts(ctx, &L, a->verbose)) && !(rc = check_outputs(a, &L, ctx))) {
+        if (upscalers_set_hires(a, &L, hires))
+            fprintf(stderr, "sd: warning: --hires-upscaler does nothing without --hires-scale\n");
+        if ((rc = upscalers_check_jobs(a, &L, ctx, post, err, sizeof err)))
+            error(rc, "%s", err);
+        else {
+            note_large_sizes(ctx, &L);
+            rc = run_jobs(a, ctx, &L, post);
+        }
+    }
+    if (hires != post) sd_upscaler_free(hires);
+    sd_upscaler_free(post);
     sd_free(ctx);
     jobs_free(&L);
     return rc;

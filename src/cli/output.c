@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,20 @@ static char *dir_of(const char *path) {
 }
 
 static int is_stdout(const char *path) { return strcmp(path, "-") == 0; }
+
+/* Creates and removes a temporary file in dir, as the write will: 0, or -1 with errno set. */
+static int try_create(const char *dir) {
+    char probe[4200];
+    if (snprintf(probe, sizeof probe, "%s/.sd-tmp-XXXXXX", dir) >= (int)sizeof probe) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int fd = mkstemp(probe);
+    if (fd < 0) return -1;
+    close(fd);
+    unlink(probe);
+    return 0;
+}
 
 int output_check_path(const char *path, char *err, size_t errlen) {
     struct stat sb, lb;
@@ -61,7 +76,10 @@ int output_check_path(const char *path, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: '%s' is not a directory", path, dir);
         rc = -1;
     } else if (access(dir, W_OK) != 0) {
-        snprintf(err, errlen, "%s: directory '%s' is not writable", path, dir);
+        snprintf(err, errlen, "%s: directory '%s' is not writable (%s)", path, dir, strerror(errno));
+        rc = -1;
+    } else if (try_create(dir) != 0) { /* what access() cannot tell: /proc, a full or odd filesystem */
+        snprintf(err, errlen, "%s: cannot create a file in '%s': %s", path, dir, strerror(errno));
         rc = -1;
     }
     free(target);
@@ -92,6 +110,14 @@ static int write_in_place(const char *path, const void *data, size_t len, char *
     return fd > 1 ? close(fd) : 0;
 }
 
+/* The temporary file being written, for output_discard_pending (set while pending is 1). */
+static char pending_path[4096];
+static volatile sig_atomic_t pending;
+
+void output_discard_pending(void) {
+    if (pending) unlink(pending_path);
+}
+
 /* A regular file (or a new one): temporary file beside the target + fsync + rename, so a crash never
  * leaves a truncated file. A symbolic link is followed: its target is replaced, and keeps its mode. */
 static int write_replacing(const char *path, const struct stat *old, const void *data, size_t len, char *err,
@@ -108,6 +134,10 @@ static int write_replacing(const char *path, const struct stat *old, const void 
     snprintf(tmp, tlen, "%s/.sd-tmp-XXXXXX", dir);
     free(dir);
     int fd = mkstemp(tmp);
+    if (fd >= 0 && strlen(tmp) < sizeof pending_path) {
+        memcpy(pending_path, tmp, strlen(tmp) + 1);
+        pending = 1;
+    }
     if (fd < 0) {
         snprintf(err, errlen, "%s: cannot create a temporary file: %s", path, strerror(errno));
         free(tmp);
@@ -124,6 +154,7 @@ static int write_replacing(const char *path, const struct stat *old, const void 
         unlink(tmp);
         ok = 0;
     }
+    pending = 0;
     free(tmp);
     free(target);
     return ok ? 0 : -1;

@@ -21,6 +21,10 @@ int output_check_path(const char *path, char *err, size_t errlen);
 /* Writes `len` bytes to path by the rules above. */
 int output_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
 
+/* Removes the temporary file of a write in progress, if any. Async-signal-safe: for a signal handler that exits at
+ * once. */
+void output_discard_pending(void);
+
 /* PNG of rgb[h, w, 3] with a text chunk key=text (tEXt when ASCII, iTXt UTF-8 otherwise). */
 int output_write_png(const char *path, const uint8_t *rgb, int w, int h, const char *key, const char *text, char *err,
                      size_t errlen);

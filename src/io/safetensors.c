@@ -151,6 +151,8 @@ int st_parse(st_file *f, const void *buf, size_t size, const char *path, char *e
     if (size < 8) return st_fail(err, errlen, path, "too short for a safetensors file (%zu bytes)", size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | bytes[i];
+    if (size > 8 && bytes[8] != '{' && (hlen > ST_MAX_HEADER || hlen > size - 8)) /* a header is a JSON object */
+        return st_fail(err, errlen, path, "not a model file (neither safetensors nor a PyTorch .ckpt / .pth zip)");
     if (hlen > ST_MAX_HEADER)
         return st_fail(err, errlen, path, "header length %llu is absurd (limit %u)", (unsigned long long)hlen,
                        ST_MAX_HEADER);

@@ -169,7 +169,8 @@ static int read_encoder(model_desc *d, const tensor_store *s, const encoder_rule
     t->pooled = e->pooled;
     /* CLIP ViT-L/14: 12 heads of 64; the OpenCLIP towers: heads of 64 (16 at width 1024, 20 at 1280) */
     t->heads = e->clip_l_heads ? 12 : t->width >= 64 ? t->width / 64 : 1;
-    return meta_positive(s, i == 0 ? "sd.text.heads" : "sd.text2.heads", &t->heads, err, errlen);
+    t->heads_key = i == 0 ? "sd.text.heads" : "sd.text2.heads";
+    return meta_positive(s, t->heads_key, &t->heads, err, errlen);
 }
 
 /* Head counts and prediction type: the family's defaults, overridden by metadata keys. */

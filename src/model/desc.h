@@ -24,16 +24,17 @@ typedef enum { TEXT_CLIP = 1, TEXT_OPENCLIP } text_naming;
 
 /* One text encoder: where it is, how it is named, and which of its outputs the UNet takes. */
 typedef struct {
-    const char *name;   /* "CLIP ViT-L/14", ... (by naming and family; the sizes come from the shapes) */
-    text_naming naming; /* CLIP (transformers names, quick_gelu, separate q/k/v) or OpenCLIP (open_clip names,
-                           exact GELU, fused in_proj q/k/v) */
-    const char *prefix; /* where its tensors live */
-    int width;          /* hidden size, from the token embedding's shape */
-    int heads;          /* attention heads (metadata, else the family's rule) */
-    int skip;           /* last layers the context does not use (1: the penultimate layer's hidden state) */
-    int final_norm;     /* the context goes through the final LayerNorm */
-    int pad_id;         /* token after <|endoftext|>: 49407 (CLIP's tokenizer) or 0, "!" (open_clip's) */
-    int pooled;         /* also gives the pooled output: ln_final at the first <|endoftext|> times text_projection */
+    const char *name;      /* "CLIP ViT-L/14", ... (by naming and family; the sizes come from the shapes) */
+    text_naming naming;    /* CLIP (transformers names, quick_gelu, separate q/k/v) or OpenCLIP (open_clip names,
+                              exact GELU, fused in_proj q/k/v) */
+    const char *prefix;    /* where its tensors live */
+    int width;             /* hidden size, from the token embedding's shape */
+    int heads;             /* attention heads (metadata, else the family's rule) */
+    const char *heads_key; /* the metadata key that sets heads: sd.text.heads, sd.text2.heads */
+    int skip;              /* last layers the context does not use (1: the penultimate layer's hidden state) */
+    int final_norm;        /* the context goes through the final LayerNorm */
+    int pad_id;            /* token after <|endoftext|>: 49407 (CLIP's tokenizer) or 0, "!" (open_clip's) */
+    int pooled;            /* also gives the pooled output: ln_final at the first <|endoftext|> times text_projection */
 } text_encoder_desc;
 
 typedef struct {

@@ -131,7 +131,9 @@ sd_status text_encoder_load(text_encoder *te, tensor_store *s, const text_encode
     else if (c->positions != 77)
         wl_fail(&L, "text encoder has %d positions, expected 77", c->positions);
     else if (c->hidden % c->heads)
-        wl_fail(&L, "text hidden size %d is not divisible by %d heads", c->hidden, c->heads);
+        wl_fail(&L,
+                "text hidden size %d is not divisible by %d heads (set the count: sd-convert IN OUT --metadata %s=N)",
+                c->hidden, c->heads, e->heads_key ? e->heads_key : "sd.text.heads");
     else if (c->layers <= e->skip)
         wl_fail(&L, "text encoder has %d layers, the model uses %d more than that", c->layers, e->skip + 1 - c->layers);
     if (L.failed) return SD_ERR_MODEL;

@@ -85,7 +85,10 @@ static void load_transformer(wloader *L, spatial_transformer *st, int ch, const 
     st->head_dim = c->head_dim > 0 ? c->head_dim : inner / c->heads;
     st->heads = c->head_dim > 0 ? inner / c->head_dim : c->heads;
     if (st->heads * st->head_dim != inner) {
-        wl_fail(L, "%s: width %d does not split into heads", L->prefix, inner);
+        wl_fail(
+            L,
+            "%s: width %d does not split into %d heads (set the count: sd-convert IN OUT --metadata sd.unet.heads=N)",
+            L->prefix, inner, st->heads);
         return;
     }
     st->norm_w = wl_vec(L, "norm.weight", ch);
@@ -638,4 +641,39 @@ sd_status unet_encoder_forward(compute *cc, const unet *u, const unet_input *in,
     if (mid) memcpy(outs[u->c.n_input], mid, unet_block_floats(u, u->c.n_input, in->B, in->h, in->w) * sizeof(float));
     compute_reset(cc, mark);
     return compute_stopped(cc) ? cc->status : SD_OK;
+}
+
+/* ---------------- estimates ---------------- */
+
+/* FLOPs (2 per multiply-add) of block b on one item of hw latent pixels; the self-attention's scores and P·V grow
+ * with hw². ctx_len: the text context's tokens. */
+static double block_flops(const unet_block *b, double hw, int ctx_len) {
+    double f = 0;
+    if (b->has_res) {
+        const double i = b->res.in_ch, o = b->res.out_ch;
+        f += 18.0 * hw * o * (i + o) + (i != o ? 2.0 * hw * i * o : 0.0);
+    }
+    if (b->has_attn) { /* per transformer block: q k v o + cross q o (12·c²), GEGLU (6·c·F), scores and P·V */
+        const double c = b->attn.ch, F = b->attn.ff_inner;
+        f += 4.0 * hw * c * c +
+             b->attn.depth * (12.0 * hw * c * c + 6.0 * hw * c * F + 4.0 * hw * hw * c + 4.0 * hw * ctx_len * c);
+    }
+    if (b->has_down) f += 18.0 * (hw / 4) * b->out_ch * b->out_ch;
+    if (b->has_up) f += 18.0 * (4 * hw) * b->out_ch * b->out_ch;
+    return f;
+}
+
+double unet_flops(const unet *u, int B, int h, int w, int ctx_len) {
+    double hw = (double)h * w, f = 18.0 * hw * u->c.in_ch * u->c.model_ch; /* conv_in */
+    for (int i = 1; i < u->c.n_input; i++) {
+        f += block_flops(&u->input[i], hw, ctx_len);
+        if (u->input[i].has_down) hw /= 4;
+    }
+    f += block_flops(&u->mid_res1, hw, ctx_len) + block_flops(&u->mid_attn, hw, ctx_len) +
+         block_flops(&u->mid_res2, hw, ctx_len);
+    for (int i = 0; i < u->c.n_output; i++) {
+        f += block_flops(&u->output[i], hw, ctx_len);
+        if (u->output[i].has_up) hw *= 4;
+    }
+    return B * (f + 18.0 * hw * u->c.model_ch * u->c.out_ch); /* conv_out */
 }

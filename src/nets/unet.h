@@ -84,6 +84,10 @@ size_t unet_block_floats(const unet *u, int i, int B, int h, int w);
 /* Channels and size of input block i's output (i = n_input: the middle block's) at latent size h x w. */
 void unet_block_shape(const unet *u, int i, int h, int w, int *ch, int *H, int *W);
 
+/* FLOPs (2 per multiply-add) of one evaluation on a batch of B at latent h x w with a ctx_len-token context, as
+ * direct convolutions and plain attention compute them (for estimates). */
+double unet_flops(const unet *u, int B, int h, int w, int ctx_len);
+
 /* The added conditioning vector of one item: [pooled (pooled_width); time_id_dim-channel sinusoidal embeddings
  * of each of n_ids size/crop ids], SDXL's (sgm ConcatTimestepEmbedderND). added[pooled_width + n_ids·time_id_dim]. */
 void unet_added_vector(const float *pooled, int pooled_width, const float *ids, int n_ids, int time_id_dim,

@@ -33,6 +33,24 @@ struct sd_ctx {
     sd_timings timings;
 };
 
+/* One generation (pipeline.c): txt2img, img2img or inpainting as p says, or img2img from init_latent ([C, h, w]
+ * scaled, at p's size) when it is not NULL. */
+sd_status sd_pipeline_run(sd_ctx *c, const sd_gen_params *p, const float *init_latent, sd_image *img,
+                          char err[SD_ERR_LEN]);
+
+/* Whether p (with init_latent, as sd_pipeline_run) would run: its settings, size (*W x *H), memory plan and sampler,
+ * checked without computing anything. The pixels of p's init image are not read. */
+sd_status sd_pipeline_check(sd_ctx *c, const sd_gen_params *p, const float *init_latent, int *W, int *H,
+                            char err[SD_ERR_LEN]);
+
+/* Memory to plan with, in bytes: SD_MEMORY_LIMIT (a whole number of MB) when set, else MemAvailable (0 when
+ * unknown). Returns -1 with err set when SD_MEMORY_LIMIT is set but not a number. */
+int sd_available_memory(size_t *bytes, char *err, size_t errlen);
+
+/* "SD_MEMORY_LIMIT allows N MB" when that variable set the `have` bytes, else "only X GB of memory is available"
+ * (in buf, returned). */
+const char *sd_memory_text(size_t have, char *buf, size_t len);
+
 /* Time in seconds (monotonic). */
 double sd_now(void);
 

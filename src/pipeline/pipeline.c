@@ -42,8 +42,10 @@ typedef struct {
     float *mask;          /* [h, w] latent-resolution mask, 1 = repaint, or NULL */
     float *masked_latent; /* [C, h, w] scaled latent of the masked image (9-channel UNet), or NULL */
     int vae_tiled;        /* tile size of the VAE in pixels, 0 = untiled (plan_vae) */
-    float *hint;          /* [model_ch, h, w] the ControlNet's hint encoder on the control image, or NULL */
-    float *control_x;     /* [2, C, h, w] the ControlNet's input when the UNet takes more channels, or NULL */
+    const float
+        *init_latent; /* [C, h, w] a latent to start img2img from instead of an init image (hires fix), or NULL */
+    float *hint;      /* [model_ch, h, w] the ControlNet's hint encoder on the control image, or NULL */
+    float *control_x; /* [2, C, h, w] the ControlNet's input when the UNet takes more channels, or NULL */
     float *residuals[UNET_MAX_BLOCKS + 1]; /* [2, ch_i, h_i, w_i] the ControlNet's residuals of one evaluation */
 } generation;
 
@@ -86,7 +88,7 @@ static sd_status stage_failure(const generation *g, sd_status st, const char *st
 
 /* Memory to plan with, in bytes: SD_MEMORY_LIMIT (a whole number of MB) when set, else MemAvailable from
  * /proc/meminfo (0 when unknown). Returns -1 with err set when SD_MEMORY_LIMIT is set but not a number. */
-static int available_memory(size_t *bytes, char *err, size_t errlen) {
+int sd_available_memory(size_t *bytes, char *err, size_t errlen) {
     const char *limit = getenv("SD_MEMORY_LIMIT");
     if (limit) {
         char *end;
@@ -111,6 +113,14 @@ static int available_memory(size_t *bytes, char *err, size_t errlen) {
     return 0;
 }
 
+const char *sd_memory_text(size_t have, char *buf, size_t len) {
+    if (getenv("SD_MEMORY_LIMIT"))
+        snprintf(buf, len, "SD_MEMORY_LIMIT allows %zu MB", have >> 20);
+    else
+        snprintf(buf, len, "only %.1f GB of memory is available", (double)have / 1e9);
+    return buf;
+}
+
 #define LOW_MEMORY_TILE_PX 256 /* --low-memory: a quarter of the activations of a 512 tile */
 
 /* Whether the VAE runs in tiles, and their size (*tile_px, 0 = untiled): asked for (and the image is larger than a
@@ -119,7 +129,7 @@ static int available_memory(size_t *bytes, char *err, size_t errlen) {
 static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W, int *tile_px, char *err,
                           size_t errlen) {
     size_t have, need;
-    if (available_memory(&have, err, errlen) != 0) return SD_ERR_ARG;
+    if (sd_available_memory(&have, err, errlen) != 0) return SD_ERR_ARG;
     const char *what = "the VAE decoder";
     const int tile = c->low_memory ? LOW_MEMORY_TILE_PX : c->model.d.vae_tile_px;
     *tile_px = 0;
@@ -134,10 +144,10 @@ static sd_status plan_vae(const sd_ctx *c, const sd_gen_params *p, int H, int W,
             what = "the VAE decoder in tiles";
         }
     }
+    char avail[96];
     if (have && need > have)
-        return fail(err, errlen, SD_ERR_NOMEM,
-                    "size %dx%d needs about %.1f GB for %s but only %.1f GB of memory is available", W, H,
-                    (double)need / 1e9, what, (double)have / 1e9);
+        return fail(err, errlen, SD_ERR_NOMEM, "size %dx%d needs about %.1f GB for %s but %s", W, H, (double)need / 1e9,
+                    what, sd_memory_text(have, avail, sizeof avail));
     return SD_OK;
 }
 
@@ -150,7 +160,9 @@ static sd_status resolve_size(const sd_ctx *c, const sd_gen_params *p, int *W, i
     *W = p->width ? p->width : im ? im->width - im->width % 8 : c->model.d.default_size;
     *H = p->height ? p->height : im ? im->height - im->height % 8 : c->model.d.default_size;
     if (*W < 64 || *H < 64)
-        return fail(err, errlen, SD_ERR_ARG, "init image: %dx%d is smaller than 64x64 pixels", im->width, im->height);
+        return fail(err, errlen, SD_ERR_ARG,
+                    "init image: %dx%d is smaller than 64x64 pixels (-W / -H of at least 64 resize it)", im->width,
+                    im->height);
     return SD_OK;
 }
 
@@ -273,15 +285,14 @@ static sd_status prepare_inputs(sd_ctx *c, const sd_gen_params *p, generation *g
     const int inpaint9 = d->unet_in_ch != d->latent_ch, inpaint = p->mask || inpaint9;
     const size_t P = (size_t)g->H * g->W;
     if (!(g->noise = malloc(g->n * sizeof(float)))) return fail(err, errlen, SD_ERR_NOMEM, "out of memory");
-    if (!p->init_image && !inpaint9) { /* txt2img: only the start noise */
+    if (g->init_latent) { /* img2img from a latent: nothing to encode, no draw for it */
+        if (!(g->image_latent = malloc(g->n * sizeof(float)))) return fail(err, errlen, SD_ERR_NOMEM, "out of memory");
+        memcpy(g->image_latent, g->init_latent, g->n * sizeof(float));
+    }
+    if (g->init_latent || (!p->init_image && !inpaint9)) { /* only the start noise */
         rng_randn(rng, g->noise, g->n);
         return SD_OK;
     }
-    if ((p->init_image || inpaint9) && !c->va.has_encoder)
-        return fail(err, errlen, SD_ERR_MODEL,
-                    "%s: has no VAE encoder (" VAE_PREFIX "encoder.*), which img2img and "
-                    "inpainting need",
-                    c->model.store.file.path);
     float *image = malloc(3 * P * sizeof(float)); /* [3, H, W] */
     float *mask = malloc(P * sizeof(float));      /* [H, W] */
     sd_status st = !image || !mask ? SD_ERR_NOMEM : load_images(p, g, inpaint, image, mask);
@@ -514,6 +525,11 @@ static sd_status plan(sd_ctx *c, const sd_gen_params *p, generation *g, char *er
         st = fail(err, errlen, SD_ERR_ARG, "control image: the ControlNet needs one (--control-image FILE)");
     if (st == SD_OK && !c->cn && p->control_image)
         st = fail(err, errlen, SD_ERR_ARG, "control image: no ControlNet is loaded (--control-net FILE)");
+    const int inpaint9 = c->model.d.unet_in_ch != c->model.d.latent_ch;
+    if (st == SD_OK && (p->init_image || inpaint9) && !g->init_latent && !c->va.has_encoder)
+        st = fail(err, errlen, SD_ERR_MODEL,
+                  "%s: has no VAE encoder (" VAE_PREFIX "encoder.*), which img2img and inpainting need",
+                  c->model.store.file.path);
     if (st == SD_OK) st = resolve_size(c, p, &g->W, &g->H, err, errlen);
     if (st == SD_OK) st = plan_vae(c, p, g->H, g->W, &g->vae_tiled, err, errlen);
     c->timings.vae_tiled = g->vae_tiled;
@@ -531,8 +547,9 @@ static sd_status plan(sd_ctx *c, const sd_gen_params *p, generation *g, char *er
 /* The sampler: the family's default spacing where the caller leaves it to the sampler. */
 static sampler *make_sampler(const sd_ctx *c, const sd_gen_params *p, const generation *g, char *err, size_t errlen) {
     const sd_spacing spacing = p->spacing ? p->spacing : c->model.d.default_spacing;
-    sampler_opts so = {
-        p->sampler, p->steps, spacing, p->schedule == SD_SCHEDULE_KARRAS, p->eta, p->init_image ? p->strength : 1.0};
+    sampler_opts so = {p->sampler, p->steps,
+                       spacing,    p->schedule == SD_SCHEDULE_KARRAS,
+                       p->eta,     p->init_image || g->init_latent ? p->strength : 1.0};
     return sampler_create(&so, &c->sched, g->n, err, errlen);
 }
 
@@ -563,12 +580,14 @@ static sd_status run_stages(sd_ctx *c, const sd_gen_params *p, generation *g, sa
     return st;
 }
 
-sd_status sd_generate(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[SD_ERR_LEN]) {
+sd_status sd_pipeline_run(sd_ctx *c, const sd_gen_params *p, const float *init_latent, sd_image *img,
+                          char err[SD_ERR_LEN]) {
     memset(img, 0, sizeof *img);
     memset(&c->timings, 0, sizeof c->timings);
     err[0] = 0;
     compute_begin(&c->cc, p->cancel, p->cancel_user);
     generation g = {0};
+    g.init_latent = init_latent;
     sd_status st = plan(c, p, &g, err, SD_ERR_LEN);
     if (st != SD_OK) return st;
     float *latent = malloc(g.n * sizeof(float)); /* [C, h, w] */
@@ -593,6 +612,20 @@ sd_status sd_generate(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err
     img->latent = latent;
     img->latent_channels = g.C;
     return SD_OK;
+}
+
+sd_status sd_pipeline_check(sd_ctx *c, const sd_gen_params *p, const float *init_latent, int *W, int *H,
+                            char err[SD_ERR_LEN]) {
+    generation g = {0};
+    g.init_latent = init_latent;
+    sd_status st = plan(c, p, &g, err, SD_ERR_LEN);
+    *W = g.W;
+    *H = g.H;
+    sampler *smp = st == SD_OK ? make_sampler(c, p, &g, err, SD_ERR_LEN) : NULL;
+    if (st == SD_OK && !smp) st = SD_ERR_ARG;
+    sampler_free(smp);
+    generation_free(&g);
+    return st;
 }
 
 int sd_describe_prompt(const sd_ctx *c, const char *prompt, const char *what, FILE *f) {
@@ -626,10 +659,6 @@ int sd_prompt_embeddings(const sd_ctx *c, const char *prompt, sd_embedding_use *
         }
     free(chunks);
     return found;
-}
-
-sd_status sd_txt2img(sd_ctx *c, const sd_gen_params *p, sd_image *img, char err[SD_ERR_LEN]) {
-    return sd_generate(c, p, img, err);
 }
 
 void sd_image_free(sd_image *img) {

@@ -374,6 +374,7 @@ void sd_gen_params_default(sd_gen_params *p) {
     p->control_strength = 1.0f;
     p->control_start = 0.0;
     p->control_end = 1.0;
+    p->hires_strength = 0.7;
 }
 
 static sd_status check_size(const char *what, int v, char *err) {
