@@ -64,8 +64,17 @@ int compute_stopped(compute *cc) {
     return status_get(cc) != SD_OK;
 }
 
+/* Only the team's master calls the caller's callback; the others read the status it stores. */
+static int is_team_master(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num() == 0;
+#else
+    return 1;
+#endif
+}
+
 int compute_poll(compute *cc) {
-    if (omp_get_thread_num() == 0) return compute_stopped(cc);
+    if (is_team_master()) return compute_stopped(cc);
     return status_get(cc) != SD_OK;
 }
 
