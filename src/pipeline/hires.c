@@ -75,13 +75,13 @@ static sd_status check_passes(sd_ctx *c, const sd_gen_params *first, const sd_ge
                               char *err) {
     static const uint8_t unread; /* the check reads the init image's size only */
     sd_status st = sd_pipeline_check(c, first, NULL, W, H, err);
+    if (st != SD_OK) return st;
     sd_gen_params q;
     const sd_pixels shape = {(int)(*W * p->hires_scale), (int)(*H * p->hires_scale), 3, &unread};
-    if (st == SD_OK) st = second_pass_params(p, *W, *H, &shape, &q, err);
+    if ((st = second_pass_params(p, *W, *H, &shape, &q, err)) != SD_OK) return st;
     int w2, h2;
-    if (st == SD_OK)
-        st = sd_pipeline_check(c, &q, p->hires_upscaler == SD_HIRES_LATENT ? &(float){0} : NULL, &w2, &h2, err);
-    if (st == SD_ERR_ARG && strncmp(err, "hires", 5)) { /* name the pass */
+    st = sd_pipeline_check(c, &q, p->hires_upscaler == SD_HIRES_LATENT ? &(float){0} : NULL, &w2, &h2, err);
+    if (st == SD_ERR_ARG) { /* name the pass */
         char inner[SD_ERR_LEN];
         snprintf(inner, sizeof inner, "%s", err);
         snprintf(err, SD_ERR_LEN, "hires fix second pass (%dx%d): %.440s", q.width, q.height, inner);
