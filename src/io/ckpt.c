@@ -270,7 +270,7 @@ static int push_global(unpickler *u, const char *module, const char *name) {
     char full[300];
     snprintf(full, sizeof full, "%s.%s", module, name);
     if (global_index(full) < 0)
-        BAD("pickle global '%s' is not allowed (a checkpoint may only rebuild tensors; nothing was executed)", full);
+        BAD("pickle global '%.200s' is not allowed (a checkpoint may only rebuild tensors; nothing was executed)", full);
     pv *v = new_pv(u, PV_GLOBAL);
     if (!v || !(v->s = strdup(full))) BAD("out of memory");
     return push(u, v);
