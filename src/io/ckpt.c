@@ -50,7 +50,8 @@ static int zip_read(const uint8_t *b, size_t size, zip_dir *z, char *why, size_t
     if ((count == 0xffff || cd_off == 0xffffffff || cd_size == 0xffffffff) && eocd >= 20 &&
         le(b + eocd - 20, 4) == 0x07064b50) {
         uint64_t z64 = le(b + eocd - 20 + 8, 8);
-        if (z64 > size - 56 || le(b + z64, 4) != 0x06064b50) return snprintf(why, wl, "broken ZIP64 record"), -1;
+        if (size < 56 || z64 > size - 56 || le(b + z64, 4) != 0x06064b50)
+            return snprintf(why, wl, "broken ZIP64 record"), -1;
         count = le(b + z64 + 32, 8);
         cd_size = le(b + z64 + 40, 8);
         cd_off = le(b + z64 + 48, 8);
@@ -87,7 +88,8 @@ static int zip_read(const uint8_t *b, size_t size, zip_dir *z, char *why, size_t
             }
             x = de;
         }
-        if (off > size - 30 || le(b + off, 4) != 0x04034b50) return snprintf(why, wl, "broken zip local header"), -1;
+        if (size < 30 || off > size - 30 || le(b + off, 4) != 0x04034b50)
+            return snprintf(why, wl, "broken zip local header"), -1;
         uint64_t data = off + 30 + le(b + off + 26, 2) + le(b + off + 28, 2);
         if (data > size || csize > size - data) return snprintf(why, wl, "zip entry data out of bounds"), -1;
         z->e[z->n++] = (zip_entry){(const char *)p + 46, nlen, b + data, usize, method == 0 && csize == usize};
@@ -270,7 +272,8 @@ static int push_global(unpickler *u, const char *module, const char *name) {
     char full[300];
     snprintf(full, sizeof full, "%s.%s", module, name);
     if (global_index(full) < 0)
-        BAD("pickle global '%.200s' is not allowed (a checkpoint may only rebuild tensors; nothing was executed)", full);
+        BAD("pickle global '%.200s' is not allowed (a checkpoint may only rebuild tensors; nothing was executed)",
+            full);
     pv *v = new_pv(u, PV_GLOBAL);
     if (!v || !(v->s = strdup(full))) BAD("out of memory");
     return push(u, v);
