@@ -136,7 +136,7 @@ lora_set *lora_set_create(const tensor_store *st, const model_desc *d) {
             if (rc == 0) rc = add_target(s, "unet", orig, t, 0, (int)t->shape[0]);
         } else {
             for (int e = 0; e < d->n_text && rc == 0; e++) {
-                char root[8];
+                char root[16]; /* "te" or "te<i>" */
                 text_root(d, e, root, sizeof root);
                 if (!strncmp(t->name, d->text[e].prefix, strlen(d->text[e].prefix)))
                     rc = add_text_targets(s, &d->text[e], root, t);
