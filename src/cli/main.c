@@ -615,6 +615,9 @@ static int run(cli_args *a) {
     memset(&sa, 0, sizeof sa);
     g_stderr_tty = isatty(2);
     sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask); /* neither signal interrupts the handler of the other: the second one sees the first */
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     char err[SD_ERR_LEN];

@@ -327,6 +327,7 @@ static void fa_attention_bf16(compute *cc, const float *Q, int ldq, const float 
  * (P = exp(S - max)) and each output row is divided by its row sum after P·V: one pass less over P. */
 void attention(compute *cc, const float *Q, int ldq, const float *K, int ldk, const float *V, int ldv, int n, int m,
                int heads, int dh, int causal, float *out, float *work) {
+    if (compute_poll(cc)) return;
     if (fa_usable(m, dh, causal)) {
         compute_count(cc, 4.0 * n * m * dh * heads); /* S = Q·Kᵀ and P·V */
 #if GEMM_HAVE_BF16

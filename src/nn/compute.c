@@ -79,6 +79,7 @@ int compute_poll(compute *cc) {
 }
 
 float *compute_alloc(compute *cc, size_t n) {
+    if (compute_poll(cc)) return NULL; /* after a stop no new buffer: the caller returns */
     float *p = arena_alloc(&cc->arena, n);
     if (!p && cc->status == SD_OK) cc->status = SD_ERR_NOMEM;
     return p;

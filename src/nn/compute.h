@@ -64,11 +64,12 @@ void compute_begin(compute *cc, sd_cancel_fn cancel, void *cancel_user);
  * SD_ERR_CANCELLED). Networks call it between layers. */
 int compute_stopped(compute *cc);
 
-/* Inside a parallel loop of a long kernel: whether the remaining work items are to be skipped because the pass
- * must stop. The team's master thread (the caller's) polls the cancel callback; every thread reads the outcome. */
+/* At the start of every kernel, and inside a parallel loop of a long one: whether the work (or its remaining
+ * items) is to be skipped because the pass must stop. The team's master thread (the caller's) polls the cancel
+ * callback; every thread reads the outcome. */
 int compute_poll(compute *cc);
 
-/* n floats from the arena, or NULL with status SD_ERR_NOMEM. */
+/* n floats from the arena; NULL once the pass must stop (compute_poll), or NULL with status SD_ERR_NOMEM. */
 float *compute_alloc(compute *cc, size_t n);
 arena_mark compute_mark(const compute *cc);
 void compute_reset(compute *cc, arena_mark m);

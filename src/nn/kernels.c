@@ -76,6 +76,7 @@ static void gemm_panel(gemm_precision prec, int trans_b, int M, int N, int K, fl
  */
 static void gemm(compute *cc, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                  int ldb, float beta, float *C, int ldc) {
+    if (compute_poll(cc)) return;
     const gemm_precision prec = cc->bf16 ? GEMM_BF16 : GEMM_F32;
     compute_count(cc, 2.0 * M * N * K);
     if ((double)M * N * K < 4e6 || omp_in_parallel_region()) {
@@ -106,6 +107,7 @@ void matmul(compute *cc, const float *A, const float *B, float *C, int M, int N,
 }
 
 void linear(compute *cc, const float *x, int n, int in, const float *W, const float *b, int out, float *y) {
+    if (compute_poll(cc)) return;
     if (b) {
 #pragma omp parallel for schedule(static) num_threads(cc->threads) if ((size_t)n * out > 65536)
         for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, (size_t)out * sizeof(float));
@@ -218,6 +220,7 @@ static void conv2d_batch(compute *cc, const conv_desc *d, const float *x, int B,
 
 void conv2d(compute *cc, const conv_desc *d, const float *x, int B, int H, int W, const float *w, const float *b,
             float *y, float *work) {
+    if (compute_poll(cc)) return;
     const size_t P = conv_out_pixels(d, H, W);
     if (conv_batches_items(B, P)) {
         conv2d_batch(cc, d, x, B, H, W, w, b, y, work);
@@ -273,6 +276,7 @@ static void group_norm_group(const float *xg, size_t n, int cg, float eps, const
 
 void group_norm_coeffs(compute *cc, const float *x, int C, int HW, int G, float eps, const float *gamma,
                        const float *beta, float *scale, float *shift) {
+    if (compute_poll(cc)) return;
     const int cg = C / G;
     const size_t n = (size_t)cg * HW;
 #pragma omp parallel for schedule(static) num_threads(cc->threads)
@@ -283,6 +287,7 @@ void group_norm_coeffs(compute *cc, const float *x, int C, int HW, int G, float 
 /* y = x·s + t per channel (GroupNorm's map), then SiLU. */
 void group_norm(compute *cc, const float *x, int C, int HW, int G, float eps, const float *gamma, const float *beta,
                 int silu, float *y) {
+    if (compute_poll(cc)) return;
     const int cg = C / G;
     const size_t n = (size_t)cg * HW;
 #pragma omp parallel for schedule(static) num_threads(cc->threads) firstprivate(x, y, gamma, beta, silu, HW, cg, n, eps)
@@ -297,6 +302,7 @@ void group_norm(compute *cc, const float *x, int C, int HW, int G, float eps, co
 
 /* LayerNorm (Ba et al. 2016) over the last dimension. */
 void layer_norm(compute *cc, const float *x, int n, int d, float eps, const float *gamma, const float *beta, float *y) {
+    if (compute_poll(cc)) return;
 #pragma omp parallel for schedule(static) num_threads(cc->threads) if ((size_t)n * d > 16384)
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
@@ -309,6 +315,7 @@ void layer_norm(compute *cc, const float *x, int n, int d, float eps, const floa
 }
 
 void conv_input_apply(compute *cc, const conv_input *in, const float *x, int B, int C, int H, int W, float *y) {
+    if (compute_poll(cc)) return;
     const size_t HW = (size_t)H * W, xHW = in->upsample2x ? HW / 4 : HW; /* x's planes are [H/2, W/2] when upsampling */
     for (int b = 0; b < B; b++) {
         const float *xb = x + (size_t)b * C * xHW;
@@ -331,11 +338,13 @@ void conv_input_apply(compute *cc, const conv_input *in, const float *x, int B, 
 /* ---------------- element-wise ---------------- */
 
 void silu_inplace(compute *cc, float *x, size_t n) {
+    if (compute_poll(cc)) return;
 #pragma omp parallel for schedule(static) num_threads(cc->threads) if (n > 65536) firstprivate(x)
     for (size_t i = 0; i < n; i++) x[i] = silu1(x[i]);
 }
 
 void quick_gelu_inplace(compute *cc, float *x, size_t n) {
+    if (compute_poll(cc)) return;
 #pragma omp parallel for schedule(static) num_threads(cc->threads) if (n > 65536) firstprivate(x)
     for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + fast_expf(-1.702f * x[i]));
 }
@@ -344,12 +353,14 @@ void quick_gelu_inplace(compute *cc, float *x, size_t n) {
 static inline float gelu1(float x) { return 0.5f * x * (1.0f + fast_erff(x * 0.70710678118654752f)); }
 
 void gelu_inplace(compute *cc, float *x, size_t n) {
+    if (compute_poll(cc)) return;
 #pragma omp parallel for schedule(static) num_threads(cc->threads) if (n > 65536) firstprivate(x)
     for (size_t i = 0; i < n; i++) x[i] = gelu1(x[i]);
 }
 
 /* GEGLU (Shazeer 2020): proj → [a, g], out = a · GELU(g), GELU(g) = g/2 · (1 + erf(g/√2)). */
 void geglu(compute *cc, const float *x, int n, int d, float *y) {
+    if (compute_poll(cc)) return;
 #pragma omp parallel for schedule(static) num_threads(cc->threads) if ((size_t)n * d > 65536) firstprivate(x, y, d)
     for (int i = 0; i < n; i++) {
         const float *a = x + (size_t)i * 2 * d, *g = a + d;
@@ -359,11 +370,13 @@ void geglu(compute *cc, const float *x, int n, int d, float *y) {
 }
 
 void add_inplace(compute *cc, float *y, const float *x, size_t n) {
+    if (compute_poll(cc)) return;
 #pragma omp parallel for schedule(static) num_threads(cc->threads) if (n > 65536) firstprivate(x, y)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
 void upsample_nearest(compute *cc, const float *x, int C, int H, int W, float *y, int OH, int OW) {
+    if (compute_poll(cc)) return;
 #pragma omp parallel for schedule(static) num_threads(cc->threads)
     for (int c = 0; c < C; c++)
         for (int i = 0; i < OH; i++) { /* torch 'nearest': output index i reads floor(i · in / out) */
@@ -381,6 +394,7 @@ void upsample_nearest2x(compute *cc, const float *x, int C, int H, int W, float 
  * written once, whole: writing y element by element across a tile's rows kept 16-32 lines of one cache set
  * alive (rows a power of two apart) and ran at 1.5 GB/s for [4096, 320]. */
 void transpose(compute *cc, const float *x, int rows, int cols, float *y) {
+    if (compute_poll(cc)) return;
     enum { T = 16 };
 #pragma omp parallel for schedule(static) num_threads(cc->threads) if ((size_t)rows * cols > 65536)
     for (int r0 = 0; r0 < rows; r0 += T) {

@@ -1,7 +1,8 @@
 /* kernels.h - the numeric building blocks: BLAS-backed linear/conv/attention, norms, activations. Tensors are
  * plain float arrays; shapes are given in comments and arguments. Images are [C, H, W] (one batch item), token
  * sequences are [N, D] row-major. Every kernel runs in a compute context (compute.h): its threads, its precision
- * of the products, its FLOP counter. */
+ * of the products, its FLOP counter. Once the context's pass must stop (cancelled or failed), every kernel returns
+ * at once without writing its output, so a network that is stopping reaches its next check in no time. */
 #ifndef SD_KERNELS_H
 #define SD_KERNELS_H
 

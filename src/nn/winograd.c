@@ -249,6 +249,7 @@ static void wino_outputs(compute *cc, const wino_shape *s, const float *M, int o
 
 void conv2d_winograd(compute *cc, const conv_desc *d, const float *x, const conv_input *in, int B, int H, int W,
                      const float *w, const float *b, float *y, float *work) {
+    if (compute_poll(cc)) return;
     const wino_shape s = wino_shape_of(B, d->in_ch, d->out_ch, H, W);
     const int ob = wino_out_chunk(s.C, s.O, s.block);
     float *U = work;                           /* [36, ob, C] */
