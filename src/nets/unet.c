@@ -617,30 +617,31 @@ static int begin_pass(compute *cc, const unet *u, const unet_input *in, unet_pas
     return 0;
 }
 
-sd_status unet_forward(compute *cc, const unet *u, const unet_input *in, float *out) {
+/* One evaluation: the encoder half (conv_in + add, the input blocks' outputs into given when not NULL), then the
+ * decoder half into out, or, when out is NULL, the middle block's output into given[n_input]. */
+static sd_status run_pass(compute *cc, const unet *u, const unet_input *in, const float *add, float *const *given,
+                          float *out) {
     if (compute_stopped(cc)) return cc->status;
     arena_mark mark = compute_mark(cc);
     unet_pass ps;
     unet_skips sk;
     float *pp[3];
     int H, W;
-    float *mid = begin_pass(cc, u, in, &ps, pp) ? NULL : encode(&ps, u, in, NULL, NULL, &sk, pp, &H, &W);
-    if (mid) decode(&ps, u, in, &sk, mid, pp, H, W, out);
+    float *mid = begin_pass(cc, u, in, &ps, pp) ? NULL : encode(&ps, u, in, add, given, &sk, pp, &H, &W);
+    if (mid && out)
+        decode(&ps, u, in, &sk, mid, pp, H, W, out);
+    else if (mid)
+        memcpy(given[u->c.n_input], mid, unet_block_floats(u, u->c.n_input, in->B, in->h, in->w) * sizeof(float));
     compute_reset(cc, mark);
     return compute_stopped(cc) ? cc->status : SD_OK;
 }
 
+sd_status unet_forward(compute *cc, const unet *u, const unet_input *in, float *out) {
+    return run_pass(cc, u, in, NULL, NULL, out);
+}
+
 sd_status unet_encoder_forward(compute *cc, const unet *u, const unet_input *in, const float *add, float *const *outs) {
-    if (compute_stopped(cc)) return cc->status;
-    arena_mark mark = compute_mark(cc);
-    unet_pass ps;
-    unet_skips sk;
-    float *pp[3];
-    int H, W;
-    float *mid = begin_pass(cc, u, in, &ps, pp) ? NULL : encode(&ps, u, in, add, outs, &sk, pp, &H, &W);
-    if (mid) memcpy(outs[u->c.n_input], mid, unet_block_floats(u, u->c.n_input, in->B, in->h, in->w) * sizeof(float));
-    compute_reset(cc, mark);
-    return compute_stopped(cc) ? cc->status : SD_OK;
+    return run_pass(cc, u, in, add, outs, NULL);
 }
 
 /* ---------------- estimates ---------------- */
