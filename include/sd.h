@@ -270,8 +270,8 @@ SD_API void sd_image_free(sd_image *img);
 
 /* A rough time in seconds for one sampling step at width x height (0: the model's size): the UNet's FLOPs there (a
  * batch of two when guided; self-attention grows with the square of the pixel count) over this machine's
- * matrix-product rate, measured by a short probe (about 0.2 s). *tflop (may be NULL): the TFLOP of that step. 0
- * when the probe could not run. */
+ * matrix-product rate, measured by a short probe (about 0.2 s, on the first call only). *tflop (may be NULL): the
+ * TFLOP of that step. 0 when the probe could not run. */
 SD_API double sd_estimate_step(sd_ctx *ctx, int width, int height, int guided, double *tflop);
 
 /* ---- upscaling: ESRGAN / Real-ESRGAN (RRDBNet) models ---- */
@@ -290,7 +290,7 @@ SD_API sd_status sd_upscaler_check(const sd_upscaler *u, int width, int height, 
  * SD_UPSCALE_TILE input pixels with SD_UPSCALE_PAD more of context on every side; cancel (may be NULL) is polled
  * between tiles and layers. A size whose output would not fit in memory is refused before any compute. */
 #define SD_UPSCALE_TILE 256
-#define SD_UPSCALE_PAD 16
+#define SD_UPSCALE_PAD  16
 SD_API sd_status sd_upscale(sd_upscaler *u, const sd_pixels *in, sd_cancel_fn cancel, void *cancel_user, sd_image *out,
                             char err[SD_ERR_LEN]);
 

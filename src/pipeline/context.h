@@ -31,6 +31,7 @@ struct sd_ctx {
     embedding_set emb;    /* textual-inversion embeddings of sd_load_params.embeddings_dir (none without one) */
     char text_names[160]; /* the encoders' names joined with " + " (sd_model_info.text_encoder) */
     sd_timings timings;
+    double product_rate; /* FLOP/s of a matrix product in cc, measured once for estimates (0: not yet) */
 };
 
 /* One generation (pipeline.c): txt2img, img2img or inpainting as p says, or img2img from init_latent ([C, h, w]

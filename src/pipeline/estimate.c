@@ -1,6 +1,6 @@
 /* estimate.c - sd_estimate_step: what one sampling step would cost at a size, before running it: the UNet's FLOPs
  * there (unet_flops: convolutions and linear layers grow with the pixel count, self-attention with its square)
- * over this machine's matrix-product rate, measured by one short product in the context's own threads. */
+ * over this machine's matrix-product rate, measured once by a few short products in the context's own threads. */
 #include "pipeline/context.h"
 
 #include "nn/kernels.h"
@@ -11,7 +11,7 @@
 #define PROBE_RUNS 3    /* the best of them */
 
 /* The context's matrix-product rate in FLOP/s, or 0 when the probe cannot run. */
-static double product_rate(sd_ctx *c) {
+static double measure_product_rate(sd_ctx *c) {
     const size_t n = (size_t)PROBE_N * PROBE_N;
     float *a = malloc(9 * n * sizeof(float)); /* A [PROBE_N, PROBE_N], B and C [PROBE_N, 4·PROBE_N] */
     if (!a) return 0;
@@ -32,6 +32,6 @@ double sd_estimate_step(sd_ctx *c, int width, int height, int guided, double *tf
     const int W = width ? width : c->model.d.default_size, H = height ? height : c->model.d.default_size;
     const double flops = unet_flops(&c->un, guided ? 2 : 1, H / 8, W / 8, 77);
     if (tflop) *tflop = flops / 1e12;
-    const double rate = product_rate(c);
-    return rate > 0 ? flops / rate : 0;
+    if (c->product_rate == 0) c->product_rate = measure_product_rate(c);
+    return c->product_rate > 0 ? flops / c->product_rate : 0;
 }
