@@ -196,8 +196,10 @@ static void test_sdxl_name_table(void) {
         }
         int row0 = -1;
         const st_tensor *t = s ? lora_set_lookup(s, e->string + 5, &row0) : NULL; /* without "lora_" */
-        if (t && !strcmp(t->name, want) && row0 == want_row0) ok++;
-        else CHECK(0, "%s -> %s row %d, want %s", e->string, t ? t->name : "(none)", row0, e->valuestring);
+        if (t && !strcmp(t->name, want) && row0 == want_row0)
+            ok++;
+        else
+            CHECK(0, "%s -> %s row %d, want %s", e->string, t ? t->name : "(none)", row0, e->valuestring);
     }
     CHECK(n == 213 && ok == 213, "SDXL name table: %d of %d modules map to their tensors", ok, n);
     cJSON_Delete(names);

@@ -175,9 +175,12 @@ static int module_key(const lora_set *s, const char *name, char *key, size_t len
                     {".lora_A.weight", 'd'},
                     {".lora_B.weight", 'u'}};
     /* kohya's lora_te_ (one encoder), lora_te1_ / lora_te2_ (SDXL); PEFT's text_encoder. is the first encoder */
-    const char *const roots[][2] = {{"lora_unet_", "unet_"},         {"lora_te_", "te_"},
-                                    {"lora_te1_", "te1_"},           {"lora_te2_", "te2_"},
-                                    {"unet.", "unet_"},              {"text_encoder_2.", "te2_"},
+    const char *const roots[][2] = {{"lora_unet_", "unet_"},
+                                    {"lora_te_", "te_"},
+                                    {"lora_te1_", "te1_"},
+                                    {"lora_te2_", "te2_"},
+                                    {"unet.", "unet_"},
+                                    {"text_encoder_2.", "te2_"},
                                     {"text_encoder.", s->n_text > 1 ? "te1_" : "te_"}};
     if (!strncmp(name, "base_model.model.", 17)) name += 17; /* PEFT's wrapper prefix */
     size_t nlen = strlen(name), cut = nlen;

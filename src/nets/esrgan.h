@@ -26,8 +26,8 @@ typedef struct {
     tensor_store store;
     const char *naming; /* "basicsr", "old ESRGAN", "ESRGAN 2019" */
     int nf, nb, gc;
-    int unshuffle;      /* 1, 2 or 4: the input's pixel-unshuffle factor (3·unshuffle² input channels) */
-    int scale;          /* output pixels per input pixel: 4 / unshuffle */
+    int unshuffle; /* 1, 2 or 4: the input's pixel-unshuffle factor (3·unshuffle² input channels) */
+    int scale;     /* output pixels per input pixel: 4 / unshuffle */
     conv_layer first, body, up1, up2, hr, last;
     esrgan_rrdb *blocks; /* [nb] */
 } esrgan;
