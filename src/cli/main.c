@@ -302,7 +302,6 @@ static int check_output(const char *path, const struct stat *model) {
     return output_check_path(path, err, sizeof err) != 0 ? error(EXIT_BAD_INPUT, "%s", err) : 0;
 }
 
-/* Before any compute: every output can be written, none is the model, no two jobs (or the grid) write one file. */
 /* --latent-out NAME.png: a warning once the outputs are known to be usable (it writes safetensors). */
 static void warn_latent_png(const job_list *L) {
     for (int i = 0; i < L->n; i++) {
@@ -314,6 +313,7 @@ static void warn_latent_png(const job_list *L) {
     }
 }
 
+/* Before any compute: every output can be written, none is the model, no two jobs (or the grid) write one file. */
 static int check_outputs(const cli_args *a, job_list *L, const sd_ctx *ctx) {
     char err[SD_ERR_LEN];
     sd_model_info mi;
@@ -332,6 +332,18 @@ static int check_outputs(const cli_args *a, job_list *L, const sd_ctx *ctx) {
     if (!rc && a->grid) rc = check_output(a->grid, model);
     if (!rc) warn_latent_png(L);
     return rc;
+}
+
+/* The size job j generates: its own (else the model's), or its hires fix's second pass (sd_generate's rule:
+ * scaled, rounded down to 8). */
+static void generated_size(const sd_ctx *ctx, const job *j, int *w, int *h) {
+    sd_model_info mi;
+    sd_get_model_info(ctx, &mi);
+    jobs_size(j, mi.default_width, mi.default_height, w, h);
+    if (j->s.gen.hires_scale > 1) {
+        *w = (int)(*w * j->s.gen.hires_scale) / 8 * 8;
+        *h = (int)(*h * j->s.gen.hires_scale) / 8 * 8;
+    }
 }
 
 /* "42 s", "12 min", "3.5 h". */
@@ -354,11 +366,7 @@ static void note_large_sizes(sd_ctx *ctx, const job_list *L) {
     for (int i = 0; i < L->n; i++) {
         const sd_gen_params *g = &L->jobs[i].s.gen;
         int w, h;
-        jobs_size(&L->jobs[i], mi.default_width, mi.default_height, &w, &h);
-        if (g->hires_scale > 1) { /* the second pass */
-            w = (int)(w * g->hires_scale) / 8 * 8;
-            h = (int)(h * g->hires_scale) / 8 * 8;
-        }
+        generated_size(ctx, &L->jobs[i], &w, &h);
         if ((double)w * h < 4 * native || (w == said_w && h == said_h)) continue;
         double tflop, s = sd_estimate_step(ctx, w, h, g->cfg_scale > 1.0f, &tflop);
         if (s < 60) continue;
@@ -441,15 +449,9 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* The size of job j's PNG: its own, after the hires fix, times the post upscaler's factor. */
+/* The size of job j's PNG: the generated size times the post upscaler's factor. */
 static void png_size(const cli_args *a, const sd_ctx *ctx, const sd_upscaler *post, const job *j, int *w, int *h) {
-    sd_model_info mi;
-    sd_get_model_info(ctx, &mi);
-    jobs_size(j, mi.default_width, mi.default_height, w, h);
-    if (j->s.gen.hires_scale > 1) {
-        *w = (int)(*w * j->s.gen.hires_scale) / 8 * 8;
-        *h = (int)(*h * j->s.gen.hires_scale) / 8 * 8;
-    }
+    generated_size(ctx, j, w, h);
     for (int r = 0; post && r < a->upscale_repeats; r++) {
         *w *= sd_upscaler_scale(post);
         *h *= sd_upscaler_scale(post);
