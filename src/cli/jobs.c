@@ -607,6 +607,14 @@ void jobs_size(const job *j, int default_w, int default_h, int *w, int *h) {
     *h = j->s.gen.height ? j->s.gen.height : im ? im->height - im->height % 8 : default_h;
 }
 
+void jobs_generated_size(const job *j, int default_w, int default_h, int *w, int *h) {
+    jobs_size(j, default_w, default_h, w, h);
+    if (j->s.gen.hires_scale > 1) {
+        *w = (int)(*w * j->s.gen.hires_scale) / 8 * 8;
+        *h = (int)(*h * j->s.gen.hires_scale) / 8 * 8;
+    }
+}
+
 /* "dir/name.png" -> "dir/name_<i>.png" for i > 0. */
 static char *numbered(const char *path, int i) {
     size_t len = strlen(path) + 24;

@@ -67,6 +67,9 @@ int jobs_name_outputs(job_list *L, int default_w, int default_h, char *err, size
 
 /* Output size of a job: -W/-H, else the init image's size rounded down to 8, else the default. */
 void jobs_size(const job *j, int default_w, int default_h, int *w, int *h);
+/* The size of the image a job generates: jobs_size, or with a hires fix its second pass's (sd_generate's rule: scaled,
+ * rounded down to 8). */
+void jobs_generated_size(const job *j, int default_w, int default_h, int *w, int *h);
 
 /* Splits a line into words with shell-like quoting. *words (malloc'd, NULL-terminated) point into *storage
  * (malloc'd). Returns the word count, or -1 with err set (unbalanced quote, trailing backslash), -2 no memory. */

@@ -334,18 +334,6 @@ static int check_outputs(const cli_args *a, job_list *L, const sd_ctx *ctx) {
     return rc;
 }
 
-/* The size job j generates: its own (else the model's), or its hires fix's second pass (sd_generate's rule:
- * scaled, rounded down to 8). */
-static void generated_size(const sd_ctx *ctx, const job *j, int *w, int *h) {
-    sd_model_info mi;
-    sd_get_model_info(ctx, &mi);
-    jobs_size(j, mi.default_width, mi.default_height, w, h);
-    if (j->s.gen.hires_scale > 1) {
-        *w = (int)(*w * j->s.gen.hires_scale) / 8 * 8;
-        *h = (int)(*h * j->s.gen.hires_scale) / 8 * 8;
-    }
-}
-
 /* "42 s", "12 min", "3.5 h". */
 static void format_duration(double s, char *out, size_t len) {
     if (s < 90)
@@ -366,7 +354,7 @@ static void note_large_sizes(sd_ctx *ctx, const job_list *L) {
     for (int i = 0; i < L->n; i++) {
         const sd_gen_params *g = &L->jobs[i].s.gen;
         int w, h;
-        generated_size(ctx, &L->jobs[i], &w, &h);
+        jobs_generated_size(&L->jobs[i], mi.default_width, mi.default_height, &w, &h);
         if ((double)w * h < 4 * native || (w == said_w && h == said_h)) continue;
         double tflop, s = sd_estimate_step(ctx, w, h, g->cfg_scale > 1.0f, &tflop);
         if (s < 60) continue;
@@ -451,7 +439,9 @@ static double now_s(void) {
 
 /* The size of job j's PNG: the generated size times the post upscaler's factor. */
 static void png_size(const cli_args *a, const sd_ctx *ctx, const sd_upscaler *post, const job *j, int *w, int *h) {
-    generated_size(ctx, j, w, h);
+    sd_model_info mi;
+    sd_get_model_info(ctx, &mi);
+    jobs_generated_size(j, mi.default_width, mi.default_height, w, h);
     for (int r = 0; post && r < a->upscale_repeats; r++) {
         *w *= sd_upscaler_scale(post);
         *h *= sd_upscaler_scale(post);

@@ -61,13 +61,8 @@ int upscalers_check_jobs(const cli_args *a, const job_list *L, const sd_ctx *ctx
     sd_model_info mi;
     sd_get_model_info(ctx, &mi);
     for (int i = 0; post && i < L->n; i++) {
-        const sd_gen_params *g = &L->jobs[i].s.gen;
         int w, h;
-        jobs_size(&L->jobs[i], mi.default_width, mi.default_height, &w, &h);
-        if (g->hires_scale > 1) {
-            w = (int)(w * g->hires_scale) / 8 * 8;
-            h = (int)(h * g->hires_scale) / 8 * 8;
-        }
+        jobs_generated_size(&L->jobs[i], mi.default_width, mi.default_height, &w, &h);
         sd_status st = check_passes(post, w, h, a->upscale_repeats, e);
         if (st != SD_OK) return FAIL(cli_exit_code(st), "--upscale-model: job %d: %s", L->jobs[i].number, e);
     }
