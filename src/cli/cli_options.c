@@ -57,14 +57,13 @@ void cli_free(cli_args *a) {
 
 /* ---------------- strict number parsing ---------------- */
 
-/* Whether s starts as a number may (no leading space, which strtol and strtod would skip). */
-static int number_start(const char *s) { return (*s >= '0' && *s <= '9') || *s == '-' || *s == '+' || *s == '.'; }
+int cli_number_start(const char *s) { return (*s >= '0' && *s <= '9') || *s == '-' || *s == '+' || *s == '.'; }
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, long *out, char *err, size_t errlen) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || !number_start(s)) return BAD("%s: '%s' is not an integer", opt, s);
+    if (errno || end == s || *end || !cli_number_start(s)) return BAD("%s: '%s' is not an integer", opt, s);
     if (v < lo || v > hi) return BAD("%s: %ld is outside %ld..%ld", opt, v, lo, hi);
     *out = v;
     return CLI_OK;
@@ -75,7 +74,7 @@ static int parse_size(const char *opt, const char *s, long *out, char *err, size
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || !number_start(s) || v < 64 || v > 4096 || v % 8)
+    if (errno || end == s || *end || !cli_number_start(s) || v < 64 || v > 4096 || v % 8)
         return BAD("%s: '%s' is not a multiple of 8 in 64..4096", opt, s);
     *out = v;
     return CLI_OK;
@@ -85,8 +84,9 @@ static int parse_double(const char *opt, const char *s, double *out, char *err, 
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno == ERANGE && end != s && !*end && number_start(s)) return BAD("%s: '%s' is out of range", opt, s);
-    if (errno || end == s || *end || !isfinite(v) || !number_start(s)) return BAD("%s: '%s' is not a number", opt, s);
+    if (errno == ERANGE && end != s && !*end && cli_number_start(s)) return BAD("%s: '%s' is out of range", opt, s);
+    if (errno || end == s || *end || !isfinite(v) || !cli_number_start(s))
+        return BAD("%s: '%s' is not a number", opt, s);
     *out = v;
     return CLI_OK;
 }
@@ -266,7 +266,7 @@ static int parse_lora(cli_args *a, const char *val, char *err, size_t errlen) {
         char *end;
         errno = 0;
         mult = strtod(colon + 1, &end);
-        if (errno || end == colon + 1 || *end || !isfinite(mult) || !number_start(colon + 1))
+        if (errno || end == colon + 1 || *end || !isfinite(mult) || !cli_number_start(colon + 1))
             return BAD("--lora: '%s': '%s' is not a multiplier (use FILE:MULT, e.g. style.safetensors:0.8)", val,
                        colon + 1);
         len = (size_t)(colon - val);
@@ -281,7 +281,7 @@ static int parse_shard(cli_args *a, const char *val, char *err, size_t errlen) {
     errno = 0;
     long i = strtol(val, &end, 10), n = *end == '/' ? strtol(end + 1, &end2, 10) : 0;
     if (errno || end == val || *end != '/' || end2 == end + 1 || *end2 || n < 1 || i < 1 || i > n || n > 1000000 ||
-        !number_start(val) || !number_start(end + 1))
+        !cli_number_start(val) || !cli_number_start(end + 1))
         return BAD("--shard: '%s' is not i/n with 1 <= i <= n (e.g. 1/4: jobs 1, 5, 9, ...)", val);
     a->shard_index = (int)i;
     a->shard_count = (int)n;

@@ -17,6 +17,9 @@ enum { CLI_OK = 0, CLI_RUNTIME = 1, CLI_BAD_INPUT = 2, CLI_HELP = -2, CLI_VERSIO
 /* The exit status for a library status: 0 ok, 2 bad input (arguments, files, formats, models), 1 otherwise. */
 int cli_exit_code(sd_status s);
 
+/* Whether s starts as a number may: a digit, sign or point (no leading space, which strtol and strtod would skip). */
+int cli_number_start(const char *s);
+
 /* One job's settings: everything a prompt-file line or a sweep axis may change. Strings are borrowed (argv, the
  * prompt file's tokens, or a sweep's replacements), never owned here. */
 typedef struct {

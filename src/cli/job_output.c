@@ -8,6 +8,13 @@
 
 static const char *base_name(const char *path) { return strrchr(path, '/') ? strrchr(path, '/') + 1 : path; }
 
+/* The length of a file name without its extension ("x.safetensors": 1; ".hidden" and "noext" whole), as
+ * AUTOMATIC1111 names models, LoRAs and upscalers. */
+static int stem_len(const char *name) {
+    const char *dot = strrchr(name, '.');
+    return dot && dot != name ? (int)(dot - name) : (int)strlen(name);
+}
+
 /* SDXL's size conditioning, where it is not the default (the output size, no crop). */
 static void append_size_conditioning(char *t, size_t len, int *n, const sd_gen_params *g) {
     if (g->original_width || g->original_height)
@@ -53,8 +60,7 @@ static void append_hires(char *t, size_t len, int *n, const cli_args *a, const s
     int name_len = name ? (int)strlen(name) : 0;
     if (!name) {
         name = base_name(a->hires_upscaler);
-        const char *dot = strrchr(name, '.');
-        name_len = dot && dot != name ? (int)(dot - name) : (int)strlen(name);
+        name_len = stem_len(name);
     }
     *n += snprintf(t + *n, len - (size_t)*n,
                    ", Hires upscale: %g, Hires steps: %d, Hires upscaler: %.*s, Denoising "
@@ -68,7 +74,7 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
     sd_model_info mi;
     sd_get_model_info(ctx, &mi);
     const char *model = base_name(a->model);
-    int model_len = strrchr(model, '.') ? (int)(strrchr(model, '.') - model) : (int)strlen(model);
+    const int model_len = stem_len(model);
     size_t len =
         strlen(g->prompt) + strlen(g->negative_prompt) + strlen(model) + 1024 + 32 * 300; /* TI hashes: 32 names */
     for (int i = 0; i < a->n_loras; i++) len += strlen(a->loras[i].path) + 32;
@@ -99,18 +105,16 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
     if (g->hires_scale > 1) append_hires(t, len, &n, a, g);
     if (g->mask) APPEND(", Mask blur: 0");
     for (int i = 0; i < a->n_loras; i++) { /* LoRA: "name: 1, other: 0.5", quoted as AUTOMATIC1111 quotes values */
-        const char *name = base_name(a->loras[i].path), *dot = strrchr(name, '.');
-        APPEND("%s%.*s: %g", i ? ", " : ", LoRA: \"", dot && dot != name ? (int)(dot - name) : (int)strlen(name), name,
-               a->loras[i].multiplier);
+        const char *name = base_name(a->loras[i].path);
+        APPEND("%s%.*s: %g", i ? ", " : ", LoRA: \"", stem_len(name), name, a->loras[i].multiplier);
         if (i == a->n_loras - 1) APPEND("\"");
     }
     append_ti_hashes(t, len, &n, ctx, g);
     if (a->control_net) { /* as AUTOMATIC1111's ControlNet extension writes it */
-        const char *name = base_name(a->control_net), *dot = strrchr(name, '.');
+        const char *name = base_name(a->control_net);
         APPEND(", ControlNet 0: \"Module: none, Model: %.*s, Weight: %g, Resize Mode: Just Resize, Low Vram: False, "
                "Guidance Start: %g, Guidance End: %g, Pixel Perfect: False, Control Mode: Balanced\"",
-               dot && dot != name ? (int)(dot - name) : (int)strlen(name), name, g->control_strength, g->control_start,
-               g->control_end);
+               stem_len(name), name, g->control_strength, g->control_start, g->control_end);
     }
     if (g->eta > 0 && si->uses_eta) APPEND(", Eta DDIM: %g", g->eta);
     const sd_spacing spacing = mi.default_spacing ? mi.default_spacing : si->default_spacing; /* the run's default */
@@ -125,10 +129,10 @@ char *job_parameters(const cli_args *a, const job_settings *s, const sd_ctx *ctx
 }
 
 void job_postprocess_parameters(char *t, size_t len, const char *model, int scale) {
-    const char *name = base_name(model), *dot = strrchr(name, '.');
+    const char *name = base_name(model);
     size_t n = strlen(t);
-    snprintf(t + n, len - n, "%sPostprocess upscaler: %.*s, Postprocess upscale by: %d", n ? ", " : "",
-             dot && dot != name ? (int)(dot - name) : (int)strlen(name), name, scale);
+    snprintf(t + n, len - n, "%sPostprocess upscaler: %.*s, Postprocess upscale by: %d", n ? ", " : "", stem_len(name),
+             name, scale);
 }
 
 int job_write(const cli_args *a, const job *j, const sd_ctx *ctx, const sd_image *img, const sd_image *post,

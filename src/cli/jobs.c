@@ -161,7 +161,7 @@ static int read_number(const char *s, value_kind kind, double *x, const char **e
     char *e;
     errno = 0;
     *end = s;
-    if (!((*s >= '0' && *s <= '9') || *s == '-' || *s == '+' || *s == '.')) return -1; /* no leading space */
+    if (!cli_number_start(s)) return -1; /* no leading space */
     *x = kind == V_INT ? (double)strtoll(s, &e, 10) : strtod(s, &e);
     *end = e;
     return errno || e == s || !isfinite(*x) ? -1 : 0;
