@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 /* FLOPs of SD 1.5 stages at 512x512 (models/flops.json, PyTorch's FLOP counter). */
@@ -218,15 +219,11 @@ static int bench_precision(const bench_opts *o, sd_precision precision, bench_re
     return 0;
 }
 
-/* The process's peak resident memory (VmHWM), in bytes. */
+/* The process's peak resident memory in bytes (as the pipeline's sd_timings.peak_rss_bytes: getrusage). */
 static double peak_rss(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    double kb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %lf kB", &kb) == 1) break;
-    if (f) fclose(f);
-    return kb * 1024;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss * 1024;
 }
 
 /* FLOPs of an RRDBNet on an H x W image (2 per multiply-add; 3x3 convolutions; the body at the unshuffled size). */
